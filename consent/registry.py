@@ -1,0 +1,70 @@
+"""The consent registry: append-only history; the current state is derived from it.
+
+There is no cache: every decision reads the current state from the operational store, so a
+withdrawal applies to the very next decision after the write is acknowledged, in every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Engine, func, insert, select
+
+from consent.model import ConsentGiven
+from consent.store import consent_history
+
+_COLUMNS = (
+    consent_history.c.id,
+    consent_history.c.customer_id,
+    consent_history.c.purpose,
+    consent_history.c.channel,
+    consent_history.c.granted,
+    consent_history.c.recorded_at,
+    consent_history.c.source,
+    consent_history.c.notice_version,
+)
+
+
+def _as_record(row: object) -> ConsentGiven:
+    mapping = dict(row._mapping)  # type: ignore[attr-defined]
+    recorded_at = mapping["recorded_at"]
+    if recorded_at.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
+        from datetime import UTC
+
+        mapping["recorded_at"] = recorded_at.replace(tzinfo=UTC)
+    return ConsentGiven.model_validate(mapping)
+
+
+class ConsentRegistry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record(self, entries: Iterable[ConsentGiven]) -> int:
+        rows = [e.model_dump(exclude={"id"}) for e in entries]
+        if not rows:
+            return 0
+        with self.engine.begin() as connection:
+            connection.execute(insert(consent_history), rows)
+        return len(rows)
+
+    def current(self, customer_id: str) -> dict[tuple[str, str], ConsentGiven]:
+        """The latest entry per (purpose, channel): later entries win, ties broken by id."""
+        latest = (
+            select(func.max(consent_history.c.id).label("id"))
+            .where(consent_history.c.customer_id == customer_id)
+            .group_by(consent_history.c.purpose, consent_history.c.channel)
+            .subquery()
+        )
+        query = select(*_COLUMNS).join(latest, consent_history.c.id == latest.c.id)
+        with self.engine.connect() as connection:
+            records = [_as_record(row) for row in connection.execute(query)]
+        return {(r.purpose, r.channel): r for r in records}
+
+    def history(self, customer_id: str) -> list[ConsentGiven]:
+        query = (
+            select(*_COLUMNS)
+            .where(consent_history.c.customer_id == customer_id)
+            .order_by(consent_history.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [_as_record(row) for row in connection.execute(query)]

@@ -1,0 +1,67 @@
+"""The operational store's tables (SQLite by default, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+consent_history = Table(
+    "consent_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("notice_version", String(32), nullable=False),
+    Index("ix_consent_customer", "customer_id", "purpose", "channel", "id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # The sequence number is assigned by the writer, and both it and prev_hash are unique: two
+    # writers racing for the same head cannot both succeed, so the chain never forks.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("decision_id", String(64), nullable=False, unique=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("customer_ref", String(128), nullable=False, index=True),
+    Column("prev_hash", String(80), nullable=False, unique=True),
+    Column("record_hash", String(80), nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+
+def connect(url: str) -> Engine:
+    """An engine for ``url`` with the tables created; SQLite gets WAL and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    metadata.create_all(engine)
+    return engine

@@ -1,0 +1,46 @@
+"""Feast objects: the customer entity, the activity feature view and the push source feeding it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Float64
+
+from feature_repo.aggregates import AGGREGATES
+
+ACTIVITY_VIEW = "customer_activity"
+ACTIVITY_PUSH = "customer_activity_push"
+ACTIVITY_SERVICE = "need_scoring_v1"
+#: How old a row may be for a point-in-time join or an online read to still use it.
+ACTIVITY_TTL = timedelta(days=30)
+
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.STRING,
+    description="A bank customer, keyed by the core-banking customer id.",
+)
+
+
+def build(offline_dir: Path) -> list[object]:
+    """All Feast objects, with the offline store at ``offline_dir`` (a folder of Parquet parts)."""
+    activity_source = FileSource(
+        name="customer_activity_offline",
+        path=str(offline_dir / ACTIVITY_VIEW),
+        timestamp_field="event_timestamp",
+        description="Every feature row the stream worker wrote online, as of its event time.",
+    )
+    push = PushSource(name=ACTIVITY_PUSH, batch_source=activity_source)
+    activity = FeatureView(
+        name=ACTIVITY_VIEW,
+        entities=[customer],
+        ttl=ACTIVITY_TTL,
+        schema=[Field(name=a.name, dtype=Float64, description=a.description) for a in AGGREGATES],
+        source=push,
+        online=True,
+        description="Windowed aggregates of a customer's events, kept current by the stream.",
+    )
+    scoring = FeatureService(name=ACTIVITY_SERVICE, features=[activity])
+    return [customer, activity_source, push, activity, scoring]

@@ -1,0 +1,116 @@
+"""The composition root: settings are read once and every adapter is wired here.
+
+The app, the worker and the CLI all build what they need from a ``Container``; tests build one
+from their own ``Settings`` (pointing at real Kafka, Redis and PostgreSQL, or at a temporary
+state folder) rather than patching anything deep inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from feast import FeatureStore
+from sqlalchemy import Engine
+
+from consent.audit import AuditLog
+from consent.policy import Catalog, Policy
+from consent.registry import ConsentRegistry
+from consent.store import connect
+from feature_repo.store import StoreLocation, open_store
+from service.decisions import DecisionService
+from service.features import FeastFeatures
+from service.models import NeedModel, load_models
+from service.settings import Settings
+from service.transport import (
+    DLQ_TOPIC,
+    EVENTS_TOPIC,
+    Consumer,
+    KafkaConsumerAdapter,
+    KafkaProducerAdapter,
+    LocalLog,
+    Producer,
+)
+from service.worker import StreamWorker
+
+
+@dataclass
+class Container:
+    settings: Settings
+
+    def __post_init__(self) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+
+    # --- operational store ---
+    @cached_property
+    def engine(self) -> Engine:
+        return connect(self.settings.operational_url)
+
+    @cached_property
+    def registry(self) -> ConsentRegistry:
+        return ConsentRegistry(self.engine)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.engine)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog.load()
+
+    @cached_property
+    def policy(self) -> Policy:
+        return Policy.load()
+
+    # --- features ---
+    @cached_property
+    def store_location(self) -> StoreLocation:
+        s = self.settings
+        return StoreLocation(
+            home=s.home, project=s.feast_project, online=s.online_store, redis_url=s.redis_url
+        )
+
+    @cached_property
+    def feature_store(self) -> FeatureStore:
+        return open_store(self.store_location)
+
+    @cached_property
+    def features(self) -> FeastFeatures:
+        return FeastFeatures(self.feature_store, self.store_location)
+
+    # --- models ---
+    @cached_property
+    def models(self) -> dict[str, NeedModel]:
+        return load_models(self.settings.tracking_uri, self.settings.model_alias)
+
+    @cached_property
+    def decisions(self) -> DecisionService:
+        return DecisionService(
+            self.registry, self.features, self.models, self.catalog, self.policy, self.audit
+        )
+
+    # --- events ---
+    @cached_property
+    def local_log(self) -> LocalLog:
+        return LocalLog(self.settings.home / "events")
+
+    def producer(self) -> Producer:
+        if self.settings.event_transport == "kafka":
+            return KafkaProducerAdapter(self.settings.kafka_bootstrap_servers)
+        return self.local_log.producer()
+
+    def consumer(self, topic: str = EVENTS_TOPIC) -> Consumer:
+        name = self.settings.topic(topic)
+        if self.settings.event_transport == "kafka":
+            return KafkaConsumerAdapter(
+                self.settings.kafka_bootstrap_servers, name, self.settings.consumer_group
+            )
+        return self.local_log.consumer(name, self.settings.consumer_group)
+
+    def worker(self) -> StreamWorker:
+        return StreamWorker(
+            consumer=self.consumer(),
+            dlq=self.producer(),
+            dlq_topic=self.settings.topic(DLQ_TOPIC),
+            features=self.features,
+        )

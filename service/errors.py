@@ -1,0 +1,39 @@
+"""The error hierarchy: every error has a stable code and an HTTP status; messages are safe to
+show to clients (no internals)."""
+
+from __future__ import annotations
+
+
+class NextBestError(Exception):
+    code = "internal_error"
+    status = 500
+    message = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+
+
+class InvalidRequest(NextBestError):
+    code, status, message = "invalid_request", 422, "the request is not valid"
+
+
+class NotFound(NextBestError):
+    code, status, message = "not_found", 404, "not found"
+
+
+class ConsentUnavailable(NextBestError):
+    """The operational store cannot be read: consent cannot be checked, so nothing is delivered."""
+
+    code, status = "consent_unavailable", 503
+    message = "consent cannot be checked right now; no recommendation was delivered"
+
+
+class AuditUnavailable(NextBestError):
+    code, status = "audit_unavailable", 503
+    message = "the decision could not be recorded in the audit log; nothing was delivered"
+
+
+class TransportUnavailable(NextBestError):
+    code, status = "transport_unavailable", 503
+    message = "the event transport is unavailable; the events were not accepted"

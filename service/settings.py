@@ -1,0 +1,98 @@
+"""One typed settings object, read once from ``NEXTBEST_*`` environment variables.
+
+With nothing set, everything runs on the embedded defaults inside one state folder
+(``NEXTBEST_HOME``, default ``./.nextbest``). Unknown ``NEXTBEST_*`` variables and invalid values
+fail at start with a message naming the variable, so a typo never silently falls back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "NEXTBEST_"
+
+
+class SettingsError(RuntimeError):
+    """Raised at start when the environment does not describe a valid configuration."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", frozen=True)
+
+    home: Path = Field(Path(".nextbest"), description="State folder of the embedded defaults.")
+    environment: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    event_transport: Literal["local", "kafka"] = "local"
+    kafka_bootstrap_servers: Annotated[str, Field(min_length=1)] = "127.0.0.1:9092"
+    topic_namespace: Annotated[str, Field(pattern=r"^([a-z0-9-]+\.)?$")] = ""
+    consumer_group: Annotated[str, Field(min_length=1, max_length=200)] = "nextbest-stream"
+
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    feast_project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")] = "nextbest"
+
+    database_url: str | None = Field(None, description="Operational store; default SQLite.")
+    mlflow_tracking_uri: str | None = Field(None, description="Default: SQLite in the home.")
+    model_alias: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")] = "champion"
+
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, home: Path) -> Path:
+        return home.expanduser().absolute()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return url
+
+    @property
+    def operational_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'nextbest.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home / "mlartifacts"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_namespace}{name}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default ``os.environ``), refusing unknown variables."""
+    environ = os.environ if environ is None else environ
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    unknown = sorted(k for k in environ if k.upper().startswith(PREFIX) and k.upper() not in known)
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    values = {
+        name: environ[PREFIX + name.upper()]
+        for name in Settings.model_fields
+        if PREFIX + name.upper() in environ
+    }
+    try:
+        # Values are passed explicitly so that exactly ``environ`` is read, not os.environ too.
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors(include_url=False)
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
