@@ -149,14 +149,17 @@ def _response(made: DecisionMade, container: Container) -> DecisionResponse:
     )
 
 
+def get_container(request: Request) -> Container:
+    return request.app.state.container  # type: ignore[no-any-return]
+
+
+Wired = Annotated[Container, Depends(get_container)]
+
+
 def create_app(container: Container) -> FastAPI:
     app = FastAPI(title="NextBest", version=__version__, docs_url="/docs")
+    app.state.container = container
     producer_holder: dict[str, Any] = {}
-
-    def get_container() -> Container:
-        return container
-
-    Wired = Annotated[Container, Depends(get_container)]
 
     @app.exception_handler(NextBestError)
     async def _nextbest_error(_: Request, error: NextBestError) -> JSONResponse:

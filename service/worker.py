@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5_000
 POLL_TIMEOUT_S = 0.5
+FIRST_RECORD_TIMEOUT_S = 30.0
 
 
 class FeatureWriter(Protocol):
@@ -122,23 +123,37 @@ class StreamWorker:
         self.consumer.commit(records)
         self.stats.batches += 1
 
-    def run(self, idle_exit_s: float | None = None, max_seconds: float | None = None) -> WorkerStats:
-        """Consume until stopped; with ``idle_exit_s``, also stop after that long without input."""
-        idle_since = time.monotonic()
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    def run(
+        self,
+        idle_exit_s: float | None = None,
+        max_seconds: float | None = None,
+        first_record_timeout_s: float = FIRST_RECORD_TIMEOUT_S,
+    ) -> WorkerStats:
+        """Consume until stopped.
+
+        With ``idle_exit_s``, also stop once no record has arrived for that long after the
+        first one (joining a Kafka consumer group takes a moment, so the wait for the first
+        record is ``first_record_timeout_s`` instead).
+        """
+        started = time.monotonic()
+        last_record: float | None = None
+        deadline = None if max_seconds is None else started + max_seconds
         while not self.stopping.is_set():
             records = self.consumer.poll(BATCH_SIZE, POLL_TIMEOUT_S)
             now = time.monotonic()
             if records:
                 self.process(records)
-                idle_since = now
-            elif idle_exit_s is not None and now - idle_since >= idle_exit_s:
-                break
-            else:
-                # The local log returns at once when empty; do not spin.
-                self.stopping.wait(0.05)
+                last_record = now
+            elif idle_exit_s is not None:
+                if last_record is not None and now - last_record >= idle_exit_s:
+                    break
+                if last_record is None and now - started >= first_record_timeout_s:
+                    break
             if deadline is not None and now >= deadline:
                 break
+            if not records:
+                # The local log returns at once when empty; do not spin.
+                self.stopping.wait(0.05)
         return self.stats
 
     def stop_on_signals(self) -> None:

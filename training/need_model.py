@@ -18,7 +18,8 @@ from training.trainset import TrainingSet
 
 PARAMS = {
     "objective": "binary",
-    "metric": "auc",
+    "metric": ["binary_logloss", "auc"],
+    "first_metric_only": True,
     "learning_rate": 0.05,
     "num_leaves": 15,
     "min_data_in_leaf": 20,

@@ -43,6 +43,17 @@ class Bank:
     consents: pd.DataFrame
     events: pd.DataFrame  # one row per event: contract fields, payload as a JSON string
 
+    @classmethod
+    def read(cls, folder: Path) -> Bank:
+        spec = json.loads((folder / "bank.json").read_text())
+        spec["end"] = datetime.fromisoformat(spec["end"])
+        return cls(
+            BankSpec(**spec),
+            pd.read_parquet(folder / "customers.parquet"),
+            pd.read_parquet(folder / "consents.parquet"),
+            pd.read_parquet(folder / "events.parquet"),
+        )
+
     def event_dicts(self) -> list[dict[str, Any]]:
         """The events as contract dictionaries, in event-time order."""
         return [
@@ -60,6 +71,8 @@ class Bank:
 
     def write(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
+        spec = {**self.spec.__dict__, "end": self.spec.end.isoformat()}
+        (out / "bank.json").write_text(json.dumps(spec, indent=2))
         self.customers.to_parquet(out / "customers.parquet", index=False)
         self.consents.to_parquet(out / "consents.parquet", index=False)
         self.events.to_parquet(out / "events.parquet", index=False)

@@ -45,7 +45,7 @@ def with_profiling_consent(entity: pd.DataFrame, consents: pd.DataFrame) -> pd.D
     profiling["event_timestamp"] = pd.to_datetime(profiling["event_timestamp"], utc=True)
     ordered = entity.sort_values("event_timestamp")
     joined = pd.merge_asof(ordered, profiling, on="event_timestamp", by="customer_id")
-    return joined[joined["granted"].fillna(False).astype(bool)].drop(columns="granted")
+    return joined[joined["granted"].eq(True)].drop(columns="granted")
 
 
 def labels(entity: pd.DataFrame, outcomes: pd.DataFrame, need: str, horizon: timedelta) -> pd.Series:

@@ -1,0 +1,60 @@
+"""Shared fixtures. Real servers come from scripts/services (via TEST_* variables set by
+scripts/test); in CI a missing server is a failure, elsewhere its tests are skipped."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.bootstrap import Container
+from service.settings import Settings, load_settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _server(variable: str, what: str) -> str:
+    value = os.environ.get(variable)
+    if not value:
+        message = f"{what} is not available ({variable} is not set; run the tests via scripts/test)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return value
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return _server("TEST_KAFKA_BOOTSTRAP_SERVERS", "Apache Kafka")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _server("TEST_REDIS_URL", "Redis")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _server("TEST_DATABASE_URL", "PostgreSQL")
+
+
+def make_settings(home: Path, **overrides: str) -> Settings:
+    environ = {"NEXTBEST_HOME": str(home)}
+    environ.update({f"NEXTBEST_{k.upper()}": v for k, v in overrides.items()})
+    return load_settings(environ)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Container]:
+    """A container on the embedded defaults in a fresh state folder."""
+    container = Container(make_settings(tmp_path / "home"))
+    yield container
+    container.engine.dispose()
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]

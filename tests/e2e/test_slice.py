@@ -1,0 +1,188 @@
+"""The thin slice end to end, once on the embedded defaults and once on real Kafka, Redis and
+PostgreSQL: a bank's events stream into Feast, a mortgage model is trained from a point-in-time
+training set and registered in MLflow, and the API decides, gates and audits."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from service import pipeline
+from service.api import create_app
+from service.bootstrap import Container
+from tests.conftest import make_settings
+from training.synthetic import Bank, BankSpec, generate
+
+END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+SPEC = BankSpec(seed=21, customers=1_000, days=60, end=END)
+
+
+@pytest.fixture(scope="module")
+def bank() -> Bank:
+    return generate(SPEC)
+
+
+def _schema_url(base: str, schema: str) -> str:
+    # psycopg passes ``options`` to the server: every connection works inside the schema.
+    return f"{base}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="module", params=["embedded", "kafka_redis_postgres"])
+def stack(request, bank: Bank, tmp_path_factory) -> Iterator[tuple[Container, TestClient]]:
+    home = tmp_path_factory.mktemp(request.param)
+    cleanup = None
+    if request.param == "embedded":
+        settings = make_settings(home)
+    else:
+        kafka = request.getfixturevalue("kafka_bootstrap")
+        redis_url = request.getfixturevalue("redis_url")
+        postgres = request.getfixturevalue("postgres_url")
+        run = uuid.uuid4().hex[:10]
+        schema = f"t{run}"
+        admin = create_engine(postgres)
+        with admin.begin() as connection:
+            connection.execute(text(f"create schema {schema}"))
+
+        def cleanup() -> None:
+            with admin.begin() as connection:
+                connection.execute(text(f"drop schema {schema} cascade"))
+            admin.dispose()
+
+        settings = make_settings(
+            home,
+            event_transport="kafka",
+            kafka_bootstrap_servers=kafka,
+            topic_namespace=f"t{run}.",
+            consumer_group=f"nextbest-stream-{run}",
+            online_store="redis",
+            redis_url=redis_url,
+            feast_project=f"t{run}",
+            database_url=_schema_url(postgres, schema),
+        )
+    container = Container(settings)
+    bank.write(settings.home / "bank")
+    pipeline.load_bank(container, bank)
+    stats = pipeline.stream_until_idle(container, idle_s=3.0)
+    assert stats.events == len(bank.events)
+    report = pipeline.train_from_bank(container, settings.home / "bank")
+    assert report.positives > 20
+    client = TestClient(create_app(container))
+    yield container, client
+    client.close()
+    container.engine.dispose()
+    if cleanup:
+        cleanup()
+
+
+def _decide(client: TestClient, customer_id: str, channel: str = "mobile_app") -> dict[str, Any]:
+    response = client.post("/v1/decisions", json={"customer_id": customer_id, "channel": channel})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _customers_with(bank: Bank, purpose: str, channel: str) -> set[str]:
+    c = bank.consents.sort_values("recorded_at").groupby(["customer_id", "purpose", "channel"])
+    latest = c.tail(1)
+    chosen = latest[(latest["purpose"] == purpose) & (latest["channel"] == channel)
+                    & latest["granted"]]
+    return set(chosen["customer_id"])
+
+
+def test_decision_is_in_the_audit_log_with_a_valid_chain(stack, bank: Bank) -> None:
+    container, client = stack
+    customer = sorted(_customers_with(bank, "profiling", "any")
+                      & _customers_with(bank, "marketing", "mobile_app"))[0]
+    decision = _decide(client, customer)
+    assert decision["models"] == {"mortgage": "nextbest-mortgage/1"}
+    record = client.get(f"/v1/audit/decisions/{decision['decision_id']}").json()
+    assert record["record_hash"] == decision["audit_hash"]
+    body = record["record"]
+    assert body["customer_ref"] == customer
+    assert body["policy_version"].startswith("sha256:")
+    assert body["models"][0]["run_id"]
+    features = {f["name"]: f for f in body["features"]}
+    assert "property_views_7d" in features and features["property_views_7d"]["as_of"]
+    assert [c["action_id"] for c in body["candidates"]] == ["mortgage_consultation"]
+    scored = body["candidates"][0]["score"]
+    assert 0.0 <= scored <= 1.0
+    verified = client.get("/v1/audit/verify").json()
+    assert verified["ok"] is True and verified["records"] >= 1
+
+
+def test_no_consent_record_means_no_marketing_action_and_says_why(stack, bank: Bank) -> None:
+    _, client = stack
+    never = sorted(set(bank.customers["customer_id"]) - set(bank.consents["customer_id"]))[0]
+    decision = _decide(client, never)
+    assert decision["actions"] == []
+    (suppressed,) = decision["suppressed"]
+    assert suppressed["action_id"] == "mortgage_consultation"
+    assert "NO_CONSENT_FOR_PURPOSE_AND_CHANNEL" in suppressed["reason_codes"]
+    assert "NO_PROFILING_CONSENT" in suppressed["reason_codes"]
+    body = client.get(f"/v1/audit/decisions/{decision['decision_id']}").json()["record"]
+    assert body["delivery_status"] == "nothing_to_deliver"
+    assert body["features"] == []  # not scored without profiling consent, so no data read
+    assert "NO_CONSENT_FOR_PURPOSE_AND_CHANNEL" in body["reason_codes"]
+
+
+def test_live_events_raise_the_score_then_a_withdrawal_stops_delivery(stack, bank: Bank) -> None:
+    container, client = stack
+    eligible = _customers_with(bank, "profiling", "any") & _customers_with(bank, "marketing", "rm")
+    customer = sorted(eligible)[3]
+    before = _decide(client, customer, "rm")
+
+    now = datetime.now(UTC)
+    events = [
+        {"event_id": f"live-{uuid.uuid4()}", "customer_id": customer, "type": "transaction",
+         "occurred_at": (now - timedelta(minutes=30)).isoformat(), "channel": "core_banking",
+         "payload": {"amount": "600000.00", "currency": "CNY", "direction": "credit",
+                     "category": "transfer_in"}},
+    ] + [
+        {"event_id": f"live-{uuid.uuid4()}", "customer_id": customer, "type": "page_view",
+         "occurred_at": (now - timedelta(minutes=20 - i)).isoformat(), "channel": "mobile_app",
+         "payload": {"page": page, "seconds": 90}}
+        for i, page in enumerate(["property_listing", "mortgage_calculator"] * 4)
+    ]
+    accepted = client.post("/v1/events", json={"events": events})
+    assert accepted.status_code == 202, accepted.text
+    stats = pipeline.stream_until_idle(container, idle_s=2.0)
+    assert stats.events == len(events)
+
+    after = _decide(client, customer, "rm")
+    score = lambda d: next(  # noqa: E731
+        c for c in client.get(f"/v1/audit/decisions/{d['decision_id']}").json()["record"][
+            "candidates"] if c["action_id"] == "mortgage_consultation")["score"]
+    assert score(after) > score(before)
+    assert [a["action_id"] for a in after["actions"]] == ["mortgage_consultation"]
+    assert after["actions"][0]["reasons"]
+
+    withdrawn = client.put(
+        f"/v1/customers/{customer}/consents",
+        json={"consents": [{"purpose": "marketing", "channel": "rm", "granted": False,
+                            "source": "rm_call", "notice_version": "2026-01"}]},
+    )
+    assert withdrawn.status_code == 200
+    blocked = _decide(client, customer, "rm")
+    assert blocked["actions"] == []
+    assert blocked["suppressed"][0]["reason_codes"] == ["NO_CONSENT_FOR_PURPOSE_AND_CHANNEL"]
+
+
+def test_invalid_requests_get_a_4xx_that_says_what_is_wrong(stack) -> None:
+    _, client = stack
+    bad = client.post("/v1/decisions", json={"customer_id": "C1", "channel": "fax", "limit": 99})
+    assert bad.status_code == 422
+    error = bad.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert {d["where"] for d in error["details"]} == {"body.channel", "body.limit"}
+    events = client.post("/v1/events", json={"events": [{"event_id": "x", "type": "login"}]})
+    assert events.status_code == 422 and events.json()["error"]["code"] == "invalid_event"
+    missing = client.get("/v1/audit/decisions/does-not-exist")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
