@@ -23,7 +23,9 @@ metadata = MetaData()
 consent_history = Table(
     "consent_history",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("customer_id", String(64), nullable=False),
     Column("purpose", String(16), nullable=False),
     Column("channel", String(16), nullable=False),

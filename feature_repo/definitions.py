@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64
@@ -24,7 +25,7 @@ customer = Entity(
 )
 
 
-def build(offline_dir: Path) -> list[object]:
+def build(offline_dir: Path) -> list[Any]:
     """All Feast objects, with the offline store at ``offline_dir`` (a folder of Parquet parts)."""
     activity_source = FileSource(
         name="customer_activity_offline",

@@ -21,7 +21,7 @@ from pydantic import (
     field_serializer,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 Channel = Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch", "core_banking"]
 Product = Literal[

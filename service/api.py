@@ -17,7 +17,13 @@ from feature_repo.events import CustomerId, InvalidEvent, event_to_json, parse_e
 from service import __version__
 from service.bootstrap import Container
 from service.decisions import DecideForCustomer, DecisionMade
-from service.errors import InvalidRequest, NextBestError, NotFound, TransportUnavailable
+from service.errors import (
+    InvalidEvents,
+    InvalidRequest,
+    NextBestError,
+    NotFound,
+    TransportUnavailable,
+)
 from service.transport import EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -119,7 +125,9 @@ def _response(made: DecisionMade, container: Container) -> DecisionResponse:
                 value=candidate.value,
                 priority=candidate.priority,
                 reasons=[
-                    ReasonOut(feature=r.feature, value=r.value, contribution=round(r.contribution, 4))
+                    ReasonOut(
+                        feature=r.feature, value=r.value, contribution=round(r.contribution, 4)
+                    )
                     for r in made.reasons.get(candidate.need or "", ())
                 ],
             )
@@ -163,7 +171,7 @@ def create_app(container: Container) -> FastAPI:
 
     @app.exception_handler(NextBestError)
     async def _nextbest_error(_: Request, error: NextBestError) -> JSONResponse:
-        return _error(error.status, error.code, error.message)
+        return _error(error.status, error.code, error.message, error.details)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -268,7 +276,7 @@ def create_app(container: Container) -> FastAPI:
                 problems.append({"index": index, "problem": error.reason})
         if problems:
             # All or nothing: a client can fix and resend the whole batch without duplicates.
-            return _error(422, "invalid_event", "some events are not valid", problems)
+            raise InvalidEvents(details=problems)
         producer = producer_holder.get("producer")
         if producer is None:
             producer = producer_holder["producer"] = c.producer()

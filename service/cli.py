@@ -85,8 +85,13 @@ def generate(seed: int, customers: int, days: int, end: datetime | None, out: Pa
 
 
 @main.command()
-@click.option("--bank", "bank_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              required=True, help="A folder written by `nextbest generate`.")
+@click.option(
+    "--bank",
+    "bank_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="A folder written by `nextbest generate`.",
+)
 def load(bank_dir: Path) -> None:
     """Record a bank's consents in the registry and publish its events to the event transport."""
     from service import pipeline
@@ -97,8 +102,12 @@ def load(bank_dir: Path) -> None:
 
 
 @main.command()
-@click.option("--until-idle", type=float, default=None,
-              help="Stop after this many seconds without new events (default: run until stopped).")
+@click.option(
+    "--until-idle",
+    type=float,
+    default=None,
+    help="Stop after this many seconds without new events (default: run until stopped).",
+)
 def stream(until_idle: float | None) -> None:
     """Run the stream worker: events in, online and offline features out."""
     container = _container()
@@ -113,8 +122,13 @@ def stream(until_idle: float | None) -> None:
 
 @main.command()
 @click.option("--need", default="mortgage", show_default=True, type=click.Choice(["mortgage"]))
-@click.option("--bank", "bank_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Bank folder with the outcomes (default: $NEXTBEST_HOME/bank).")
+@click.option(
+    "--bank",
+    "bank_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Bank folder with the outcomes (default: $NEXTBEST_HOME/bank).",
+)
 @click.option("--horizon-days", default=21, show_default=True, type=click.IntRange(1, 365))
 @click.option("--step-days", default=3, show_default=True, type=click.IntRange(1, 90))
 def train(need: str, bank_dir: Path | None, horizon_days: int, step_days: int) -> None:
@@ -125,12 +139,20 @@ def train(need: str, bank_dir: Path | None, horizon_days: int, step_days: int) -
     report = pipeline.train_from_bank(
         container, bank_dir or container.settings.home / "bank", need, horizon_days, step_days
     )
-    click.echo(json.dumps({
-        "model": report.model.name, "version": report.model.version,
-        "run_id": report.model.run_id, "rows": report.rows, "positives": report.positives,
-        "excluded_without_profiling": report.excluded_without_profiling,
-        "metrics": report.model.metrics,
-    }, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "model": report.model.name,
+                "version": report.model.version,
+                "run_id": report.model.run_id,
+                "rows": report.rows,
+                "positives": report.positives,
+                "excluded_without_profiling": report.excluded_without_profiling,
+                "metrics": report.model.metrics,
+            },
+            indent=2,
+        )
+    )
 
 
 @main.command()
@@ -186,8 +208,12 @@ def audit_export(customer: str | None) -> None:
 
 
 @main.command()
-@click.option("--duration", type=float, default=None,
-              help="Stop after this many seconds of serving (default: until Ctrl-C).")
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="Stop after this many seconds of serving (default: until Ctrl-C).",
+)
 @click.option("--customers", default=2_000, show_default=True, type=click.IntRange(1_000, 100_000))
 @click.option("--days", default=75, show_default=True, type=click.IntRange(45, 365))
 @click.option("--seed", default=7, show_default=True)
@@ -197,5 +223,12 @@ def demo(duration: float | None, customers: int, days: int, seed: int, port: int
     from service.demo import run_demo
 
     started = time.monotonic()
-    run_demo(_container(), customers=customers, days=days, seed=seed, port=port,
-             duration=duration, started=started)
+    run_demo(
+        _container(),
+        customers=customers,
+        days=days,
+        seed=seed,
+        port=port,
+        duration=duration,
+        started=started,
+    )

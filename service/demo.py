@@ -34,18 +34,27 @@ def _set_up(container: Container, spec: BankSpec, started: float) -> None:
     bank_dir = container.settings.home / "bank"
     bank = generate(spec)
     bank.write(bank_dir)
-    _say(started, f"generated {len(bank.customers)} customers and {len(bank.events)} events "
-                  f"over {spec.days} days")
+    _say(
+        started,
+        f"generated {len(bank.customers)} customers and {len(bank.events)} events "
+        f"over {spec.days} days",
+    )
     consents, events = pipeline.load_bank(container, bank)
     _say(started, f"recorded {consents} consent entries; wrote {events} events to the local log")
     stats = pipeline.stream_until_idle(container, idle_s=1.0)
-    _say(started, f"stream worker: {stats.events} events -> {stats.feature_rows} feature rows "
-                  f"({stats.as_dict()['events_per_second']:.0f} events/s)")
+    _say(
+        started,
+        f"stream worker: {stats.events} events -> {stats.feature_rows} feature rows "
+        f"({stats.as_dict()['events_per_second']:.0f} events/s)",
+    )
     report = pipeline.train_from_bank(container, bank_dir)
     metrics = report.model.metrics
-    _say(started, f"trained {report.model.name} v{report.model.version} on {report.rows} "
-                  f"point-in-time rows ({report.positives} positive): test ROC AUC "
-                  f"{metrics['test_roc_auc']:.3f}")
+    _say(
+        started,
+        f"trained {report.model.name} v{report.model.version} on {report.rows} "
+        f"point-in-time rows ({report.positives} positive): test ROC AUC "
+        f"{metrics['test_roc_auc']:.3f}",
+    )
 
 
 def _examples(container: Container) -> list[tuple[str, str]]:
@@ -54,16 +63,24 @@ def _examples(container: Container) -> list[tuple[str, str]]:
     consents = bank.consents
     answered = set(consents["customer_id"])
     never = next(c for c in bank.customers["customer_id"] if c not in answered)
-    withdrew = consents[(consents["purpose"] == "marketing") & ~consents["granted"]
-                        & (consents["channel"] == "mobile_app")]["customer_id"]
-    granted = consents[(consents["purpose"] == "marketing") & (consents["channel"] == "mobile_app")
-                       & consents["granted"]]["customer_id"]
+    withdrew = consents[
+        (consents["purpose"] == "marketing")
+        & ~consents["granted"]
+        & (consents["channel"] == "mobile_app")
+    ]["customer_id"]
+    granted = consents[
+        (consents["purpose"] == "marketing")
+        & (consents["channel"] == "mobile_app")
+        & consents["granted"]
+    ]["customer_id"]
     eligible = set(granted) - set(withdrew)
     recent = bank.events["occurred_at"] >= bank.events["occurred_at"].max() - pd.Timedelta(days=7)
     events = bank.events[recent & (bank.events["type"] == "page_view")]
     browsing = events[events["payload"].str.contains("mortgage_calculator|property_listing")]
     keen = browsing[browsing["customer_id"].isin(eligible)]["customer_id"].value_counts()
-    examples = [(str(keen.index[0]), "most property browsing this week, marketing consent on the app")]
+    examples = [
+        (str(keen.index[0]), "most property browsing this week, marketing consent on the app")
+    ]
     examples.append((never, "never answered the consent request"))
     if len(withdrew):
         examples.append((str(withdrew.iloc[0]), "withdrew marketing consent on the app"))
@@ -87,11 +104,14 @@ def run_demo(
     else:
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         _set_up(container, BankSpec(seed=seed, customers=customers, days=days, end=end), started)
-        marker.write_text(json.dumps({"seed": seed, "customers": customers, "days": days,
-                                      "end": end.isoformat()}))
+        marker.write_text(
+            json.dumps({"seed": seed, "customers": customers, "days": days, "end": end.isoformat()})
+        )
     port = port or settings.api_port
     server = uvicorn.Server(
-        uvicorn.Config(create_app(container), host=settings.api_host, port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(container), host=settings.api_host, port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
@@ -108,21 +128,32 @@ def run_demo(
                 response = client.post(
                     "/v1/decisions", json={"customer_id": customer_id, "channel": "mobile_app"}
                 ).json()
-                delivered = ", ".join(
-                    f"{a['action_id']} (score {a['score']:.2f}; because "
-                    + ", ".join(f"{r['feature']}={r['value']:g}" for r in a["reasons"]) + ")"
-                    for a in response["actions"]
-                ) or "nothing"
-                why_not = "; ".join(
-                    f"{s['action_id']}: {', '.join(s['reason_codes'])}" for s in response["suppressed"]
+                delivered = (
+                    ", ".join(
+                        f"{a['action_id']} (score {a['score']:.2f}; because "
+                        + ", ".join(f"{r['feature']}={r['value']:g}" for r in a["reasons"])
+                        + ")"
+                        for a in response["actions"]
+                    )
+                    or "nothing"
                 )
-                click.echo(f"  {customer_id} ({why}): delivered {delivered}"
-                           + (f" | suppressed {why_not}" if why_not else ""))
-                click.echo(f"      decision {response['decision_id']} audit #{response['audit_seq']}")
+                why_not = "; ".join(
+                    f"{s['action_id']}: {', '.join(s['reason_codes'])}"
+                    for s in response["suppressed"]
+                )
+                click.echo(
+                    f"  {customer_id} ({why}): delivered {delivered}"
+                    + (f" | suppressed {why_not}" if why_not else "")
+                )
+                click.echo(
+                    f"      decision {response['decision_id']} audit #{response['audit_seq']}"
+                )
             verified = client.get("/v1/audit/verify").json()
         _say(started, f"audit chain: {verified['records']} records, valid={verified['ok']}")
-        click.echo(f"try: curl -s -X POST {base}/v1/decisions -H 'content-type: application/json' "
-                   "-d '{\"customer_id\": \"C0000001\", \"channel\": \"mobile_app\"}'")
+        click.echo(
+            f"try: curl -s -X POST {base}/v1/decisions -H 'content-type: application/json' "
+            '-d \'{"customer_id": "C0000001", "channel": "mobile_app"}\''
+        )
         if duration is None:
             click.echo("serving; press Ctrl-C to stop")
         stop_at = None if duration is None else time.monotonic() + duration

@@ -3,19 +3,26 @@ show to clients (no internals)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class NextBestError(Exception):
     code = "internal_error"
     status = 500
     message = "internal error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, details: Any = None) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
+        self.details = details
 
 
 class InvalidRequest(NextBestError):
     code, status, message = "invalid_request", 422, "the request is not valid"
+
+
+class InvalidEvents(NextBestError):
+    code, status, message = "invalid_event", 422, "some events are not valid"
 
 
 class NotFound(NextBestError):

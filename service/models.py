@@ -39,7 +39,9 @@ class NeedModel:
         return probability, [(name, float(c)) for name, c in ranked]
 
 
-def load_models(tracking_uri: str, alias: str, needs: tuple[str, ...] = NEEDS) -> dict[str, NeedModel]:
+def load_models(
+    tracking_uri: str, alias: str, needs: tuple[str, ...] = NEEDS
+) -> dict[str, NeedModel]:
     """Every need whose registered model has ``alias``; needs without one are left out."""
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -52,8 +54,10 @@ def load_models(tracking_uri: str, alias: str, needs: tuple[str, ...] = NEEDS) -
             log.warning("no %s model with alias %r: that need is not scored", need, alias)
             continue
         booster = mlflow.lightgbm.load_model(f"models:/{name}@{alias}")
-        features = tuple(json.loads(mlflow.artifacts.load_text(
-            f"runs:/{version.run_id}/features.json"
-        )))
-        loaded[need] = NeedModel(need, name, str(version.version), version.run_id, booster, features)
+        features = tuple(
+            json.loads(mlflow.artifacts.load_text(f"runs:/{version.run_id}/features.json"))
+        )
+        loaded[need] = NeedModel(
+            need, name, str(version.version), str(version.run_id), booster, features
+        )
     return loaded

@@ -61,7 +61,11 @@ def dead_letter(record: Record, reason: str) -> bytes:
         {
             "error": InvalidEvent.code,
             "reason": reason,
-            "origin": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
+            "origin": {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+            },
             "key": None if record.key is None else record.key.decode("utf-8", "replace"),
             "value": record.value.decode("utf-8", "replace"),
             "dead_lettered_at": datetime.now(UTC).isoformat(),

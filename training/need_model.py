@@ -80,7 +80,7 @@ def train_and_register(
         valid_sets=[lgb.Dataset(valid[features], valid["label"])],
         callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
     )
-    predicted = booster.predict(test[features], num_iteration=booster.best_iteration)
+    predicted = np.asarray(booster.predict(test[features], num_iteration=booster.best_iteration))
     metrics = {
         "test_roc_auc": _safe_auc(test["label"], predicted),
         "test_pr_auc": float(average_precision_score(test["label"], predicted))

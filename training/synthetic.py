@@ -84,7 +84,9 @@ def _customers(rng: np.random.Generator, n: int) -> pd.DataFrame:
     segment = np.where(
         income > 250_000,
         "private",
-        np.where(income > 90_000, "affluent", np.where(rng.random(n) < 0.06, "small_business", "mass")),
+        np.where(
+            income > 90_000, "affluent", np.where(rng.random(n) < 0.06, "small_business", "mass")
+        ),
     )
     mortgage_chance = np.where((age >= 30) & (age <= 65), 0.35, 0.05)
     return pd.DataFrame(
@@ -132,7 +134,9 @@ def _consents(rng: np.random.Generator, customers: pd.DataFrame, start: datetime
             add(cid, "marketing", "rm", False, withdrawn)
             add(cid, "marketing", "mobile_app", False, withdrawn)
         if rng.random() < 0.03:
-            add(cid, "profiling", "any", False, onboarded + timedelta(days=int(rng.integers(1, 25))))
+            add(
+                cid, "profiling", "any", False, onboarded + timedelta(days=int(rng.integers(1, 25)))
+            )
     return pd.DataFrame(rows)
 
 
@@ -186,23 +190,64 @@ def generate(spec: BankSpec) -> Bank:
             pay_days = np.arange(int(rng.integers(0, 30)), horizon, 30)
             salary = row.income / 12 * rng.normal(1.0, 0.01, len(pay_days))
             events.add(
-                cid, "transaction", _daytime(rng, pay_days, t0), "core_banking",
-                [{"amount": _money(s), "currency": "CNY", "direction": "credit", "category": "salary"} for s in salary],
+                cid,
+                "transaction",
+                _daytime(rng, pay_days, t0),
+                "core_banking",
+                [
+                    {
+                        "amount": _money(s),
+                        "currency": "CNY",
+                        "direction": "credit",
+                        "category": "salary",
+                    }
+                    for s in salary
+                ],
             )
         # Card spending and logins, Poisson per day.
         spend_days = np.repeat(np.arange(horizon), rng.poisson(0.8, horizon))
         amounts = rng.lognormal(4.5, 1.0, len(spend_days))
         events.add(
-            cid, "transaction", _daytime(rng, spend_days, t0), "mobile_app",
-            [{"amount": _money(a), "currency": "CNY", "direction": "debit", "category": "card_purchase"} for a in amounts],
+            cid,
+            "transaction",
+            _daytime(rng, spend_days, t0),
+            "mobile_app",
+            [
+                {
+                    "amount": _money(a),
+                    "currency": "CNY",
+                    "direction": "debit",
+                    "category": "card_purchase",
+                }
+                for a in amounts
+            ],
         )
         login_days = np.repeat(np.arange(horizon), rng.poisson(0.5, horizon))
-        events.add(cid, "login", _daytime(rng, login_days, t0), "mobile_app", [{"method": "password"}] * len(login_days))
+        events.add(
+            cid,
+            "login",
+            _daytime(rng, login_days, t0),
+            "mobile_app",
+            [{"method": "password"}] * len(login_days),
+        )
         # Background browsing, including a little property browsing that leads nowhere.
         noise_days = np.repeat(np.arange(horizon), rng.poisson(0.04, horizon))
         events.add(
-            cid, "page_view", _daytime(rng, noise_days, t0), "web",
-            [{"page": str(rng.choice(["property_listing", "fund_detail", "card_offer", "deposit_rates"])), "seconds": float(rng.integers(5, 300))} for _ in noise_days],
+            cid,
+            "page_view",
+            _daytime(rng, noise_days, t0),
+            "web",
+            [
+                {
+                    "page": str(
+                        rng.choice(
+                            ["property_listing", "fund_detail", "card_offer", "deposit_rates"]
+                        )
+                    ),
+                    "seconds": float(rng.integers(5, 300)),
+                }
+                for _ in noise_days
+            ],
         )
         apply_day: float | None = None
         # The planted situation: a home purchase in the making.
@@ -212,14 +257,33 @@ def generate(spec: BankSpec) -> Bank:
             if rng.random() < 0.7:
                 inflow = float(rng.uniform(150_000, 900_000))
                 events.add(
-                    cid, "transaction", _daytime(rng, np.array([begin]), t0), "core_banking",
-                    [{"amount": _money(inflow), "currency": "CNY", "direction": "credit", "category": "transfer_in"}],
+                    cid,
+                    "transaction",
+                    _daytime(rng, np.array([begin]), t0),
+                    "core_banking",
+                    [
+                        {
+                            "amount": _money(inflow),
+                            "currency": "CNY",
+                            "direction": "credit",
+                            "category": "transfer_in",
+                        }
+                    ],
                 )
             days = np.arange(begin, min(begin + length, horizon))
             browse = np.repeat(days, rng.poisson(0.5, len(days)))
             events.add(
-                cid, "page_view", _daytime(rng, browse, t0), "mobile_app",
-                [{"page": str(rng.choice(["property_listing", "mortgage_calculator"])), "seconds": float(rng.integers(20, 600))} for _ in browse],
+                cid,
+                "page_view",
+                _daytime(rng, browse, t0),
+                "mobile_app",
+                [
+                    {
+                        "page": str(rng.choice(["property_listing", "mortgage_calculator"])),
+                        "seconds": float(rng.integers(20, 600)),
+                    }
+                    for _ in browse
+                ],
             )
             if rng.random() < spec.intent_apply_probability:
                 apply_day = begin + float(rng.uniform(7, length))
@@ -227,7 +291,10 @@ def generate(spec: BankSpec) -> Bank:
             apply_day = float(rng.uniform(0, horizon))
         if apply_day is not None and apply_day < horizon:
             events.add(
-                cid, "application", _daytime(rng, np.array([int(apply_day)]), t0), "mobile_app",
+                cid,
+                "application",
+                _daytime(rng, np.array([int(apply_day)]), t0),
+                "mobile_app",
                 [{"product": "mortgage", "status": "submitted"}],
             )
     return Bank(spec, customers, consents, events.frame())

@@ -29,7 +29,9 @@ class TrainingSet:
         return list(FEATURE_NAMES)
 
 
-def snapshots(customer_ids: list[str], first: datetime, last: datetime, step_days: int) -> pd.DataFrame:
+def snapshots(
+    customer_ids: list[str], first: datetime, last: datetime, step_days: int
+) -> pd.DataFrame:
     times = pd.date_range(first, last, freq=f"{step_days}D")
     return pd.DataFrame(
         [(c, t) for t in times for c in customer_ids], columns=["customer_id", "event_timestamp"]
@@ -48,11 +50,14 @@ def with_profiling_consent(entity: pd.DataFrame, consents: pd.DataFrame) -> pd.D
     return joined[joined["granted"].eq(True)].drop(columns="granted")
 
 
-def labels(entity: pd.DataFrame, outcomes: pd.DataFrame, need: str, horizon: timedelta) -> pd.Series:
+def labels(
+    entity: pd.DataFrame, outcomes: pd.DataFrame, need: str, horizon: timedelta
+) -> pd.Series:
     """1 when the customer applied for or opened a product of ``need`` within ``horizon``."""
     products = NEED_PRODUCTS[need]
     hits = outcomes[
-        outcomes["type"].isin(["application", "product_opened"]) & outcomes["product"].isin(products)
+        outcomes["type"].isin(["application", "product_opened"])
+        & outcomes["product"].isin(products)
     ][["customer_id", "occurred_at"]]
     merged = entity[["customer_id", "event_timestamp"]].reset_index().merge(hits, on="customer_id")
     inside = (merged["occurred_at"] > merged["event_timestamp"]) & (

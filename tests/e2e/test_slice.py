@@ -4,12 +4,9 @@ training set and registered in MLflow, and the API decides, gates and audits."""
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,15 +89,17 @@ def _decide(client: TestClient, customer_id: str, channel: str = "mobile_app") -
 def _customers_with(bank: Bank, purpose: str, channel: str) -> set[str]:
     c = bank.consents.sort_values("recorded_at").groupby(["customer_id", "purpose", "channel"])
     latest = c.tail(1)
-    chosen = latest[(latest["purpose"] == purpose) & (latest["channel"] == channel)
-                    & latest["granted"]]
+    chosen = latest[
+        (latest["purpose"] == purpose) & (latest["channel"] == channel) & latest["granted"]
+    ]
     return set(chosen["customer_id"])
 
 
 def test_decision_is_in_the_audit_log_with_a_valid_chain(stack, bank: Bank) -> None:
-    container, client = stack
-    customer = sorted(_customers_with(bank, "profiling", "any")
-                      & _customers_with(bank, "marketing", "mobile_app"))[0]
+    _container, client = stack
+    customer = sorted(
+        _customers_with(bank, "profiling", "any") & _customers_with(bank, "marketing", "mobile_app")
+    )[0]
     decision = _decide(client, customer)
     assert decision["models"] == {"mortgage": "nextbest-mortgage/1"}
     record = client.get(f"/v1/audit/decisions/{decision['decision_id']}").json()
@@ -141,14 +140,28 @@ def test_live_events_raise_the_score_then_a_withdrawal_stops_delivery(stack, ban
 
     now = datetime.now(UTC)
     events = [
-        {"event_id": f"live-{uuid.uuid4()}", "customer_id": customer, "type": "transaction",
-         "occurred_at": (now - timedelta(minutes=30)).isoformat(), "channel": "core_banking",
-         "payload": {"amount": "600000.00", "currency": "CNY", "direction": "credit",
-                     "category": "transfer_in"}},
+        {
+            "event_id": f"live-{uuid.uuid4()}",
+            "customer_id": customer,
+            "type": "transaction",
+            "occurred_at": (now - timedelta(minutes=30)).isoformat(),
+            "channel": "core_banking",
+            "payload": {
+                "amount": "600000.00",
+                "currency": "CNY",
+                "direction": "credit",
+                "category": "transfer_in",
+            },
+        },
     ] + [
-        {"event_id": f"live-{uuid.uuid4()}", "customer_id": customer, "type": "page_view",
-         "occurred_at": (now - timedelta(minutes=20 - i)).isoformat(), "channel": "mobile_app",
-         "payload": {"page": page, "seconds": 90}}
+        {
+            "event_id": f"live-{uuid.uuid4()}",
+            "customer_id": customer,
+            "type": "page_view",
+            "occurred_at": (now - timedelta(minutes=20 - i)).isoformat(),
+            "channel": "mobile_app",
+            "payload": {"page": page, "seconds": 90},
+        }
         for i, page in enumerate(["property_listing", "mortgage_calculator"] * 4)
     ]
     accepted = client.post("/v1/events", json={"events": events})
@@ -158,16 +171,29 @@ def test_live_events_raise_the_score_then_a_withdrawal_stops_delivery(stack, ban
 
     after = _decide(client, customer, "rm")
     score = lambda d: next(  # noqa: E731
-        c for c in client.get(f"/v1/audit/decisions/{d['decision_id']}").json()["record"][
-            "candidates"] if c["action_id"] == "mortgage_consultation")["score"]
+        c
+        for c in client.get(f"/v1/audit/decisions/{d['decision_id']}").json()["record"][
+            "candidates"
+        ]
+        if c["action_id"] == "mortgage_consultation"
+    )["score"]
     assert score(after) > score(before)
     assert [a["action_id"] for a in after["actions"]] == ["mortgage_consultation"]
     assert after["actions"][0]["reasons"]
 
     withdrawn = client.put(
         f"/v1/customers/{customer}/consents",
-        json={"consents": [{"purpose": "marketing", "channel": "rm", "granted": False,
-                            "source": "rm_call", "notice_version": "2026-01"}]},
+        json={
+            "consents": [
+                {
+                    "purpose": "marketing",
+                    "channel": "rm",
+                    "granted": False,
+                    "source": "rm_call",
+                    "notice_version": "2026-01",
+                }
+            ]
+        },
     )
     assert withdrawn.status_code == 200
     blocked = _decide(client, customer, "rm")

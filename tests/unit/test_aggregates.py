@@ -74,12 +74,21 @@ def test_buckets_older_than_the_longest_window_are_evicted() -> None:
 def test_stream_order_does_not_matter_batch_equals_shuffled_stream() -> None:
     rng = random.Random(3)
     events = [
-        txn(i, NOW - timedelta(hours=rng.randint(0, 24 * 45)), f"{rng.randint(1, 9999)}.00",
-            rng.choice(["credit", "debit"]), customer=f"C{i % 7}")
+        txn(
+            i,
+            NOW - timedelta(hours=rng.randint(0, 24 * 45)),
+            f"{rng.randint(1, 9999)}.00",
+            rng.choice(["credit", "debit"]),
+            customer=f"C{i % 7}",
+        )
         for i in range(600)
     ] + [
-        view(i, NOW - timedelta(hours=rng.randint(0, 24 * 45)),
-             rng.choice(["property_listing", "fund_detail"]), customer=f"C{i % 7}")
+        view(
+            i,
+            NOW - timedelta(hours=rng.randint(0, 24 * 45)),
+            rng.choice(["property_listing", "fund_detail"]),
+            customer=f"C{i % 7}",
+        )
         for i in range(300)
     ]
     expected = batch_features(sorted(events, key=lambda e: e.occurred_at))

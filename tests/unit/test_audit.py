@@ -52,9 +52,7 @@ def test_tampering_names_the_first_bad_record(log: AuditLog) -> None:
         log.append(r)
     with log.engine.begin() as connection:
         connection.execute(
-            update(audit_log)
-            .where(audit_log.c.seq == 3)
-            .values(body=audit_log.c.body + " ")
+            update(audit_log).where(audit_log.c.seq == 3).values(body=audit_log.c.body + " ")
         )
     result = log.verify()
     assert not result.ok

@@ -87,10 +87,15 @@ def test_policy_version_is_a_content_hash(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("version: 1\nrules:\n  - id: consent.profiling\n    reason_code: X\n"
-         "    description: d\n    surprise: 1\n", "surprise"),
-        ("version: 1\nrules:\n  - id: no.such.rule\n    reason_code: X\n    description: d\n",
-         "unknown rule"),
+        (
+            "version: 1\nrules:\n  - id: consent.profiling\n    reason_code: X\n"
+            "    description: d\n    surprise: 1\n",
+            "surprise",
+        ),
+        (
+            "version: 1\nrules:\n  - id: no.such.rule\n    reason_code: X\n    description: d\n",
+            "unknown rule",
+        ),
         ("version: 1\nrules: []\n", "rules"),
     ],
 )

@@ -7,8 +7,10 @@ def digest(spec: BankSpec, tmp_path, name: str) -> str:
     out = tmp_path / name
     generate(spec).write(out)
     return hashlib.sha256(
-        b"".join((out / f).read_bytes() for f in ("customers.parquet", "events.parquet",
-                                                    "consents.parquet"))
+        b"".join(
+            (out / f).read_bytes()
+            for f in ("customers.parquet", "events.parquet", "consents.parquet")
+        )
     ).hexdigest()
 
 
@@ -24,8 +26,9 @@ def test_the_planted_mortgage_signal_is_there() -> None:
     bank = generate(BankSpec(seed=3, customers=3000, days=90))
     events = bank.events
     applied = set(events[(events["type"] == "application")]["customer_id"])
-    browsed = events[(events["type"] == "page_view")
-                     & events["payload"].str.contains("mortgage_calculator")]["customer_id"]
+    browsed = events[
+        (events["type"] == "page_view") & events["payload"].str.contains("mortgage_calculator")
+    ]["customer_id"]
     heavy = set(browsed.value_counts()[lambda s: s >= 3].index)
     everyone = set(bank.customers["customer_id"])
     rate_heavy = len(applied & heavy) / len(heavy)

@@ -45,8 +45,10 @@ def test_online_features_equal_a_batch_recomputation_and_bad_events_reach_the_dl
     assert len(dead) == 3
     assert all(d["error"] == "invalid_event" and d["reason"] for d in dead)
     assert all(d["origin"]["topic"] == topic and d["origin"]["offset"] >= 0 for d in dead)
-    assert {"teleport" in d["value"] or "yesterday" in d["value"] or "{not json" == d["value"]
-            for d in dead} == {True}
+    assert {
+        "teleport" in d["value"] or "yesterday" in d["value"] or d["value"] == "{not json"
+        for d in dead
+    } == {True}
 
 
 def test_a_restarted_worker_resumes_after_committed_offsets(embedded) -> None:

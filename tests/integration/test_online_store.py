@@ -1,0 +1,52 @@
+"""The Feast online store adapter against SQLite and real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.store import StoreLocation, open_store, redis_connection_string
+from service.features import FeastFeatures
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def features(request, tmp_path) -> FeastFeatures:
+    project = f"t{uuid.uuid4().hex[:10]}"
+    if request.param == "redis":
+        where = StoreLocation(tmp_path, project, "redis", request.getfixturevalue("redis_url"))
+    else:
+        where = StoreLocation(tmp_path, project)
+    return FeastFeatures(open_store(where), where)
+
+
+def test_written_rows_are_read_back_with_their_event_time(features: FeastFeatures) -> None:
+    as_of = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
+    rows = pd.DataFrame(
+        [
+            {"customer_id": "C1", "event_timestamp": as_of, **{n: 1.5 for n in FEATURE_NAMES}},
+            {"customer_id": "C2", "event_timestamp": as_of, **{n: 2.0 for n in FEATURE_NAMES}},
+        ]
+    )
+    features.write(rows)
+    one = features.read("C1")
+    assert one.as_of == as_of
+    assert one.values == dict.fromkeys(FEATURE_NAMES, 1.5)
+    unknown = features.read("C-nobody")
+    assert unknown.as_of is None and set(unknown.values.values()) == {None}
+    # A later row replaces the online value; both stay in the offline store.
+    later = rows.iloc[:1].assign(event_timestamp=as_of + timedelta(hours=1), inflow_7d=9.0)
+    features.write(later)
+    assert features.read("C1").values["inflow_7d"] == 9.0
+    offline = pd.read_parquet(features.where.offline_dir / "customer_activity")
+    assert len(offline) == 3
+
+
+def test_redis_urls_become_feast_connection_strings() -> None:
+    assert redis_connection_string("redis://127.0.0.1:16379/2") == "127.0.0.1:16379,db=2"
+    assert redis_connection_string("rediss://:pw@h:1/0") == "h:1,db=0,password=pw,ssl=true"
+    with pytest.raises(ValueError):
+        redis_connection_string("http://h:1")
