@@ -17,8 +17,11 @@ from service.settings import Settings, SettingsError, load_settings
 
 
 def _quiet_libraries() -> None:
+    """Keep third-party chatter out of the output. Feast resets the DeprecationWarning filter
+    when it is imported, so this runs again once the container (and with it Feast) is loaded."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("feast", "mlflow", "alembic", "urllib3", "kafka", "dask", "distributed"):
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("feast", "mlflow", "alembic", "urllib3", "kafka", "dask", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
@@ -36,6 +39,7 @@ def _settings() -> Settings:
 def _container():  # type: ignore[no-untyped-def]
     from service.bootstrap import Container
 
+    _quiet_libraries()
     return Container(_settings())
 
 
