@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
 import yaml
-from feast import FeatureStore
+from feast import FeatureStore, FeatureView
+from feast.errors import FeatureViewNotFoundException
 from feast.repo_config import RepoConfig
 
 from feature_repo import definitions
@@ -76,5 +78,26 @@ def open_store(where: StoreLocation, apply: bool = True) -> FeatureStore:
     (where.repo_path / "feature_store.yaml").write_text(yaml.safe_dump(shown, sort_keys=False))
     store = FeatureStore(config=RepoConfig(repo_path=where.repo_path, **config))
     if apply:
-        store.apply(definitions.build(where.offline_dir))
+        # Processes starting together (API replicas, workers) share one file registry: the lock
+        # keeps them from writing it at once, and only a missing or changed view is applied.
+        with open(where.repo_path / ".apply.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _registered(store, where):
+                store.apply(definitions.build(where.offline_dir))
     return store
+
+
+def _registered(store: FeatureStore, where: StoreLocation) -> bool:
+    """Whether the registry already holds our feature view with the same features and source."""
+    try:
+        view = store.get_feature_view(definitions.ACTIVITY_VIEW, allow_registry_cache=False)
+    except FeatureViewNotFoundException:
+        return False
+    expected = next(o for o in definitions.build(where.offline_dir) if isinstance(o, FeatureView))
+    source = view.batch_source
+    return (
+        [f.name for f in view.features] == [f.name for f in expected.features]
+        and source is not None
+        and getattr(source, "path", None) == getattr(expected.batch_source, "path", None)
+        and view.ttl == expected.ttl
+    )

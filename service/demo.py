@@ -57,31 +57,34 @@ def _set_up(container: Container, spec: BankSpec, started: float) -> None:
     )
 
 
+def _granted(consents: pd.DataFrame, purpose: str, channel: str) -> set[str]:
+    """Customers whose latest entry for (purpose, channel) is a grant."""
+    latest = consents.sort_values("recorded_at").groupby(["customer_id", "purpose", "channel"])
+    state = latest.tail(1)
+    chosen = state[(state["purpose"] == purpose) & (state["channel"] == channel)]
+    return set(chosen[chosen["granted"]]["customer_id"])
+
+
 def _examples(container: Container) -> list[tuple[str, str]]:
-    """A customer the model likes, one who never answered about consent, one who withdrew."""
+    """A consenting customer browsing property this week, one who never answered about consent,
+    and one who withdrew marketing consent on the app."""
     bank = Bank.read(container.settings.home / "bank")
-    consents = bank.consents
-    answered = set(consents["customer_id"])
-    never = next(c for c in bank.customers["customer_id"] if c not in answered)
+    consents, events = bank.consents, bank.events
+    consenting = _granted(consents, "marketing", "mobile_app") & _granted(
+        consents, "profiling", "any"
+    )
+    week = events["occurred_at"] >= events["occurred_at"].max() - pd.Timedelta(days=7)
+    views = events[week & (events["type"] == "page_view")]
+    property_views = views[views["payload"].str.contains("mortgage_calculator|property_listing")]
+    keen = property_views[property_views["customer_id"].isin(consenting)]["customer_id"]
+    examples = [(str(keen.value_counts().index[0]), "most property browsing this week, consented")]
+    never = sorted(set(bank.customers["customer_id"]) - set(consents["customer_id"]))
+    examples.append((never[0], "never answered the consent request"))
     withdrew = consents[
         (consents["purpose"] == "marketing")
+        & (consents["channel"] == "mobile_app")
         & ~consents["granted"]
-        & (consents["channel"] == "mobile_app")
     ]["customer_id"]
-    granted = consents[
-        (consents["purpose"] == "marketing")
-        & (consents["channel"] == "mobile_app")
-        & consents["granted"]
-    ]["customer_id"]
-    eligible = set(granted) - set(withdrew)
-    recent = bank.events["occurred_at"] >= bank.events["occurred_at"].max() - pd.Timedelta(days=7)
-    events = bank.events[recent & (bank.events["type"] == "page_view")]
-    browsing = events[events["payload"].str.contains("mortgage_calculator|property_listing")]
-    keen = browsing[browsing["customer_id"].isin(eligible)]["customer_id"].value_counts()
-    examples = [
-        (str(keen.index[0]), "most property browsing this week, marketing consent on the app")
-    ]
-    examples.append((never, "never answered the consent request"))
     if len(withdrew):
         examples.append((str(withdrew.iloc[0]), "withdrew marketing consent on the app"))
     return examples
