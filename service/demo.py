@@ -9,9 +9,11 @@ reuses the bank and the model and goes straight to serving.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 import httpx
@@ -28,6 +30,15 @@ READY_TIMEOUT_S = 30.0
 
 def _say(started: float, message: str) -> None:
     click.echo(f"[{time.monotonic() - started:6.1f}s] {message}")
+
+
+def _wipe(home: Path) -> None:
+    """Remove what an interrupted demo set-up left in ``home`` (only ever the demo's own home)."""
+    for entry in home.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _set_up(container: Container, spec: BankSpec, started: float) -> None:
@@ -101,15 +112,32 @@ def run_demo(
 ) -> None:
     settings = container.settings
     marker = settings.home / "demo.json"
+    partial = settings.home / "demo.partial"
     _say(started, f"state folder {settings.home}")
     if marker.exists():
         _say(started, "reusing the bank and model set up by an earlier demo in this folder")
     else:
+        if partial.exists():
+            _say(started, "an earlier demo set-up was interrupted; starting over")
+            _wipe(settings.home)
+        elif any(settings.home.iterdir()):
+            raise click.ClickException(
+                f"{settings.home} holds state that the demo did not create; "
+                "run the demo in another folder or set NEXTBEST_HOME"
+            )
+        partial.touch()
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        _set_up(container, BankSpec(seed=seed, customers=customers, days=days, end=end), started)
+        try:
+            _set_up(
+                container, BankSpec(seed=seed, customers=customers, days=days, end=end), started
+            )
+        except KeyboardInterrupt:
+            _say(started, "interrupted during set-up; the next demo run starts over")
+            return
         marker.write_text(
             json.dumps({"seed": seed, "customers": customers, "days": days, "end": end.isoformat()})
         )
+        partial.unlink()
     port = port or settings.api_port
     server = uvicorn.Server(
         uvicorn.Config(
