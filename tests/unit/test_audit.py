@@ -1,6 +1,6 @@
-"""The audit chain on the embedded SQLite store (PostgreSQL: tests/integration)."""
+"""The audit chain on the embedded SQLite store; concurrency on SQLite and PostgreSQL is in
+tests/integration/test_operational_store.py."""
 
-import threading
 import uuid
 from datetime import UTC, datetime
 
@@ -68,26 +68,6 @@ def test_a_deleted_record_is_a_gap(log: AuditLog) -> None:
         connection.execute(audit_log.delete().where(audit_log.c.seq == 2))
     result = log.verify()
     assert not result.ok and result.first_bad_seq == 3 and "gap" in (result.problem or "")
-
-
-def test_concurrent_writers_leave_no_gaps_and_no_forks(log: AuditLog) -> None:
-    errors: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            for _ in range(25):
-                log.append(record())
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=write) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    result = log.verify()
-    assert result.ok and result.records == 100
 
 
 def test_get_and_export_by_customer(log: AuditLog) -> None:
