@@ -60,32 +60,54 @@ def main() -> None:
 
 @main.command()
 @click.option("--seed", default=7, show_default=True, help="Random seed; same seed, same bank.")
-@click.option("--customers", default=1_000, show_default=True, type=click.IntRange(1, 10_000_000))
-@click.option("--days", default=60, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--customers", default=1_000, show_default=True, type=click.IntRange(1, 100_000_000))
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650))
 @click.option(
     "--end",
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
     default=None,
     help="Last moment of the history (UTC); default 2026-11-01.",
 )
+@click.option(
+    "--malformed-fraction",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.5, max_open=True),
+    help="Share of extra, deliberately broken events (for the dead-letter path).",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes building customer chunks in parallel (the output does not depend on it).",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def generate(seed: int, customers: int, days: int, end: datetime | None, out: Path) -> None:
-    """Write a synthetic bank (customers, consents, events) as Parquet files in OUT."""
-    from training.synthetic import DEFAULT_END, BankSpec
-    from training.synthetic import generate as make
+def generate(
+    seed: int,
+    customers: int,
+    days: int,
+    end: datetime | None,
+    malformed_fraction: float,
+    workers: int,
+    out: Path,
+) -> None:
+    """Write a synthetic bank as Parquet in OUT: profiles, consents, events, outcomes and the
+    ground truth, with a summary (base rates, oracle AUC per need) in OUT/bank.json."""
+    from training.bank import BankSpec, write_bank
+    from training.bank.spec import DEFAULT_END
 
     spec = BankSpec(
         seed=seed,
         customers=customers,
         days=days,
         end=end.replace(tzinfo=UTC) if end else DEFAULT_END,
+        malformed_fraction=malformed_fraction,
     )
-    bank = make(spec)
-    bank.write(out)
-    click.echo(
-        f"wrote {len(bank.customers)} customers, {len(bank.consents)} consent entries and "
-        f"{len(bank.events)} events to {out}"
-    )
+    began = time.monotonic()
+    summary = write_bank(spec, out, workers=workers)
+    summary["seconds"] = round(time.monotonic() - began, 2)
+    click.echo(json.dumps(summary, indent=2))
 
 
 @main.command()
@@ -96,12 +118,32 @@ def generate(seed: int, customers: int, days: int, end: datetime | None, out: Pa
     required=True,
     help="A folder written by `nextbest generate`.",
 )
-def load(bank_dir: Path) -> None:
-    """Record a bank's consents in the registry and publish its events to the event transport."""
-    from service import pipeline
-    from training.synthetic import Bank
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Events per second (default: as fast as possible).",
+)
+@click.option(
+    "--speedup",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Replay at this multiple of event time (60: an hour of events per minute).",
+)
+def load(bank_dir: Path, rate: float | None, speedup: float | None) -> None:
+    """Record a bank's consents in the registry and publish its events, in event-time order,
+    to the event transport (malformed ones included)."""
+    import pandas as pd
 
-    consents, events = pipeline.load_bank(_container(), Bank.read(bank_dir))
+    from service import pipeline
+    from training.bank.replay import paced
+    from training.bank.store import stream_folder
+
+    if rate is not None and speedup is not None:
+        raise click.UsageError("choose --rate or --speedup, not both")
+    container = _container()
+    consents = pipeline.record_consents(container, pd.read_parquet(bank_dir / "consents.parquet"))
+    events = pipeline.publish(container, paced(stream_folder(bank_dir), rate, speedup))
     click.echo(f"recorded {consents} consent entries; published {events} events")
 
 

@@ -17,15 +17,18 @@ from pathlib import Path
 
 import click
 import httpx
-import pandas as pd
+import numpy as np
 import uvicorn
 
+from feature_repo.definitions import ACTIVITY_VIEW
 from service import pipeline
 from service.api import create_app
 from service.bootstrap import Container
-from training.synthetic import Bank, BankSpec, generate
+from training.bank import Bank, BankSpec, busy_housing_market, generate
 
 READY_TIMEOUT_S = 30.0
+#: A few broken events, to show the dead-letter path.
+MALFORMED_FRACTION = 0.0002
 
 
 def _say(started: float, message: str) -> None:
@@ -44,11 +47,11 @@ def _wipe(home: Path) -> None:
 def _set_up(container: Container, spec: BankSpec, started: float) -> None:
     bank_dir = container.settings.home / "bank"
     bank = generate(spec)
-    bank.write(bank_dir)
+    summary = bank.write(bank_dir)
     _say(
         started,
-        f"generated {len(bank.customers)} customers and {len(bank.events)} events "
-        f"over {spec.days} days",
+        f"generated {summary['customers']} customers and {summary['events']} events over "
+        f"{spec.days} days ({summary['applications_by_need']['mortgage']} mortgage applications)",
     )
     consents, events = pipeline.load_bank(container, bank)
     _say(started, f"recorded {consents} consent entries; wrote {events} events to the local log")
@@ -56,7 +59,8 @@ def _set_up(container: Container, spec: BankSpec, started: float) -> None:
     _say(
         started,
         f"stream worker: {stats.events} events -> {stats.feature_rows} feature rows "
-        f"({stats.as_dict()['events_per_second']:.0f} events/s)",
+        f"({stats.as_dict()['events_per_second']:.0f} events/s), "
+        f"{stats.dead_letters} malformed events to the dead-letter topic",
     )
     report = pipeline.train_from_bank(container, bank_dir)
     metrics = report.model.metrics
@@ -68,36 +72,33 @@ def _set_up(container: Container, spec: BankSpec, started: float) -> None:
     )
 
 
-def _granted(consents: pd.DataFrame, purpose: str, channel: str) -> set[str]:
-    """Customers whose latest entry for (purpose, channel) is a grant."""
-    latest = consents.sort_values("recorded_at").groupby(["customer_id", "purpose", "channel"])
-    state = latest.tail(1)
-    chosen = state[(state["purpose"] == purpose) & (state["channel"] == channel)]
-    return set(chosen[chosen["granted"]]["customer_id"])
-
-
 def _examples(container: Container) -> list[tuple[str, str]]:
     """A consenting customer browsing property this week, one who never answered about consent,
     and one who withdrew marketing consent on the app."""
     bank = Bank.read(container.settings.home / "bank")
-    consents, events = bank.consents, bank.events
-    consenting = _granted(consents, "marketing", "mobile_app") & _granted(
-        consents, "profiling", "any"
-    )
-    week = events["occurred_at"] >= events["occurred_at"].max() - pd.Timedelta(days=7)
-    views = events[week & (events["type"] == "page_view")]
-    property_views = views[views["payload"].str.contains("mortgage_calculator|property_listing")]
-    keen = property_views[property_views["customer_id"].isin(consenting)]["customer_id"]
-    examples = [(str(keen.value_counts().index[0]), "most property browsing this week, consented")]
+    consents = bank.consents
+    consenting = bank.granted("marketing", "mobile_app") & bank.granted("profiling", "any")
+    # The strongest mortgage prospect among customers who agreed to be profiled and contacted.
+    ranked = sorted(consenting)
+    model = container.models.get("mortgage")
+    if model is not None:
+        rows = container.feature_store.get_online_features(
+            features=list(f"{ACTIVITY_VIEW}:{name}" for name in model.features),
+            entity_rows=[{"customer_id": c} for c in ranked],
+        ).to_df()
+        scores = model.booster.predict(rows[list(model.features)].astype(float))
+        ranked = [ranked[i] for i in np.argsort(-scores, kind="stable")]
+    examples = [(ranked[0], "the strongest mortgage prospect among consenting customers")]
     never = sorted(set(bank.customers["customer_id"]) - set(consents["customer_id"]))
     examples.append((never[0], "never answered the consent request"))
-    withdrew = consents[
-        (consents["purpose"] == "marketing")
+    withdrawals = consents[
+        ~consents["granted"]
+        & (consents["purpose"] == "marketing")
         & (consents["channel"] == "mobile_app")
-        & ~consents["granted"]
-    ]["customer_id"]
-    if len(withdrew):
-        examples.append((str(withdrew.iloc[0]), "withdrew marketing consent on the app"))
+    ]
+    withdrew = sorted(set(withdrawals["customer_id"]) - bank.granted("marketing", "mobile_app"))
+    if withdrew:
+        examples.append((withdrew[0], "withdrew marketing consent on the app"))
     return examples
 
 
@@ -128,9 +129,15 @@ def run_demo(
         partial.touch()
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         try:
-            _set_up(
-                container, BankSpec(seed=seed, customers=customers, days=days, end=end), started
+            spec = BankSpec(
+                seed=seed,
+                customers=customers,
+                days=days,
+                end=end,
+                situations=busy_housing_market(),
+                malformed_fraction=MALFORMED_FRACTION,
             )
+            _set_up(container, spec, started)
         except KeyboardInterrupt:
             _say(started, "interrupted during set-up; the next demo run starts over")
             return

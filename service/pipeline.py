@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -16,7 +18,7 @@ from service.bootstrap import Container
 from service.transport import EVENTS_TOPIC
 from service.worker import WorkerStats
 from training import need_model, trainset
-from training.synthetic import Bank
+from training.bank import Bank
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +36,35 @@ def record_consents(container: Container, consents: pd.DataFrame) -> int:
     return container.registry.record(entries)
 
 
-def publish_events(container: Container, events: list[dict], chunk: int = 10_000) -> int:
+def publish(
+    container: Container,
+    records: Iterable[tuple[str | None, bytes]],
+    flush_every: int = 10_000,
+) -> int:
+    """Send (key, value) records to the events topic; returns how many were sent."""
     producer = container.producer()
     topic = container.settings.topic(EVENTS_TOPIC)
+    sent = 0
     try:
-        for start in range(0, len(events), chunk):
-            for event in events[start : start + chunk]:
-                producer.send(topic, event.get("customer_id"), json.dumps(event).encode())
-            producer.flush()
+        for key, value in records:
+            producer.send(topic, key, value)
+            sent += 1
+            if sent % flush_every == 0:
+                producer.flush()
+        producer.flush()
     finally:
         producer.close()
-    return len(events)
+    return sent
+
+
+def publish_events(container: Container, events: Iterable[dict[str, Any]]) -> int:
+    return publish(container, ((e.get("customer_id"), json.dumps(e).encode()) for e in events))
 
 
 def load_bank(container: Container, bank: Bank) -> tuple[int, int]:
-    """Consents into the registry, events onto the configured transport."""
+    """Consents into the registry, events (malformed ones included) onto the transport."""
     consents = record_consents(container, bank.consents)
-    events = publish_events(container, bank.event_dicts())
-    return consents, events
+    return consents, publish(container, ((k, v) for _, k, v in bank.records()))
 
 
 def stream_until_idle(container: Container, idle_s: float = 2.0) -> WorkerStats:
@@ -60,14 +73,6 @@ def stream_until_idle(container: Container, idle_s: float = 2.0) -> WorkerStats:
         return worker.run(idle_exit_s=idle_s)
     finally:
         worker.close()
-
-
-def outcomes_from_events(events: pd.DataFrame) -> pd.DataFrame:
-    """Applications and product openings, flattened: customer_id, type, product, occurred_at."""
-    hits = events[events["type"].isin(["application", "product_opened"])].copy()
-    hits["product"] = [json.loads(p).get("product") for p in hits["payload"]]
-    hits["occurred_at"] = pd.to_datetime(hits["occurred_at"], utc=True)
-    return hits[["customer_id", "type", "product", "occurred_at"]]
 
 
 @dataclass(frozen=True)
@@ -86,17 +91,17 @@ def train_from_bank(
     step_days: int = 3,
 ) -> TrainReport:
     customers = pd.read_parquet(bank_dir / "customers.parquet", columns=["customer_id"])
-    events = pd.read_parquet(bank_dir / "events.parquet")
-    first = pd.Timestamp(events["occurred_at"].min()).ceil("D") + timedelta(days=WARM_UP_DAYS)
-    last = pd.Timestamp(events["occurred_at"].max()).floor("D") - timedelta(days=horizon_days)
+    outcomes = pd.read_parquet(bank_dir / "outcomes.parquet")
+    spec = json.loads((bank_dir / "bank.json").read_text())["spec"]
+    end = pd.Timestamp(spec["end"])
+    first = end - timedelta(days=spec["days"] - WARM_UP_DAYS)
+    last = end - timedelta(days=horizon_days)
     if last <= first:
         raise ValueError("the bank's history is too short for this label horizon")
     entity = trainset.snapshots(list(customers["customer_id"]), first, last, step_days)
     consents = pd.read_sql_table(consent_history.name, container.engine)
     consents["recorded_at"] = pd.to_datetime(consents["recorded_at"], utc=True)
-    data = trainset.build(
-        container.feature_store, entity, consents, outcomes_from_events(events), need, horizon_days
-    )
+    data = trainset.build(container.feature_store, entity, consents, outcomes, need, horizon_days)
     model = need_model.train_and_register(
         data,
         container.settings.tracking_uri,

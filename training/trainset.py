@@ -12,9 +12,6 @@ from feast import FeatureStore
 from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_SERVICE
 
-#: Products whose application or opening counts as the need being realised.
-NEED_PRODUCTS = {"mortgage": ("mortgage",)}
-
 
 @dataclass(frozen=True)
 class TrainingSet:
@@ -53,12 +50,11 @@ def with_profiling_consent(entity: pd.DataFrame, consents: pd.DataFrame) -> pd.D
 def labels(
     entity: pd.DataFrame, outcomes: pd.DataFrame, need: str, horizon: timedelta
 ) -> pd.Series:
-    """1 when the customer applied for or opened a product of ``need`` within ``horizon``."""
-    products = NEED_PRODUCTS[need]
-    hits = outcomes[
-        outcomes["type"].isin(["application", "product_opened"])
-        & outcomes["product"].isin(products)
-    ][["customer_id", "occurred_at"]]
+    """1 when the customer applied for or opened a product of ``need`` within ``horizon``.
+
+    ``outcomes``: customer_id, need, occurred_at (applications and product openings).
+    """
+    hits = outcomes[outcomes["need"] == need][["customer_id", "occurred_at"]]
     merged = entity[["customer_id", "event_timestamp"]].reset_index().merge(hits, on="customer_id")
     inside = (merged["occurred_at"] > merged["event_timestamp"]) & (
         merged["occurred_at"] <= merged["event_timestamp"] + horizon

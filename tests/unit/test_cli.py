@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -38,10 +40,14 @@ def test_generate_writes_a_bank(tmp_path) -> None:
         main, ["generate", "--seed", "3", "--customers", "20", "--days", "5", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "wrote 20 customers" in result.output
-    assert {p.name for p in out.iterdir()} >= {
-        "customers.parquet",
-        "events.parquet",
-        "consents.parquet",
+    summary = json.loads(result.output)
+    assert summary["customers"] == 20 and summary["events"] > 100
+    assert {p.name for p in out.iterdir()} == {
         "bank.json",
+        "customers.parquet",
+        "consents.parquet",
+        "events",
+        "outcomes.parquet",
+        "truth.parquet",
+        "malformed.parquet",
     }
