@@ -20,7 +20,7 @@ NEED_PRODUCT = {need: need for need in NEEDS}
 
 DEFAULT_END = datetime(2026, 11, 1, tzinfo=UTC)
 #: Customers per chunk. Part of the output's identity: the same spec gives the same bytes.
-CHUNK_CUSTOMERS = 10_000
+CHUNK_CUSTOMERS = 5_000
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,19 @@ def _offsets(start: datetime, days: int) -> np.ndarray:
 
 
 def _codes(indices: np.ndarray, dictionary: tuple[str, ...]) -> pa.Array:
+    # Dictionary-encoded in memory (a byte per value); Parquet stores it as plain strings.
     return pa.DictionaryArray.from_arrays(
         pa.array(indices, mask=indices < 0, type=pa.int8()), pa.array(dictionary)
-    ).dictionary_decode()
+    )
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """The table with dictionary columns decoded, as a reader of the Parquet files sees it."""
+    fields = [
+        pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields))
 
 
 def _events_table(
@@ -79,12 +89,12 @@ def _events_table(
             "event_id": ids,
             "customer_id": pa.DictionaryArray.from_arrays(
                 pa.array(customer), pa.array(who.profile["customer_id"].to_numpy())
-            ).dictionary_decode(),
+            ),
             "type": _codes(codes["type"], activity.EVENT_TYPES),
             "occurred_at": pa.array(ts * 1_000_000, type=pa.timestamp("us", tz="UTC")),
             "channel": _codes(codes["channel"], activity.CHANNELS),
             "amount": pa.array(amount, mask=np.isnan(amount)),
-            "currency": pa.array(np.where(is_txn, "CNY", None)),
+            "currency": _codes(np.where(is_txn, 0, -1).astype(np.int8), ("CNY",)),
             **{
                 name: _codes(codes[name], activity.CODE_COLUMNS[name])
                 for name in ("direction", "category", "page")
@@ -313,8 +323,10 @@ class _Writers:
         if writer is None:
             path = self.out / f"{name}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            writer = self.open[name] = pq.ParquetWriter(path, table.schema, compression="zstd")
-        writer.write_table(table)
+            writer = self.open[name] = pq.ParquetWriter(
+                path, _plain(table).schema, compression="zstd", store_schema=False
+            )
+        writer.write_table(_plain(table))
 
     def close(self) -> None:
         for writer in self.open.values():
@@ -492,7 +504,7 @@ def generate(spec: BankSpec, workers: int = 1) -> Bank:
     summary = Summary(spec)
     for part in parts:
         summary.add(part)
-    tables = {name: _concat([getattr(p, name) for p in parts]) for name in TABLES}
-    tables["events"] = _concat([p.events for p in parts]).sort_by("occurred_at")
+    tables = {name: _plain(_concat([getattr(p, name) for p in parts])) for name in TABLES}
+    tables["events"] = _plain(_concat([p.events for p in parts])).sort_by("occurred_at")
     tables["malformed"] = tables["malformed"].sort_by("occurred_at")
     return Bank(spec, tables, summary.as_dict(), parts)
