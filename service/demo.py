@@ -86,7 +86,7 @@ def _examples(container: Container) -> list[tuple[str, str]]:
             features=list(f"{ACTIVITY_VIEW}:{name}" for name in model.features),
             entity_rows=[{"customer_id": c} for c in ranked],
         ).to_df()
-        scores = model.booster.predict(rows[list(model.features)].astype(float))
+        scores = np.asarray(model.booster.predict(rows[list(model.features)].astype(float)))
         ranked = [ranked[i] for i in np.argsort(-scores, kind="stable")]
     examples = [(ranked[0], "the strongest mortgage prospect among consenting customers")]
     never = sorted(set(bank.customers["customer_id"]) - set(consents["customer_id"]))

@@ -289,8 +289,8 @@ def everyday(em: Emitter) -> None:
     c, d = em.poisson(np.repeat((held.sum(axis=1) * 0.0004)[:, None], days, axis=1))
     if len(c):
         options = [np.flatnonzero(row) for row in held[c]]
-        product = np.array([o[rng.integers(len(o))] if len(o) else 0 for o in options])
-        em.add(c, d, "office", "product_closed", "core_banking", product=product)
+        closed = np.array([o[rng.integers(len(o))] if len(o) else 0 for o in options])
+        em.add(c, d, "office", "product_closed", "core_banking", product=closed)
 
 
 def situational(em: Emitter, life: Situations) -> None:

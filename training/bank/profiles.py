@@ -112,11 +112,8 @@ def people(rng: np.random.Generator, spec: BankSpec, first: int, n: int) -> Peop
     arrears = rng.random(n) < np.where(employment == 2, 0.10, 0.02)
     n_rms = max(1, spec.customers // (RM_BOOK_SIZE * 4))
     with_rm = segment >= 1
-    rm = np.where(
-        with_rm,
-        np.char.add("RM", np.char.zfill(rng.integers(1, n_rms + 1, n).astype(str), 4)),
-        None,
-    )
+    rm_numbers = rng.integers(1, n_rms + 1, n).astype(str)
+    rm = pd.Series(np.char.add("RM", np.char.zfill(rm_numbers, 4))).where(with_rm)
     monthly_debt = holds["mortgage"] * income / 12 * rng.uniform(0.2, 0.4, n) + holds[
         "personal_loan"
     ] * income / 12 * rng.uniform(0.05, 0.15, n)
