@@ -51,3 +51,32 @@ def test_generate_writes_a_bank(tmp_path) -> None:
         "truth.parquet",
         "malformed.parquet",
     }
+
+
+def test_load_publishes_a_written_bank_in_event_time_order(tmp_path) -> None:
+    from feature_repo.events import InvalidEvent, parse_event
+    from service.transport import EVENTS_TOPIC, LocalLog
+    from training.bank import BankSpec, write_bank
+
+    summary = write_bank(
+        BankSpec(seed=8, customers=50, days=6, malformed_fraction=0.01), tmp_path / "bank"
+    )
+    home = tmp_path / "home"
+    result = CliRunner().invoke(
+        main,
+        ["load", "--bank", str(tmp_path / "bank"), "--rate", "100000"],
+        env={"NEXTBEST_HOME": str(home)},
+    )
+    assert result.exit_code == 0, result.output
+    sent = summary["events"] + summary["malformed_events"]
+    assert f"published {sent} events" in result.output
+    records = LocalLog(home / "events").consumer(EVENTS_TOPIC, "check").poll(sent + 10)
+    assert len(records) == sent
+    times = []
+    for record in records:
+        try:
+            times.append(parse_event(record.value).occurred_at)
+        except InvalidEvent:
+            continue
+    assert len(times) == summary["events"]
+    assert times == sorted(times)
