@@ -193,9 +193,7 @@ class Emitter:
         self.add(customer, day, "online", "page_view", channel, seconds=seconds, page=page)
 
 
-def monthly_days(
-    day_of_month: np.ndarray, calendar: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def monthly_days(day_of_month: np.ndarray, calendar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(customer, day) of a monthly event on each customer's day of the month (0: none).
 
     ``calendar[d]`` is the day of the month of day ``d`` of the period.
