@@ -9,13 +9,13 @@ from typing import Any
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Float64
 
-from feature_repo.aggregates import AGGREGATES
+from feature_repo.aggregates import FEATURES, MAX_DAYS
 
 ACTIVITY_VIEW = "customer_activity"
 ACTIVITY_PUSH = "customer_activity_push"
 ACTIVITY_SERVICE = "need_scoring_v1"
-#: How old a row may be for a point-in-time join or an online read to still use it.
-ACTIVITY_TTL = timedelta(days=30)
+#: How old a row may be for a point-in-time join to still use it: the longest window.
+ACTIVITY_TTL = timedelta(days=MAX_DAYS)
 
 customer = Entity(
     name="customer",
@@ -38,7 +38,7 @@ def build(offline_dir: Path) -> list[Any]:
         name=ACTIVITY_VIEW,
         entities=[customer],
         ttl=ACTIVITY_TTL,
-        schema=[Field(name=a.name, dtype=Float64, description=a.description) for a in AGGREGATES],
+        schema=[Field(name=f.name, dtype=Float64, description=f.description) for f in FEATURES],
         source=push,
         online=True,
         description="Windowed aggregates of a customer's events, kept current by the stream.",

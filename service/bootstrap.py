@@ -19,9 +19,11 @@ from consent.registry import ConsentRegistry
 from consent.store import connect
 from feature_repo.store import StoreLocation, open_store
 from service.decisions import DecisionService
-from service.features import FeastFeatures
+from service.features import FeastFeatures, OfflineBuffer
+from service.metrics import stream_metrics
 from service.models import NeedModel, load_models
 from service.settings import Settings
+from service.state import RedisStateStore, SQLiteStateStore, StateStore
 from service.transport import (
     DLQ_TOPIC,
     EVENTS_TOPIC,
@@ -107,10 +109,19 @@ class Container:
             )
         return self.local_log.consumer(name, self.settings.consumer_group)
 
+    def state_store(self) -> StateStore:
+        if self.settings.online_store == "redis":
+            return RedisStateStore(self.settings.redis_url, self.settings.feast_project)
+        return SQLiteStateStore(self.settings.home / "stream_state.db")
+
     def worker(self) -> StreamWorker:
         return StreamWorker(
             consumer=self.consumer(),
             dlq=self.producer(),
             dlq_topic=self.settings.topic(DLQ_TOPIC),
-            features=self.features,
+            states=self.state_store(),
+            online=self.features.online,
+            offline=OfflineBuffer(self.store_location),
+            lateness_us=int(self.settings.allowed_lateness_hours * 3600 * 1_000_000),
+            metrics=stream_metrics(),
         )

@@ -154,10 +154,48 @@ def load(bank_dir: Path, rate: float | None, speedup: float | None) -> None:
     default=None,
     help="Stop after this many seconds without new events (default: run until stopped).",
 )
-def stream(until_idle: float | None) -> None:
-    """Run the stream worker: events in, online and offline features out."""
+@click.option(
+    "--from-offset",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Replay: start every partition at this offset (0: the beginning).",
+)
+@click.option(
+    "--from-time",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Replay: start at the first record at or after this time (UTC).",
+)
+@click.option(
+    "--reset-state",
+    is_flag=True,
+    help="Forget the windows' state first (rebuild after a change of definitions).",
+)
+def stream(
+    until_idle: float | None,
+    from_offset: int | None,
+    from_time: datetime | None,
+    reset_state: bool,
+) -> None:
+    """Run the stream worker: events in, online and offline features out.
+
+    SIGTERM or Ctrl-C finishes the batch, commits and leaves the consumer group. With
+    NEXTBEST_WORKER_METRICS_PORT set, Prometheus metrics are served on that port.
+    """
+    if from_offset is not None and from_time is not None:
+        raise click.UsageError("choose --from-offset or --from-time, not both")
     container = _container()
     worker = container.worker()
+    if reset_state:
+        worker.states.clear()
+    if from_offset is not None or from_time is not None:
+        stamp = None if from_time is None else int(from_time.replace(tzinfo=UTC).timestamp() * 1000)
+        worker.consumer.replay_from(from_offset, stamp)
+    port = container.settings.worker_metrics_port
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=container.settings.api_host)
     worker.stop_on_signals()
     try:
         stats = worker.run(idle_exit_s=until_idle)

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     topic_namespace: Annotated[str, Field(pattern=r"^([a-z0-9-]+\.)?$")] = ""
     consumer_group: Annotated[str, Field(min_length=1, max_length=200)] = "nextbest-stream"
 
+    allowed_lateness_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 72.0
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
     feast_project: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")] = "nextbest"

@@ -11,7 +11,7 @@ import fcntl
 import json
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +23,10 @@ ALERTS_TOPIC = "nextbest.alerts.v1"
 #: How long a Kafka producer waits for acknowledgement of a flush before the call fails.
 KAFKA_FLUSH_TIMEOUT_S = 30.0
 KAFKA_REQUEST_TIMEOUT_MS = 15_000
+#: How long the broker may hold a fetch waiting for data: low, so features stay fresh.
+KAFKA_FETCH_MAX_WAIT_MS = 100
+KAFKA_SESSION_TIMEOUT_MS = 10_000
+KAFKA_MAX_POLL_INTERVAL_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,20 @@ class Consumer(Protocol):
     def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
     def commit(self, records: Iterable[Record]) -> None:
         """Mark everything up to and including ``records`` (per partition) as processed."""
+        ...
+
+    def on_revoke(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` before partitions are taken away (a rebalance), so that work in
+        progress can be flushed and committed first."""
+        ...
+
+    def replay_from(self, offset: int | None = None, timestamp_ms: int | None = None) -> None:
+        """Start from ``offset`` (0: the beginning) or from the first record at or after
+        ``timestamp_ms`` instead of the committed position (once, when partitions arrive)."""
+        ...
+
+    def lag(self) -> dict[int, int]:
+        """Records not yet consumed, per partition (empty when unknown)."""
         ...
 
     def close(self) -> None: ...
@@ -140,8 +158,43 @@ class LocalConsumer:
         os.replace(temporary, self._offsets)
         self._positions = {o: p for o, p in self._positions.items() if o > last}
 
+    def on_revoke(self, callback: Callable[[], None]) -> None:
+        pass  # one reader, no rebalances
+
+    def replay_from(self, offset: int | None = None, timestamp_ms: int | None = None) -> None:
+        """Reposition by scanning from the start (the local log keeps no index)."""
+        self._offset, self._position, self._positions = 0, 0, {}
+        if offset is None and timestamp_ms is None:
+            return
+        while True:
+            before = (self._offset, self._position)
+            batch = self.poll(1)
+            if not batch:
+                return
+            record = batch[0]
+            if offset is not None and record.offset >= offset:
+                self._offset, self._position = before
+                return
+            if timestamp_ms is not None and _event_time_ms(record.value) >= timestamp_ms:
+                self._offset, self._position = before
+                return
+
+    def lag(self) -> dict[int, int]:
+        return {}
+
     def close(self) -> None:
         pass
+
+
+def _event_time_ms(value: bytes) -> int:
+    """The event time of a record, for replays by time on the local log (0 if unreadable)."""
+    from datetime import datetime
+
+    try:
+        moment = json.loads(value)["occurred_at"]
+        return int(datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp() * 1000)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return 0
 
 
 # --- Apache Kafka ---------------------------------------------------------------------------
@@ -168,17 +221,55 @@ class KafkaProducerAdapter:
 
 
 class KafkaConsumerAdapter:
-    def __init__(self, bootstrap_servers: str, topic: str, group: str) -> None:
-        from kafka import KafkaConsumer
+    """A kafka-python consumer in a group, committing only what it is told to."""
 
+    def __init__(self, bootstrap_servers: str, topic: str, group: str) -> None:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+        adapter = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked):  # type: ignore[no-untyped-def]
+                if adapter._on_revoke is not None and revoked:
+                    adapter._on_revoke()
+
+            def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
+                adapter._assigned(list(assigned))
+
+        self._on_revoke: Callable[[], None] | None = None
+        self._replay: tuple[int | None, int | None] | None = None
         self._consumer = KafkaConsumer(
-            topic,
             bootstrap_servers=bootstrap_servers,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=KAFKA_FETCH_MAX_WAIT_MS,
+            # A worker that dies without leaving (SIGKILL, lost host) gives up its partitions
+            # after the session timeout; a batch never takes anywhere near the poll interval.
+            session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=KAFKA_SESSION_TIMEOUT_MS // 3,
+            max_poll_interval_ms=KAFKA_MAX_POLL_INTERVAL_MS,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
             request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS + 15_000,
         )
+        self._consumer.subscribe([topic], listener=Listener())
+
+    def _assigned(self, partitions: list) -> None:  # type: ignore[type-arg]
+        if self._replay is None or not partitions:
+            return
+        offset, timestamp_ms = self._replay
+        self._replay = None
+        if timestamp_ms is not None:
+            found = self._consumer.offsets_for_times(dict.fromkeys(partitions, timestamp_ms))
+            ends = self._consumer.end_offsets(partitions)
+            for tp in partitions:
+                hit = found.get(tp)
+                self._consumer.seek(tp, hit.offset if hit is not None else ends[tp])
+        elif offset == 0:
+            self._consumer.seek_to_beginning(*partitions)
+        elif offset is not None:
+            for tp in partitions:
+                self._consumer.seek(tp, offset)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
@@ -199,5 +290,20 @@ class KafkaConsumerAdapter:
         if upto:
             self._consumer.commit({tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in upto.items()})
 
+    def on_revoke(self, callback: Callable[[], None]) -> None:
+        self._on_revoke = callback
+
+    def replay_from(self, offset: int | None = None, timestamp_ms: int | None = None) -> None:
+        self._replay = (offset, timestamp_ms)
+
+    def lag(self) -> dict[int, int]:
+        partitions = list(self._consumer.assignment())
+        if not partitions:
+            return {}
+        ends = self._consumer.end_offsets(partitions)
+        return {tp.partition: max(ends[tp] - self._consumer.position(tp), 0) for tp in partitions}
+
     def close(self) -> None:
-        self._consumer.close()
+        # Leaves the group at once, so its partitions move to the other workers without waiting
+        # for the session to time out.
+        self._consumer.close(autocommit=False)

@@ -1,9 +1,13 @@
 """The stream worker: events in, windowed aggregates out to the Feast online and offline stores.
 
-Per batch: validate every record (invalid ones go to the dead-letter topic with the reason and
-their origin), drop duplicate ``event_id``s, fold the events into each customer's per-day
-buckets, write the touched customers' features, flush the dead letters, and only then commit the
-offsets. A crash anywhere before the commit means redelivery, never loss.
+Per batch (one poll): validate every record (invalid ones go to the dead-letter topic with the
+reason and their origin), read the touched customers' states, fold the events in (duplicates
+and events later than the allowed lateness change nothing; late ones are counted and logged),
+write the states back atomically, then the features online, and buffer them for the offline
+store. Offsets are committed only after the offline buffer (and the dead letters) are durably
+written — every few seconds, at shutdown, and before a rebalance takes partitions away. A crash
+anywhere means redelivery, and redelivered events are recognised by their ids: at-least-once
+delivery, exactly-once effect.
 """
 
 from __future__ import annotations
@@ -13,35 +17,48 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
-import pandas as pd
+import numpy as np
 
-from feature_repo.aggregates import CustomerWindows
-from feature_repo.events import InvalidEvent, parse_event
+from feature_repo.aggregates import (
+    DEFAULT_LATENESS_US,
+    WindowState,
+    apply_events,
+    compute_features,
+)
+from feature_repo.events import Event, InvalidEvent, parse_event
+from service.features import OfflineBuffer, OnlineWriter
+from service.metrics import StreamMetrics
+from service.state import StateStore
 from service.transport import Consumer, Producer, Record
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5_000
-POLL_TIMEOUT_S = 0.5
-FIRST_RECORD_TIMEOUT_S = 30.0
-
-
-class FeatureWriter(Protocol):
-    def write(self, rows: pd.DataFrame) -> None: ...
+POLL_TIMEOUT_S = 0.1
+#: Joining a group may wait for dead members' sessions to time out (see transport).
+FIRST_RECORD_TIMEOUT_S = 90.0
+#: The offline buffer is written (and offsets committed) at least this often...
+FLUSH_INTERVAL_S = 2.0
+#: ...or when it holds this many rows.
+FLUSH_ROWS = 200_000
+#: How often the consumer lag is measured (it costs a request to the broker).
+LAG_INTERVAL_S = 5.0
+#: Committing may fail while the broker is away; the worker keeps going and retries.
+COMMIT_ATTEMPTS = 5
 
 
 @dataclass
 class WorkerStats:
     events: int = 0
     duplicates: int = 0
+    late: int = 0
     dead_letters: int = 0
     batches: int = 0
     feature_rows: int = 0
+    commits: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, float]:
@@ -49,9 +66,11 @@ class WorkerStats:
         return {
             "events": self.events,
             "duplicates": self.duplicates,
+            "late": self.late,
             "dead_letters": self.dead_letters,
             "batches": self.batches,
             "feature_rows": self.feature_rows,
+            "commits": self.commits,
             "events_per_second": round(self.events / elapsed, 1) if elapsed > 0 else 0.0,
         }
 
@@ -79,61 +98,137 @@ class StreamWorker:
         consumer: Consumer,
         dlq: Producer,
         dlq_topic: str,
-        features: FeatureWriter,
-        on_features: Callable[[pd.DataFrame], None] | None = None,
+        states: StateStore,
+        online: OnlineWriter,
+        offline: OfflineBuffer,
+        lateness_us: int = DEFAULT_LATENESS_US,
+        metrics: StreamMetrics | None = None,
     ) -> None:
         self.consumer = consumer
         self.dlq = dlq
         self.dlq_topic = dlq_topic
-        self.features = features
-        self.on_features = on_features
-        self.windows: dict[str, CustomerWindows] = {}
-        self.seen: set[str] = set()
+        self.states = states
+        self.online = online
+        self.offline = offline
+        self.lateness_us = lateness_us
+        self.metrics = metrics
         self.stats = WorkerStats()
         self.stopping = threading.Event()
+        self._pending: list[Record] = []  # processed, not yet committed (last per partition)
+        self._dead_unflushed = 0
+        self._last_flush = time.monotonic()
+        self._last_lag = 0.0
+        consumer.on_revoke(self.flush_and_commit)
 
+    # --- one batch ------------------------------------------------------------------------
     def process(self, records: list[Record]) -> None:
-        touched: set[str] = set()
-        dead = 0
+        began = time.monotonic()
+        events: list[Event] = []
         for record in records:
             try:
-                event = parse_event(record.value)
+                events.append(parse_event(record.value))
             except InvalidEvent as error:
                 self.dlq.send(self.dlq_topic, None, dead_letter(record, error.reason))
-                dead += 1
-                continue
-            if event.event_id in self.seen:
-                self.stats.duplicates += 1
-                continue
-            self.seen.add(event.event_id)
-            self.windows.setdefault(event.customer_id, CustomerWindows()).add(event)
-            touched.add(event.customer_id)
-            self.stats.events += 1
-        if touched:
-            rows = pd.DataFrame(
-                [
-                    {"customer_id": c, "event_timestamp": w.as_of, **w.features()}
-                    for c in sorted(touched)
-                    for w in (self.windows[c],)
-                ]
-            )
-            self.features.write(rows)
-            self.stats.feature_rows += len(rows)
-            if self.on_features is not None:
-                self.on_features(rows)
-        if dead:
-            self.dlq.flush()
-            self.stats.dead_letters += dead
-        self.consumer.commit(records)
+                self._dead_unflushed += 1
+        customers = list(dict.fromkeys(e.customer_id for e in events))
+        if customers:
+            blobs = self.states.get_many(customers)
+            states = {
+                c: WindowState.from_bytes(b) if b is not None else WindowState()
+                for c, b in zip(customers, blobs, strict=True)
+            }
+            applied = apply_events(states, events, self.lateness_us)
+            if applied.late_events:
+                first = applied.late_events[0]
+                log.warning(
+                    "%d event(s) later than the allowed lateness were not applied "
+                    "(first: %s of %s)",
+                    applied.late,
+                    first[0],
+                    first[1],
+                )
+            written = [c for c in customers if states[c].as_of_us is not None]
+            self.states.put_many({c: states[c].to_bytes() for c in written})
+            ordered = [states[c] for c in written]
+            matrix = compute_features(ordered)
+            as_of_us = np.fromiter((s.as_of_us for s in ordered), np.int64, len(ordered))
+            self.online.write(written, as_of_us, matrix)
+            self.offline.add(written, as_of_us, matrix)
+            self._count(applied.applied, applied.duplicates, applied.late, len(written), as_of_us)
+        self._pending.extend(records)
         self.stats.batches += 1
+        if self.metrics:
+            self.metrics.batches.inc()
+            self.metrics.batch_seconds.observe(time.monotonic() - began)
 
+    def _count(
+        self, applied: int, duplicates: int, late: int, rows: int, as_of_us: np.ndarray
+    ) -> None:
+        self.stats.events += applied
+        self.stats.duplicates += duplicates
+        self.stats.late += late
+        self.stats.feature_rows += rows
+        if self.metrics:
+            self.metrics.events.labels("applied").inc(applied)
+            self.metrics.events.labels("duplicate").inc(duplicates)
+            self.metrics.events.labels("late").inc(late)
+            self.metrics.feature_rows.inc(rows)
+            now_us = time.time() * 1e6
+            for age in (now_us - as_of_us[-100:]) / 1e6:  # a sample keeps this cheap
+                self.metrics.freshness.observe(max(age, 0.0))
+
+    # --- durability -----------------------------------------------------------------------
+    def flush_and_commit(self) -> None:
+        """Write the offline buffer and dead letters durably, then commit what they cover."""
+        if self._dead_unflushed:
+            self.dlq.flush()
+            self.stats.dead_letters += self._dead_unflushed
+            if self.metrics:
+                self.metrics.events.labels("dead_letter").inc(self._dead_unflushed)
+            self._dead_unflushed = 0
+        self.offline.flush()
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                self.consumer.commit(pending)
+                break
+            except Exception as error:  # the broker may be restarting
+                log.warning("commit failed (attempt %d): %s", attempt, error)
+                if attempt == COMMIT_ATTEMPTS:
+                    # Not committing means redelivery, which changes nothing: safe to go on.
+                    log.error("giving up this commit; its records will be redelivered")
+                    return
+                self.stopping.wait(min(0.2 * 2**attempt, 5.0))
+        self.stats.commits += 1
+        if self.metrics:
+            self.metrics.commits.inc()
+
+    def _maybe_flush(self) -> None:
+        due = time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
+        if due or self.offline.rows >= FLUSH_ROWS:
+            self.flush_and_commit()
+
+    def _maybe_measure_lag(self) -> None:
+        if self.metrics is None or time.monotonic() - self._last_lag < LAG_INTERVAL_S:
+            return
+        self._last_lag = time.monotonic()
+        try:
+            for partition, lag in self.consumer.lag().items():
+                self.metrics.lag.labels(str(partition)).set(lag)
+        except Exception as error:
+            log.debug("lag not measured: %s", error)
+
+    # --- the loop -------------------------------------------------------------------------
     def run(
         self,
         idle_exit_s: float | None = None,
         max_seconds: float | None = None,
         first_record_timeout_s: float = FIRST_RECORD_TIMEOUT_S,
     ) -> WorkerStats:
-        """Consume until stopped.
+        """Consume until stopped (then flush, commit and leave the group).
 
         With ``idle_exit_s``, also stop once no record has arrived for that long after the
         first one (joining a Kafka consumer group takes a moment, so the wait for the first
@@ -142,22 +237,27 @@ class StreamWorker:
         started = time.monotonic()
         last_record: float | None = None
         deadline = None if max_seconds is None else started + max_seconds
-        while not self.stopping.is_set():
-            records = self.consumer.poll(BATCH_SIZE, POLL_TIMEOUT_S)
-            now = time.monotonic()
-            if records:
-                self.process(records)
-                last_record = now
-            elif idle_exit_s is not None:
-                if last_record is not None and now - last_record >= idle_exit_s:
+        try:
+            while not self.stopping.is_set():
+                records = self.consumer.poll(BATCH_SIZE, POLL_TIMEOUT_S)
+                now = time.monotonic()
+                if records:
+                    self.process(records)
+                    last_record = now
+                self._maybe_flush()
+                self._maybe_measure_lag()
+                if not records and idle_exit_s is not None:
+                    if last_record is not None and now - last_record >= idle_exit_s:
+                        break
+                    if last_record is None and now - started >= first_record_timeout_s:
+                        break
+                if deadline is not None and now >= deadline:
                     break
-                if last_record is None and now - started >= first_record_timeout_s:
-                    break
-            if deadline is not None and now >= deadline:
-                break
-            if not records:
-                # The local log returns at once when empty; do not spin.
-                self.stopping.wait(0.05)
+                if not records:
+                    # The local log returns at once when empty; do not spin.
+                    self.stopping.wait(0.02)
+        finally:
+            self.flush_and_commit()
         return self.stats
 
     def stop_on_signals(self) -> None:
@@ -167,3 +267,4 @@ class StreamWorker:
     def close(self) -> None:
         self.consumer.close()
         self.dlq.close()
+        self.states.close()

@@ -50,3 +50,56 @@ def test_redis_urls_become_feast_connection_strings() -> None:
     assert redis_connection_string("rediss://:pw@h:1/0") == "h:1,db=0,password=pw,ssl=true"
     with pytest.raises(ValueError):
         redis_connection_string("http://h:1")
+
+
+def _snapshot(features: FeastFeatures) -> dict:
+    """Everything the online store holds for this project, as raw bytes."""
+    import sqlite3
+
+    import redis
+
+    if features.where.online == "redis":
+        client = redis.Redis.from_url(features.where.redis_url)
+        project = features.where.project.encode()
+        return {k: client.hgetall(k) for k in client.keys(b"*") if project in k}
+    connection = sqlite3.connect(features.where.home / "online_store.db")
+    table = f"{features.where.project}_customer_activity"
+    rows = connection.execute(f'select * from "{table}" order by entity_key, feature_name')
+    return {"rows": rows.fetchall()}
+
+
+def _clear(features: FeastFeatures) -> None:
+    import sqlite3
+
+    import redis
+
+    if features.where.online == "redis":
+        client = redis.Redis.from_url(features.where.redis_url)
+        project = features.where.project.encode()
+        keys = [k for k in client.keys(b"*") if project in k]
+        if keys:
+            client.delete(*keys)
+    else:
+        connection = sqlite3.connect(features.where.home / "online_store.db")
+        connection.execute(f'delete from "{features.where.project}_customer_activity"')
+        connection.commit()
+
+
+def test_the_fast_writer_stores_exactly_what_feasts_own_write_stores(features) -> None:
+    import numpy as np
+
+    from service.features import SdkOnlineWriter
+
+    rng = np.random.default_rng(3)
+    matrix = rng.random((4, len(FEATURE_NAMES))) * 10_000
+    matrix[0, :5] = [0.0, -1.5, 1e-9, 123456789.25, 91.0]
+    as_of = np.array([1795931509123456, 1795931509000000, 1, 1795931510500000])
+    customers = ["A", "B", "C", "D"]
+    SdkOnlineWriter(features.store).write(customers, as_of, matrix)
+    expected = _snapshot(features)
+    _clear(features)
+    features.online.write(customers, as_of, matrix)
+    assert type(features.online).__name__ != "SdkOnlineWriter"
+    assert _snapshot(features) == expected
+    read = features.read("A")
+    assert read.values == dict(zip(FEATURE_NAMES, matrix[0].tolist(), strict=True))

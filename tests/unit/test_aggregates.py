@@ -1,16 +1,40 @@
+"""The streaming aggregates: definitions, arrival rules, and the stream equal to the reference."""
+
+from __future__ import annotations
+
 import random
 from datetime import UTC, datetime, timedelta
 
-from feature_repo.aggregates import CustomerWindows, batch_features
+import numpy as np
+import pytest
+
+from feature_repo.aggregates import (
+    DAY_US,
+    FEATURE_NAMES,
+    NOT_SEEN_DAYS,
+    WindowState,
+    apply_events,
+    compute_features,
+    reference_features,
+)
 from feature_repo.events import parse_event
+from training.bank import BankSpec, generate
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+_ids = iter(range(10**9))
 
 
-def txn(n: int, at: datetime, amount: str, direction: str = "credit", customer: str = "C1"):
+def txn(
+    at: datetime,
+    amount: str,
+    direction: str = "credit",
+    category: str = "transfer_in",
+    customer: str = "C1",
+    event_id: str | None = None,
+):
     return parse_event(
         {
-            "event_id": f"e{n}",
+            "event_id": event_id or f"t{next(_ids)}",
             "customer_id": customer,
             "type": "transaction",
             "occurred_at": at.isoformat(),
@@ -19,80 +43,130 @@ def txn(n: int, at: datetime, amount: str, direction: str = "credit", customer: 
                 "amount": amount,
                 "currency": "CNY",
                 "direction": direction,
-                "category": "transfer_in" if direction == "credit" else "card_purchase",
+                "category": category,
             },
         }
     )
 
 
-def view(n: int, at: datetime, page: str, customer: str = "C1"):
+def event(kind: str, at: datetime, customer: str = "C1", **payload):
     return parse_event(
         {
-            "event_id": f"v{n}",
+            "event_id": f"e{next(_ids)}",
             "customer_id": customer,
-            "type": "page_view",
+            "type": kind,
             "occurred_at": at.isoformat(),
             "channel": "mobile_app",
-            "payload": {"page": page, "seconds": 30},
+            "payload": payload,
         }
     )
 
 
-def test_seven_day_window_covers_the_as_of_day_and_six_before() -> None:
-    windows = CustomerWindows()
-    windows.add(txn(1, NOW - timedelta(days=7), "100.00"))  # day -7: outside 7d, inside 30d
-    windows.add(txn(2, NOW - timedelta(days=6), "10.00"))  # day -6: inside
-    windows.add(txn(3, NOW, "1.00"))
-    features = windows.features()
-    assert features["inflow_7d"] == 11.0
-    assert features["inflow_30d"] == 111.0
-    assert features["largest_inflow_30d"] == 100.0
-    assert features["transactions_30d"] == 3.0
-    assert windows.as_of == NOW
+def features(events) -> dict[str, float]:
+    """One customer's features from events applied in time order."""
+    states: dict[str, WindowState] = {}
+    apply_events(states, sorted(events, key=lambda e: e.occurred_at))
+    (state,) = states.values()
+    return dict(zip(FEATURE_NAMES, compute_features([state])[0], strict=True))
 
 
-def test_debits_and_page_topics_go_to_their_own_features() -> None:
-    windows = CustomerWindows()
-    windows.add(txn(1, NOW, "50.00", "debit"))
-    windows.add(view(1, NOW, "mortgage_calculator"))
-    windows.add(view(2, NOW, "property_listing"))
-    windows.add(view(3, NOW, "card_offer"))
-    features = windows.features()
-    assert features["outflow_30d"] == 50.0
-    assert features["inflow_30d"] == 0.0
-    assert features["property_views_7d"] == 2.0
+def test_windows_are_calendar_days_ending_on_the_as_of_day() -> None:
+    f = features(
+        [
+            txn(NOW - timedelta(days=40), "1000.00"),  # inside 90d only
+            txn(NOW - timedelta(days=7), "100.00"),  # day -7: outside 7d, inside 30d
+            txn(NOW - timedelta(days=6), "10.00"),  # day -6: inside 7d
+            txn(NOW, "1.00"),
+        ]
+    )
+    assert (f["inflow_1d"], f["inflow_7d"], f["inflow_30d"], f["inflow_90d"]) == (
+        1.0,
+        11.0,
+        111.0,
+        1111.0,
+    )
+    assert f["largest_inflow_7d"] == 10.0 and f["largest_inflow_90d"] == 1000.0
+    assert f["transactions_30d"] == 3.0
+    assert f["large_inflow_share_30d"] == pytest.approx(100 / 111)
 
 
-def test_buckets_older_than_the_longest_window_are_evicted() -> None:
-    windows = CustomerWindows()
-    windows.add(txn(1, NOW - timedelta(days=40), "100.00"))
-    windows.add(txn(2, NOW, "1.00"))
-    assert len(windows.buckets) == 1
-    assert windows.features()["inflow_30d"] == 1.0
+def test_categories_pages_applications_and_days_since() -> None:
+    f = features(
+        [
+            txn(NOW - timedelta(days=45), "9000.00", category="salary"),
+            txn(NOW - timedelta(days=15), "9900.00", category="salary"),
+            txn(NOW - timedelta(days=2), "50.00", "debit", "card_purchase"),
+            txn(NOW - timedelta(days=1), "3000.00", "debit", "rent"),
+            event("page_view", NOW, page="mortgage_calculator", seconds=30),
+            event("page_view", NOW, page="property_listing", seconds=30),
+            event("page_view", NOW, page="fund_detail", seconds=30),
+            event("login", NOW - timedelta(days=4)),
+            event("application", NOW - timedelta(days=3), product="mortgage", status="submitted"),
+            event("application", NOW - timedelta(days=3), product="pension", status="submitted"),
+            event("application", NOW - timedelta(days=1), product="pension", status="approved"),
+            event("contact", NOW, reason="complaint", channel="phone"),
+        ]
+    )
+    assert f["salary_30d"] == 9900.0 and f["salary_count_90d"] == 2.0
+    assert f["salary_change_ratio"] == pytest.approx(9900 / 9000)
+    assert (f["card_spend_7d"], f["card_count_30d"], f["housing_30d"]) == (50.0, 1.0, 3000.0)
+    assert f["outflow_30d"] == 3050.0 and f["net_flow_30d"] == 9900.0 - 3050.0
+    assert (f["property_views_1d"], f["mortgage_calculator_views_7d"]) == (2.0, 1.0)
+    assert f["investment_views_7d"] == 1.0 and f["page_views_7d"] == 3.0
+    assert (f["in_flight_mortgage"], f["in_flight_pension"], f["applications_in_flight"]) == (
+        1.0,
+        0.0,
+        1.0,
+    )
+    assert (f["complaints_30d"], f["contacts_30d"]) == (1.0, 1.0)
+    assert (f["days_since_login"], f["days_since_transaction"], f["days_since_page_view"]) == (
+        4.0,
+        1.0,
+        0.0,
+    )
 
 
-def test_stream_order_does_not_matter_batch_equals_shuffled_stream() -> None:
-    rng = random.Random(3)
-    events = [
-        txn(
-            i,
-            NOW - timedelta(hours=rng.randint(0, 24 * 45)),
-            f"{rng.randint(1, 9999)}.00",
-            rng.choice(["credit", "debit"]),
-            customer=f"C{i % 7}",
-        )
-        for i in range(600)
-    ] + [
-        view(
-            i,
-            NOW - timedelta(hours=rng.randint(0, 24 * 45)),
-            rng.choice(["property_listing", "fund_detail"]),
-            customer=f"C{i % 7}",
-        )
-        for i in range(300)
-    ]
-    expected = batch_features(sorted(events, key=lambda e: e.occurred_at))
-    shuffled = events[:]
-    rng.shuffle(shuffled)
-    assert batch_features(shuffled) == expected
-    assert len(expected) == 7
+def test_duplicates_change_nothing_and_late_events_are_counted_not_applied() -> None:
+    states: dict[str, WindowState] = {}
+    first = txn(NOW, "5.00", event_id="same")
+    result = apply_events(states, [first, txn(NOW, "5.00", event_id="same")])
+    assert (result.applied, result.duplicates) == (1, 1)
+    within = apply_events(states, [txn(NOW - timedelta(days=2), "7.00")])
+    late = apply_events(states, [txn(NOW - timedelta(days=4), "100.00")])
+    assert within.applied == 1 and (late.applied, late.late) == (0, 1)
+    row = dict(zip(FEATURE_NAMES, compute_features([states["C1"]])[0], strict=True))
+    assert row["inflow_7d"] == 12.0
+
+
+def test_state_survives_serialisation_and_old_buckets_are_evicted() -> None:
+    states: dict[str, WindowState] = {}
+    apply_events(states, [txn(NOW - timedelta(days=95), "1.00")])
+    apply_events(states, [txn(NOW, "2.00"), event("login", NOW)])
+    state = states["C1"]
+    assert set(state.days.tolist()) == {int(NOW.timestamp() * 1e6) // DAY_US}
+    again = WindowState.from_bytes(state.to_bytes())
+    assert again.as_of_us == state.as_of_us and again.seen == state.seen
+    assert np.array_equal(compute_features([again]), compute_features([state]))
+    empty = dict(zip(FEATURE_NAMES, compute_features([WindowState(as_of_us=0)])[0], strict=True))
+    assert empty["days_since_login"] == NOT_SEEN_DAYS and empty["inflow_90d"] == 0.0
+
+
+def test_batched_shuffled_duplicated_stream_equals_the_reference() -> None:
+    bank = generate(BankSpec(seed=31, customers=400, days=100))
+    events = [parse_event(e) for e in bank.event_dicts()]
+    rng = random.Random(5)
+    arrivals = events + rng.sample(events, 500)  # redeliveries
+    # Out of order by up to two days (inside the allowed lateness of three).
+    arrivals.sort(key=lambda e: e.occurred_at.timestamp() + rng.uniform(0, 2 * 86_400))
+    expected = reference_features(arrivals)
+    states: dict[str, WindowState] = {}
+    for start in range(0, len(arrivals), 3_000):
+        apply_events(states, arrivals[start : start + 3_000])
+        states = {c: WindowState.from_bytes(s.to_bytes()) for c, s in states.items()}
+    customers = sorted(states)
+    matrix = compute_features([states[c] for c in customers])
+    assert customers == sorted(expected)
+    for row, customer in enumerate(customers):
+        as_of, values = expected[customer]
+        assert states[customer].as_of_us == round(as_of.timestamp() * 1e6)
+        assert np.allclose(matrix[row], [values[n] for n in FEATURE_NAMES], rtol=1e-12, atol=1e-6)

@@ -2,7 +2,9 @@
 
 import json
 
-from feature_repo.aggregates import FEATURE_NAMES, batch_features
+import pytest
+
+from feature_repo.aggregates import FEATURE_NAMES, reference_features
 from feature_repo.events import parse_event
 from service import pipeline
 from service.transport import DLQ_TOPIC, EVENTS_TOPIC
@@ -26,12 +28,12 @@ def test_online_features_equal_a_batch_recomputation_and_bad_events_reach_the_dl
     assert stats.duplicates == 50
     assert stats.dead_letters == malformed
 
-    expected = batch_features(parse_event(e) for e in bank.event_dicts())
+    expected = reference_features(parse_event(e) for e in bank.event_dicts())
     for customer_id, (as_of, values) in expected.items():
         online = embedded.features.read(customer_id)
         assert online.as_of is not None
         assert abs((online.as_of - as_of).total_seconds()) < 1
-        assert online.values == {name: values[name] for name in FEATURE_NAMES}
+        assert online.values == pytest.approx({name: values[name] for name in FEATURE_NAMES})
 
     dead = [json.loads(r.value) for r in embedded.consumer(DLQ_TOPIC).poll(10_000)]
     assert len(dead) == malformed

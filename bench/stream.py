@@ -1,0 +1,260 @@
+"""Benchmark: the stream worker, from real Kafka into the Feast online store.
+
+Measures, in one run:
+
+- sustained throughput of one worker process (events/s, median of ``--repeat`` runs) from Kafka
+  into the Redis online store, and into the SQLite online store;
+- the naive path on the same records: one ``FeatureStore.push`` per event;
+- freshness at a steady ``--rate`` (2,000 events/s): from producing an event to its customer's
+  features being readable through the Feast SDK (p50, p99).
+
+Needs the servers of ``scripts/services`` (TEST_KAFKA_BOOTSTRAP_SERVERS, TEST_REDIS_URL).
+
+    python -m bench.stream --customers 10000 --days 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from kafka import KafkaConsumer, KafkaProducer
+
+from bench.common import emit, median
+from feature_repo.aggregates import FEATURE_NAMES, WindowState, apply_events, compute_features
+from feature_repo.definitions import ACTIVITY_PUSH
+from feature_repo.events import InvalidEvent, parse_event
+from service.bootstrap import Container
+from service.settings import load_settings
+from service.transport import EVENTS_TOPIC
+from training.bank import BankSpec, generate
+
+
+def settings_for(home: Path, online: str, namespace: str, run: str):  # type: ignore[no-untyped-def]
+    return load_settings(
+        {
+            "NEXTBEST_HOME": str(home),
+            "NEXTBEST_EVENT_TRANSPORT": "kafka",
+            "NEXTBEST_KAFKA_BOOTSTRAP_SERVERS": os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"],
+            "NEXTBEST_TOPIC_NAMESPACE": namespace,
+            "NEXTBEST_CONSUMER_GROUP": f"bench-{run}",
+            "NEXTBEST_ONLINE_STORE": online,
+            "NEXTBEST_REDIS_URL": os.environ["TEST_REDIS_URL"],
+            "NEXTBEST_FEAST_PROJECT": f"b{run}",
+            "NEXTBEST_LOG_LEVEL": "WARNING",
+        }
+    )
+
+
+def produce(topic: str, records: list[tuple[str | None, bytes]]) -> float:
+    producer = KafkaProducer(
+        bootstrap_servers=os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"],
+        acks="all",
+        linger_ms=20,
+        batch_size=512 * 1024,
+    )
+    began = time.perf_counter()
+    for key, value in records:
+        producer.send(topic, key=None if key is None else key.encode(), value=value)
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - began
+
+
+def run_worker(home: Path, online: str, namespace: str, expected: int) -> dict[str, float]:
+    """One worker process's throughput over the whole topic (first record to last write)."""
+    run = uuid.uuid4().hex[:8]
+    container = Container(settings_for(home / run, online, namespace, run))
+    worker = container.worker()
+    original = worker.process
+    marks: dict[str, float] = {"records": 0}
+
+    def timed(records):  # type: ignore[no-untyped-def]
+        marks.setdefault("first", time.perf_counter())
+        original(records)
+        marks["last"] = time.perf_counter()
+        marks["records"] += len(records)
+        if marks["records"] >= expected:
+            worker.stopping.set()
+
+    worker.process = timed  # type: ignore[method-assign]
+    worker.run(idle_exit_s=10)
+    worker.close()
+    seconds = marks["last"] - marks["first"]
+    return {
+        "events": worker.stats.events,
+        "seconds": seconds,
+        "events_per_second": worker.stats.events / seconds,
+    }
+
+
+def run_naive(home: Path, namespace: str, limit_s: float) -> dict[str, float]:
+    """The naive way: consume, fold the event, and ``FeatureStore.push`` one row per event."""
+    run = uuid.uuid4().hex[:8]
+    container = Container(settings_for(home / run, "redis", namespace, run))
+    store = container.feature_store
+    consumer = KafkaConsumer(
+        container.settings.topic(EVENTS_TOPIC),
+        bootstrap_servers=os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"],
+        group_id=f"naive-{run}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    states: dict[str, WindowState] = {}
+    done, began = 0, None
+    while began is None or time.perf_counter() - began < limit_s:
+        for messages in consumer.poll(timeout_ms=1000, max_records=100).values():
+            for message in messages:
+                began = began or time.perf_counter()
+                try:
+                    event = parse_event(message.value)
+                except InvalidEvent:
+                    continue
+                apply_events(states, [event])
+                state = states[event.customer_id]
+                row = dict(zip(FEATURE_NAMES, compute_features([state])[0], strict=True))
+                frame = pd.DataFrame(
+                    [
+                        {
+                            "customer_id": event.customer_id,
+                            "event_timestamp": datetime.fromtimestamp(state.as_of_us / 1e6, UTC),  # type: ignore[operator]
+                            **row,
+                        }
+                    ]
+                )
+                store.push(ACTIVITY_PUSH, frame)
+                consumer.commit()
+                done += 1
+    consumer.close()
+    seconds = time.perf_counter() - began
+    return {"events": done, "seconds": seconds, "events_per_second": done / seconds}
+
+
+def freshness(home: Path, rate: float, seconds: float, probes: int) -> dict[str, float]:
+    """Produce a bank's events at ``rate`` while a worker runs; probe customers get one event
+    each, and a reader polls the Feast SDK until that customer's row appears."""
+    run = uuid.uuid4().hex[:8]
+    namespace = f"f{run}."
+    container = Container(settings_for(home / run, "redis", namespace, run))
+    store = container.feature_store
+    worker = container.worker()
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    bank = generate(BankSpec(seed=3, customers=5_000, days=10))
+    background = [(k, v) for _, k, v in bank.records()][: int(rate * seconds)]
+    producer = KafkaProducer(
+        bootstrap_servers=os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"], acks=1, linger_ms=1
+    )
+    topic = container.settings.topic(EVENTS_TOPIC)
+    # Warm up: the topic exists and the worker owns its partitions before timing starts.
+    producer.send(topic, key=b"W", value=json.dumps({"warm": 1}).encode())
+    producer.flush()
+    time.sleep(12)
+    latencies: list[float] = []
+    probe_every = max(len(background) // probes, 1)
+    began = time.perf_counter()
+    for i, (key, value) in enumerate(background):
+        producer.send(topic, key=None if key is None else key.encode(), value=value)
+        if i % probe_every == 0:
+            customer = f"P{i:09d}"
+            now = datetime.now(UTC)
+            probe = {
+                "event_id": f"probe-{run}-{i}",
+                "customer_id": customer,
+                "type": "login",
+                "occurred_at": now.isoformat(),
+                "channel": "mobile_app",
+                "payload": {"method": "password"},
+            }
+            sent = time.perf_counter()
+            producer.send(topic, key=customer.encode(), value=json.dumps(probe).encode())
+            producer.flush()
+            threading.Thread(
+                target=_await_row, args=(store, customer, sent, latencies), daemon=True
+            ).start()
+        wait = began + i / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+    producer.flush()
+    time.sleep(3)
+    worker.stopping.set()
+    thread.join(timeout=30)
+    worker.close()
+    values = np.array(latencies)
+    return {
+        "rate_events_per_second": rate,
+        "achieved_rate": round(len(background) / (time.perf_counter() - began - 3), 1),
+        "probes": len(values),
+        "p50_seconds": round(float(np.percentile(values, 50)), 3),
+        "p99_seconds": round(float(np.percentile(values, 99)), 3),
+        "max_seconds": round(float(values.max()), 3),
+    }
+
+
+def _await_row(store, customer: str, sent: float, out: list[float]) -> None:  # type: ignore[no-untyped-def]
+    deadline = sent + 30
+    while time.perf_counter() < deadline:
+        row = store.get_online_features(
+            features=["customer_activity:logins_1d"], entity_rows=[{"customer_id": customer}]
+        ).to_dict()
+        if row["logins_1d"][0] is not None:
+            out.append(time.perf_counter() - sent)
+            return
+        time.sleep(0.01)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--naive-seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=2_000.0)
+    parser.add_argument("--freshness-seconds", type=float, default=30.0)
+    parser.add_argument("--probes", type=int, default=200)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="nextbest-bench-stream-"))
+    bank = generate(
+        BankSpec(seed=11, customers=args.customers, days=args.days, malformed_fraction=0.001)
+    )
+    records = [(k, v) for _, k, v in bank.records()]
+    namespace = f"s{uuid.uuid4().hex[:8]}."
+    produce_s = produce(f"{namespace}{EVENTS_TOPIC}", records)
+    expected = len(records)
+
+    redis_runs = [run_worker(home, "redis", namespace, expected) for _ in range(args.repeat)]
+    sqlite_runs = [run_worker(home, "sqlite", namespace, expected) for _ in range(1)]
+    naive = run_naive(home, namespace, args.naive_seconds)
+    fresh = freshness(home, args.rate, args.freshness_seconds, args.probes)
+    redis_rate = median([r["events_per_second"] for r in redis_runs])
+    emit(
+        {
+            "benchmark": "stream",
+            "events_in_topic": expected,
+            "customers": args.customers,
+            "days": args.days,
+            "produce_events_per_second": round(expected / produce_s),
+            "redis": {
+                "events_per_second_median": round(redis_rate),
+                "runs": [{k: round(v, 2) for k, v in r.items()} for r in redis_runs],
+            },
+            "sqlite": {"runs": [{k: round(v, 2) for k, v in r.items()} for r in sqlite_runs]},
+            "naive_push_per_event": {k: round(v, 2) for k, v in naive.items()},
+            "speedup_vs_naive": round(redis_rate / naive["events_per_second"], 1),
+            "freshness": fresh,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

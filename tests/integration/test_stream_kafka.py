@@ -1,0 +1,185 @@
+"""The stream worker against real Kafka and real Redis: the online features equal a reference
+recomputation over the same events even when the worker is SIGKILLed twenty times mid-run and
+when the broker is restarted mid-stream; every malformed event reaches the dead-letter topic."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from feature_repo.aggregates import FEATURE_NAMES, reference_features
+from feature_repo.events import InvalidEvent, parse_event
+from service.bootstrap import Container
+from service.transport import DLQ_TOPIC, EVENTS_TOPIC
+from tests.conftest import make_settings
+from training.bank import BankSpec, generate
+
+ROOT = Path(__file__).parents[2]
+NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
+KILLS = 20
+
+
+@pytest.fixture
+def stack(tmp_path, kafka_bootstrap, redis_url):
+    run = uuid.uuid4().hex[:10]
+    overrides = {
+        "event_transport": "kafka",
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "topic_namespace": f"t{run}.",
+        "consumer_group": f"stream-{run}",
+        "online_store": "redis",
+        "redis_url": redis_url,
+        "feast_project": f"t{run}",
+    }
+    settings = make_settings(tmp_path / "home", **overrides)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
+    env.update({f"NEXTBEST_{k.upper()}": v for k, v in overrides.items()})
+    env["NEXTBEST_HOME"] = str(settings.home)
+    env["NEXTBEST_LOG_LEVEL"] = "WARNING"
+    container = Container(settings)
+    container.feature_store  # noqa: B018 - registers the feature view before workers start
+    return container, env
+
+
+def _records(seed: int, customers: int, days: int) -> tuple[list[tuple[str | None, bytes]], int]:
+    bank = generate(BankSpec(seed=seed, customers=customers, days=days, malformed_fraction=0.01))
+    return [(k, v) for _, k, v in bank.records()], bank.summary["malformed_events"]
+
+
+def _produce(bootstrap: str, topic: str, records, rate: float | None = None) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        retries=1_000_000,
+        retry_backoff_ms=200,
+        delivery_timeout_ms=180_000,
+        request_timeout_ms=10_000,
+    )
+    began = time.monotonic()
+    for i, (key, value) in enumerate(records):
+        producer.send(topic, key=None if key is None else key.encode(), value=value)
+        if rate:
+            wait = began + i / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+    producer.flush(timeout=180)
+    producer.close()
+
+
+def _worker(
+    env: dict[str, str], idle: float | None = None, quiet: bool = False
+) -> subprocess.Popen:
+    command = [NEXTBEST, "stream"] + ([] if idle is None else ["--until-idle", str(idle)])
+    pipe = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=pipe, stderr=pipe, text=True)
+
+
+def _check(container: Container, records, malformed: int, bootstrap: str) -> None:
+    valid = []
+    for _, value in records:
+        with contextlib.suppress(InvalidEvent):
+            valid.append(parse_event(value))
+    expected = reference_features(valid)
+    store = container.feature_store
+    customers = sorted(expected)
+    online = store.get_online_features(
+        features=[f"customer_activity:{n}" for n in FEATURE_NAMES],
+        entity_rows=[{"customer_id": c} for c in customers],
+    ).to_dict(include_event_timestamps=True)
+    mismatches = []
+    for i, customer in enumerate(customers):
+        as_of, values = expected[customer]
+        if online["inflow_1d__ts"][i] != int(as_of.timestamp()):
+            mismatches.append((customer, "as_of", online["inflow_1d__ts"][i], as_of))
+        for name in FEATURE_NAMES:
+            if online[name][i] is None or abs(online[name][i] - values[name]) > 1e-6 * max(
+                1, abs(values[name])
+            ):
+                mismatches.append((customer, name, online[name][i], values[name]))
+    assert mismatches == [], mismatches[:10]
+
+    consumer = KafkaConsumer(
+        container.settings.topic(DLQ_TOPIC),
+        bootstrap_servers=bootstrap,
+        group_id=f"check-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5_000,
+    )
+    letters = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    assert all(letter["reason"] and letter["origin"]["topic"] for letter in letters)
+    dead = Counter(letter["value"] for letter in letters)
+    bad: Counter[str] = Counter()
+    for _, value in records:
+        try:
+            parse_event(value)
+        except InvalidEvent:
+            bad[value.decode("utf-8", "replace")] += 1
+    assert sum(bad.values()) == malformed
+    # Every malformed event is in the dead-letter topic (redeliveries may add copies).
+    assert all(dead[value] >= count for value, count in bad.items())
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_exactly_once_effect_through_twenty_sigkills(stack, kafka_bootstrap) -> None:
+    container, env = stack
+    records, malformed = _records(seed=41, customers=300, days=45)
+    topic = container.settings.topic(EVENTS_TOPIC)
+    producer = threading.Thread(
+        target=_produce, args=(kafka_bootstrap, topic, records, len(records) / 60)
+    )
+    producer.start()
+    rng = random.Random(7)
+    for _ in range(KILLS):
+        worker = _worker(env, quiet=True)
+        time.sleep(rng.uniform(3.0, 9.0))  # sometimes while starting, mostly mid-batch
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    producer.join()
+    final = _worker(env, idle=6)
+    _out, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err[-3000:]
+    _check(container, records, malformed, kafka_bootstrap)
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(stack, kafka_bootstrap) -> None:
+    container, env = stack
+    records, malformed = _records(seed=43, customers=300, days=30)
+    topic = container.settings.topic(EVENTS_TOPIC)
+    producer = threading.Thread(
+        target=_produce, args=(kafka_bootstrap, topic, records, len(records) / 25)
+    )
+    producer.start()
+    worker = _worker(env)
+    time.sleep(8)
+    services = ROOT / "scripts" / "services"
+    subprocess.run([str(services), "stop", "kafka"], check=True, capture_output=True)
+    time.sleep(2)
+    subprocess.run([str(services), "start", "kafka"], check=True, capture_output=True)
+    producer.join()
+    time.sleep(8)
+    worker.send_signal(signal.SIGTERM)  # graceful: finish the batch, commit, leave the group
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["events"] > 0
+    final = _worker(env, idle=6)  # whatever SIGTERM left uncommitted comes again, harmlessly
+    out, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err[-3000:]
+    _check(container, records, malformed, kafka_bootstrap)
