@@ -93,6 +93,7 @@ class RedisOnlineWriter:
         blob, width = _encode_doubles(matrix)
         row_bytes = width * matrix.shape[1]
         fields = self._fields
+        offsets = [j * width for j in range(len(fields))]
         with self._client.pipeline(transaction=False) as pipe:
             for i, customer in enumerate(customers):
                 key = self._redis_key(
@@ -102,14 +103,17 @@ class RedisOnlineWriter:
                     ),
                     entity_key_serialization_version=self._version,
                 )
-                start = i * row_bytes
-                mapping = {
-                    fields[j]: blob[start + j * width : start + (j + 1) * width]
-                    for j in range(len(fields))
-                }
+                row = blob[i * row_bytes : (i + 1) * row_bytes]
                 seconds, micros = divmod(int(as_of_us[i]), 1_000_000)
-                mapping[self._ts_field] = _timestamp(seconds, micros * 1000)
-                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                # HSET key field value ...: Feast's fields, without building a dict per row.
+                flat = [
+                    part
+                    for field, at in zip(fields, offsets, strict=True)
+                    for part in (field, row[at : at + width])
+                ]
+                pipe.execute_command(
+                    "HSET", key, *flat, self._ts_field, _timestamp(seconds, micros * 1000)
+                )
             pipe.execute()
 
 

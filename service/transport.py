@@ -27,6 +27,7 @@ KAFKA_REQUEST_TIMEOUT_MS = 15_000
 KAFKA_FETCH_MAX_WAIT_MS = 100
 KAFKA_SESSION_TIMEOUT_MS = 10_000
 KAFKA_MAX_POLL_INTERVAL_MS = 60_000
+KAFKA_METADATA_MAX_AGE_MS = 5_000
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,9 @@ class KafkaConsumerAdapter:
             session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=KAFKA_SESSION_TIMEOUT_MS // 3,
             max_poll_interval_ms=KAFKA_MAX_POLL_INTERVAL_MS,
+            # A group can form before this client has the topic's metadata and assign it
+            # nothing; refreshed metadata triggers the rebalance that fixes it, so refresh often.
+            metadata_max_age_ms=KAFKA_METADATA_MAX_AGE_MS,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS + 15_000,
         )

@@ -36,7 +36,9 @@ from service.transport import Consumer, Producer, Record
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 5_000
+#: At most this many records per batch: large batches when behind (one write per customer
+#: covers several of its events), small ones when keeping up (fresh features).
+BATCH_SIZE = 20_000
 POLL_TIMEOUT_S = 0.1
 #: Joining a group may wait for dead members' sessions to time out (see transport).
 FIRST_RECORD_TIMEOUT_S = 90.0
