@@ -11,7 +11,7 @@ import fcntl
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,7 +27,6 @@ KAFKA_REQUEST_TIMEOUT_MS = 15_000
 KAFKA_FETCH_MAX_WAIT_MS = 100
 KAFKA_SESSION_TIMEOUT_MS = 10_000
 KAFKA_MAX_POLL_INTERVAL_MS = 60_000
-KAFKA_METADATA_MAX_AGE_MS = 5_000
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,6 @@ class Consumer(Protocol):
     def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
     def commit(self, records: Iterable[Record]) -> None:
         """Mark everything up to and including ``records`` (per partition) as processed."""
-        ...
-
-    def on_revoke(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` before partitions are taken away (a rebalance), so that work in
-        progress can be flushed and committed first."""
         ...
 
     def replay_from(self, offset: int | None = None, timestamp_ms: int | None = None) -> None:
@@ -159,9 +153,6 @@ class LocalConsumer:
         os.replace(temporary, self._offsets)
         self._positions = {o: p for o, p in self._positions.items() if o > last}
 
-    def on_revoke(self, callback: Callable[[], None]) -> None:
-        pass  # one reader, no rebalances
-
     def replay_from(self, offset: int | None = None, timestamp_ms: int | None = None) -> None:
         """Reposition by scanning from the start (the local log keeps no index)."""
         self._offset, self._position, self._positions = 0, 0, {}
@@ -230,14 +221,16 @@ class KafkaConsumerAdapter:
         adapter = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            # kafka-python 3 runs these on its IO thread, where nothing may block (no commit).
+            # Nothing needs to: the worker processes each poll's records before it polls
+            # again, so at a rebalance no batch is half done; what it has not committed yet
+            # is redelivered to the new owner, whose state recognises it (see worker.py).
             def on_partitions_revoked(self, revoked):  # type: ignore[no-untyped-def]
-                if adapter._on_revoke is not None and revoked:
-                    adapter._on_revoke()
+                pass
 
             def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
                 adapter._assigned(list(assigned))
 
-        self._on_revoke: Callable[[], None] | None = None
         self._replay: tuple[int | None, int | None] | None = None
         self._consumer = KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -250,12 +243,12 @@ class KafkaConsumerAdapter:
             session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=KAFKA_SESSION_TIMEOUT_MS // 3,
             max_poll_interval_ms=KAFKA_MAX_POLL_INTERVAL_MS,
-            # A group can form before this client has the topic's metadata and assign it
-            # nothing; refreshed metadata triggers the rebalance that fixes it, so refresh often.
-            metadata_max_age_ms=KAFKA_METADATA_MAX_AGE_MS,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS + 15_000,
         )
+        # Fetch the topic's metadata before joining: a group formed without it assigns this
+        # member nothing, and kafka-python's second join can then stall (seen with 3.0.12).
+        self._consumer.partitions_for_topic(topic)
         self._consumer.subscribe([topic], listener=Listener())
 
     def _assigned(self, partitions: list) -> None:  # type: ignore[type-arg]
@@ -291,11 +284,12 @@ class KafkaConsumerAdapter:
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             upto[tp] = max(upto.get(tp, -1), r.offset)
-        if upto:
-            self._consumer.commit({tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in upto.items()})
-
-    def on_revoke(self, callback: Callable[[], None]) -> None:
-        self._on_revoke = callback
+        # Partitions lost in a rebalance are not ours to commit: their new owner gets the
+        # uncommitted records again, and they change nothing there.
+        owned = self._consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in upto.items() if tp in owned}
+        if offsets:
+            self._consumer.commit(offsets)
 
     def replay_from(self, offset: int | None = None, timestamp_ms: int | None = None) -> None:
         self._replay = (offset, timestamp_ms)

@@ -5,8 +5,8 @@ reason and their origin), read the touched customers' states, fold the events in
 and events later than the allowed lateness change nothing; late ones are counted and logged),
 write the states back atomically, then the features online, and buffer them for the offline
 store. Offsets are committed only after the offline buffer (and the dead letters) are durably
-written — every few seconds, at shutdown, and before a rebalance takes partitions away. A crash
-anywhere means redelivery, and redelivered events are recognised by their ids: at-least-once
+written — every few seconds and at shutdown. A crash, or a rebalance,
+means redelivery, and redelivered events are recognised by their ids: at-least-once
 delivery, exactly-once effect.
 """
 
@@ -120,7 +120,6 @@ class StreamWorker:
         self._dead_unflushed = 0
         self._last_flush = time.monotonic()
         self._last_lag = 0.0
-        consumer.on_revoke(self.flush_and_commit)
 
     # --- one batch ------------------------------------------------------------------------
     def process(self, records: list[Record]) -> None:
