@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -165,9 +166,17 @@ Wired = Annotated[Container, Depends(get_container)]
 
 
 def create_app(container: Container) -> FastAPI:
-    app = FastAPI(title="NextBest", version=__version__, docs_url="/docs")
-    app.state.container = container
     producer_holder: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        producer = producer_holder.pop("producer", None)
+        if producer is not None:
+            producer.close()
+
+    app = FastAPI(title="NextBest", version=__version__, docs_url="/docs", lifespan=lifespan)
+    app.state.container = container
 
     @app.exception_handler(NextBestError)
     async def _nextbest_error(_: Request, error: NextBestError) -> JSONResponse:

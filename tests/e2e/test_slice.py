@@ -72,9 +72,8 @@ def stack(request, bank: Bank, tmp_path_factory) -> Iterator[tuple[Container, Te
     assert stats.events == len(bank.events)
     report = pipeline.train_from_bank(container, settings.home / "bank")
     assert report.positives > 20
-    client = TestClient(create_app(container))
-    yield container, client
-    client.close()
+    with TestClient(create_app(container)) as client:  # runs the app's start and shutdown
+        yield container, client
     container.engine.dispose()
     if cleanup:
         cleanup()
