@@ -31,6 +31,7 @@ from functools import partial
 import numpy as np
 
 from feature_repo.events import (
+    NEEDS,
     ApplicationEvent,
     ContactEvent,
     Event,
@@ -49,15 +50,6 @@ MAX_DAYS = 90
 DEFAULT_LATENESS_US = 3 * DAY_US
 #: ``days_since_*`` when the measure has not been seen in the longest window.
 NOT_SEEN_DAYS = float(MAX_DAYS + 1)
-NEEDS = (
-    "mortgage",
-    "investment",
-    "protection",
-    "credit_card",
-    "personal_loan",
-    "term_deposit",
-    "pension",
-)
 
 # --- measures -------------------------------------------------------------------------------
 _MEASURES: list[tuple[str, str]] = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -24,7 +24,7 @@ from pydantic import (
 SCHEMA_VERSION: Literal[1] = 1
 
 Channel = Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch", "core_banking"]
-Product = Literal[
+Need = Literal[
     "mortgage",
     "investment",
     "protection",
@@ -32,8 +32,10 @@ Product = Literal[
     "personal_loan",
     "term_deposit",
     "pension",
-    "current_account",
 ]
+#: The needs models score, in a fixed order (used for codes and feature names).
+NEEDS: tuple[str, ...] = get_args(Need)
+Product = Need | Literal["current_account"]
 Page = Literal[
     "home",
     "mortgage_calculator",

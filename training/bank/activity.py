@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import get_args
 
 import numpy as np
 
+from feature_repo.events import Channel, Page, TransactionCategory
 from training.bank.life import NEED_INDEX, Outcomes, Situations
 from training.bank.profiles import People
 from training.bank.spec import NEEDS, BankSpec
@@ -26,31 +28,11 @@ EVENT_TYPES = (
     "contact",
     "profile_update",
 )
-CHANNELS = ("mobile_app", "web", "email", "sms", "phone", "rm", "branch", "core_banking")
-CATEGORIES = (
-    "salary",
-    "transfer_in",
-    "transfer_out",
-    "card_purchase",
-    "rent",
-    "mortgage_payment",
-    "investment_buy",
-    "insurance_premium",
-    "loan_repayment",
-    "fee",
-)
-PAGES = (
-    "home",
-    "mortgage_calculator",
-    "property_listing",
-    "fund_detail",
-    "insurance_quote",
-    "card_offer",
-    "loan_calculator",
-    "pension_info",
-    "deposit_rates",
-)
-PRODUCTS = (*NEEDS, "current_account")
+# The codes index the event contract's own vocabularies, in the contract's order.
+CHANNELS: tuple[str, ...] = get_args(Channel)
+CATEGORIES: tuple[str, ...] = get_args(TransactionCategory)
+PAGES: tuple[str, ...] = get_args(Page)
+PRODUCTS: tuple[str, ...] = (*NEEDS, "current_account")
 STATUSES = ("started", "submitted", "approved", "declined")
 REASONS = ("complaint", "enquiry", "service")
 CHANGED = ("address", "marital_status", "dependants", "employment", "income", "risk_assessment")

@@ -6,15 +6,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-NEEDS: tuple[str, ...] = (
-    "mortgage",
-    "investment",
-    "protection",
-    "credit_card",
-    "personal_loan",
-    "term_deposit",
-    "pension",
-)
+from feature_repo.events import NEEDS
+
 #: The product whose application or opening realises each need.
 NEED_PRODUCT = {need: need for need in NEEDS}
 
