@@ -134,16 +134,30 @@ def _check(container: Container, records, malformed: int, bootstrap: str) -> Non
     assert all(dead[value] >= count for value, count in bad.items())
 
 
+def _producing(container: Container, bootstrap: str, records, seconds: float) -> threading.Thread:
+    """Produce ``records`` to the events topic over about ``seconds``, in the background."""
+    topic = container.settings.topic(EVENTS_TOPIC)
+    producer = threading.Thread(
+        target=_produce, args=(bootstrap, topic, records, len(records) / seconds)
+    )
+    producer.start()
+    return producer
+
+
+def _drain_and_check(container: Container, env, records, malformed: int, bootstrap: str) -> None:
+    """Run a worker until the topic is drained, then compare everything with the reference."""
+    final = _worker(env, idle=6)
+    _out, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err[-3000:]
+    _check(container, records, malformed, bootstrap)
+
+
 @pytest.mark.kafka
 @pytest.mark.redis
 def test_exactly_once_effect_through_twenty_sigkills(stack, kafka_bootstrap) -> None:
     container, env = stack
     records, malformed = _records(seed=41, customers=300, days=45)
-    topic = container.settings.topic(EVENTS_TOPIC)
-    producer = threading.Thread(
-        target=_produce, args=(kafka_bootstrap, topic, records, len(records) / 60)
-    )
-    producer.start()
+    producer = _producing(container, kafka_bootstrap, records, seconds=60)
     rng = random.Random(7)
     for _ in range(KILLS):
         worker = _worker(env, quiet=True)
@@ -151,10 +165,7 @@ def test_exactly_once_effect_through_twenty_sigkills(stack, kafka_bootstrap) -> 
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     producer.join()
-    final = _worker(env, idle=6)
-    _out, err = final.communicate(timeout=300)
-    assert final.returncode == 0, err[-3000:]
-    _check(container, records, malformed, kafka_bootstrap)
+    _drain_and_check(container, env, records, malformed, kafka_bootstrap)
 
 
 @pytest.mark.kafka
@@ -162,11 +173,7 @@ def test_exactly_once_effect_through_twenty_sigkills(stack, kafka_bootstrap) -> 
 def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(stack, kafka_bootstrap) -> None:
     container, env = stack
     records, malformed = _records(seed=43, customers=300, days=30)
-    topic = container.settings.topic(EVENTS_TOPIC)
-    producer = threading.Thread(
-        target=_produce, args=(kafka_bootstrap, topic, records, len(records) / 25)
-    )
-    producer.start()
+    producer = _producing(container, kafka_bootstrap, records, seconds=25)
     worker = _worker(env)
     time.sleep(8)
     services = ROOT / "scripts" / "services"
@@ -179,7 +186,5 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(stack, kafka_boot
     out, err = worker.communicate(timeout=120)
     assert worker.returncode == 0, err[-3000:]
     assert json.loads(out.strip().splitlines()[-1])["events"] > 0
-    final = _worker(env, idle=6)  # whatever SIGTERM left uncommitted comes again, harmlessly
-    out, err = final.communicate(timeout=300)
-    assert final.returncode == 0, err[-3000:]
-    _check(container, records, malformed, kafka_bootstrap)
+    # Whatever SIGTERM left uncommitted comes again, harmlessly.
+    _drain_and_check(container, env, records, malformed, kafka_bootstrap)
