@@ -60,7 +60,7 @@ def naive_bank(customers: int, days: int, seed: int, out: Path) -> int:
                 for _ in range(rng.poisson(rate)):
                     moment = day + timedelta(seconds=int(rng.integers(0, 86_400)))
                     if kind == "login":
-                        payload = {"method": "password"}
+                        payload: dict[str, object] = {"method": "password"}
                     elif kind == "page":
                         payload = {"page": "home", "seconds": float(rng.lognormal(4, 0.8))}
                     else:

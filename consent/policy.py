@@ -45,6 +45,11 @@ class Catalog:
         self.actions = {a.id: a for a in actions}
         self.version = version
 
+    def delivery_threshold(self, need: str) -> float | None:
+        """The lowest score at which any action for ``need`` may be delivered (None: no action)."""
+        scores = [a.min_score for a in self.actions.values() if a.need == need]
+        return min(scores) if scores else None
+
     @classmethod
     def load(cls, path: Path | None = None) -> Catalog:
         document = _load_yaml(path, "actions.yaml")

@@ -154,6 +154,70 @@ def contributions(event: Event) -> list[tuple[int, float]]:
     return []
 
 
+def contribution_arrays(
+    kind: np.ndarray,
+    amount: np.ndarray,
+    direction: np.ndarray,
+    category: np.ndarray,
+    page: np.ndarray,
+    product: np.ndarray,
+    status: np.ndarray,
+    reason: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``contributions`` for many events at once, from their columns (object arrays of strings,
+    ``None`` where a field does not apply; ``amount`` as float, already in the contract's cents):
+    (event index, measure, value) triples, in no particular order. Same mapping tables, same
+    answers: a test holds the two to each other."""
+    parts: list[tuple[np.ndarray, int, np.ndarray | float]] = []
+
+    def add(mask: np.ndarray, measure: str, value: np.ndarray | float = 1.0) -> None:
+        if mask.any():
+            index = np.flatnonzero(mask)
+            parts.append(
+                (index, M[measure], value[index] if isinstance(value, np.ndarray) else value)
+            )
+
+    txn = kind == "transaction"
+    credit = txn & (direction == "credit")
+    debit = txn & ~(direction == "credit")
+    add(txn, "transactions")
+    add(credit, "inflow", amount)
+    add(credit, "largest_inflow", amount)
+    add(credit & (category == "salary"), "salary", amount)
+    add(credit & (category == "salary"), "salary_count")
+    add(credit & (category == "transfer_in"), "transfer_in", amount)
+    add(debit, "outflow", amount)
+    for name, measures in _DEBIT_MEASURES.items():
+        for measure in measures:
+            add(debit & (category == name), measure, 1.0 if measure == "card_count" else amount)
+    viewed = kind == "page_view"
+    add(viewed, "page_views")
+    for name, measures in _PAGE_MEASURES.items():
+        for measure in measures:
+            add(viewed & (page == name), measure)
+    add(kind == "login", "logins")
+    applied = kind == "application"
+    for need in NEEDS:
+        mine = applied & (product == need)
+        add(mine & (status == "submitted"), f"applied_{need}")
+        add(mine & ((status == "approved") | (status == "declined")), f"decided_{need}")
+    contact = kind == "contact"
+    add(contact, "contacts")
+    add(contact & (reason == "complaint"), "complaints")
+    add(kind == "profile_update", "profile_updates")
+    add(kind == "product_opened", "products_opened")
+    add(kind == "product_closed", "products_closed")
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0)
+    index = np.concatenate([p[0] for p in parts])
+    measure_ids = np.concatenate([np.full(len(p[0]), p[1], np.int64) for p in parts])
+    value = np.concatenate(
+        [np.broadcast_to(np.asarray(p[2], np.float64), len(p[0])) for p in parts]
+    )
+    return index, measure_ids, value
+
+
 # --- features -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Feature:
@@ -238,6 +302,21 @@ FEATURES: tuple[Feature, ...] = (
         "days_since_transaction", "days since the last transaction", "transactions", kind="since"
     ),
     Feature("days_since_page_view", "days since the last page view", "page_views", kind="since"),
+    # How recent an interest is, not only how strong: interest ramps up before an application.
+    *(
+        Feature(f"days_since_{measure}", f"days since the last {what}", measure, kind="since")
+        for measure, what in (
+            ("property_views", "property or mortgage page view"),
+            ("investment_views", "fund page view"),
+            ("insurance_views", "insurance quote view"),
+            ("card_offer_views", "card offer view"),
+            ("loan_views", "loan calculator view"),
+            ("pension_views", "pension page view"),
+            ("deposit_views", "deposit rates view"),
+            ("fees", "fee charged"),
+            ("complaints", "complaint"),
+        )
+    ),
     Feature(
         "net_flow_30d",
         "money in minus money out, last 30 days (balance trend)",
@@ -399,6 +478,26 @@ def apply_events(
     return result
 
 
+def combine_buckets(
+    rows: np.ndarray, days: np.ndarray, measures: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per (row, day, measure): values summed, or the maximum for "max" measures;
+    sorted by row, then day, then measure (int64 arrays, values float64)."""
+    measures = measures.astype(np.int64)
+    base = int(days.min()) if len(days) else 0
+    span = int(days.max()) - base + 1 if len(days) else 1
+    key = (rows.astype(np.int64) * span + (days - base)) * N_MEASURES + measures
+    unique, inverse = np.unique(key, return_inverse=True)
+    merged = np.bincount(inverse, weights=values, minlength=len(unique))
+    is_max = IS_MAX[measures]
+    if is_max.any():
+        maxima = np.full(len(unique), -np.inf)
+        np.maximum.at(maxima, inverse[is_max], values[is_max])
+        merged = np.where(IS_MAX[unique % N_MEASURES], maxima, merged)
+    rest = unique // N_MEASURES
+    return rest // span, rest % span + base, unique % N_MEASURES, merged
+
+
 def _merge(
     states: dict[str, WindowState],
     customers: list[str],
@@ -418,20 +517,8 @@ def _merge(
     today = np.fromiter((s.as_of_us // DAY_US for s in old), np.int64, len(old))  # type: ignore[operator]
     keep = days > today[rows] - MAX_DAYS
     rows, days, measures, values = rows[keep], days[keep], measures[keep], values[keep]
-    base = days.min() if len(days) else 0
-    span = int(days.max() - base + 1) if len(days) else 1
-    key = (rows * span + (days - base)) * N_MEASURES + measures
-    unique, inverse = np.unique(key, return_inverse=True)
-    merged = np.bincount(inverse, weights=values, minlength=len(unique))
-    is_max = IS_MAX[measures]
-    if is_max.any():
-        maxima = np.full(len(unique), -np.inf)
-        np.maximum.at(maxima, inverse[is_max], values[is_max])
-        merged = np.where(IS_MAX[unique % N_MEASURES], maxima, merged)
-    u_measure = (unique % N_MEASURES).astype(np.int8)
-    u_rest = unique // N_MEASURES
-    u_row = u_rest // span
-    u_day = (u_rest % span + base).astype(np.int32)
+    u_row, u_day, u_measure, merged = combine_buckets(rows, days, measures, values)
+    u_day, u_measure = u_day.astype(np.int32), u_measure.astype(np.int8)
     bounds = np.searchsorted(u_row, np.arange(len(old) + 1)).tolist()
     for row, state in enumerate(old):
         lo, hi = bounds[row], bounds[row + 1]
@@ -452,6 +539,16 @@ def compute_features(states: list[WindowState]) -> np.ndarray:
     measures = np.concatenate([s.measures for s in states]).astype(np.int64) if k else np.zeros(0)
     values = np.concatenate([s.values for s in states]) if k else np.zeros(0)
     today = np.array([s.as_of_us // DAY_US for s in states], np.int64)  # type: ignore[operator]
+    return features_from_buckets(rows, days, measures, values, today)
+
+
+def features_from_buckets(
+    rows: np.ndarray, days: np.ndarray, measures: np.ndarray, values: np.ndarray, today: np.ndarray
+) -> np.ndarray:
+    """Feature matrix [customer, feature] from day buckets (customer row, absolute day,
+    measure, value; one entry per triple) and each customer's as-of day. The stream and the
+    offline backfill both end here, so they cannot disagree on what a feature means."""
+    k = len(today)
     age = today[rows] - days
     window: dict[int, np.ndarray] = {}
     is_max = IS_MAX[measures]

@@ -7,13 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.data_format import ParquetFormat
 from feast.types import Float64
 
-from feature_repo.aggregates import FEATURES, MAX_DAYS
+from feature_repo.aggregates import FEATURE_NAMES, FEATURES, MAX_DAYS
+from feature_repo.profile import PROFILE_FEATURE_NAMES, PROFILE_FEATURES
 
 ACTIVITY_VIEW = "customer_activity"
 ACTIVITY_PUSH = "customer_activity_push"
 ACTIVITY_SERVICE = "need_scoring_v1"
+PROFILE_VIEW = "customer_profile"
+#: Every feature the need models may use, and the view each one lives in.
+SCORING_FEATURES: tuple[str, ...] = FEATURE_NAMES + PROFILE_FEATURE_NAMES
+VIEW_OF: dict[str, str] = {
+    **{name: ACTIVITY_VIEW for name in FEATURE_NAMES},
+    **{name: PROFILE_VIEW for name in PROFILE_FEATURE_NAMES},
+}
 #: How old a row may be for a point-in-time join to still use it: the longest window.
 ACTIVITY_TTL = timedelta(days=MAX_DAYS)
 
@@ -25,11 +34,18 @@ customer = Entity(
 )
 
 
+def parts(offline_dir: Path, view: str) -> str:
+    """The Parquet parts of a view's offline folder, as the offline store (DuckDB) globs them;
+    parts being written are hidden (``.name.tmp``) until renamed."""
+    return str(offline_dir / view / "*.parquet")
+
+
 def build(offline_dir: Path) -> list[Any]:
     """All Feast objects, with the offline store at ``offline_dir`` (a folder of Parquet parts)."""
     activity_source = FileSource(
         name="customer_activity_offline",
-        path=str(offline_dir / ACTIVITY_VIEW),
+        path=parts(offline_dir, ACTIVITY_VIEW),
+        file_format=ParquetFormat(),
         timestamp_field="event_timestamp",
         description="Every feature row the stream worker wrote online, as of its event time.",
     )
@@ -43,5 +59,23 @@ def build(offline_dir: Path) -> list[Any]:
         online=True,
         description="Windowed aggregates of a customer's events, kept current by the stream.",
     )
-    scoring = FeatureService(name=ACTIVITY_SERVICE, features=[activity])
-    return [customer, activity_source, push, activity, scoring]
+    profile_source = FileSource(
+        name="customer_profile_offline",
+        path=parts(offline_dir, PROFILE_VIEW),
+        file_format=ParquetFormat(),
+        timestamp_field="event_timestamp",
+        description="Customer-table extracts, one row per customer and extract.",
+    )
+    profile = FeatureView(
+        name=PROFILE_VIEW,
+        entities=[customer],
+        ttl=timedelta(0),  # no expiry: an extract holds until the next one
+        schema=[
+            Field(name=f.name, dtype=Float64, description=f.description) for f in PROFILE_FEATURES
+        ],
+        source=profile_source,
+        online=True,
+        description="Who the customer is: age, income, segment, products held (no gender).",
+    )
+    scoring = FeatureService(name=ACTIVITY_SERVICE, features=[activity, profile])
+    return [customer, activity_source, push, activity, profile_source, profile, scoring]

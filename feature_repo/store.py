@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import yaml
 from feast import FeatureStore, FeatureView
-from feast.errors import FeatureViewNotFoundException
+from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
 from feast.repo_config import RepoConfig
 
 from feature_repo import definitions
@@ -58,7 +58,7 @@ def repo_config(where: StoreLocation) -> dict[str, object]:
         "provider": "local",
         "registry": {"registry_type": "file", "path": str(where.repo_path / "registry.db")},
         "online_store": online,
-        "offline_store": {"type": "dask"},
+        "offline_store": {"type": "duckdb"},
         "entity_key_serialization_version": 3,
     }
 
@@ -70,7 +70,8 @@ def open_store(where: StoreLocation, apply: bool = True) -> FeatureStore:
     be pointed at the same state folder. Passwords are not written to it.
     """
     where.repo_path.mkdir(parents=True, exist_ok=True)
-    (where.offline_dir / definitions.ACTIVITY_VIEW).mkdir(parents=True, exist_ok=True)
+    for view in (definitions.ACTIVITY_VIEW, definitions.PROFILE_VIEW):
+        (where.offline_dir / view).mkdir(parents=True, exist_ok=True)
     config = repo_config(where)
     shown = dict(config)
     if where.online == "redis":
@@ -88,16 +89,20 @@ def open_store(where: StoreLocation, apply: bool = True) -> FeatureStore:
 
 
 def _registered(store: FeatureStore, where: StoreLocation) -> bool:
-    """Whether the registry already holds our feature view with the same features and source."""
+    """Whether the registry already holds our feature views with the same features, sources and
+    TTLs, and the feature service with the same views."""
+    expected = [o for o in definitions.build(where.offline_dir) if isinstance(o, FeatureView)]
     try:
-        view = store.get_feature_view(definitions.ACTIVITY_VIEW, allow_registry_cache=False)
-    except FeatureViewNotFoundException:
+        views = [store.get_feature_view(v.name, allow_registry_cache=False) for v in expected]
+        service = store.get_feature_service(definitions.ACTIVITY_SERVICE, allow_cache=False)
+    except (FeatureViewNotFoundException, FeatureServiceNotFoundException):
         return False
-    expected = next(o for o in definitions.build(where.offline_dir) if isinstance(o, FeatureView))
-    source = view.batch_source
-    return (
-        [f.name for f in view.features] == [f.name for f in expected.features]
-        and source is not None
-        and getattr(source, "path", None) == getattr(expected.batch_source, "path", None)
-        and view.ttl == expected.ttl
+    if sorted(p.name for p in service.feature_view_projections) != sorted(v.name for v in expected):
+        return False
+    return all(
+        [f.name for f in view.features] == [f.name for f in wanted.features]
+        and view.batch_source is not None
+        and getattr(view.batch_source, "path", None) == getattr(wanted.batch_source, "path", None)
+        and view.ttl == wanted.ttl
+        for view, wanted in zip(views, expected, strict=True)
     )

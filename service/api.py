@@ -25,6 +25,7 @@ from service.errors import (
     NotFound,
     TransportUnavailable,
 )
+from service.models import ModelRefresher
 from service.transport import EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,12 @@ def create_app(container: Container) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
-        yield
+        refresher = ModelRefresher(container.models, container.settings.model_refresh_seconds)
+        refresher.start()
+        try:
+            yield
+        finally:
+            refresher.stop()
         producer = producer_holder.pop("producer", None)
         if producer is not None:
             producer.close()
@@ -208,7 +214,8 @@ def create_app(container: Container) -> FastAPI:
             checks["operational_store"] = "ok"
         except Exception:
             checks["operational_store"] = "unavailable"
-        checks["models"] = ",".join(sorted(c.models)) or "none"
+        versions = c.models.versions()
+        checks["models"] = ",".join(f"{n}@{v}" for n, v in sorted(versions.items())) or "none"
         ready = checks["operational_store"] == "ok"
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, **checks})
 

@@ -21,7 +21,7 @@ from feature_repo.store import StoreLocation, open_store
 from service.decisions import DecisionService
 from service.features import FeastFeatures, OfflineBuffer
 from service.metrics import stream_metrics
-from service.models import NeedModel, load_models
+from service.models import ModelSet
 from service.settings import Settings
 from service.state import RedisStateStore, SQLiteStateStore, StateStore
 from service.transport import (
@@ -82,8 +82,11 @@ class Container:
 
     # --- models ---
     @cached_property
-    def models(self) -> dict[str, NeedModel]:
-        return load_models(self.settings.tracking_uri, self.settings.model_alias)
+    def models(self) -> ModelSet:
+        """The served models, loaded now; ``refresh()`` follows the registry alias."""
+        models = ModelSet(self.settings.tracking_uri, self.settings.model_alias)
+        models.refresh()
+        return models
 
     @cached_property
     def decisions(self) -> DecisionService:

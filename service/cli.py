@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -130,12 +131,19 @@ def generate(
     default=None,
     help="Replay at this multiple of event time (60: an hour of events per minute).",
 )
-def load(bank_dir: Path, rate: float | None, speedup: float | None) -> None:
-    """Record a bank's consents in the registry and publish its events, in event-time order,
-    to the event transport (malformed ones included)."""
+@click.option(
+    "--skip-events",
+    is_flag=True,
+    help="Consents and customer extract only (for a bank whose history is backfilled).",
+)
+def load(bank_dir: Path, rate: float | None, speedup: float | None, skip_events: bool) -> None:
+    """Record a bank's consents in the registry, write its customer extract to the profile
+    features, and publish its events in event-time order to the event transport (malformed
+    ones included)."""
     import pandas as pd
 
     from service import pipeline
+    from training.bank import BankSpec
     from training.bank.replay import paced
     from training.bank.store import stream_folder
 
@@ -143,8 +151,17 @@ def load(bank_dir: Path, rate: float | None, speedup: float | None) -> None:
         raise click.UsageError("choose --rate or --speedup, not both")
     container = _container()
     consents = pipeline.record_consents(container, pd.read_parquet(bank_dir / "consents.parquet"))
-    events = pipeline.publish(container, paced(stream_folder(bank_dir), rate, speedup))
-    click.echo(f"recorded {consents} consent entries; published {events} events")
+    spec = BankSpec.from_dict(json.loads((bank_dir / "bank.json").read_text())["spec"])
+    profiles = pipeline.write_profiles(
+        container, pd.read_parquet(bank_dir / "customers.parquet"), spec.start
+    )
+    events = 0
+    if not skip_events:
+        events = pipeline.publish(container, paced(stream_folder(bank_dir), rate, speedup))
+    click.echo(
+        f"recorded {consents} consent entries and {profiles} customer profiles; "
+        f"published {events} events"
+    )
 
 
 @main.command()
@@ -204,39 +221,201 @@ def stream(
     click.echo(json.dumps(stats.as_dict()))
 
 
-@main.command()
-@click.option("--need", default="mortgage", show_default=True, type=click.Choice(["mortgage"]))
-@click.option(
+_bank_option = click.option(
     "--bank",
     "bank_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
     help="Bank folder with the outcomes (default: $NEXTBEST_HOME/bank).",
 )
-@click.option("--horizon-days", default=21, show_default=True, type=click.IntRange(1, 365))
-@click.option("--step-days", default=3, show_default=True, type=click.IntRange(1, 90))
-def train(need: str, bank_dir: Path | None, horizon_days: int, step_days: int) -> None:
-    """Train a need model from a Feast point-in-time training set and register it in MLflow."""
+
+
+def _needs(values: tuple[str, ...]) -> tuple[str, ...]:
+    from feature_repo.events import NEEDS
+
+    return tuple(values) or NEEDS
+
+
+@main.command()
+@click.option(
+    "--need",
+    "needs",
+    multiple=True,
+    help="A need to train (repeatable; default: all seven). With --table: exactly one.",
+)
+@_bank_option
+@click.option("--horizon-days", default=30, show_default=True, type=click.IntRange(1, 365))
+@click.option("--step-days", default=7, show_default=True, type=click.IntRange(1, 90))
+@click.option("--alias", default=None, help="Alias to set (default: NEXTBEST_MODEL_ALIAS).")
+@click.option(
+    "--table",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Train from your own customer table (CSV or Parquet) instead of the feature store.",
+)
+@click.option("--label", default=None, help="With --table: the label column (yes/no, 1/0, ...).")
+@click.option("--drop", default="", help="With --table: comma-separated columns to leave out.")
+@click.option(
+    "--dask-scheduler",
+    default=None,
+    help="Train on this Dask cluster (tcp://host:8786); 'local' starts one on this machine.",
+)
+def train(
+    needs: tuple[str, ...],
+    bank_dir: Path | None,
+    horizon_days: int,
+    step_days: int,
+    alias: str | None,
+    table: Path | None,
+    label: str | None,
+    drop: str,
+    dask_scheduler: str | None,
+) -> None:
+    """Train need models and register them in MLflow.
+
+    From the feature store: a Feast point-in-time training set of the bank's customers (those
+    with profiling consent), one calibrated LightGBM model per need, evaluated on the latest
+    window. With --table: one need from a customer table, with stratified 5-fold cross
+    validation.
+    """
+    if table is not None:
+        if len(needs) != 1 or not label:
+            raise click.UsageError("--table needs exactly one --need and a --label")
+        from training.table import train_table
+
+        settings = _settings()
+        _quiet_libraries()
+        result = train_table(
+            table,
+            label,
+            needs[0],
+            [c.strip() for c in drop.split(",") if c.strip()],
+            settings.tracking_uri,
+            settings.artifact_root,
+            alias=alias or settings.model_alias,
+        )
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+        return
     from service import pipeline
 
     container = _container()
-    report = pipeline.train_from_bank(
-        container, bank_dir or container.settings.home / "bank", need, horizon_days, step_days
-    )
-    click.echo(
-        json.dumps(
-            {
-                "model": report.model.name,
-                "version": report.model.version,
-                "run_id": report.model.run_id,
-                "rows": report.rows,
-                "positives": report.positives,
-                "excluded_without_profiling": report.excluded_without_profiling,
-                "metrics": report.model.metrics,
-            },
-            indent=2,
+    client = None
+    if dask_scheduler:
+        from training.distributed import connect
+
+        client = connect(None if dask_scheduler == "local" else dask_scheduler)
+    try:
+        report = pipeline.train_from_bank(
+            container,
+            bank_dir or container.settings.home / "bank",
+            _needs(needs),
+            horizon_days,
+            step_days,
+            alias,
+            dask_client=client,
         )
+    finally:
+        if client is not None:
+            client.close()
+    click.echo(json.dumps(pipeline.report_dict(report), indent=2))
+
+
+@main.command()
+@click.option(
+    "--bank",
+    "bank_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Bank folder (default: $NEXTBEST_HOME/bank).",
+)
+@click.option("--step-days", default=1, show_default=True, type=click.IntRange(1, 90))
+def backfill(bank_dir: Path | None, step_days: int) -> None:
+    """Compute the offline feature history of a bank's event archive without the stream, so
+    models can train on history that never went through it (run `load --skip-events` too)."""
+    from service import pipeline
+
+    container = _container()
+    started = time.perf_counter()
+    rows = pipeline.backfill(container, bank_dir or container.settings.home / "bank", step_days)
+    click.echo(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - started, 1)}))
+
+
+@main.command()
+@click.option("--need", "needs", multiple=True, help="A need (repeatable; default: all seven).")
+@_bank_option
+@click.option(
+    "--min-gain",
+    default=0.002,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="ROC AUC a challenger must gain over the champion on the same holdout.",
+)
+@click.option(
+    "--fairness-tolerance",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="How far a selection-rate ratio may fall below the champion's.",
+)
+def retrain(
+    needs: tuple[str, ...], bank_dir: Path | None, min_gain: float, fairness_tolerance: float
+) -> None:
+    """Train challengers, compare them with the champions on the same recent holdout, promote
+    the ones that are better by the margin and pass the fairness check; says why for each.
+    Safe while the API serves: it follows the alias without a restart."""
+    from service.retrain import retrain as run
+
+    container = _container()
+    verdicts = run(
+        container,
+        bank_dir or container.settings.home / "bank",
+        _needs(needs),
+        min_gain=min_gain,
+        fairness_tolerance=fairness_tolerance,
     )
+    click.echo(json.dumps([v.as_dict() for v in verdicts], indent=2))
+
+
+@main.command()
+@click.option("--need", required=True, help="The need whose champion moves back.")
+@click.option("--to-version", default=None, help="Default: the previous champion.")
+def rollback(need: str, to_version: str | None) -> None:
+    """Point a need's champion alias back at the previous champion (or a given version)."""
+    from service.retrain import rollback as run
+
+    try:
+        event = run(_container(), need, to_version)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(event))
+
+
+@main.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file: .parquet (default) or .csv.",
+)
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Score with the features as of this time (UTC); default now.",
+)
+def score(out: Path, as_of: datetime | None) -> None:
+    """Score every customer with profiling consent for every need (outbound campaigns)."""
+    from service.scoring import batch_score
+
+    container = _container()
+    at = as_of.replace(tzinfo=UTC) if as_of else datetime.now(UTC)
+    started = time.perf_counter()
+    try:
+        summary = batch_score(container, out, at)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    click.echo(json.dumps(summary))
 
 
 @main.command()
@@ -299,7 +478,7 @@ def audit_export(customer: str | None) -> None:
     help="Stop after this many seconds of serving (default: until Ctrl-C).",
 )
 @click.option("--customers", default=2_000, show_default=True, type=click.IntRange(1_000, 100_000))
-@click.option("--days", default=75, show_default=True, type=click.IntRange(45, 365))
+@click.option("--days", default=120, show_default=True, type=click.IntRange(120, 365))
 @click.option("--seed", default=7, show_default=True)
 @click.option("--port", default=None, type=int, help="Default: NEXTBEST_API_PORT.")
 def demo(duration: float | None, customers: int, days: int, seed: int, port: int | None) -> None:

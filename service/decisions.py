@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -67,7 +68,7 @@ class DecisionService:
         self,
         registry: ConsentRegistry,
         features: FeatureReader,
-        models: dict[str, NeedModel],
+        models: Mapping[str, NeedModel],
         catalog: Catalog,
         policy: Policy,
         audit: AuditLog,
@@ -98,10 +99,13 @@ class DecisionService:
                 log.warning("online store read failed, deciding without features: %s", error)
                 fallback = "online_store_unavailable"
 
+        # One consistent set of models for the whole decision, whatever a refresh does meanwhile.
+        snapshot = getattr(self.models, "snapshot", None)
+        models = snapshot() if snapshot else dict(self.models)
         scores: dict[str, float] = {}
         reasons: dict[str, tuple[Reason, ...]] = {}
         if online is not None and online.known:
-            for need, model in self.models.items():
+            for need, model in models.items():
                 probability, contributions = model.score(online.values)
                 scores[need] = probability
                 reasons[need] = tuple(
@@ -146,7 +150,7 @@ class DecisionService:
             features=self._feature_values(online, now),
             models=tuple(
                 ModelUsed(need=m.need, name=m.name, version=m.version, run_id=m.run_id)  # type: ignore[arg-type]
-                for m in self.models.values()
+                for m in models.values()
                 if m.need in scores
             ),
             policy_version=self.policy.version,

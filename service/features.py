@@ -17,6 +17,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,7 +27,8 @@ import pyarrow.parquet as pq
 from feast import FeatureStore
 
 from feature_repo.aggregates import FEATURE_NAMES
-from feature_repo.definitions import ACTIVITY_SERVICE, ACTIVITY_VIEW
+from feature_repo.definitions import ACTIVITY_SERVICE, ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
+from feature_repo.profile import PROFILE_FEATURE_NAMES
 from feature_repo.store import StoreLocation
 
 
@@ -193,6 +195,17 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def write_part(folder: Path, table: pa.Table, name: str | None = None) -> Path:
+    """Write a Parquet part durably (fsync, then an atomic rename) into an offline folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name or f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+    temporary = folder / f".{name}.tmp"
+    pq.write_table(table, temporary, compression="zstd")
+    with open(temporary, "rb+") as handle:
+        os.fsync(handle.fileno())
+    return temporary.rename(folder / name)
+
+
 class OfflineBuffer:
     """Feature rows waiting to be written to the offline store as one Parquet part."""
 
@@ -218,13 +231,7 @@ class OfflineBuffer:
         """Write the buffered rows durably (fsync, then an atomic rename); returns the count."""
         if not self._parts:
             return 0
-        table = pa.concat_tables(self._parts)
-        name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-        temporary = self.folder / f".{name}.tmp"
-        pq.write_table(table, temporary, compression="zstd")
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        temporary.rename(self.folder / name)
+        write_part(self.folder, pa.concat_tables(self._parts))
         written, self._parts, self.rows = self.rows, [], 0
         return written
 
@@ -253,11 +260,26 @@ class FeastFeatures:
         offline.add(customers, as_of_us, matrix)
         offline.flush()
 
+    def write_profiles(self, rows: pd.DataFrame) -> None:
+        """Profile rows (``feature_repo.profile.profile_rows``) online and offline, one part per
+        extract time."""
+        if rows.empty:
+            return
+        self.store.write_to_online_store(PROFILE_VIEW, rows)
+        stamp = pd.Timestamp(rows["event_timestamp"].max())
+        table = pa.Table.from_pandas(
+            rows[["customer_id", "event_timestamp", *PROFILE_FEATURE_NAMES]], preserve_index=False
+        )
+        write_part(
+            self.where.offline_dir / PROFILE_VIEW, table, f"extract-{stamp:%Y%m%dT%H%M%S}.parquet"
+        )
+
     def read(self, customer_id: str) -> OnlineFeatures:
+        """Every scoring feature (None when unknown); ``as_of`` is the activity row's time."""
         response = self.store.get_online_features(
             features=self._service, entity_rows=[{"customer_id": customer_id}]
         ).to_dict(include_event_timestamps=True)
-        values: dict[str, Any] = {name: response[name][0] for name in FEATURE_NAMES}
+        values: dict[str, Any] = {name: response[name][0] for name in SCORING_FEATURES}
         # Feast reports each feature's event time as epoch seconds, 0 when it has no value.
         stamps = [response[f"{name}__ts"][0] or 0 for name in FEATURE_NAMES]
         oldest = min(stamps)

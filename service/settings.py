@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="Operational store; default SQLite.")
     mlflow_tracking_uri: str | None = Field(None, description="Default: SQLite in the home.")
     model_alias: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")] = "champion"
+    #: How often a running API asks the registry where the alias points (0: never).
+    model_refresh_seconds: Annotated[float, Field(ge=0, le=86_400)] = 30.0
 
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080

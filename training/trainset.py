@@ -1,37 +1,69 @@
-"""Point-in-time training sets from Feast: snapshots, labels and the profiling-consent filter."""
+"""Point-in-time training sets from Feast: snapshots, labels and the profiling-consent filter.
+
+One point-in-time join serves every need: the features of a (customer, snapshot) row do not
+depend on the need, only its label does. Labels: 1 when the customer submitted an application
+for, or opened, a product of the need within ``horizon_days`` after the snapshot.
+
+Customers whose latest ``profiling`` consent entry at the snapshot is not a grant (withdrawn, or
+never given: unknown is a no) are left out *before* Feast is asked for anything, so their data
+never reaches a training set; how many rows that removed is reported.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
-from feature_repo.aggregates import FEATURE_NAMES
-from feature_repo.definitions import ACTIVITY_SERVICE
+from feature_repo.definitions import ACTIVITY_SERVICE, SCORING_FEATURES
+from feature_repo.events import NEEDS
+
+DEFAULT_HORIZON_DAYS = 30
 
 
 @dataclass(frozen=True)
 class TrainingSet:
-    frame: pd.DataFrame  # customer_id, event_timestamp, features..., label
-    need: str
+    """customer_id, event_timestamp, every scoring feature, and ``label_<need>`` per need."""
+
+    frame: pd.DataFrame
     horizon_days: int
     excluded_without_profiling: int
     fingerprint: str
+    feature_views: dict[str, str] = field(default_factory=dict)
 
     @property
     def features(self) -> list[str]:
-        return list(FEATURE_NAMES)
+        return list(SCORING_FEATURES)
+
+    @property
+    def snapshot_window(self) -> tuple[str, str]:
+        stamps = self.frame["event_timestamp"]
+        return str(stamps.min()), str(stamps.max())
+
+    def label(self, need: str) -> pd.Series:
+        return self.frame[f"label_{need}"]
 
 
-def snapshots(
-    customer_ids: list[str], first: datetime, last: datetime, step_days: int
-) -> pd.DataFrame:
-    times = pd.date_range(first, last, freq=f"{step_days}D")
+def snapshot_times(first: datetime, last: datetime, step_days: int) -> list[pd.Timestamp]:
+    """Midnights (UTC) from ``first`` to ``last`` every ``step_days``."""
+    start = pd.Timestamp(first).tz_convert("UTC").normalize()
+    return list(pd.date_range(start, pd.Timestamp(last), freq=f"{step_days}D"))
+
+
+def snapshots(customer_ids: Sequence[str], times: Sequence[datetime]) -> pd.DataFrame:
+    ids = np.asarray(customer_ids, dtype=object)
+    stamps = pd.DatetimeIndex([pd.Timestamp(t) for t in times])
     return pd.DataFrame(
-        [(c, t) for t in times for c in customer_ids], columns=["customer_id", "event_timestamp"]
+        {
+            "customer_id": np.tile(ids, len(stamps)),
+            "event_timestamp": np.repeat(stamps, len(ids)),
+        }
     )
 
 
@@ -42,25 +74,51 @@ def with_profiling_consent(entity: pd.DataFrame, consents: pd.DataFrame) -> pd.D
         columns={"recorded_at": "event_timestamp"}
     )
     profiling["event_timestamp"] = pd.to_datetime(profiling["event_timestamp"], utc=True)
-    ordered = entity.sort_values("event_timestamp")
+    ordered = entity.sort_values("event_timestamp", kind="stable")
     joined = pd.merge_asof(ordered, profiling, on="event_timestamp", by="customer_id")
-    return joined[joined["granted"].eq(True)].drop(columns="granted")
+    return joined[joined["granted"].eq(True)].drop(columns="granted").reset_index(drop=True)
 
 
 def labels(
-    entity: pd.DataFrame, outcomes: pd.DataFrame, need: str, horizon: timedelta
-) -> pd.Series:
-    """1 when the customer applied for or opened a product of ``need`` within ``horizon``.
-
-    ``outcomes``: customer_id, need, occurred_at (applications and product openings).
-    """
-    hits = outcomes[outcomes["need"] == need][["customer_id", "occurred_at"]]
-    merged = entity[["customer_id", "event_timestamp"]].reset_index().merge(hits, on="customer_id")
+    entity: pd.DataFrame, outcomes: pd.DataFrame, needs: Sequence[str], horizon: timedelta
+) -> pd.DataFrame:
+    """``label_<need>`` columns aligned with ``entity``: 1 when an outcome of the need falls in
+    (snapshot, snapshot + horizon]. ``outcomes``: customer_id, need, occurred_at."""
+    keys = entity[["customer_id", "event_timestamp"]].reset_index(drop=True)
+    keys["row"] = np.arange(len(keys))
+    hits = outcomes[outcomes["need"].isin(needs)][["customer_id", "need", "occurred_at"]]
+    hits = hits.assign(occurred_at=pd.to_datetime(hits["occurred_at"], utc=True))
+    merged = keys.merge(hits, on="customer_id")
     inside = (merged["occurred_at"] > merged["event_timestamp"]) & (
         merged["occurred_at"] <= merged["event_timestamp"] + horizon
     )
-    positive = set(merged.loc[inside, "index"])
-    return pd.Series([int(i in positive) for i in entity.index], index=entity.index, name="label")
+    merged = merged[inside]
+    out = pd.DataFrame(index=entity.index)
+    for need in needs:
+        column = np.zeros(len(keys), np.int8)
+        column[merged.loc[merged["need"] == need, "row"].to_numpy()] = 1
+        out[f"label_{need}"] = column
+    return out
+
+
+def view_versions(store: FeatureStore) -> dict[str, str]:
+    """A content hash of each feature view in the scoring service (its spec as Feast stores it)."""
+    service = store.get_feature_service(ACTIVITY_SERVICE)
+    versions = {}
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        spec = view.to_proto().spec.SerializeToString(deterministic=True)
+        versions[view.name] = "sha256:" + hashlib.sha256(spec).hexdigest()
+    return versions
+
+
+def fingerprint(frame: pd.DataFrame, horizon_days: int, views: dict[str, str]) -> str:
+    """What the training set is: its rows (hashed), the views it came from, the label horizon."""
+    columns = ["customer_id", "event_timestamp", *SCORING_FEATURES]
+    columns += [c for c in frame.columns if c.startswith("label_")]
+    rows = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy().tobytes()
+    meta = json.dumps({"horizon_days": horizon_days, "views": views}, sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(rows + meta).hexdigest()
 
 
 def build(
@@ -68,8 +126,8 @@ def build(
     entity: pd.DataFrame,
     consents: pd.DataFrame,
     outcomes: pd.DataFrame,
-    need: str,
-    horizon_days: int,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    needs: Sequence[str] = NEEDS,
 ) -> TrainingSet:
     allowed = with_profiling_consent(entity, consents)
     excluded = len(entity) - len(allowed)
@@ -78,10 +136,8 @@ def build(
     ).to_df()
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame = frame.sort_values(["event_timestamp", "customer_id"], ignore_index=True)
-    frame["label"] = labels(frame, outcomes, need, timedelta(days=horizon_days))
-    digest = hashlib.sha256(
-        pd.util.hash_pandas_object(frame[["customer_id", *FEATURE_NAMES, "label"]], index=False)
-        .to_numpy()
-        .tobytes()
-    ).hexdigest()
-    return TrainingSet(frame, need, horizon_days, excluded, f"sha256:{digest}")
+    horizon = timedelta(days=horizon_days)
+    frame = pd.concat([frame, labels(frame, outcomes, needs, horizon)], axis=1)
+    views = view_versions(store)
+    digest = fingerprint(frame, horizon_days, views)
+    return TrainingSet(frame, horizon_days, excluded, digest, views)

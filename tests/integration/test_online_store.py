@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 
 from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.definitions import PROFILE_VIEW
+from feature_repo.profile import PROFILE_FEATURE_NAMES, profile_rows
 from feature_repo.store import StoreLocation, open_store, redis_connection_string
 from service.features import FeastFeatures
+from training.bank import BankSpec, generate
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -34,7 +37,8 @@ def test_written_rows_are_read_back_with_their_event_time(features: FeastFeature
     features.write(rows)
     one = features.read("C1")
     assert one.as_of == as_of
-    assert one.values == dict.fromkeys(FEATURE_NAMES, 1.5)
+    assert {k: one.values[k] for k in FEATURE_NAMES} == dict.fromkeys(FEATURE_NAMES, 1.5)
+    assert {k: one.values[k] for k in PROFILE_FEATURE_NAMES} == dict.fromkeys(PROFILE_FEATURE_NAMES)
     unknown = features.read("C-nobody")
     assert unknown.as_of is None and set(unknown.values.values()) == {None}
     # A later row replaces the online value; both stay in the offline store.
@@ -43,6 +47,21 @@ def test_written_rows_are_read_back_with_their_event_time(features: FeastFeature
     assert features.read("C1").values["inflow_7d"] == 9.0
     offline = pd.read_parquet(features.where.offline_dir / "customer_activity")
     assert len(offline) == 3
+
+
+def test_profiles_are_served_online_and_kept_offline(features: FeastFeatures) -> None:
+    customers = generate(BankSpec(seed=5, customers=20, days=5)).customers
+    extract = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = profile_rows(customers, extract)
+    features.write_profiles(rows)
+    first = customers.iloc[0]
+    read = features.read(first["customer_id"])
+    assert read.values["age"] == float(first["age"])
+    assert read.values["holds_mortgage"] == float(first["holds_mortgage"])
+    assert read.as_of is None  # no activity yet: profile alone does not make features fresh
+    offline = pd.read_parquet(features.where.offline_dir / PROFILE_VIEW)
+    assert len(offline) == len(customers)
+    assert "gender" not in offline.columns
 
 
 def test_redis_urls_become_feast_connection_strings() -> None:
@@ -102,4 +121,6 @@ def test_the_fast_writer_stores_exactly_what_feasts_own_write_stores(features) -
     assert type(features.online).__name__ != "SdkOnlineWriter"
     assert _snapshot(features) == expected
     read = features.read("A")
-    assert read.values == dict(zip(FEATURE_NAMES, matrix[0].tolist(), strict=True))
+    assert {k: read.values[k] for k in FEATURE_NAMES} == dict(
+        zip(FEATURE_NAMES, matrix[0].tolist(), strict=True)
+    )

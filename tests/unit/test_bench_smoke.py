@@ -33,3 +33,28 @@ def test_generate_benchmark_prints_json_with_the_naive_comparison() -> None:
     assert result["benchmark"] == "generate" and result["customers"] == 300
     assert result["events"] > 0 and result["naive"]["events"] > 0
     assert result["speedup_vs_naive"] > 0 and result["peak_memory_mb_process_tree"] > 0
+
+
+def _json_of(*args: str) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return json.loads(run.stdout)
+
+
+def test_train_and_score_benchmarks_print_json_with_the_naive_comparison(tmp_path) -> None:
+    home = str(tmp_path / "state")
+    trained = _json_of("bench.train", "--customers", "1500", "--days", "200", "--home", home)
+    assert trained["benchmark"] == "train" and trained["rows"] > 10_000
+    assert set(trained["test"]) <= set(trained["needs"]) and trained["speedup_vs_naive"] > 0
+    scored = _json_of(
+        *("bench.score", "--home", home, "--alias", "bench"),
+        *("--repeat", "2", "--naive-customers", "100"),
+    )
+    assert scored["benchmark"] == "score" and scored["customers"] > 1000
+    assert scored["customers_per_second"] > 0 and scored["naive_customers_per_second"] > 0

@@ -168,28 +168,93 @@ def snapshot_days(spec: BankSpec) -> np.ndarray:
     return np.arange(every, spec.days - horizon + 1, every)
 
 
-def truth(spec: BankSpec, h: np.ndarray, outcomes: Outcomes) -> tuple[np.ndarray, np.ndarray]:
-    """Propensity and label per [customer, need, snapshot] for the truth horizon."""
+def _last_before(outcomes: Outcomes, n: int, needs: int, day: int) -> np.ndarray:
+    """[customer, need] day of the latest application before ``day`` (-NEVER: none)."""
+    last = np.full((n, needs), -NEVER, dtype=np.int64)
+    before = outcomes.day < day
+    np.maximum.at(last, (outcomes.customer[before], outcomes.need[before]), outcomes.day[before])
+    return last
+
+
+def truth(
+    spec: BankSpec, who: People, life: Situations, h: np.ndarray, outcomes: Outcomes
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per [customer, need, snapshot] for the truth horizon: the propensity, the clairvoyant
+    propensity and the realised label.
+
+    The **propensity** is what could be known at the snapshot: the base rate, the holdings, a
+    cool-down after an earlier application, and the situations that have begun by then (with
+    their planned course); a situation that has not begun yet enters only as its chance of
+    beginning inside the horizon (onsets are memoryless, at the customer's eligible rate). This
+    is the ceiling a model can reach, and what its ratio is measured against.
+
+    The **clairvoyant** propensity also knows which situations will begin inside the horizon: it
+    uses the whole hazard path, future included, and is reported beside it for comparison.
+    """
     n, needs, _days = h.shape
     snaps = snapshot_days(spec)
     horizon, cooldown = spec.truth_horizon_days, spec.cooldown_days
     log_survive = np.concatenate([np.zeros((n, needs, 1)), np.cumsum(np.log1p(-h), axis=2)], axis=2)
+    base = np.zeros((n, needs))
+    for need, monthly in BASE_MONTHLY.items():
+        base[:, NEED_INDEX[need]] = monthly / 30
+    hold = np.ones((n, needs))
+    for need in NEEDS:
+        hold[who.holds[need], NEED_INDEX[need]] = HOLDING_FACTOR
+    per_situation = [
+        (
+            s,
+            [(NEED_INDEX[k], peak) for k, peak in spec.situations[name].needs.items()],
+            spec.situations[name].onset_per_month / 30 * _eligibility(name, who),
+            (spec.situations[name].min_days + spec.situations[name].max_days) / 2,
+        )
+        for s, name in enumerate(life.names)
+    ]
+    t = np.arange(horizon)
     propensity = np.zeros((n, needs, len(snaps)), dtype=np.float64)
+    clairvoyant = np.zeros((n, needs, len(snaps)), dtype=np.float64)
     label = np.zeros((n, needs, len(snaps)), dtype=np.int8)
     for j, s in enumerate(snaps):
         # The latest application before the snapshot, if any, silences the need for a while.
-        last = np.full((n, needs), -NEVER, dtype=np.int64)
-        before = outcomes.day < s
-        np.maximum.at(
-            last, (outcomes.customer[before], outcomes.need[before]), outcomes.day[before]
-        )
+        last = _last_before(outcomes, n, needs, s)
         begin = np.clip(np.maximum(s, last + cooldown + 1), s, s + horizon)
         end = s + horizon
         survive = np.exp(
             np.take_along_axis(log_survive, np.full((n, needs, 1), end), axis=2)[..., 0]
             - np.take_along_axis(log_survive, begin[..., None], axis=2)[..., 0]
         )
-        propensity[:, :, j] = 1.0 - survive
+        clairvoyant[:, :, j] = 1.0 - survive
+        # Known at s: base, holdings and the situations under way (or over) by then.
+        window = np.repeat(base[:, :, None], horizon, axis=2)
+        future = np.ones((n, needs))
+        for si, effects, rate, mean_length in per_situation:
+            onset, length = life.onset[si], life.length[si]
+            begun = onset <= s
+            age = (s + t)[None, :] - onset[:, None]
+            ramp = np.clip((age + 1) / np.maximum(length[:, None] / 3, 1), 0, 1)
+            ramp *= (age >= 0) & (age < length[:, None]) & begun[:, None]
+            # Not begun: it may begin on day s + k (k >= 1) with a geometric chance.
+            q = np.exp(-rate)
+            k = np.arange(1, horizon)
+            chance = (1 - q)[:, None] * q[:, None] ** (k - 1)[None, :]  # [customer, k]
+            for index, peak in effects:
+                window[:, index, :] += peak * ramp
+                # Hazard such an onset adds inside [max(begin, s + k), end).
+                first = begin[:, index] - s  # offset where the need can fire again
+                steps = np.arange(horizon)
+                onset_ramp = np.clip((steps + 1) / max(mean_length / 3, 1), 0, 1)
+                onset_ramp *= steps < mean_length
+                cum = np.concatenate([[0.0], np.cumsum(onset_ramp)])
+                # For onset k, days d in [max(first, k), horizon): ramp index d - k.
+                lo = np.maximum(first[:, None], k[None, :]) - k[None, :]
+                hi = horizon - k[None, :]
+                added = peak * hold[:, index][:, None] * (cum[hi] - cum[np.minimum(lo, hi)])
+                expected = (chance * np.exp(-added)).sum(axis=1) + (1 - chance.sum(axis=1))
+                future[:, index] *= np.where(begun, 1.0, expected)
+        window = np.clip(window * hold[:, :, None], 0, 0.5)
+        inside_window = t[None, None, :] >= (begin - s)[:, :, None]
+        known = np.exp((np.log1p(-window) * inside_window).sum(axis=2))
+        propensity[:, :, j] = 1.0 - known * future
         inside = (outcomes.day >= s) & (outcomes.day < end)
         label[outcomes.customer[inside], outcomes.need[inside], j] = 1
-    return propensity, label
+    return propensity, clairvoyant, label

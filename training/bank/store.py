@@ -125,7 +125,11 @@ def _outcomes_table(events: pa.Table) -> pa.Table:
 
 
 def _truth_table(
-    spec: BankSpec, ids: np.ndarray, propensity: np.ndarray, label: np.ndarray
+    spec: BankSpec,
+    ids: np.ndarray,
+    propensity: np.ndarray,
+    clairvoyant: np.ndarray,
+    label: np.ndarray,
 ) -> pa.Table:
     n, needs, snaps = propensity.shape
     snap_days = life.snapshot_days(spec)
@@ -143,6 +147,7 @@ def _truth_table(
             ),
             "need": np.tile(np.array(NEEDS), n * snaps),
             "propensity": propensity.transpose(0, 2, 1).ravel().astype(np.float32),
+            "clairvoyant": clairvoyant.transpose(0, 2, 1).ravel().astype(np.float32),
             "label": label.transpose(0, 2, 1).ravel(),
         }
     )
@@ -201,7 +206,7 @@ def build_chunk(spec: BankSpec, index: int) -> Chunk:
     situations = life.situations(rng, spec, who)
     hazard = life.hazards(spec, who, situations)
     outcomes = life.applications(rng, spec, hazard)
-    propensity, label = life.truth(spec, hazard, outcomes)
+    propensity, clairvoyant, label = life.truth(spec, who, situations, hazard, outcomes)
     del hazard
     em = activity.Emitter(rng, spec, who, _offsets(spec.start, spec.days))
     activity.everyday(em)
@@ -215,7 +220,7 @@ def build_chunk(spec: BankSpec, index: int) -> Chunk:
         consents=pa.Table.from_pandas(consent, preserve_index=False),
         events=events,
         outcomes=_outcomes_table(events),
-        truth=_truth_table(spec, ids, propensity, label),
+        truth=_truth_table(spec, ids, propensity, clairvoyant, label),
         malformed=_malformed(rng, spec, events),
     )
 
@@ -250,8 +255,9 @@ class Summary:
         self.events_by_type: dict[str, int] = {}
         self.malformed = 0
         self.outcomes: dict[str, int] = dict.fromkeys(NEEDS, 0)
-        self.positives = np.zeros((len(NEEDS), AUC_BINS), np.int64)
-        self.negatives = np.zeros((len(NEEDS), AUC_BINS), np.int64)
+        # Oracle-AUC histograms: [which (0: propensity, 1: clairvoyant), need, bin].
+        self.positives = np.zeros((2, len(NEEDS), AUC_BINS), np.int64)
+        self.negatives = np.zeros((2, len(NEEDS), AUC_BINS), np.int64)
         self.consents: dict[str, int] = {}
 
     def add(self, chunk: Chunk) -> None:
@@ -272,25 +278,29 @@ class Summary:
         for key, count in _value_counts(keys).items():
             self.consents[key] = self.consents.get(key, 0) + count
         need = chunk.truth["need"].to_numpy(zero_copy_only=False)
-        p = chunk.truth["propensity"].to_numpy()
         y = chunk.truth["label"].to_numpy()
-        bins = np.minimum((np.power(p, 0.25) * AUC_BINS).astype(np.int64), AUC_BINS - 1)
-        for k, name in enumerate(NEEDS):
-            mine = need == name
-            self.positives[k] += np.bincount(bins[mine & (y == 1)], minlength=AUC_BINS)
-            self.negatives[k] += np.bincount(bins[mine & (y == 0)], minlength=AUC_BINS)
+        for w, column in enumerate(("propensity", "clairvoyant")):
+            p = chunk.truth[column].to_numpy()
+            bins = np.minimum((np.power(p, 0.25) * AUC_BINS).astype(np.int64), AUC_BINS - 1)
+            for k, name in enumerate(NEEDS):
+                mine = need == name
+                self.positives[w, k] += np.bincount(bins[mine & (y == 1)], minlength=AUC_BINS)
+                self.negatives[w, k] += np.bincount(bins[mine & (y == 0)], minlength=AUC_BINS)
 
     def as_dict(self) -> dict[str, Any]:
         horizon = self.spec.truth_horizon_days
-        base, oracle = {}, {}
+        base: dict[str, float] = {}
+        oracle: dict[str, float] = {}
+        clairvoyant: dict[str, float] = {}
         for k, need in enumerate(NEEDS):
-            pos, neg = self.positives[k], self.negatives[k]
+            for w, out in ((0, oracle), (1, clairvoyant)):
+                pos, neg = self.positives[w, k], self.negatives[w, k]
+                below = np.cumsum(neg) - neg
+                auc = (pos * (below + 0.5 * neg)).sum() / max(pos.sum() * neg.sum(), 1)
+                out[need] = round(float(auc), 4)
             total = pos.sum() + neg.sum()
             rate = pos.sum() / total if total else float("nan")
             base[need] = round(float(1 - (1 - rate) ** (30 / horizon)), 5)
-            below = np.cumsum(neg) - neg
-            auc = (pos * (below + 0.5 * neg)).sum() / max(pos.sum() * neg.sum(), 1)
-            oracle[need] = round(float(auc), 4)
         return {
             "customers": self.customers,
             "events": sum(self.events_by_type.values()),
@@ -299,6 +309,7 @@ class Summary:
             "applications_by_need": self.outcomes,
             "monthly_base_rate_by_need": base,
             "oracle_roc_auc_by_need": oracle,
+            "clairvoyant_roc_auc_by_need": clairvoyant,
             "consent_entries": dict(sorted(self.consents.items())),
         }
 

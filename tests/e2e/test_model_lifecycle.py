@@ -1,0 +1,171 @@
+"""Train, serve, retrain, promote, roll back — against a real MLflow tracking store (SQLAlchemy
+on SQLite, artifacts on disk), with the API switching models without a restart; and the
+training set never holding a customer who had not agreed to be profiled."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
+
+from feature_repo.aggregates import FEATURE_NAMES
+from service import pipeline, retrain
+from service.api import create_app
+from service.bootstrap import Container
+from service.scoring import batch_score
+from tests.conftest import make_settings
+from training import trainset
+from training.backfill import history
+from training.bank import BankSpec, busy_housing_market, generate
+
+SPEC = BankSpec(seed=17, customers=3_000, days=200, situations=busy_housing_market())
+NEEDS = ("mortgage",)
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory) -> Iterator[tuple[Container, Path]]:
+    home = tmp_path_factory.mktemp("lifecycle")
+    container = Container(make_settings(home, model_refresh_seconds="0.2"))
+    bank = generate(SPEC)
+    bank_dir = home / "bank"
+    bank.write(bank_dir)
+    pipeline.record_consents(container, bank.consents)
+    pipeline.write_profiles(container, bank.customers, SPEC.start)
+    assert pipeline.backfill(container, bank_dir, step_days=7) > 0
+    # Serve the latest history online, as the stream would have left it.
+    (_, latest), *_ = reversed(list(history(bank.tables["events"], [SPEC.end])))
+    frame = latest.to_pandas()
+    container.features.online.write(
+        frame["customer_id"].tolist(),
+        frame["event_timestamp"].to_numpy(dtype="datetime64[us]").astype(np.int64),
+        frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float64),
+    )
+    yield container, bank_dir
+    container.engine.dispose()
+
+
+def _served(client: TestClient) -> str:
+    return client.get("/readyz").json()["models"]
+
+
+def _wait_for(client: TestClient, expected: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _served(client) == expected:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the API still serves {_served(client)!r}, not {expected!r}")
+
+
+def _decide(client: TestClient, customer: str) -> dict[str, Any]:
+    response = client.post("/v1/decisions", json={"customer_id": customer, "channel": "rm"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_promotion_and_rollback_reach_the_running_api(state) -> None:
+    container, bank_dir = state
+    first = pipeline.train_from_bank(container, bank_dir, NEEDS)
+    (champion,) = first.models
+    assert champion.version == "1"
+    evaluation = first.evaluations["mortgage"]
+    assert evaluation["roc_auc"] > 0.6 and evaluation["oracle_ratio"] is not None
+    consenting = pd.read_parquet(bank_dir / "consents.parquet")
+    customer = sorted(set(consenting.loc[consenting["purpose"] == "profiling", "customer_id"]))[0]
+
+    with TestClient(create_app(container)) as client:
+        assert _served(client) == "mortgage@1"
+        assert _decide(client, customer)["models"] == {"mortgage": "nextbest-mortgage/1"}
+
+        # A challenger that must be better by an impossible margin stays a challenger.
+        (kept,) = retrain.retrain(container, bank_dir, NEEDS, min_gain=1.0)
+        assert not kept.promoted and "not better by the margin" in kept.reason
+        assert kept.champion_version == "1" and kept.challenger_version == "2"
+        time.sleep(0.6)
+        assert _served(client) == "mortgage@1"
+
+        # A challenger allowed to be a little worse (same data, same seed: equal) is promoted.
+        (promoted,) = retrain.retrain(container, bank_dir, NEEDS, min_gain=-1.0)
+        assert promoted.promoted and promoted.challenger_version == "3"
+        assert promoted.champion_roc_auc == pytest.approx(promoted.challenger_roc_auc, abs=0.02)
+        _wait_for(client, "mortgage@3")
+        assert _decide(client, customer)["models"] == {"mortgage": "nextbest-mortgage/3"}
+
+        # Rolling back moves the alias, and the API follows without a restart.
+        event = retrain.rollback(container, "mortgage")
+        assert event == {
+            "need": "mortgage",
+            "model": "nextbest-mortgage",
+            "from_version": "3",
+            "to_version": "1",
+        }
+        _wait_for(client, "mortgage@1")
+        assert _decide(client, customer)["models"] == {"mortgage": "nextbest-mortgage/1"}
+
+        # The registry unreachable: the loaded models keep serving.
+        container.models.tracking_uri = "http://127.0.0.1:9"
+        assert container.models.refresh() == {}
+        assert _served(client) == "mortgage@1"
+        container.models.tracking_uri = container.settings.tracking_uri
+
+    client_ = MlflowClient(container.settings.tracking_uri)
+    tags = client_.get_model_version("nextbest-mortgage", "2").tags
+    assert tags["promotion"] == "rejected" and "margin" in tags["promotion_reason"]
+    assert client_.get_model_version("nextbest-mortgage", "3").tags["promotion"] == "promoted"
+    verdicts = client_.search_runs(
+        [client_.get_experiment_by_name(retrain.EXPERIMENT).experiment_id]
+    )
+    assert {r.data.params["action"] for r in verdicts} == {"retrain", "rollback"}
+
+
+def test_batch_scores_cover_every_profiled_customer_and_nobody_else(state, tmp_path) -> None:
+    container, bank_dir = state
+    if not container.models.snapshot():
+        pipeline.train_from_bank(container, bank_dir, NEEDS)
+        container.models.refresh()
+    out = tmp_path / "scores.parquet"
+    summary = batch_score(container, out, SPEC.end)
+    scores = pq.read_table(out).to_pandas()
+    consents = pd.read_parquet(bank_dir / "consents.parquet")
+    profiling = consents[consents["purpose"] == "profiling"].sort_values("recorded_at")
+    latest = profiling.groupby("customer_id").tail(1)
+    allowed = set(latest.loc[latest["granted"], "customer_id"])
+    assert set(scores["customer_id"]) == allowed
+    assert summary["customers"] == len(allowed)
+    assert scores["score_mortgage"].between(0, 1).all()
+    assert b"nextbest.models" in pq.read_schema(out).metadata
+
+
+def test_training_sets_never_hold_customers_without_profiling_consent(state) -> None:
+    container, bank_dir = state
+    data = pipeline.bank_training_set(container, bank_dir, 30, 7)
+    consents = pd.read_parquet(bank_dir / "consents.parquet")
+    profiling = consents[consents["purpose"] == "profiling"].copy()
+    profiling["recorded_at"] = pd.to_datetime(profiling["recorded_at"], utc=True)
+    customers = pd.read_parquet(bank_dir / "customers.parquet", columns=["customer_id"])
+    times = sorted(data.frame["event_timestamp"].unique())
+    entity = trainset.snapshots(customers["customer_id"].tolist(), times)
+    checked = excluded = 0
+    for at in times:
+        stamp = pd.Timestamp(at)
+        known = profiling[profiling["recorded_at"] <= stamp].sort_values("recorded_at")
+        latest = known.groupby("customer_id").tail(1)
+        allowed = set(latest.loc[latest["granted"], "customer_id"])
+        present = set(data.frame.loc[data.frame["event_timestamp"] == stamp, "customer_id"])
+        assert present == allowed, stamp  # nobody else, and every one of them
+        checked += len(present)
+        excluded += len(customers) - len(allowed)
+    assert data.excluded_without_profiling == excluded == len(entity) - checked
+    never = set(customers["customer_id"]) - set(profiling["customer_id"])
+    withdrawn = set(profiling.loc[~profiling["granted"], "customer_id"])
+    assert never and withdrawn  # the bank has both kinds
+    assert not never & set(data.frame["customer_id"])
+    assert excluded > 0

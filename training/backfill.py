@@ -1,0 +1,204 @@
+"""The offline feature history computed from an event archive, without the stream.
+
+The stream worker writes a feature row to the offline store every time it updates a customer
+online; that log is what point-in-time training sets are joined from. History that never went
+through the stream (an archive of last year's events, a generated bank) gets the same rows from
+here: for each snapshot time, every customer whose features changed since the previous snapshot
+gets one row, stamped with the time of their latest event before the snapshot — exactly the row
+the online store held at that moment. The features come from ``features_from_buckets``, the
+function the stream uses, and a test holds backfilled rows to the plain recomputation.
+
+The archive is taken as valid (it passed the contract when it was recorded): duplicates by
+``event_id`` are dropped, and every event counts, however late it was recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from feature_repo.aggregates import (
+    DAY_US,
+    FEATURE_NAMES,
+    MAX_DAYS,
+    combine_buckets,
+    contribution_arrays,
+    features_from_buckets,
+)
+
+_CODES = ("type", "direction", "category", "page", "product", "status", "reason")
+#: Customers whose features are computed together (bounds the memory of one step).
+CUSTOMER_BLOCK = 20_000
+
+
+def _strings(column: pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
+
+
+class _Buckets:
+    """Per (customer, day, measure) sums (or maxima) of an archive, and each customer's latest
+    event time per day; fed one partition at a time, so memory follows the buckets, not the
+    events. Duplicates are dropped within a partition: an event's partition is its event-time
+    day, so a redelivered copy lands in the same one."""
+
+    def __init__(self, customers: Sequence[str] = ()) -> None:
+        self.index = pd.Index(pd.unique(np.asarray(customers, dtype=object)))
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._last: list[tuple[np.ndarray, ...]] = []
+
+    def _codes(self, ids: np.ndarray) -> np.ndarray:
+        codes = self.index.get_indexer(ids)
+        if (codes < 0).any():
+            self.index = self.index.append(pd.Index(pd.unique(ids[codes < 0])))
+            codes = self.index.get_indexer(ids)
+        return codes.astype(np.int64)
+
+    def add(self, events: pa.Table) -> None:
+        if events.num_rows == 0:
+            return
+        keep = ~events["event_id"].to_pandas().duplicated().to_numpy()
+        if not keep.all():
+            events = events.filter(pa.array(keep))
+        codes = self._codes(_strings(events["customer_id"]))
+        # The contract carries whole seconds and cents; so does the stream.
+        at = pc.cast(events["occurred_at"], pa.int64()).to_numpy() // 1_000_000 * 1_000_000
+        amount = np.round(events["amount"].to_numpy(zero_copy_only=False).astype(float), 2)
+        cols = {name: _strings(events[name]) for name in _CODES}
+        index, measure, value = contribution_arrays(
+            cols["type"],
+            amount,
+            cols["direction"],
+            cols["category"],
+            cols["page"],
+            cols["product"],
+            cols["status"],
+            cols["reason"],
+        )
+        day = at // DAY_US
+        # Latest event per (customer, day).
+        key = codes * (1 << 20) + (day - day.min())
+        order = np.lexsort((at, key))
+        ends = np.flatnonzero(np.r_[key[order][1:] != key[order][:-1], True])
+        chosen = order[ends]
+        self._last.append((codes[chosen], day[chosen], at[chosen]))
+        # Buckets per (customer, day, measure).
+        self._parts.append(combine_buckets(codes[index], day[index], measure, value))
+
+    def finish(self) -> None:
+        """Merge the partitions (a customer-day may span two: sums add, maxima take the max)
+        and sort by customer, then day."""
+        if not self._parts:
+            self._parts.append((np.zeros(0, np.int64),) * 3 + (np.zeros(0),))
+            self._last.append((np.zeros(0, np.int64),) * 3)
+        customer, day, measure, value = (np.concatenate(c) for c in zip(*self._parts, strict=True))
+        self._parts = []
+        # A customer-day split over two partitions combines like one.
+        self.customer, self.day, self.measure, self.value = combine_buckets(
+            customer, day, measure, value
+        )
+        del customer, day, measure, value
+        last_c, last_d, last_at = (np.concatenate(c) for c in zip(*self._last, strict=True))
+        self._last = []
+        order = np.lexsort((last_d, last_c))
+        self.last_customer, self.last_day, self.last_at = (
+            last_c[order],
+            last_d[order],
+            last_at[order],
+        )
+
+    def as_of(self, before_us: int) -> np.ndarray:
+        """Each customer's latest event time before ``before_us`` (-1: none yet)."""
+        latest = np.full(len(self.index), -1, np.int64)
+        mask = self.last_at < before_us
+        np.maximum.at(latest, self.last_customer[mask], self.last_at[mask])
+        return latest
+
+
+def history(
+    events: pa.Table | Iterable[pa.Table],
+    snapshots: Sequence[datetime],
+    customers: Sequence[str] = (),
+) -> Iterator[tuple[pd.Timestamp, pa.Table]]:
+    """(snapshot, offline feature rows) per snapshot (midnight UTC), in time order; snapshots
+    where nobody's features changed are left out. ``events``: one table, or partitions (for
+    example one per day) of a larger archive."""
+    moments = sorted(pd.Timestamp(s) for s in snapshots)
+    for moment in moments:
+        if moment.tzinfo is None or moment != moment.normalize():
+            raise ValueError(f"snapshot {moment} must be a timezone-aware midnight (UTC)")
+    buckets = _Buckets(customers)
+    for part in [events] if isinstance(events, pa.Table) else events:
+        buckets.add(part)
+    buckets.finish()
+    ids = np.asarray(buckets.index, dtype=object)
+    bounds = np.searchsorted(
+        buckets.customer, np.arange(0, len(ids) + CUSTOMER_BLOCK, CUSTOMER_BLOCK)
+    )
+    previous = np.full(len(ids), -1, np.int64)
+    for moment in moments:
+        before = int(moment.tz_convert("UTC").value // 1_000)
+        as_of = buckets.as_of(before)
+        changed = (as_of >= 0) & (as_of != previous)
+        previous = as_of
+        if not changed.any():
+            continue
+        last_day = before // DAY_US - 1
+        blocks = []
+        for b in range(len(bounds) - 1):
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            first = b * CUSTOMER_BLOCK
+            mine = np.flatnonzero(changed[first : first + CUSTOMER_BLOCK]) + first
+            if not len(mine):
+                continue
+            row_of = np.full(CUSTOMER_BLOCK, -1, np.int64)
+            row_of[mine - first] = np.arange(len(mine))
+            customer = buckets.customer[lo:hi]
+            day = buckets.day[lo:hi]
+            pick = (day <= last_day) & (day > last_day - MAX_DAYS)
+            pick &= row_of[customer - first] >= 0
+            matrix = features_from_buckets(
+                row_of[customer[pick] - first],
+                day[pick],
+                buckets.measure[lo:hi][pick],
+                buckets.value[lo:hi][pick],
+                as_of[mine] // DAY_US,
+            )
+            columns: dict[str, pa.Array] = {
+                "customer_id": pa.array(ids[mine], pa.string()),
+                "event_timestamp": pa.array(as_of[mine], pa.timestamp("us", tz="UTC")),
+            }
+            for j, name in enumerate(FEATURE_NAMES):
+                columns[name] = pa.array(matrix[:, j], pa.float64())
+            blocks.append(pa.table(columns))
+        yield moment, pa.concat_tables(blocks)
+
+
+def write_history(
+    events: pa.Table | Iterable[pa.Table],
+    snapshots: Sequence[datetime],
+    folder: Path,
+    customers: Sequence[str] = (),
+) -> int:
+    """Write the history into an offline feature folder, one durable part per snapshot;
+    returns the number of rows. Parts are named by snapshot, so a rerun replaces them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for moment, table in history(events, snapshots, customers):
+        name = f"backfill-{moment:%Y%m%d}.parquet"
+        temporary = folder / f".{name}.tmp"
+        pq.write_table(table, temporary, compression="zstd")
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        temporary.rename(folder / name)
+        rows += table.num_rows
+    return rows
