@@ -83,12 +83,17 @@ _MEASURES: list[tuple[str, str]] = [
     ("profile_updates", "sum"),
     ("products_opened", "sum"),
     ("products_closed", "sum"),
+    # Appended, never inserted: persisted window states refer to measures by position.
+    ("fee_count", "sum"),
+    ("transfer_out_count", "sum"),
 ]
 MEASURE_NAMES = tuple(name for name, _ in _MEASURES)
 M = {name: i for i, name in enumerate(MEASURE_NAMES)}
 IS_MAX = np.array([combine == "max" for _, combine in _MEASURES])
 N_MEASURES = len(MEASURE_NAMES)
 
+#: Debit measures that count transactions rather than sum their amounts.
+_COUNTS = frozenset({"card_count", "fee_count", "transfer_out_count"})
 _PAGE_MEASURES = {
     "property_listing": ("property_views",),
     "mortgage_calculator": ("property_views", "mortgage_calculator_views"),
@@ -101,10 +106,10 @@ _PAGE_MEASURES = {
 }
 _DEBIT_MEASURES = {
     "card_purchase": ("card_spend", "card_count"),
-    "transfer_out": ("transfer_out",),
+    "transfer_out": ("transfer_out", "transfer_out_count"),
     "rent": ("housing",),
     "mortgage_payment": ("housing",),
-    "fee": ("fees",),
+    "fee": ("fees", "fee_count"),
     "investment_buy": ("investment_buy",),
 }
 
@@ -123,7 +128,7 @@ def contributions(event: Event) -> list[tuple[int, float]]:
         else:
             out.append((M["outflow"], amount))
             for name in _DEBIT_MEASURES.get(event.payload.category, ()):
-                out.append((M[name], 1.0 if name == "card_count" else amount))
+                out.append((M[name], 1.0 if name in _COUNTS else amount))
         return out
     if isinstance(event, PageViewEvent):
         return [(M["page_views"], 1.0)] + [
@@ -189,7 +194,7 @@ def contribution_arrays(
     add(debit, "outflow", amount)
     for name, measures in _DEBIT_MEASURES.items():
         for measure in measures:
-            add(debit & (category == name), measure, 1.0 if measure == "card_count" else amount)
+            add(debit & (category == name), measure, 1.0 if measure in _COUNTS else amount)
     viewed = kind == "page_view"
     add(viewed, "page_views")
     for name, measures in _PAGE_MEASURES.items():
@@ -225,7 +230,8 @@ class Feature:
     description: str
     measure: str | None = None
     days: int | None = None
-    #: "window" (sum or max of the measure), "since" (days since last seen) or "derived".
+    #: "window" (sum or max of the measure), "since" (days since last seen), "first" (days
+    #: since first seen in the longest window: how long an interest has lasted) or "derived".
     kind: str = "window"
     derive: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
 
@@ -265,6 +271,10 @@ FEATURES: tuple[Feature, ...] = (
     _w("transfer_out", 30, "transfers sent"),
     _w("housing", 30, "rent and mortgage payments"),
     _w("fees", 30, "fees charged"),
+    _w("fee_count", 7, "fees charged (count)"),
+    _w("fee_count", 30, "fees charged (count)"),
+    _w("transfer_out_count", 7, "transfers sent (count)"),
+    _w("transfer_out_count", 30, "transfers sent (count)"),
     _w("investment_buy", 90, "investments bought"),
     _w("transactions", 1, "transactions"),
     _w("transactions", 7, "transactions"),
@@ -293,6 +303,7 @@ FEATURES: tuple[Feature, ...] = (
     *(_w(f"decided_{need}", 90, f"{need} applications decided") for need in NEEDS),
     _w("complaints", 30, "complaints"),
     _w("complaints", 90, "complaints"),
+    _w("contacts", 7, "contacts with the bank"),
     _w("contacts", 30, "contacts with the bank"),
     _w("profile_updates", 30, "profile updates"),
     _w("products_opened", 90, "products opened"),
@@ -315,6 +326,23 @@ FEATURES: tuple[Feature, ...] = (
             ("deposit_views", "deposit rates view"),
             ("fees", "fee charged"),
             ("complaints", "complaint"),
+        )
+    ),
+    *(
+        Feature(
+            f"days_since_first_{measure}",
+            f"days since the first {what} of the last {MAX_DAYS} days",
+            measure,
+            kind="first",
+        )
+        for measure, what in (
+            ("property_views", "property or mortgage page view"),
+            ("investment_views", "fund page view"),
+            ("insurance_views", "insurance quote view"),
+            ("card_offer_views", "card offer view"),
+            ("loan_views", "loan calculator view"),
+            ("pension_views", "pension page view"),
+            ("deposit_views", "deposit rates view"),
         )
     ),
     Feature(
@@ -566,6 +594,11 @@ def features_from_buckets(
         last_flat, rows[seen_inside] * N_MEASURES + measures[seen_inside], days[seen_inside]
     )
     last = last_flat.reshape(k, N_MEASURES)
+    first_flat = np.full(k * N_MEASURES, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(
+        first_flat, rows[seen_inside] * N_MEASURES + measures[seen_inside], days[seen_inside]
+    )
+    first = first_flat.reshape(k, N_MEASURES)
     named: dict[str, np.ndarray] = {}
     out = np.zeros((k, len(FEATURES)))
     for j, feature in enumerate(FEATURES):
@@ -574,6 +607,10 @@ def features_from_buckets(
         elif feature.kind == "since":
             seen = last[:, M[feature.measure]]  # type: ignore[index]
             column = np.where(seen >= 0, today - seen, NOT_SEEN_DAYS).astype(np.float64)
+        elif feature.kind == "first":
+            seen = last[:, M[feature.measure]]  # type: ignore[index]
+            began = first[:, M[feature.measure]]  # type: ignore[index]
+            column = np.where(seen >= 0, today - began, NOT_SEEN_DAYS).astype(np.float64)
         else:
             column = feature.derive(named)  # type: ignore[misc]
             if column.shape != (k,):
@@ -629,6 +666,14 @@ def reference_features(
                     if mm == m and v and 0 <= today - d < MAX_DAYS
                 ]
                 value = float(today - max(days)) if days else NOT_SEEN_DAYS
+            elif feature.kind == "first":
+                m = M[feature.measure]  # type: ignore[index]
+                days = [
+                    d
+                    for (d, mm), v in bucket.items()
+                    if mm == m and v and 0 <= today - d < MAX_DAYS
+                ]
+                value = float(today - min(days)) if days else NOT_SEEN_DAYS
             else:
                 value = float(feature.derive(named)[0])  # type: ignore[misc]
             named[feature.name] = np.array([value], dtype=np.float64)

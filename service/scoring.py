@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from consent.store import consent_history
-from feature_repo.definitions import ACTIVITY_SERVICE
 from service.bootstrap import Container
 from service.models import NeedModel
+from training.trainset import historical_features
 
 
 def score_matrix(models: Mapping[str, NeedModel], frame: pd.DataFrame) -> pd.DataFrame:
@@ -47,10 +47,7 @@ def features_at(container: Container, at: datetime) -> pd.DataFrame:
     """Every profiled customer's scoring features as of ``at`` (point-in-time, through Feast)."""
     customers = profiled_customers(container, at)
     entity = pd.DataFrame({"customer_id": customers, "event_timestamp": pd.Timestamp(at)})
-    store = container.feature_store
-    frame = store.get_historical_features(
-        entity_df=entity, features=store.get_feature_service(ACTIVITY_SERVICE)
-    ).to_df()
+    frame = historical_features(container.feature_store, entity)
     return frame.sort_values("customer_id", ignore_index=True)
 
 

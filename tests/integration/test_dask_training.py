@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from feature_repo.definitions import SCORING_FEATURES
 from training.distributed import connect, estimator_params, train_on_dask
-from training.need_model import PARAMS
+from training.need_model import PARAMS, Trainer
+from training.trainset import TrainingSet
 
 pytestmark = [
     # lightgbm.dask warns on every fit about the estimator's default n_jobs=None, which
@@ -137,3 +139,21 @@ def test_unknown_params_fail_loudly() -> None:
 def test_only_binary_objectives_are_trained() -> None:
     with pytest.raises(ValueError, match="binary"):
         estimator_params({**PARAMS, "objective": "regression"})
+
+
+def test_the_need_trainer_fits_on_the_cluster(client: distributed.Client) -> None:
+    """``nextbest train --dask-scheduler``: the same Trainer, the booster built on the cluster."""
+    rng = np.random.default_rng(3)
+    customers, times = 3_000, pd.date_range("2026-01-05", periods=8, freq="7D", tz="UTC")
+    n = customers * len(times)
+    frame = pd.DataFrame(rng.normal(size=(n, len(SCORING_FEATURES))), columns=SCORING_FEATURES)
+    frame.insert(0, "event_timestamp", np.repeat(times, customers))
+    frame.insert(0, "customer_id", np.tile([f"C{i}" for i in range(customers)], len(times)))
+    logit = -3.5 + 1.2 * frame["loan_views_7d"] + 0.8 * frame["age"]
+    frame["label_personal_loan"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    data = TrainingSet(frame, horizon_days=7, excluded_without_profiling=0, fingerprint="x")
+    local = Trainer(data).fit("personal_loan")
+    remote = Trainer(data, dask_client=client).fit("personal_loan")
+    assert remote.evaluation.roc_auc > 0.75
+    assert abs(remote.evaluation.roc_auc - local.evaluation.roc_auc) < 0.03
+    assert remote.predict(frame.head(10)).min() > 0 and remote.predict(frame.head(10)).max() < 1
