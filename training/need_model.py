@@ -161,7 +161,7 @@ class FittedNeed:
     weight_positive: float
     evaluation: evaluation.Evaluation
     windows: dict[str, int]
-    test_rows: pd.DataFrame  # customer_id, event_timestamp, label, p (calibrated)
+    test_rows: pd.DataFrame  # customer_id, event_timestamp, label, p (calibrated), [oracle]
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         margin = self.booster.predict(frame[self.features], raw_score=True)
@@ -247,6 +247,8 @@ class Trainer:
             group_columns = {c: joined[c] for c in groups.columns if c != "customer_id"}
         result = evaluation.evaluate(y, p, oracle, group_columns, threshold)
         rows = test[["customer_id", "event_timestamp"]].assign(label=y, p=p)
+        if oracle is not None:
+            rows["oracle"] = oracle
         return FittedNeed(
             need, booster, calibration, self.features, weight, result, w.sizes(), rows
         )
@@ -368,7 +370,7 @@ def register(
             fitted.test_rows["label"].to_numpy(),
             fitted.test_rows["p"].to_numpy(),
             importance,
-            None,
+            fitted.test_rows["oracle"].to_numpy() if "oracle" in fitted.test_rows else None,
         )
         for file, figure in figures.items():
             mlflow.log_figure(figure, f"plots/{file}")

@@ -4,6 +4,7 @@ training set never holding a customer who had not agreed to be profiled."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,23 @@ def test_promotion_and_rollback_reach_the_running_api(state) -> None:
     assert champion.version == "1"
     evaluation = first.evaluations["mortgage"]
     assert evaluation["roc_auc"] > 0.6 and evaluation["oracle_ratio"] is not None
+    assert set(evaluation["fairness"]["ratio"]) == {"gender", "age_band"}
+    run = MlflowClient(container.settings.tracking_uri).get_run(champion.run_id)
+    assert run.data.params["training_set_fingerprint"] == first.fingerprint
+    assert run.data.params["label_horizon_days"] == "30"
+    assert {"customer_activity", "customer_profile"} <= set(
+        json.loads(run.data.params["feature_views"])
+    )
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(evaluation["roc_auc"])
+    artifacts = MlflowClient(container.settings.tracking_uri).list_artifacts(
+        champion.run_id, "plots"
+    )
+    assert {a.path.split("/")[-1] for a in artifacts} == {
+        "roc.png",
+        "lift.png",
+        "calibration.png",
+        "feature_importance.png",
+    }
     consenting = pd.read_parquet(bank_dir / "consents.parquet")
     customer = sorted(set(consenting.loc[consenting["purpose"] == "profiling", "customer_id"]))[0]
 
