@@ -29,7 +29,7 @@ def test_demo_runs_on_embedded_defaults_and_its_audit_log_verifies(tmp_path) -> 
             "--customers",
             "1000",
             "--days",
-            "60",
+            "120",
             "--port",
             port,
         ],
