@@ -24,6 +24,10 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("feast", "mlflow", "alembic", "urllib3", "kafka", "dask", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow announces every registration and warns that a pyfunc is pickled (ours is our own
+    # class, loaded by our own code); neither helps someone reading the command's output.
+    for name in ("mlflow.tracking._model_registry", "mlflow.pyfunc", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow\.")
