@@ -236,6 +236,18 @@ class Feature:
     derive: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
 
 
+#: Page-view measures by topic, with what one of them is.
+_TOPIC_VIEWS = (
+    ("property_views", "property or mortgage page view"),
+    ("investment_views", "fund page view"),
+    ("insurance_views", "insurance quote view"),
+    ("card_offer_views", "card offer view"),
+    ("loan_views", "loan calculator view"),
+    ("pension_views", "pension page view"),
+    ("deposit_views", "deposit rates view"),
+)
+
+
 def _w(measure: str, days: int, what: str) -> Feature:
     return Feature(f"{measure}_{days}d", f"{what}, last {days} days", measure, days)
 
@@ -316,17 +328,7 @@ FEATURES: tuple[Feature, ...] = (
     # How recent an interest is, not only how strong: interest ramps up before an application.
     *(
         Feature(f"days_since_{measure}", f"days since the last {what}", measure, kind="since")
-        for measure, what in (
-            ("property_views", "property or mortgage page view"),
-            ("investment_views", "fund page view"),
-            ("insurance_views", "insurance quote view"),
-            ("card_offer_views", "card offer view"),
-            ("loan_views", "loan calculator view"),
-            ("pension_views", "pension page view"),
-            ("deposit_views", "deposit rates view"),
-            ("fees", "fee charged"),
-            ("complaints", "complaint"),
-        )
+        for measure, what in (*_TOPIC_VIEWS, ("fees", "fee charged"), ("complaints", "complaint"))
     ),
     *(
         Feature(
@@ -335,15 +337,7 @@ FEATURES: tuple[Feature, ...] = (
             measure,
             kind="first",
         )
-        for measure, what in (
-            ("property_views", "property or mortgage page view"),
-            ("investment_views", "fund page view"),
-            ("insurance_views", "insurance quote view"),
-            ("card_offer_views", "card offer view"),
-            ("loan_views", "loan calculator view"),
-            ("pension_views", "pension page view"),
-            ("deposit_views", "deposit rates view"),
-        )
+        for measure, what in _TOPIC_VIEWS
     ),
     Feature(
         "net_flow_30d",
