@@ -652,22 +652,15 @@ def reference_features(
                 m, width = M[feature.measure], feature.days or 0  # type: ignore[index]
                 inside = [v for (d, mm), v in bucket.items() if mm == m and 0 <= today - d < width]
                 value = max(inside, default=0.0) if IS_MAX[m] else sum(inside)
-            elif feature.kind == "since":
+            elif feature.kind in ("since", "first"):
                 m = M[feature.measure]  # type: ignore[index]
                 days = [
                     d
                     for (d, mm), v in bucket.items()
                     if mm == m and v and 0 <= today - d < MAX_DAYS
                 ]
-                value = float(today - max(days)) if days else NOT_SEEN_DAYS
-            elif feature.kind == "first":
-                m = M[feature.measure]  # type: ignore[index]
-                days = [
-                    d
-                    for (d, mm), v in bucket.items()
-                    if mm == m and v and 0 <= today - d < MAX_DAYS
-                ]
-                value = float(today - min(days)) if days else NOT_SEEN_DAYS
+                pick = max if feature.kind == "since" else min
+                value = float(today - pick(days)) if days else NOT_SEEN_DAYS
             else:
                 value = float(feature.derive(named)[0])  # type: ignore[misc]
             named[feature.name] = np.array([value], dtype=np.float64)

@@ -68,15 +68,6 @@ def load_version(client: MlflowClient, need: str, version: str) -> NeedModel:
     )
 
 
-def load_models(
-    tracking_uri: str, alias: str, needs: tuple[str, ...] = NEEDS
-) -> dict[str, NeedModel]:
-    """Every need whose registered model has ``alias``; needs without one are left out."""
-    models = ModelSet(tracking_uri, alias, needs)
-    models.refresh()
-    return dict(models.items())
-
-
 class ModelSet(Mapping[str, NeedModel]):
     """The models being served, following ``alias`` in the registry. Reads see one consistent
     dict; ``refresh`` swaps in changed versions and never drops a loaded model on an error."""

@@ -46,9 +46,6 @@ class TrainingSet:
         stamps = self.frame["event_timestamp"]
         return str(stamps.min()), str(stamps.max())
 
-    def label(self, need: str) -> pd.Series:
-        return self.frame[f"label_{need}"]
-
 
 def snapshot_times(first: datetime, last: datetime, step_days: int) -> list[pd.Timestamp]:
     """Midnights (UTC) from ``first`` to ``last`` every ``step_days``."""
