@@ -34,23 +34,35 @@ NEED_INDEX = {need: i for i, need in enumerate(NEEDS)}
 
 @dataclass
 class Situations:
-    """Per situation: onset day (may be negative: already under way at the start), length."""
+    """Per situation and episode: onset day (may be negative: already under way at the start)
+    and planned length. Situations recur: once an episode ends, the next begins after a fresh
+    exponential wait (a renewal process), so having been in one says nothing about the next."""
 
     names: tuple[str, ...]
-    onset: np.ndarray  # [situation, customer] int, or a large sentinel when none
-    length: np.ndarray  # [situation, customer]
+    onset: np.ndarray  # [situation, episode, customer] int, NEVER when there is no such episode
+    length: np.ndarray  # [situation, episode, customer]
 
     def active(self, name: str, days: int) -> np.ndarray:
         """[customer, day] bool: the situation is under way on that day."""
         s = self.names.index(name)
         d = np.arange(days)
-        return (d >= self.onset[s][:, None]) & (d < (self.onset[s] + self.length[s])[:, None])
+        out = np.zeros((self.onset.shape[2], days), dtype=bool)
+        for onset, length in zip(self.onset[s], self.length[s], strict=True):
+            out |= (d >= onset[:, None]) & (d < (onset + length)[:, None])
+        return out
 
     def starts(self, name: str, days: int) -> tuple[np.ndarray, np.ndarray]:
-        """Customers whose situation starts inside the period, and the day it starts."""
+        """Customers whose situation starts inside the period, and the day it starts (one entry
+        per episode, ordered by customer and day)."""
         s = self.names.index(name)
-        who = np.flatnonzero((self.onset[s] >= 0) & (self.onset[s] < days))
-        return who, self.onset[s][who]
+        who, day = [], []
+        for onset in self.onset[s]:
+            c = np.flatnonzero((onset >= 0) & (onset < days))
+            who.append(c)
+            day.append(onset[c])
+        customer, start = np.concatenate(who), np.concatenate(day)
+        order = np.lexsort((start, customer))
+        return customer[order], start[order]
 
 
 NEVER = 1 << 30
@@ -65,9 +77,10 @@ def resolved(spec: BankSpec, life: Situations, outcomes: Outcomes) -> Situations
         need = NEED_INDEX[next(iter(spec.situations[name].needs))]
         mine = outcomes.need == need
         customer, day = outcomes.customer[mine], outcomes.day[mine]
-        onset = life.onset[s][customer]
-        inside = (day >= onset) & (day < onset + length[s][customer])
-        np.minimum.at(length[s], customer[inside], (day - onset + 1)[inside])
+        for e in range(life.onset.shape[1]):
+            onset = life.onset[s, e][customer]
+            inside = (day >= onset) & (day < onset + length[s, e][customer])
+            np.minimum.at(length[s, e], customer[inside], (day - onset + 1)[inside])
     return Situations(life.names, life.onset, length)
 
 
@@ -96,19 +109,33 @@ def _eligibility(name: str, who: People) -> np.ndarray:
 def situations(rng: np.random.Generator, spec: BankSpec, who: People) -> Situations:
     names = tuple(spec.situations)
     n = len(who)
-    onset = np.full((len(names), n), NEVER, dtype=np.int64)
-    length = np.zeros((len(names), n), dtype=np.int64)
-    for s, name in enumerate(names):
+    per_situation: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+    for name in names:
         situation = spec.situations[name]
         rate = situation.onset_per_month / 30 * _eligibility(name, who)
-        # The first onset of a Poisson process started max_days before the period, so some
-        # situations are already under way when the period begins.
-        wait = rng.exponential(1.0, n) / np.maximum(rate, 1e-12)
-        start = np.floor(wait).astype(np.int64) - situation.max_days
-        happens = (rate > 0) & (start < spec.days)
-        onset[s] = np.where(happens, start, NEVER)
-        length[s] = rng.integers(situation.min_days, situation.max_days + 1, n)
-    return Situations(names, onset, length)
+        # A renewal process started max_days before the period, so some situations are
+        # already under way when the period begins: wait, live an episode, wait again.
+        start = np.full(n, -situation.max_days, dtype=np.int64)
+        alive = rate > 0
+        onsets, lengths = [], []
+        while True:
+            wait = rng.exponential(1.0, n) / np.maximum(rate, 1e-12)
+            onset = start + np.floor(np.minimum(wait, NEVER)).astype(np.int64)
+            length = rng.integers(situation.min_days, situation.max_days + 1, n)
+            alive &= onset < spec.days
+            if not alive.any():
+                break
+            onsets.append(np.where(alive, onset, NEVER))
+            lengths.append(np.where(alive, length, 0))
+            start = onset + length
+        per_situation.append((onsets, lengths))
+    episodes = max(1, max(len(o) for o, _ in per_situation))
+    onset_all = np.full((len(names), episodes, n), NEVER, dtype=np.int64)
+    length_all = np.zeros((len(names), episodes, n), dtype=np.int64)
+    for s, (onsets, lengths) in enumerate(per_situation):
+        for e, (o, ln) in enumerate(zip(onsets, lengths, strict=True)):
+            onset_all[s, e], length_all[s, e] = o, ln
+    return Situations(names, onset_all, length_all)
 
 
 def hazards(spec: BankSpec, who: People, life: Situations) -> np.ndarray:
@@ -119,11 +146,12 @@ def hazards(spec: BankSpec, who: People, life: Situations) -> np.ndarray:
         h[:, NEED_INDEX[need], :] = monthly / 30
     d = np.arange(days)
     for s, name in enumerate(life.names):
-        onset, length = life.onset[s][:, None], life.length[s][:, None]
-        t = d[None, :] - onset
-        ramp = np.clip((t + 1) / np.maximum(length / 3, 1), 0, 1) * ((t >= 0) & (t < length))
-        for need, peak in spec.situations[name].needs.items():
-            h[:, NEED_INDEX[need], :] += peak * ramp
+        for e in range(life.onset.shape[1]):
+            onset, length = life.onset[s, e][:, None], life.length[s, e][:, None]
+            t = d[None, :] - onset
+            ramp = np.clip((t + 1) / np.maximum(length / 3, 1), 0, 1) * ((t >= 0) & (t < length))
+            for need, peak in spec.situations[name].needs.items():
+                h[:, NEED_INDEX[need], :] += peak * ramp
     for need in NEEDS:
         held = who.holds[need]
         h[held, NEED_INDEX[need], :] *= HOLDING_FACTOR
@@ -184,8 +212,9 @@ def truth(
 
     The **propensity** is what could be known at the snapshot: the base rate, the holdings, a
     cool-down after an earlier application, and the situations that have begun by then (with
-    their planned course); a situation that has not begun yet enters only as its chance of
-    beginning inside the horizon (onsets are memoryless, at the customer's eligible rate). This
+    their planned course); the next episode of a situation enters only as its chance of
+    beginning inside the horizon (onsets are memoryless at the customer's eligible rate, from
+    the day the episode under way, if any, ends). This
     is the ceiling a model can reach, and what its ratio is measured against.
 
     The **clairvoyant** propensity also knows which situations will begin inside the horizon: it
@@ -228,15 +257,25 @@ def truth(
         window = np.repeat(base[:, :, None], horizon, axis=2)
         future = np.ones((n, needs))
         for si, effects, rate, mean_length in per_situation:
-            onset, length = life.onset[si], life.length[si]
-            begun = onset <= s
-            age = (s + t)[None, :] - onset[:, None]
-            ramp = np.clip((age + 1) / np.maximum(length[:, None] / 3, 1), 0, 1)
-            ramp *= (age >= 0) & (age < length[:, None]) & begun[:, None]
-            # Not begun: it may begin on day s + k (k >= 1) with a geometric chance.
+            # Episodes begun by s add their planned course; the one under way (if any) must
+            # end before the next can begin.
+            ramp = np.zeros((n, horizon))
+            busy_until = np.full(n, s + 1, dtype=np.int64)
+            for onset, length in zip(life.onset[si], life.length[si], strict=True):
+                begun = onset <= s
+                age = (s + t)[None, :] - onset[:, None]
+                ramp += np.clip((age + 1) / np.maximum(length[:, None] / 3, 1), 0, 1) * (
+                    (age >= 0) & (age < length[:, None]) & begun[:, None]
+                )
+                busy_until = np.where(begun, np.maximum(busy_until, onset + length), busy_until)
+            # The next onset: memoryless at the customer's rate from the first free day.
+            free = busy_until - s  # >= 1
             q = np.exp(-rate)
             k = np.arange(1, horizon)
-            chance = (1 - q)[:, None] * q[:, None] ** (k - 1)[None, :]  # [customer, k]
+            after = k[None, :] - free[:, None]
+            chance = np.where(
+                after >= 0, (1 - q)[:, None] * q[:, None] ** np.maximum(after, 0), 0.0
+            )  # [customer, k]: the next episode begins on day s + k
             for index, peak in effects:
                 window[:, index, :] += peak * ramp
                 # Hazard such an onset adds inside [max(begin, s + k), end).
@@ -250,7 +289,7 @@ def truth(
                 hi = horizon - k[None, :]
                 added = peak * hold[:, index][:, None] * (cum[hi] - cum[np.minimum(lo, hi)])
                 expected = (chance * np.exp(-added)).sum(axis=1) + (1 - chance.sum(axis=1))
-                future[:, index] *= np.where(begun, 1.0, expected)
+                future[:, index] *= expected
         window = np.clip(window * hold[:, :, None], 0, 0.5)
         inside_window = t[None, None, :] >= (begin - s)[:, :, None]
         known = np.exp((np.log1p(-window) * inside_window).sum(axis=2))
