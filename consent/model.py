@@ -119,3 +119,40 @@ class DecisionRecord(_Frozen):
     reason_codes: tuple[str, ...]
     delivery_status: Literal["delivered", "nothing_to_deliver", "withheld"]
     corrects: str | None = None
+
+
+KycStatus = Literal["complete", "pending", "expired", "unknown"]
+ContactKind = Literal["impression", "accept", "decline", "dismiss", "contact"]
+
+
+class CustomerFacts(_Frozen):
+    """What the gate knows about a customer besides consent, from the operational store. It
+    carries no identifier, so a decision record can keep it under a pseudonym. A fact that is
+    not known takes its safe value: KYC unknown, no assessed risk tolerance."""
+
+    age: int | None = None
+    income: float | None = None
+    timezone: str | None = None  # IANA name; quiet hours use it
+    do_not_contact: bool = False
+    vulnerable: bool = False
+    kyc_status: KycStatus = "unknown"
+    aml_flag: bool = False
+    in_arrears: bool = False
+    debt_to_income: float | None = None
+    risk_level: Annotated[int, Field(ge=1, le=5)] | None = None  # assessed risk tolerance
+    risk_assessed_at: AwareDatetime | None = None
+    holds: tuple[Need, ...] = ()
+    open_complaint: bool = False
+
+
+class ContactRecord(_Frozen):
+    """One entry of contact history: something shown to, or answered by, the customer or a
+    member of their household."""
+
+    occurred_at: AwareDatetime
+    channel: ContactChannel
+    kind: ContactKind
+    action_id: str | None = None
+    need: Need | None = None
+    #: True when the contact was with another member of the customer's household.
+    household: bool = False

@@ -36,6 +36,38 @@ consent_history = Table(
     Index("ix_consent_customer", "customer_id", "purpose", "channel", "id"),
 )
 
+customers = Table(
+    # What the gate needs to know about a customer besides consent (the bank's customer master
+    # is the source; `nextbest load` and profile updates write it).
+    "customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("household_id", String(64), nullable=True, index=True),
+    Column("rm_id", String(64), nullable=True, index=True),
+    Column("facts", Text, nullable=False),  # CustomerFacts as JSON
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+contact_history = Table(
+    # Impressions, accepts, declines and dismissals from feedback, and contacts made: they
+    # drive contact caps, cool-offs and "already declined" across channels and the household.
+    "contact_history",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("customer_id", String(64), nullable=False),
+    Column("household_id", String(64), nullable=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("action_id", String(64), nullable=True),
+    Column("need", String(16), nullable=True),
+    Column("decision_id", String(64), nullable=True),
+    Index("ix_contact_customer", "customer_id", "occurred_at"),
+    Index("ix_contact_household", "household_id", "occurred_at"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,
