@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from consent.customers import from_extract
 from consent.model import ConsentGiven
 from consent.store import consent_history
 from feature_repo.aggregates import MAX_DAYS
@@ -87,9 +88,11 @@ def stream_until_idle(container: Container, idle_s: float = 2.0) -> WorkerStats:
 
 
 def write_profiles(container: Container, customers: pd.DataFrame, as_of: datetime) -> int:
-    """A customer-table extract as profile features, online and offline."""
+    """A customer-table extract as profile features (online and offline) and as the facts the
+    gate reads (the customer directory)."""
     rows = profile_rows(customers, as_of)
     container.features.write_profiles(rows)
+    container.directory.upsert(from_extract(customers))
     return len(rows)
 
 
@@ -98,7 +101,11 @@ def backfill(container: Container, bank_dir: Path, step_days: int = 1) -> int:
     training on history that never went through the stream."""
     spec = BankSpec.from_dict(json.loads((bank_dir / "bank.json").read_text())["spec"])
     customers = pd.read_parquet(bank_dir / "customers.parquet", columns=["customer_id"])
-    times = trainset.snapshot_times(spec.start + timedelta(days=1), spec.end, step_days)
+    # Whole multiples of the step from the start, the grid training snapshots fall on: a row
+    # stamped a day off the grid is not visible at the snapshot, and the join would take the
+    # row a whole step older (measured: every feature 6 days stale, personal loans 0.889 of
+    # the oracle instead of 0.93).
+    times = trainset.snapshot_times(spec.start + timedelta(days=step_days), spec.end, step_days)
     # One day's events at a time: memory follows the feature buckets, not the archive.
     days = (pq.read_table(path) for path in sorted((bank_dir / "events").glob("*.parquet")))
     folder = container.store_location.offline_dir / ACTIVITY_VIEW

@@ -22,7 +22,7 @@ from service import pipeline, retrain
 from service.api import create_app
 from service.bootstrap import Container
 from service.scoring import batch_score
-from tests.conftest import make_settings
+from tests.conftest import key_headers, make_settings
 from training import trainset
 from training.backfill import history
 from training.bank import BankSpec, busy_housing_market, generate
@@ -99,7 +99,7 @@ def test_promotion_and_rollback_reach_the_running_api(state) -> None:
     consenting = pd.read_parquet(bank_dir / "consents.parquet")
     customer = sorted(set(consenting.loc[consenting["purpose"] == "profiling", "customer_id"]))[0]
 
-    with TestClient(create_app(container)) as client:
+    with TestClient(create_app(container), headers=key_headers(container, "rm")) as client:
         assert _served(client) == "mortgage@1"
         assert _decide(client, customer)["models"] == {"mortgage": "nextbest-mortgage/1"}
 
@@ -187,3 +187,28 @@ def test_training_sets_never_hold_customers_without_profiling_consent(state) -> 
     assert never and withdrawn  # the bank has both kinds
     assert not never & set(data.frame["customer_id"])
     assert excluded > 0
+
+
+def test_training_rows_hold_the_features_as_of_their_snapshot(state) -> None:
+    """The point-in-time join must find the backfilled row of the snapshot itself: a row stamped
+    off the snapshot grid would make it take the row a whole step older."""
+    container, bank_dir = state
+    frame = pipeline.bank_training_set(container, bank_dir, horizon_days=30, step_days=7).frame
+    moments = sorted(frame["event_timestamp"].unique())
+    moment = pd.Timestamp(moments[len(moments) // 2])
+    at = frame[frame["event_timestamp"] == moment].set_index("customer_id")
+    events = pq.read_table(sorted((bank_dir / "events").glob("*.parquet")))
+    ((_, rows),) = history(events, [moment])
+    expected = rows.to_pandas().set_index("customer_id")
+    # Customers with events in the last step get a new row at this snapshot; the others keep
+    # their previous one, as the stream keeps a quiet customer's features.
+    active = expected.index[expected["event_timestamp"] >= moment - pd.Timedelta(days=7)]
+    shared = at.index.intersection(active)
+    assert len(shared) > 0.9 * len(at)
+    names = list(FEATURE_NAMES)
+    np.testing.assert_allclose(
+        at.loc[shared, names].to_numpy(dtype=float),
+        expected.loc[shared, names].to_numpy(dtype=float),
+        rtol=1e-9,
+        atol=1e-9,
+    )
