@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 Purpose = Literal["marketing", "profiling", "service"]
 ContactChannel = Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch"]
@@ -49,8 +49,36 @@ class ConsentGiven(_Frozen):
     id: int | None = None
 
 
+#: The longest cool-off an action may declare: the gate reads this much contact history, so a
+#: longer one would outlive the declines it is meant to respect.
+MAX_COOLOFF_DAYS = 365
+
+#: Which consent purposes an action of each kind may rely on. A sales action is marketing
+#: whatever the catalog says, so it can never slip through on service consent.
+PURPOSES_BY_KIND: dict[ActionKind, tuple[Purpose, ...]] = {
+    "sales": ("marketing",),
+    "service": ("service",),
+    "regulatory": ("service", "marketing"),
+}
+
+
+class Condition(_Frozen):
+    """When a triggered action is proposed at all: a feature compared with a value."""
+
+    feature: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    op: Literal[">=", "<="]
+    value: float
+
+    def holds(self, values: dict[str, Any]) -> bool:
+        value = values.get(self.feature)
+        if value is None:  # unknown: the trigger did not fire
+            return False
+        return bool(value >= self.value if self.op == ">=" else value <= self.value)
+
+
 class Action(_Frozen):
-    """An entry of the action catalog."""
+    """An entry of the action catalog. Eligibility limits are inclusive; income is annual, in
+    the bank's currency; a limit left out does not apply."""
 
     id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
     need: Need | None
@@ -59,16 +87,43 @@ class Action(_Frozen):
     value: Annotated[float, Field(gt=0)]
     risk_level: Annotated[int, Field(ge=1, le=5)]
     channels: tuple[ContactChannel, ...]
-    cooloff_days: Annotated[int, Field(ge=0)] = 30
+    cooloff_days: Annotated[int, Field(ge=0, le=MAX_COOLOFF_DAYS)] = 30
     min_score: Annotated[float, Field(ge=0, le=1)] = 0.0
+    min_age: Annotated[int, Field(ge=0, le=130)] | None = None
+    max_age: Annotated[int, Field(ge=0, le=130)] | None = None
+    min_income: Annotated[float, Field(ge=0)] | None = None
+    #: Proposed only when every condition holds on the customer's features (service actions
+    #: answer a situation); without conditions an action is always a candidate.
+    when: tuple[Condition, ...] = ()
+    #: A notice is switched on in the catalog when it must go out, and off otherwise.
+    enabled: bool = True
     title: str
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Action:
+        if self.min_age is not None and self.max_age is not None and self.min_age > self.max_age:
+            raise ValueError(f"min_age {self.min_age} is above max_age {self.max_age}")
+        allowed = PURPOSES_BY_KIND[self.kind]
+        if self.purpose not in allowed:
+            raise ValueError(f"a {self.kind} action's purpose must be one of {list(allowed)}")
+        return self
 
 
 class RuleOutcome(_Frozen):
+    """One rule's verdict on one candidate, with the version of the rule that gave it."""
+
     rule_id: str
+    rule_version: str
     passed: bool
     reason_code: str | None = None
     detail: str = ""
+
+    @model_validator(mode="after")
+    def _reason_only_when_suppressed(self) -> RuleOutcome:
+        # Every suppression must say why, and a pass must not look like one.
+        if self.passed == (self.reason_code is not None):
+            raise ValueError("reason_code is set exactly when the rule did not pass")
+        return self
 
 
 class Candidate(_Frozen):
@@ -98,27 +153,6 @@ class ModelUsed(_Frozen):
     name: str
     version: str
     run_id: str
-
-
-class DecisionRecord(_Frozen):
-    """What the audit log keeps for one decision (hashing adds ``prev_hash``/``record_hash``)."""
-
-    decision_id: str
-    decided_at: AwareDatetime
-    trigger: dict[str, Any]
-    customer_ref: str
-    channel: str
-    candidates: tuple[Candidate, ...]
-    delivered: tuple[str, ...]
-    consents_relied_on: tuple[ConsentGiven, ...]
-    features: tuple[FeatureValue, ...]
-    models: tuple[ModelUsed, ...]
-    policy_version: str
-    code_version: str
-    fallback: str | None
-    reason_codes: tuple[str, ...]
-    delivery_status: Literal["delivered", "nothing_to_deliver", "withheld"]
-    corrects: str | None = None
 
 
 KycStatus = Literal["complete", "pending", "expired", "unknown"]
@@ -156,3 +190,36 @@ class ContactRecord(_Frozen):
     need: Need | None = None
     #: True when the contact was with another member of the customer's household.
     household: bool = False
+
+
+class GateInputs(_Frozen):
+    """What the gate saw besides consents and scores, kept so a decision can be replayed under
+    another policy (`nextbest policy simulate`). No identifiers: the record is pseudonymised."""
+
+    facts: CustomerFacts | None
+    contacts: tuple[ContactRecord, ...] = ()
+    in_flight: tuple[str, ...] = ()
+    limit: int = 3
+
+
+class DecisionRecord(_Frozen):
+    """What the audit log keeps for one decision (hashing adds ``prev_hash``/``record_hash``)."""
+
+    decision_id: str
+    decided_at: AwareDatetime
+    trigger: dict[str, Any]
+    customer_ref: str
+    channel: str
+    candidates: tuple[Candidate, ...]
+    delivered: tuple[str, ...]
+    consents_relied_on: tuple[ConsentGiven, ...]
+    features: tuple[FeatureValue, ...]
+    models: tuple[ModelUsed, ...]
+    policy_version: str
+    code_version: str
+    fallback: str | None
+    reason_codes: tuple[str, ...]
+    delivery_status: Literal["delivered", "nothing_to_deliver", "withheld"]
+    corrects: str | None = None
+    #: None in records written before decisions kept their gate inputs.
+    gate: GateInputs | None = None

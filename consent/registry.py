@@ -2,13 +2,15 @@
 
 There is no cache: every decision reads the current state from the operational store, so a
 withdrawal applies to the very next decision after the write is acknowledged, in every process.
+Choices arrive through the API (`PUT /v1/customers/{id}/consents`), as `consent_changed` events
+on the stream, and from the bank's extract (`nextbest load`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from consent.model import ConsentGiven
 from consent.store import consent_history
@@ -48,17 +50,34 @@ class ConsentRegistry:
         return len(rows)
 
     def current(self, customer_id: str) -> dict[tuple[str, str], ConsentGiven]:
-        """The latest entry per (purpose, channel): later entries win, ties broken by id."""
-        latest = (
-            select(func.max(consent_history.c.id).label("id"))
+        """The latest choice per (purpose, channel): the entry recorded last in time wins, ties
+        broken by write order. Ordering by time, not by write order, keeps an old choice that
+        arrives late (a redelivered event, a reloaded extract) from overriding a newer one."""
+        ranked = (
+            select(
+                *_COLUMNS,
+                func.row_number()
+                .over(
+                    partition_by=(consent_history.c.purpose, consent_history.c.channel),
+                    order_by=(consent_history.c.recorded_at.desc(), consent_history.c.id.desc()),
+                )
+                .label("rank"),
+            )
             .where(consent_history.c.customer_id == customer_id)
-            .group_by(consent_history.c.purpose, consent_history.c.channel)
             .subquery()
         )
-        query = select(*_COLUMNS).join(latest, consent_history.c.id == latest.c.id)
+        query = select(*(ranked.c[c.name] for c in _COLUMNS)).where(ranked.c.rank == 1)
         with self.engine.connect() as connection:
             records = [_as_record(row) for row in connection.execute(query)]
         return {(r.purpose, r.channel): r for r in records}
+
+    @staticmethod
+    def erase(connection: Connection, customer_id: str) -> int:
+        """Delete a customer's whole consent history (right to erasure)."""
+        result = connection.execute(
+            delete(consent_history).where(consent_history.c.customer_id == customer_id)
+        )
+        return result.rowcount
 
     def history(self, customer_id: str) -> list[ConsentGiven]:
         query = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     Column,
@@ -10,6 +11,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -72,14 +74,58 @@ audit_log = Table(
     "audit_log",
     metadata,
     # The sequence number is assigned by the writer, and both it and prev_hash are unique: two
-    # writers racing for the same head cannot both succeed, so the chain never forks.
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    # writers racing for the same head cannot both succeed, so the chain never forks. Writers
+    # also serialise on a lock (consent/audit.py); the constraints are the last line of defence.
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
     Column("decision_id", String(64), nullable=False, unique=True),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("customer_ref", String(128), nullable=False, index=True),
+    # A pseudonym ("cref:...") from the customer's key in customer_keys, never the customer id.
+    Column("customer_ref", String(128), nullable=False),
     Column("prev_hash", String(80), nullable=False, unique=True),
     Column("record_hash", String(80), nullable=False),
     Column("body", Text, nullable=False),
+    # A customer's export pages through their records in seq order; a time range by recorded_at.
+    Index("ix_audit_customer", "customer_ref", "seq"),
+    Index("ix_audit_recorded_at", "recorded_at"),
+)
+
+# Decision records are tens of kilobytes of repetitive JSON: PostgreSQL compresses them with
+# lz4 three times faster than with its default (pglz), to about the same size, which is what
+# lets the audit writer keep up. A server without lz4 (or before 14) keeps its default.
+event.listen(
+    audit_log,
+    "after_create",
+    DDL(
+        "DO $$ BEGIN EXECUTE 'ALTER TABLE audit_log ALTER COLUMN body SET COMPRESSION lz4'; "
+        "EXCEPTION WHEN OTHERS THEN RAISE NOTICE 'audit_log.body keeps the default compression'; "
+        "END $$"
+    ).execute_if(dialect="postgresql"),
+)
+
+customer_keys = Table(
+    # One random key per customer: the audit log names a customer only by an HMAC of their id
+    # under this key. Deleting the key (right to erasure) leaves the chain intact and its records
+    # tied to nobody; a customer who comes back gets a new key.
+    "customer_keys",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("key", LargeBinary(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_checkpoints = Table(
+    # Heads of the chain as they were: truncating the tail of the log cannot be seen in the chain
+    # itself, only against a head kept from before (here, and exported to outside parties).
+    "audit_checkpoints",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    Column("head_hash", String(80), nullable=False),
+    Column("records", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
 )
 
 

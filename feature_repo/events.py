@@ -106,6 +106,17 @@ class ProfileUpdatePayload(_Payload):
     changed: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)]
 
 
+class ConsentPayload(_Payload):
+    """A consent choice recorded elsewhere (app settings, branch form, RM): the registry
+    appends it as history."""
+
+    purpose: Literal["marketing", "profiling", "service"]
+    channel: Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch", "any"]
+    granted: bool
+    source: Annotated[str, Field(min_length=1, max_length=64)]
+    notice_version: Annotated[str, Field(min_length=1, max_length=32)]
+
+
 class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -160,6 +171,13 @@ class ProfileUpdateEvent(_EventBase):
     payload: ProfileUpdatePayload
 
 
+class ConsentChangedEvent(_EventBase):
+    """Not behaviour: the stream records it in the consent registry, not in features."""
+
+    type: Literal["consent_changed"]
+    payload: ConsentPayload
+
+
 Event = Annotated[
     TransactionEvent
     | PageViewEvent
@@ -168,7 +186,8 @@ Event = Annotated[
     | ProductOpenedEvent
     | ProductClosedEvent
     | ContactEvent
-    | ProfileUpdateEvent,
+    | ProfileUpdateEvent
+    | ConsentChangedEvent,
     Field(discriminator="type"),
 ]
 

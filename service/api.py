@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from consent.contacts import ContactMade
 from consent.model import ConsentGiven, ContactChannel, Purpose
 from feature_repo.events import CustomerId, InvalidEvent, event_to_json, parse_event
 from service import __version__
+from service.auth import Principal, Role
 from service.bootstrap import Container
 from service.decisions import DecideForCustomer, DecisionMade
+from service.erasure import erase_customer
 from service.errors import (
+    Forbidden,
     InvalidEvents,
     InvalidRequest,
     NextBestError,
     NotFound,
+    StoreUnavailable,
     TransportUnavailable,
+    Unauthenticated,
 )
 from service.models import ModelRefresher
 from service.transport import EVENTS_TOPIC
@@ -31,6 +39,9 @@ from service.transport import EVENTS_TOPIC
 log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_REQUEST = 500
+#: A consent choice may carry its own time (recorded elsewhere first), but not a future one:
+#: the latest choice wins, and a future time would pin it.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class _Request(BaseModel):
@@ -78,7 +89,9 @@ class DecisionResponse(BaseModel):
     channel: str
     decided_at: datetime
     actions: list[ActionOut]
-    suppressed: list[SuppressedOut]
+    suppressed: list[SuppressedOut] | None = Field(
+        None, description="Why the other actions were not delivered: compliance role only."
+    )
     degraded: bool
     fallback: str | None
     policy_version: str
@@ -100,6 +113,15 @@ class ConsentsIn(_Request):
     consents: Annotated[list[ConsentIn], Field(min_length=1, max_length=50)]
 
 
+class FeedbackIn(_Request):
+    customer_id: CustomerId
+    action_id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+    channel: ContactChannel
+    kind: Literal["impression", "accept", "decline", "dismiss"]
+    decision_id: Annotated[str, Field(max_length=64)] | None = None
+    occurred_at: AwareDatetime | None = None
+
+
 class EventsIn(_Request):
     events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
 
@@ -111,7 +133,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
     return JSONResponse(status_code=status, content=body)
 
 
-def _response(made: DecisionMade, container: Container) -> DecisionResponse:
+def _response(made: DecisionMade, container: Container, principal: Principal) -> DecisionResponse:
     record = made.record
     actions = []
     for action_id in record.delivered:
@@ -134,18 +156,22 @@ def _response(made: DecisionMade, container: Container) -> DecisionResponse:
                 ],
             )
         )
-    suppressed = [
-        SuppressedOut(
-            action_id=c.action_id,
-            reason_codes=c.suppressed_by,
-            details=[r.detail for r in c.rules if not r.passed],
-        )
-        for c in record.candidates
-        if not c.delivered and c.suppressed_by
-    ]
+    # Suppression reasons can reveal what a front line must not see (an AML flag, vulnerability):
+    # only compliance reads them; everyone else sees what was delivered.
+    suppressed = None
+    if principal.role == "compliance":
+        suppressed = [
+            SuppressedOut(
+                action_id=c.action_id,
+                reason_codes=c.suppressed_by,
+                details=[r.detail for r in c.rules if not r.passed],
+            )
+            for c in record.candidates
+            if not c.delivered and c.suppressed_by
+        ]
     return DecisionResponse(
         decision_id=record.decision_id,
-        customer_id=record.customer_ref,
+        customer_id=made.customer_id,
         channel=record.channel,
         decided_at=record.decided_at,
         actions=actions,
@@ -164,6 +190,39 @@ def get_container(request: Request) -> Container:
 
 
 Wired = Annotated[Container, Depends(get_container)]
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
+_BEARER = HTTPBearer(auto_error=False)
+
+
+def authenticated(
+    c: Wired,
+    key: Annotated[str | None, Security(_API_KEY)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+) -> Principal:
+    principal = c.keyring.authenticate(key or (bearer.credentials if bearer else None))
+    if principal is None:
+        raise Unauthenticated()
+    return principal
+
+
+def allow(*roles: Role) -> Any:
+    """A dependency that lets only ``roles`` through (403 for the others)."""
+
+    def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if principal.role not in roles:
+            raise Forbidden()
+        return principal
+
+    return Depends(check)
+
+
+Deciding = Annotated[Principal, allow("channel", "rm", "compliance")]
+Auditing = Annotated[Principal, allow("compliance")]
+ReadingConsent = Annotated[Principal, allow("channel", "rm", "compliance")]
+RecordingConsent = Annotated[Principal, allow("channel", "rm")]
+SendingEvents = Annotated[Principal, allow("channel", "admin")]
+GivingFeedback = Annotated[Principal, allow("channel", "rm")]
+Erasing = Annotated[Principal, allow("compliance")]
 
 
 def create_app(container: Container) -> FastAPI:
@@ -220,7 +279,7 @@ def create_app(container: Container) -> FastAPI:
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, **checks})
 
     @app.post("/v1/decisions", response_model=DecisionResponse)
-    async def decide(body: DecisionRequest, c: Wired) -> DecisionResponse:
+    async def decide(body: DecisionRequest, c: Wired, who: Deciding) -> DecisionResponse:
         command = DecideForCustomer(
             customer_id=body.customer_id,
             channel=body.channel,
@@ -228,17 +287,19 @@ def create_app(container: Container) -> FastAPI:
             context=body.context.model_dump(exclude_none=True),
         )
         made = await run_in_threadpool(c.decisions.decide, command)
-        return _response(made, c)
+        return _response(made, c, who)
 
     @app.get("/v1/audit/decisions/{decision_id}")
-    def audit_record(decision_id: Annotated[str, Field(max_length=64)], c: Wired) -> dict[str, Any]:
+    def audit_record(
+        decision_id: Annotated[str, Field(max_length=64)], c: Wired, _: Auditing
+    ) -> dict[str, Any]:
         found = c.audit.get(decision_id)
         if found is None:
             raise NotFound("no decision with that id")
         return found
 
     @app.get("/v1/audit/verify")
-    def audit_verify(c: Wired) -> dict[str, Any]:
+    def audit_verify(c: Wired, _: Auditing) -> dict[str, Any]:
         result = c.audit.verify()
         return {
             "ok": result.ok,
@@ -250,7 +311,7 @@ def create_app(container: Container) -> FastAPI:
         }
 
     @app.get("/v1/customers/{customer_id}/consents")
-    def get_consents(customer_id: CustomerId, c: Wired) -> dict[str, Any]:
+    def get_consents(customer_id: CustomerId, c: Wired, _: ReadingConsent) -> dict[str, Any]:
         current = c.registry.current(customer_id)
         return {
             "customer_id": customer_id,
@@ -259,10 +320,14 @@ def create_app(container: Container) -> FastAPI:
         }
 
     @app.put("/v1/customers/{customer_id}/consents")
-    def put_consents(customer_id: CustomerId, body: ConsentsIn, c: Wired) -> dict[str, Any]:
+    def put_consents(
+        customer_id: CustomerId, body: ConsentsIn, c: Wired, who: RecordingConsent
+    ) -> dict[str, Any]:
         now = datetime.now(UTC)
         entries = []
         for item in body.consents:
+            if item.recorded_at is not None and item.recorded_at > now + MAX_CLOCK_SKEW:
+                raise InvalidRequest("recorded_at lies in the future")
             channel = item.channel or "any"
             if (item.purpose == "profiling") != (channel == "any"):
                 raise InvalidRequest(
@@ -279,11 +344,57 @@ def create_app(container: Container) -> FastAPI:
                     notice_version=item.notice_version,
                 )
             )
-        c.registry.record(entries)
-        return get_consents(customer_id, c)
+        try:
+            c.registry.record(entries)
+        except Exception as error:
+            log.error("consent write failed: %s", error)
+            raise StoreUnavailable() from error
+        return get_consents(customer_id, c, who)
+
+    @app.delete("/v1/customers/{customer_id}")
+    def erase(customer_id: CustomerId, c: Wired, _: Erasing) -> dict[str, Any]:
+        """Right to erasure: the customer's audit key, consent and contact history, directory
+        entry and online features are deleted; the audit chain still verifies."""
+        try:
+            erased = erase_customer(c, customer_id)
+        except Exception as error:
+            log.error("erasure failed: %s", error)
+            raise StoreUnavailable("the erasure did not complete; run it again") from error
+        return {"erased": True, **asdict(erased)}
+
+    @app.post("/v1/feedback", status_code=202)
+    def feedback(body: FeedbackIn, c: Wired, _: GivingFeedback) -> dict[str, Any]:
+        """What the customer saw and answered: it feeds contact caps, cool-offs and "already
+        declined"."""
+        action = c.catalog.actions.get(body.action_id)
+        if action is None:
+            raise InvalidRequest(f"unknown action {body.action_id!r}")
+        now = datetime.now(UTC)
+        if body.occurred_at is not None and body.occurred_at > now + MAX_CLOCK_SKEW:
+            raise InvalidRequest("occurred_at lies in the future")
+        try:
+            known = c.directory.get(body.customer_id)
+            c.contacts.record(
+                [
+                    ContactMade(
+                        customer_id=body.customer_id,
+                        occurred_at=body.occurred_at or now,
+                        channel=body.channel,
+                        kind=body.kind,
+                        household_id=known.household_id if known else None,
+                        action_id=action.id,
+                        need=action.need,
+                        decision_id=body.decision_id,
+                    )
+                ]
+            )
+        except Exception as error:
+            log.error("feedback write failed: %s", error)
+            raise StoreUnavailable() from error
+        return {"recorded": 1}
 
     @app.post("/v1/events", status_code=202)
-    def post_events(body: EventsIn, c: Wired) -> dict[str, Any]:
+    def post_events(body: EventsIn, c: Wired, _: SendingEvents) -> dict[str, Any]:
         parsed, problems = [], []
         for index, raw in enumerate(body.events):
             try:

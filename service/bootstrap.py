@@ -14,10 +14,13 @@ from feast import FeatureStore
 from sqlalchemy import Engine
 
 from consent.audit import AuditLog
+from consent.contacts import ContactHistory
+from consent.customers import CustomerDirectory
 from consent.policy import Catalog, Policy
 from consent.registry import ConsentRegistry
 from consent.store import connect
 from feature_repo.store import StoreLocation, open_store
+from service.auth import AuthConfigError, KeyRing, development_keys
 from service.decisions import DecisionService
 from service.features import FeastFeatures, OfflineBuffer
 from service.metrics import stream_metrics
@@ -51,6 +54,14 @@ class Container:
     @cached_property
     def registry(self) -> ConsentRegistry:
         return ConsentRegistry(self.engine)
+
+    @cached_property
+    def directory(self) -> CustomerDirectory:
+        return CustomerDirectory(self.engine)
+
+    @cached_property
+    def contacts(self) -> ContactHistory:
+        return ContactHistory(self.engine)
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -91,8 +102,26 @@ class Container:
     @cached_property
     def decisions(self) -> DecisionService:
         return DecisionService(
-            self.registry, self.features, self.models, self.catalog, self.policy, self.audit
+            self.registry,
+            self.directory,
+            self.contacts,
+            self.features,
+            self.models,
+            self.catalog,
+            self.policy,
+            self.audit,
         )
+
+    # --- who may call ---
+    @cached_property
+    def keyring(self) -> KeyRing:
+        path = self.settings.api_keys_file
+        development = self.settings.environment == "development"
+        if path is None:
+            if not development:
+                raise AuthConfigError("production needs NEXTBEST_API_KEYS_FILE")
+            path = development_keys(self.settings.home)
+        return KeyRing.load(path, allow_plain=development)
 
     # --- events ---
     @cached_property
@@ -127,4 +156,5 @@ class Container:
             offline=OfflineBuffer(self.store_location),
             lateness_us=int(self.settings.allowed_lateness_hours * 3600 * 1_000_000),
             metrics=stream_metrics(),
+            consents=self.registry,
         )

@@ -459,19 +459,110 @@ def audit() -> None:
 
 
 @audit.command("verify")
-def audit_verify() -> None:
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A checkpoint kept outside (from `audit checkpoint`): also prove nothing up to it "
+    "changed or was cut off.",
+)
+def audit_verify(checkpoint_file: Path | None) -> None:
     """Verify the whole chain; exit 1 and name the first bad record if it does not hold."""
-    result = _container().audit.verify()
-    click.echo(json.dumps(result.__dict__))
+    from consent.audit import Checkpoint
+
+    checkpoint = Checkpoint.from_json(checkpoint_file.read_text()) if checkpoint_file else None
+    result = _container().audit.verify(checkpoint)
+    click.echo(json.dumps(result.__dict__, default=str))
     sys.exit(0 if result.ok else 1)
+
+
+_WHEN = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"])
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @audit.command("export")
 @click.option("--customer", default=None, help="Only this customer's records.")
-def audit_export(customer: str | None) -> None:
-    """Write the audit records as JSON lines to standard output."""
-    for entry in _container().audit.export(customer):
-        click.echo(json.dumps(entry, sort_keys=True))
+@click.option("--since", type=_WHEN, default=None, help="Recorded at or after (UTC if no zone).")
+@click.option("--until", type=_WHEN, default=None, help="Recorded before (UTC if no zone).")
+def audit_export(customer: str | None, since: datetime | None, until: datetime | None) -> None:
+    """Write audit records as JSON lines to standard output: all, one customer's (found through
+    their pseudonym key; none once erased), and/or a time range."""
+    for entry in _container().audit.export(customer, _utc(since), _utc(until)):
+        click.echo(json.dumps(entry, sort_keys=True, default=str))
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the checkpoint to this file (give it to an outside party to keep).",
+)
+def audit_checkpoint(out: Path | None) -> None:
+    """Record the head of the chain now (sequence number and hash) and print it as JSON."""
+    checkpoint = _container().audit.checkpoint()
+    document = checkpoint.to_json()
+    if out is not None:
+        out.write_text(document + "\n")
+    click.echo(document)
+
+
+@main.group()
+def policy() -> None:
+    """Work with the compliance policy."""
+
+
+@policy.command("simulate")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The changed policy (YAML) to replay recorded decisions under.",
+)
+@click.option("--since", type=_WHEN, default=None, help="Decisions recorded at or after.")
+@click.option("--until", type=_WHEN, default=None, help="Decisions recorded before.")
+def policy_simulate(policy_file: Path, since: datetime | None, until: datetime | None) -> None:
+    """Replay recorded decisions under a changed policy and report, by rule and by action, how
+    many actions would be added or removed. Nothing is written."""
+    from consent.policy import Policy, PolicyError
+    from consent.simulate import replay
+
+    try:
+        candidate = Policy.load(policy_file)
+    except PolicyError as error:
+        raise click.ClickException(str(error)) from None
+    container = _container()
+    records = (entry["record"] for entry in container.audit.export(None, _utc(since), _utc(until)))
+    report = replay(records, candidate, container.catalog)
+    click.echo(
+        json.dumps(
+            {"current_policy_version": container.policy.version, **report.as_dict()}, indent=2
+        )
+    )
+
+
+@main.command()
+@click.argument("customer_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase(customer_id: str, yes: bool) -> None:
+    """Right to erasure: delete the customer's audit pseudonym key, consent and contact history,
+    directory entry and online features. The audit chain still verifies afterwards, and its
+    records can no longer be tied to the customer."""
+    from dataclasses import asdict
+
+    from service.erasure import erase_customer
+
+    if not yes:
+        click.confirm(f"Erase customer {customer_id} everywhere? This cannot be undone", abort=True)
+    erased = erase_customer(_container(), customer_id)
+    click.echo(json.dumps({"erased": True, **asdict(erased)}))
 
 
 @main.command()

@@ -1,8 +1,10 @@
 """Deciding for one customer: consent, features, scores, the gate, arbitration, the audit record.
 
-The order is the safe one: consent is read first (no consent state, no delivery); personal
-features are read and models run only with profiling consent; every candidate passes every rule;
-the decision is appended to the audit log before it is returned.
+The order is the safe one: consent, the customer's facts and contact history are read first (if
+they cannot be read, nothing is delivered); models run only with profiling consent, and features
+are read only for a purpose the customer agreed to (profiling, or service on this channel for
+service actions' triggers); every candidate passes every rule; the decision is appended to the
+audit log before it is returned.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from consent.arbitration import arbitrate
 from consent.audit import Appended, AuditLog
+from consent.contacts import ContactHistory
+from consent.customers import NEEDS, CustomerDirectory
 from consent.model import (
     ANY_CHANNEL,
     Candidate,
     ConsentGiven,
     DecisionRecord,
     FeatureValue,
+    GateInputs,
     ModelUsed,
 )
 from consent.policy import Catalog, Policy, Subject
@@ -34,6 +40,15 @@ log = logging.getLogger(__name__)
 
 #: How many of a score's strongest positive contributions are reported as its reasons.
 TOP_REASONS = 3
+
+
+#: The audit log replaces this with the customer's pseudonym; the raw id is never written.
+PENDING_REF = "pending"
+
+
+def _granted(consents: Mapping[tuple[str, str], ConsentGiven], purpose: str, channel: str) -> bool:
+    entry = consents.get((purpose, channel))
+    return entry is not None and entry.granted
 
 
 class FeatureReader(Protocol):
@@ -58,6 +73,7 @@ class Reason:
 
 @dataclass(frozen=True)
 class DecisionMade:
+    customer_id: str
     record: DecisionRecord
     audit: Appended
     reasons: dict[str, tuple[Reason, ...]]
@@ -67,6 +83,8 @@ class DecisionService:
     def __init__(
         self,
         registry: ConsentRegistry,
+        directory: CustomerDirectory,
+        contacts: ContactHistory,
         features: FeatureReader,
         models: Mapping[str, NeedModel],
         catalog: Catalog,
@@ -74,6 +92,8 @@ class DecisionService:
         audit: AuditLog,
     ) -> None:
         self.registry = registry
+        self.directory = directory
+        self.contacts = contacts
         self.features = features
         self.models = models
         self.catalog = catalog
@@ -84,42 +104,65 @@ class DecisionService:
         now = datetime.now(UTC)
         try:
             consents = self.registry.current(command.customer_id)
+            known = self.directory.get(command.customer_id)
+            contacts = self.contacts.recent(
+                command.customer_id,
+                known.household_id if known else None,
+                now,
+                self.policy.max_contact_lookback_days,
+            )
         except Exception as error:  # any failure to read consent means no delivery
-            log.error("consent read failed: %s", error)
+            log.error("operational store read failed: %s", error)
             raise ConsentUnavailable() from error
 
-        profiling = consents.get(("profiling", ANY_CHANNEL))
-        may_profile = profiling is not None and profiling.granted
+        may_profile = _granted(consents, "profiling", ANY_CHANNEL)
+        may_serve = _granted(consents, "service", command.channel)
         online: OnlineFeatures | None = None
         fallback = None
-        if may_profile:
+        if may_profile or may_serve:
             try:
                 online = self.features.read(command.customer_id)
             except Exception as error:
                 log.warning("online store read failed, deciding without features: %s", error)
                 fallback = "online_store_unavailable"
+        values = online.values if online is not None and online.known else {}
 
         # One consistent set of models for the whole decision, whatever a refresh does meanwhile.
         snapshot = getattr(self.models, "snapshot", None)
         models = snapshot() if snapshot else dict(self.models)
         scores: dict[str, float] = {}
         reasons: dict[str, tuple[Reason, ...]] = {}
-        if online is not None and online.known:
+        if may_profile and values:
             for need, model in models.items():
-                probability, contributions = model.score(online.values)
+                probability, contributions = model.score(values)
                 scores[need] = probability
                 reasons[need] = tuple(
-                    Reason(name, online.values.get(name), c)
+                    Reason(name, values.get(name), c)
                     for name, c in contributions[:TOP_REASONS]
                     if c > 0
                 )
 
+        in_flight = frozenset(n for n in NEEDS if (values.get(f"in_flight_{n}") or 0) > 0)
+        facts = known.facts if known else None
         candidates = []
         for action in self.catalog.actions.values():
-            if command.channel not in action.channels:
+            if not action.enabled or command.channel not in action.channels:
+                continue
+            if action.when and not all(c.holds(values) for c in action.when):
                 continue
             score = scores.get(action.need) if action.need else None
-            outcomes = self.policy.evaluate(Subject(action, command.channel, score, consents))
+            outcomes = self.policy.evaluate(
+                Subject(
+                    action=action,
+                    channel=command.channel,
+                    score=score,
+                    consents=consents,
+                    now=now,
+                    facts=facts,
+                    contacts=contacts,
+                    in_flight=in_flight,
+                )
+            )
             weight = 1.0 if score is None else score
             candidates.append(
                 Candidate(
@@ -133,20 +176,19 @@ class DecisionService:
                     delivered=False,
                 )
             )
-        delivered_ids = self._arbitrate(candidates, command.limit)
+        delivered_ids = arbitrate(candidates, command.limit)
         candidates = [
             c.model_copy(update={"delivered": c.action_id in delivered_ids}) for c in candidates
         ]
-        relied_on = self._relied_on(consents, command.channel)
         record = DecisionRecord(
             decision_id=str(uuid.uuid4()),
             decided_at=now,
             trigger=command.trigger or {"kind": "api_request", "context": command.context},
-            customer_ref=command.customer_id,
+            customer_ref=PENDING_REF,
             channel=command.channel,
             candidates=tuple(candidates),
             delivered=tuple(delivered_ids),
-            consents_relied_on=relied_on,
+            consents_relied_on=self._relied_on(consents, command.channel),
             features=self._feature_values(online, now),
             models=tuple(
                 ModelUsed(need=m.need, name=m.name, version=m.version, run_id=m.run_id)  # type: ignore[arg-type]
@@ -160,30 +202,19 @@ class DecisionService:
                 sorted({code for c in candidates if not c.delivered for code in c.suppressed_by})
             ),
             delivery_status="delivered" if delivered_ids else "nothing_to_deliver",
+            gate=GateInputs(
+                facts=facts,
+                contacts=contacts,
+                in_flight=tuple(sorted(in_flight)),
+                limit=command.limit,
+            ),
         )
         try:
-            appended = self.audit.append(record)
+            appended = self.audit.append(record, customer_id=command.customer_id)
         except Exception as error:
             log.error("audit append failed: %s", error)
             raise AuditUnavailable() from error
-        return DecisionMade(record, appended, reasons)
-
-    @staticmethod
-    def _arbitrate(candidates: list[Candidate], limit: int) -> list[str]:
-        """Highest priority first, at most one action per need, at most ``limit`` in all."""
-        chosen: list[str] = []
-        needs: set[str] = set()
-        for candidate in sorted(candidates, key=lambda c: (-c.priority, c.action_id)):
-            if len(chosen) >= limit:
-                break
-            if any(not r.passed for r in candidate.rules):
-                continue
-            if candidate.need is not None and candidate.need in needs:
-                continue
-            chosen.append(candidate.action_id)
-            if candidate.need is not None:
-                needs.add(candidate.need)
-        return chosen
+        return DecisionMade(command.customer_id, record, appended, reasons)
 
     @staticmethod
     def _relied_on(

@@ -23,6 +23,7 @@ import uvicorn
 from feature_repo.definitions import VIEW_OF
 from service import pipeline
 from service.api import create_app
+from service.auth import DEV_KEYS_FILE, plain_key
 from service.bootstrap import Container
 from training.bank import Bank, BankSpec, busy_housing_market, generate
 
@@ -129,7 +130,7 @@ def run_demo(
         if partial.exists():
             _say(started, "an earlier demo set-up was interrupted; starting over")
             _wipe(settings.home)
-        elif any(settings.home.iterdir()):
+        elif any(p.name != DEV_KEYS_FILE for p in settings.home.iterdir()):
             raise click.ClickException(
                 f"{settings.home} holds state that the demo did not create; "
                 "run the demo in another folder or set NEXTBEST_HOME"
@@ -168,8 +169,12 @@ def run_demo(
             raise click.ClickException(f"the API did not start on {base} (is the port in use?)")
         time.sleep(0.05)
     _say(started, f"API ready at {base}  (OpenAPI: {base}/docs)")
+    assert container.keyring  # generates the development keys on first use
+    keys = settings.api_keys_file or settings.home / DEV_KEYS_FILE
+    _say(started, f"API keys per role in {keys}; decisions below are the compliance view")
     try:
-        with httpx.Client(base_url=base, timeout=10.0) as client:
+        compliance = {"X-API-Key": plain_key(keys, "compliance")}
+        with httpx.Client(base_url=base, timeout=10.0, headers=compliance) as client:
             for customer_id, why in _examples(container):
                 response = client.post(
                     "/v1/decisions", json={"customer_id": customer_id, "channel": "mobile_app"}
@@ -185,7 +190,7 @@ def run_demo(
                 )
                 why_not = "; ".join(
                     f"{s['action_id']}: {', '.join(s['reason_codes'])}"
-                    for s in response["suppressed"]
+                    for s in response["suppressed"] or ()
                 )
                 click.echo(
                     f"  {customer_id} ({why}): delivered {delivered}"
@@ -198,6 +203,7 @@ def run_demo(
         _say(started, f"audit chain: {verified['records']} records, valid={verified['ok']}")
         click.echo(
             f"try: curl -s -X POST {base}/v1/decisions -H 'content-type: application/json' "
+            f"-H 'X-API-Key: {plain_key(keys, 'channel')}' "
             '-d \'{"customer_id": "C0000001", "channel": "mobile_app"}\''
         )
         if duration is None:

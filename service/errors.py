@@ -44,3 +44,19 @@ class AuditUnavailable(NextBestError):
 class TransportUnavailable(NextBestError):
     code, status = "transport_unavailable", 503
     message = "the event transport is unavailable; the events were not accepted"
+
+
+class Unauthenticated(NextBestError):
+    code, status = "unauthenticated", 401
+    message = "a valid API key is required (X-API-Key header or Authorization: Bearer)"
+
+
+class Forbidden(NextBestError):
+    code, status, message = "forbidden", 403, "this key's role may not do that"
+
+
+class StoreUnavailable(NextBestError):
+    """A write to the operational store failed; the client may safely send it again."""
+
+    code, status = "store_unavailable", 503
+    message = "the operational store is unavailable; nothing was changed, send it again"

@@ -46,6 +46,10 @@ class OnlineFeatures:
 class OnlineWriter(Protocol):
     def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None: ...
 
+    def erase(self, customer_id: str) -> None:
+        """Remove every view's online row of the customer (Feast has no per-entity delete)."""
+        ...
+
 
 def _frame(customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame(matrix, columns=list(FEATURE_NAMES))
@@ -118,6 +122,18 @@ class RedisOnlineWriter:
                 )
             pipe.execute()
 
+    def erase(self, customer_id: str) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        # Feast keeps all of an entity's views in one hash: deleting it erases them all.
+        key = self._redis_key(
+            self._project,
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)]),
+            entity_key_serialization_version=self._version,
+        )
+        self._client.delete(key)
+
 
 class SQLiteOnlineWriter:
     """Feast's SQLite online table written with one ``executemany`` per batch (Feast's own
@@ -130,9 +146,11 @@ class SQLiteOnlineWriter:
         online = store._get_provider().online_store  # type: ignore[attr-defined]
         assert isinstance(online, SqliteOnlineStore)
         self._conn = online._get_conn(config)
-        view = store.get_feature_view(ACTIVITY_VIEW)
         versioning = getattr(config.registry, "enable_online_feature_view_versioning", False)
-        table = _table_id(config.project, view, versioning)
+        table, *_ = self._tables = [
+            _table_id(config.project, store.get_feature_view(name), versioning)
+            for name in (ACTIVITY_VIEW, PROFILE_VIEW)
+        ]
         self._sql = (
             f'INSERT INTO "{table}" (entity_key, feature_name, value, value_text, event_ts, '
             "created_ts) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO "
@@ -164,6 +182,19 @@ class SQLiteOnlineWriter:
                 )
         with self._conn:
             self._conn.executemany(self._sql, rows)
+
+    def erase(self, customer_id: str) -> None:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        key = serialize_entity_key(
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)]),
+            entity_key_serialization_version=self._version,
+        )
+        with self._conn:
+            for table in self._tables:
+                self._conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,))
 
 
 def _encode_doubles(matrix: np.ndarray) -> tuple[bytes, int]:
@@ -273,6 +304,9 @@ class FeastFeatures:
         write_part(
             self.where.offline_dir / PROFILE_VIEW, table, f"extract-{stamp:%Y%m%dT%H%M%S}.parquet"
         )
+
+    def erase(self, customer_id: str) -> None:
+        self.online.erase(customer_id)
 
     def read(self, customer_id: str) -> OnlineFeatures:
         """Every scoring feature (None when unknown); ``as_of`` is the activity row's time."""

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     #: How often a running API asks the registry where the alias points (0: never).
     model_refresh_seconds: Annotated[float, Field(ge=0, le=86_400)] = 30.0
 
+    #: JSON file of API keys and roles (see service/auth.py); development generates one.
+    api_keys_file: Path | None = None
+
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
 

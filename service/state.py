@@ -23,6 +23,7 @@ REDIS_TIMEOUT_S = 10.0
 class StateStore(Protocol):
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
     def put_many(self, items: Mapping[str, bytes]) -> None: ...
+    def delete(self, key: str) -> None: ...
     def clear(self) -> None: ...
     def close(self) -> None: ...
 
@@ -71,6 +72,9 @@ class SQLiteStateStore:
             conn.execute("rollback")
             raise
 
+    def delete(self, key: str) -> None:
+        self._conn().execute("delete from window_state where customer = ?", (key,))
+
     def clear(self) -> None:
         self._conn().execute("delete from window_state")
 
@@ -99,6 +103,9 @@ class RedisStateStore:
         if items:
             # MSET is atomic: all customers' states of a batch change together.
             self.client.mset({self.prefix + k: v for k, v in items.items()})
+
+    def delete(self, key: str) -> None:
+        self.client.delete(self.prefix + key)
 
     def clear(self) -> None:
         for keys in _batched(self.client.scan_iter(match=self.prefix + "*", count=1000), 1000):

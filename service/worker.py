@@ -22,13 +22,15 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from consent.model import ConsentGiven
+from consent.registry import ConsentRegistry
 from feature_repo.aggregates import (
     DEFAULT_LATENESS_US,
     WindowState,
     apply_events,
     compute_features,
 )
-from feature_repo.events import Event, InvalidEvent, parse_event
+from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, parse_event
 from service.features import OfflineBuffer, OnlineWriter
 from service.metrics import StreamMetrics
 from service.state import StateStore
@@ -61,6 +63,7 @@ class WorkerStats:
     batches: int = 0
     feature_rows: int = 0
     commits: int = 0
+    consents: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, float]:
@@ -73,6 +76,7 @@ class WorkerStats:
             "batches": self.batches,
             "feature_rows": self.feature_rows,
             "commits": self.commits,
+            "consents": self.consents,
             "events_per_second": round(self.events / elapsed, 1) if elapsed > 0 else 0.0,
         }
 
@@ -105,8 +109,10 @@ class StreamWorker:
         offline: OfflineBuffer,
         lateness_us: int = DEFAULT_LATENESS_US,
         metrics: StreamMetrics | None = None,
+        consents: ConsentRegistry | None = None,
     ) -> None:
         self.consumer = consumer
+        self.consents = consents
         self.dlq = dlq
         self.dlq_topic = dlq_topic
         self.states = states
@@ -131,6 +137,8 @@ class StreamWorker:
             except InvalidEvent as error:
                 self.dlq.send(self.dlq_topic, None, dead_letter(record, error.reason))
                 self._dead_unflushed += 1
+        self._record_consents(events)
+        events = [e for e in events if not isinstance(e, ConsentChangedEvent)]
         customers = list(dict.fromkeys(e.customer_id for e in events))
         if customers:
             blobs = self.states.get_many(customers)
@@ -161,6 +169,29 @@ class StreamWorker:
         if self.metrics:
             self.metrics.batches.inc()
             self.metrics.batch_seconds.observe(time.monotonic() - began)
+
+    def _record_consents(self, events: list[Event]) -> None:
+        """Consent choices go to the registry before their offsets can be committed; if the
+        write fails the batch is not committed, so nothing is lost."""
+        entries = [
+            ConsentGiven(
+                customer_id=e.customer_id,
+                purpose=e.payload.purpose,
+                channel=e.payload.channel,
+                granted=e.payload.granted,
+                recorded_at=e.occurred_at,
+                source=e.payload.source,
+                notice_version=e.payload.notice_version,
+            )
+            for e in events
+            if isinstance(e, ConsentChangedEvent)
+        ]
+        if not entries:
+            return
+        if self.consents is None:
+            raise RuntimeError("consent events on the stream but no consent registry is wired")
+        self.consents.record(entries)
+        self.stats.consents += len(entries)
 
     def _count(
         self, applied: int, duplicates: int, late: int, rows: int, as_of_us: np.ndarray

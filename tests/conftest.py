@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from service.auth import DEV_KEYS_FILE, Role, plain_key
 from service.bootstrap import Container
 from service.settings import Settings, load_settings
 
@@ -45,6 +46,12 @@ def make_settings(home: Path, **overrides: str) -> Settings:
     environ = {"NEXTBEST_HOME": str(home)}
     environ.update({f"NEXTBEST_{k.upper()}": v for k, v in overrides.items()})
     return load_settings(environ)
+
+
+def key_headers(container: Container, role: Role) -> dict[str, str]:
+    """Headers carrying the development key of ``role`` (generated in the container's home)."""
+    assert container.keyring  # generates the development key file on first use
+    return {"X-API-Key": plain_key(container.settings.home / DEV_KEYS_FILE, role)}
 
 
 @pytest.fixture

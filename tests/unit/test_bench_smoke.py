@@ -58,3 +58,13 @@ def test_train_and_score_benchmarks_print_json_with_the_naive_comparison(tmp_pat
     )
     assert scored["benchmark"] == "score" and scored["customers"] > 1000
     assert scored["customers_per_second"] > 0 and scored["naive_customers_per_second"] > 0
+
+
+def test_audit_benchmark_prints_json_with_the_naive_comparison() -> None:
+    result = _json_of("bench.audit", "--database-url", "sqlite", "--smoke", "--threads", "3")
+    assert result["benchmark"] == "audit" and result["backend"] == "sqlite"
+    for writer in ("naive", "group_commit"):
+        assert result[writer]["verified"] is True
+        assert result[writer]["decisions_per_second_median"] > 0
+        assert result[writer]["p99_ms_median"] >= result[writer]["p50_ms_median"] > 0
+    assert result["speedup_vs_naive"] > 0 and result["meets_target_on_postgresql"] is None

@@ -54,3 +54,36 @@ def test_a_restarted_worker_resumes_after_committed_offsets(embedded) -> None:
     pipeline.publish_events(embedded, events[100:])
     second = pipeline.stream_until_idle(embedded, idle_s=0.2)
     assert (first.events, second.events) == (100, len(events) - 100)
+
+
+def _consent_event(customer: str, granted: bool, at: str, event_id: str) -> dict:
+    return {
+        "event_id": event_id,
+        "customer_id": customer,
+        "type": "consent_changed",
+        "occurred_at": at,
+        "channel": "mobile_app",
+        "payload": {
+            "purpose": "marketing",
+            "channel": "email",
+            "granted": granted,
+            "source": "app_settings",
+            "notice_version": "2026-10",
+        },
+    }
+
+
+def test_consent_events_reach_the_registry_and_a_late_old_choice_does_not_win(embedded) -> None:
+    events = [
+        _consent_event("C9", True, "2026-11-01T09:00:00Z", "c1"),
+        _consent_event("C9", False, "2026-11-02T09:00:00Z", "c2"),
+        # The grant again, redelivered or arriving late: older than the withdrawal.
+        _consent_event("C9", True, "2026-11-01T09:00:00Z", "c1-again"),
+    ]
+    pipeline.publish_events(embedded, events)
+    stats = pipeline.stream_until_idle(embedded, idle_s=0.2)
+    assert stats.consents == 3 and stats.events == 0  # consent is not behaviour
+    current = embedded.registry.current("C9")[("marketing", "email")]
+    assert current.granted is False
+    assert current.source == "app_settings" and current.notice_version == "2026-10"
+    assert len(embedded.registry.history("C9")) == 3  # history is kept, never overwritten

@@ -1,0 +1,26 @@
+"""Arbitration: which of the candidates that passed every rule are delivered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from consent.model import Candidate
+
+
+def arbitrate(candidates: Iterable[Candidate], limit: int) -> list[str]:
+    """Highest priority first (ties by action id, so a replay gives the same answer), at most
+    one action per need, at most ``limit`` in all. Service and regulatory actions compete on
+    the same priority as sales ones."""
+    chosen: list[str] = []
+    needs: set[str] = set()
+    for candidate in sorted(candidates, key=lambda c: (-c.priority, c.action_id)):
+        if len(chosen) >= limit:
+            break
+        if any(not r.passed for r in candidate.rules):
+            continue
+        if candidate.need is not None and candidate.need in needs:
+            continue
+        chosen.append(candidate.action_id)
+        if candidate.need is not None:
+            needs.add(candidate.need)
+    return chosen

@@ -1,0 +1,116 @@
+"""What-if: replay recorded decisions under another policy.
+
+Every decision record keeps what the gate saw (consents relied on, customer facts, contact
+history, applications in flight, scores, the time). Replaying re-evaluates each candidate under
+the new policy, re-arbitrates with the recorded priorities and limit, and counts what changes:
+actions that would be delivered and were not (added), delivered and would not be (removed), and
+per rule how many candidates it newly suppresses or newly lets through.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consent.arbitration import arbitrate
+from consent.model import DecisionRecord
+from consent.policy import Catalog, Policy, Subject
+
+
+@dataclass
+class SimulationReport:
+    policy_version: str
+    decisions: int = 0
+    replayed: int = 0
+    #: Records written before decisions kept their gate inputs: they cannot be replayed.
+    not_replayable: int = 0
+    candidates: int = 0
+    delivered_before: int = 0
+    delivered_after: int = 0
+    added: Counter[str] = field(default_factory=Counter)  # by action
+    removed: Counter[str] = field(default_factory=Counter)  # by action
+    newly_suppressed: Counter[str] = field(default_factory=Counter)  # by rule
+    newly_allowed: Counter[str] = field(default_factory=Counter)  # by rule
+    removed_by_rule: Counter[str] = field(default_factory=Counter)
+    changed_decisions: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy_version": self.policy_version,
+            "decisions": self.decisions,
+            "replayed": self.replayed,
+            "not_replayable": self.not_replayable,
+            "candidates": self.candidates,
+            "delivered_before": self.delivered_before,
+            "delivered_after": self.delivered_after,
+            "actions_added": sum(self.added.values()),
+            "actions_removed": sum(self.removed.values()),
+            "changed_decisions": self.changed_decisions,
+            "added_by_action": dict(sorted(self.added.items())),
+            "removed_by_action": dict(sorted(self.removed.items())),
+            "removed_by_rule": dict(sorted(self.removed_by_rule.items())),
+            "newly_suppressed_by_rule": dict(sorted(self.newly_suppressed.items())),
+            "newly_allowed_by_rule": dict(sorted(self.newly_allowed.items())),
+        }
+
+
+def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) -> SimulationReport:
+    """``records``: decision records as exported from the audit log (the ``record`` bodies)."""
+    report = SimulationReport(policy.version)
+    for body in records:
+        report.decisions += 1
+        record = DecisionRecord.model_validate(body)
+        if record.gate is None:
+            report.not_replayable += 1
+            continue
+        report.replayed += 1
+        consents = {(c.purpose, c.channel): c for c in record.consents_relied_on}
+        replayed = []
+        for candidate in record.candidates:
+            action = catalog.actions.get(candidate.action_id)
+            if action is None:  # retired from the catalog since: it cannot be re-evaluated
+                replayed.append(candidate)
+                continue
+            outcomes = policy.evaluate(
+                Subject(
+                    action=action,
+                    channel=record.channel,
+                    score=candidate.score,
+                    consents=consents,
+                    now=record.decided_at,
+                    facts=record.gate.facts,
+                    contacts=record.gate.contacts,
+                    in_flight=frozenset(record.gate.in_flight),
+                )
+            )
+            before = {r.rule_id: r.passed for r in candidate.rules}
+            for outcome in outcomes:
+                was = before.get(outcome.rule_id, True)
+                if was and not outcome.passed:
+                    report.newly_suppressed[outcome.rule_id] += 1
+                elif not was and outcome.passed:
+                    report.newly_allowed[outcome.rule_id] += 1
+            # A rule the new policy drops lets through whatever it suppressed.
+            kept = {o.rule_id for o in outcomes}
+            for rule_id, was in before.items():
+                if rule_id not in kept and not was:
+                    report.newly_allowed[rule_id] += 1
+            replayed.append(candidate.model_copy(update={"rules": outcomes}))
+            report.candidates += 1
+        after = arbitrate(replayed, record.gate.limit)
+        before_set, after_set = set(record.delivered), set(after)
+        report.delivered_before += len(before_set)
+        report.delivered_after += len(after_set)
+        if before_set != after_set:
+            report.changed_decisions += 1
+        by_id = {c.action_id: c for c in replayed}
+        for action_id in sorted(after_set - before_set):
+            report.added[action_id] += 1
+        for action_id in sorted(before_set - after_set):
+            report.removed[action_id] += 1
+            for rule in by_id[action_id].rules:
+                if not rule.passed:
+                    report.removed_by_rule[rule.rule_id] += 1
+    return report

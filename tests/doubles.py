@@ -1,0 +1,81 @@
+"""Test doubles for what is not under test: a model that scores every need high and a feature
+reader that knows every customer. The gate, the stores and the audit log stay real."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from consent.audit import AuditLog
+from consent.contacts import ContactHistory
+from consent.customers import NEEDS, CustomerDirectory
+from consent.model import ConsentGiven, CustomerFacts
+from consent.policy import Catalog, Policy
+from consent.registry import ConsentRegistry
+from feature_repo.definitions import SCORING_FEATURES
+from service.decisions import DecisionService
+from service.features import OnlineFeatures
+
+
+class EveryoneEngaged:
+    """Features for any customer: known, recent, nothing in flight."""
+
+    def read(self, customer_id: str) -> OnlineFeatures:
+        return OnlineFeatures(customer_id, dict.fromkeys(SCORING_FEATURES, 0.0), datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class ConfidentModel:
+    """A model that scores every need high: the gate, not the model, is under test."""
+
+    need: str
+    name: str = "fixed"
+    version: str = "1"
+    run_id: str = "none"
+
+    def score(self, values: object) -> tuple[float, list[tuple[str, float]]]:
+        return 0.9, [("loan_views_7d", 0.5)]
+
+
+GOOD_STANDING = CustomerFacts(
+    age=40,
+    income=90_000,
+    timezone="UTC",
+    kyc_status="complete",
+    debt_to_income=0.1,
+    risk_level=5,
+    risk_assessed_at=datetime.now(UTC),
+)
+
+
+def decision_service(engine: Engine) -> DecisionService:
+    """The real gate, stores and audit log on ``engine``, with the doubles above for features
+    and models."""
+    return DecisionService(
+        ConsentRegistry(engine),
+        CustomerDirectory(engine),
+        ContactHistory(engine),
+        EveryoneEngaged(),
+        {need: ConfidentModel(need) for need in NEEDS},  # type: ignore[misc]
+        Catalog.load(),
+        Policy.load(),
+        AuditLog(engine),
+    )
+
+
+def grant_all(registry: ConsentRegistry, customer_id: str, channel: str) -> None:
+    """Marketing, service (on ``channel``) and profiling consent, granted now."""
+    registry.record(
+        ConsentGiven(
+            customer_id=customer_id,
+            purpose=purpose,
+            channel=on,
+            granted=True,
+            recorded_at=datetime.now(UTC),
+            source="test",
+            notice_version="v1",
+        )
+        for purpose, on in (("marketing", channel), ("service", channel), ("profiling", "any"))
+    )

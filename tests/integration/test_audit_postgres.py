@@ -1,0 +1,208 @@
+"""The audit log on real PostgreSQL: group commit under real threads and across engines (two API
+processes), the advisory lock, pseudonyms and erasure, and a representative set of tamperings.
+Every case on SQLite is in tests/unit/test_audit.py."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine, delete, func, select, text
+
+from consent.audit import (
+    AuditLog,
+    AuditWriteFailed,
+    Checkpoint,
+    erase_customer_key,
+    lock_chain,
+    mentions,
+    verify_export,
+)
+from consent.store import audit_checkpoints, audit_log
+from tests.integration.conftest import fresh_schema
+from tests.unit.test_audit import (
+    TAMPERINGS,
+    N,
+    Tampering,
+    assert_one_chain,
+    hammer,
+    key_count,
+    other_engine,
+    record,
+    rich,
+    rows,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Engine]:
+    """An engine on a fresh schema of the real server."""
+    with fresh_schema(postgres_url) as engine:
+        yield engine
+
+
+@pytest.fixture
+def log(pg: Engine) -> AuditLog:
+    return AuditLog(pg)
+
+
+def test_eight_threads_make_one_chain_without_gaps_or_forks(log: AuditLog, pg: Engine) -> None:
+    appended = hammer([log], threads=8, each=200)
+    assert_one_chain(pg, log, appended)
+    assert log.stats.appends == 1600 and log.stats.transactions < 1600
+
+
+def test_two_processes_on_separate_engines_make_one_chain(log: AuditLog, pg: Engine) -> None:
+    second = AuditLog(other_engine(pg))
+    appended = hammer([log, second], threads=8, each=200)
+    assert_one_chain(pg, log, appended)
+    assert log.stats.appends == second.stats.appends == 800
+    second.engine.dispose()
+
+
+def test_a_new_customers_key_is_made_once_across_processes(log: AuditLog, pg: Engine) -> None:
+    second = AuditLog(other_engine(pg))
+    appended = hammer([log, second], threads=8, each=10, customers=1)
+    assert key_count(pg) == 1
+    assert {r.customer_ref for r in rows(pg)} == {second.pseudonym_of("C0000000")}
+    assert_one_chain(pg, log, appended)
+    second.engine.dispose()
+
+
+def test_writers_waiting_too_long_for_the_chain_fail_and_leave_no_trace(pg: Engine) -> None:
+    impatient = AuditLog(pg, lock_timeout_seconds=0.3)
+    failures: list[BaseException] = []
+    holder = pg.connect()
+    lock_chain(holder)  # another process is writing (or stuck) with the lock held
+
+    def write() -> None:
+        try:
+            impatient.append(record())
+        except AuditWriteFailed as error:
+            failures.append(error)
+
+    workers = [threading.Thread(target=write) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    holder.rollback()
+    holder.close()
+    assert len(failures) == 4 and {f.code for f in failures} == {"audit_unavailable"}
+    assert rows(pg) == [] and key_count(pg) == 0
+    assert impatient.append(record()).seq == 1 and impatient.verify().ok
+
+
+def test_an_untouched_log_verifies_and_exports_verifiably(log: AuditLog) -> None:
+    for i, who in enumerate(["C1", "Zoë-7", "C0012345", "a.b:c_d-e"] * 5):
+        log.append(rich(who) if i % 2 else record(who, trigger={"ünï": "cödé", "n": i}))
+    kept = Checkpoint.from_json(log.checkpoint().to_json())
+    assert log.verify(checkpoint=kept).ok
+    assert verify_export(log.export(batch=7), [kept]).ok
+
+
+def test_forgetting_a_customer_on_postgres(log: AuditLog, pg: Engine) -> None:
+    gone = [log.append(rich("C0012345")) for _ in range(3)]
+    log.append(rich("C0054321"))
+    assert log.forget("C0012345") and log.verify().ok
+    assert list(log.export("C0012345")) == [] and key_count(pg, "C0012345") == 0
+    for row in rows(pg):
+        assert not any(mentions(str(value), "C0012345") for value in row)
+    back = log.append(rich("C0012345"))
+    assert back.customer_ref != gone[0].customer_ref
+    assert [e["seq"] for e in log.export("C0012345")] == [back.seq]
+
+
+def test_erasure_joins_the_callers_transaction(log: AuditLog, pg: Engine) -> None:
+    log.append(rich("C0012345"))
+    with pg.connect() as connection:
+        assert erase_customer_key(connection, "C0012345")
+        connection.rollback()
+    assert key_count(pg, "C0012345") == 1
+    with pg.begin() as connection:
+        erase_customer_key(connection, "C0012345")
+    assert key_count(pg, "C0012345") == 0 and log.verify().ok
+
+
+def test_export_by_customer_and_time_range(log: AuditLog) -> None:
+    done = [log.append(rich("C7" if i % 2 else "C8")) for i in range(7)]
+    since = done[1].recorded_at.astimezone(ZoneInfo("America/New_York"))
+    until = done[5].recorded_at
+    assert [e["seq"] for e in log.export(since=since, until=until, batch=2)] == [2, 3, 4, 5]
+    assert [e["seq"] for e in log.export("C7", since=since)] == [2, 4, 6]
+    later = done[-1].recorded_at + timedelta(seconds=1)
+    assert list(log.export(since=later)) == []
+
+
+def test_record_bodies_are_compressed_with_lz4(pg: Engine) -> None:
+    with pg.connect() as connection:
+        method = connection.execute(
+            text(
+                "select attcompression from pg_attribute "
+                "where attrelid = 'audit_log'::regclass and attname = 'body'"
+            )
+        ).scalar()
+    assert method == "l"
+
+
+REPRESENTATIVE = {
+    "body-middle",
+    "body_whitespace-last",
+    "decision_id-middle",
+    "recorded_at-middle",
+    "customer_ref-first",
+    "prev_hash-middle",
+    "record_hash-last",
+    "seq-middle",
+    "delete-first",
+    "delete-last",
+    "truncate-tail",
+    "insert-spliced-in-middle",
+    "swap-seqs",
+    "swap-bodies",
+    "edit-and-rechain",
+}
+
+
+@pytest.mark.parametrize(
+    "tampering", [t for t in TAMPERINGS if t.name in REPRESENTATIVE], ids=lambda t: t.name
+)
+def test_tampering_is_found_on_postgres(log: AuditLog, pg: Engine, tampering: Tampering) -> None:
+    for i in range(N):
+        log.append(record(f"C{i % 2}") if i % 3 else rich(f"C{i % 2}"))
+    kept = log.checkpoint()
+    with pg.begin() as connection:
+        connection.execute(delete(audit_checkpoints))
+    tampering.act(pg)
+    chain = log.verify()
+    if tampering.found_at is None:
+        assert chain.ok
+    else:
+        assert (chain.ok, chain.first_bad_seq) == (False, tampering.found_at)
+        assert tampering.problem in (chain.problem or "")
+    assert not log.verify(checkpoint=kept).ok
+
+
+def test_the_unique_constraints_refuse_a_fork(log: AuditLog, pg: Engine) -> None:
+    first = log.append(record())
+    log.append(record())
+    fork: dict[str, Any] = {
+        "seq": 3,
+        "decision_id": str(uuid.uuid4()),
+        "recorded_at": first.recorded_at,
+        "customer_ref": first.customer_ref,
+        "prev_hash": first.record_hash,  # a second child of record 1
+        "record_hash": "sha256:" + "1" * 64,
+        "body": "{}",
+    }
+    with pytest.raises(Exception, match="prev_hash"), pg.begin() as connection:
+        connection.execute(audit_log.insert().values(fork))
+    with pg.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(audit_log)).scalar() == 2
