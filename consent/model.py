@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 Purpose = Literal["marketing", "profiling", "service"]
 ContactChannel = Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch"]
@@ -113,7 +121,9 @@ class RuleOutcome(_Frozen):
     """One rule's verdict on one candidate, with the version of the rule that gave it."""
 
     rule_id: str
-    rule_version: str
+    #: Kept once per record (``DecisionRecord.rule_versions``), not in every outcome: repeated
+    #: for every candidate it was a quarter of the record and of the audit writer's cost.
+    rule_version: Annotated[str, Field(exclude=True)] = ""
     passed: bool
     reason_code: str | None = None
     detail: str = ""
@@ -135,6 +145,32 @@ class Candidate(_Frozen):
     priority: float
     rules: tuple[RuleOutcome, ...]
     delivered: bool
+
+    # In the record a rule that passed is named by its id alone: its detail follows from the
+    # gate inputs the record keeps, and spelled out for every candidate the passes were most of
+    # the record's bytes and of the audit writer's cost. Suppressions keep code and detail.
+    @field_serializer("rules")
+    def _compact(self, rules: tuple[RuleOutcome, ...]) -> list[str | dict[str, Any]]:
+        return [
+            r.rule_id
+            if r.passed
+            else {"rule_id": r.rule_id, "reason_code": r.reason_code, "detail": r.detail}
+            for r in rules
+        ]
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _expand(cls, rules: Any) -> Any:
+        if not isinstance(rules, list | tuple):
+            return rules
+        return tuple(
+            {"rule_id": r, "passed": True}
+            if isinstance(r, str)
+            else {"passed": False, **r}
+            if isinstance(r, dict) and "passed" not in r
+            else r
+            for r in rules
+        )
 
     @property
     def suppressed_by(self) -> list[str]:
@@ -223,3 +259,42 @@ class DecisionRecord(_Frozen):
     corrects: str | None = None
     #: None in records written before decisions kept their gate inputs.
     gate: GateInputs | None = None
+    #: The version (content hash) of each rule whose outcomes the record holds.
+    rule_versions: dict[str, str] = Field(default_factory=dict)
+
+    # Features read together share their time and age: the record keeps them once per read
+    # ({"as_of", "age_seconds", "values": {name: value}}), not once per feature.
+    @field_serializer("features")
+    def _grouped(self, features: tuple[FeatureValue, ...]) -> list[dict[str, Any]]:
+        groups: dict[tuple[Any, Any], dict[str, float | None]] = {}
+        for f in features:
+            groups.setdefault((f.as_of, f.age_seconds), {})[f.name] = f.value
+        return [
+            {
+                "as_of": None if as_of is None else as_of.isoformat(),
+                "age_seconds": age,
+                "values": values,
+            }
+            for (as_of, age), values in groups.items()
+        ]
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _ungrouped(cls, features: Any) -> Any:
+        if not isinstance(features, list | tuple):
+            return features
+        out: list[Any] = []
+        for item in features:
+            if isinstance(item, dict) and "values" in item:
+                out.extend(
+                    {
+                        "name": n,
+                        "value": v,
+                        "as_of": item["as_of"],
+                        "age_seconds": item["age_seconds"],
+                    }
+                    for n, v in item["values"].items()
+                )
+            else:
+                out.append(item)
+        return tuple(out)

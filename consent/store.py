@@ -97,6 +97,15 @@ audit_log = Table(
 event.listen(
     audit_log,
     "after_create",
+    # Compressed, a record fits in the row itself (STORAGE MAIN): stored out of line it cost
+    # an insert into the TOAST table and its index as well.
+    DDL("ALTER TABLE audit_log ALTER COLUMN body SET STORAGE MAIN").execute_if(
+        dialect="postgresql"
+    ),
+)
+event.listen(
+    audit_log,
+    "after_create",
     DDL(
         "DO $$ BEGIN EXECUTE 'ALTER TABLE audit_log ALTER COLUMN body SET COMPRESSION lz4'; "
         "EXCEPTION WHEN OTHERS THEN RAISE NOTICE 'audit_log.body keeps the default compression'; "

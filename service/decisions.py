@@ -202,6 +202,7 @@ class DecisionService:
                 sorted({code for c in candidates if not c.delivered for code in c.suppressed_by})
             ),
             delivery_status="delivered" if delivered_ids else "nothing_to_deliver",
+            rule_versions={rule.id: rule.version for rule in self.policy.rules},
             gate=GateInputs(
                 facts=facts,
                 contacts=contacts,

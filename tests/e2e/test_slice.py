@@ -103,13 +103,17 @@ def test_decision_is_in_the_audit_log_with_a_valid_chain(stack, bank: Bank) -> N
     assert body["customer_ref"].startswith("cref:") and customer not in json.dumps(record)
     assert body["policy_version"].startswith("sha256:")
     assert body["models"][0]["run_id"]
-    features = {f["name"]: f for f in body["features"]}
-    assert "property_views_7d" in features and features["property_views_7d"]["as_of"]
+    # Features read together are kept once per read, with their time and age.
+    (read,) = body["features"]
+    assert "property_views_7d" in read["values"] and read["as_of"] and read["age_seconds"] >= 0
     candidates = {c["action_id"]: c for c in body["candidates"]}
     assert 0.0 <= candidates["mortgage_consultation"]["score"] <= 1.0
     # Needs without a served model have no score, and the gate says so.
     assert candidates["pension_review"]["score"] is None
-    failed = [r["reason_code"] for r in candidates["pension_review"]["rules"] if not r["passed"]]
+    # A rule that passed is named by its id; a suppression carries its code and detail.
+    rules = candidates["pension_review"]["rules"]
+    failed = [r["reason_code"] for r in rules if isinstance(r, dict)]
+    assert set(body["rule_versions"]) == {r if isinstance(r, str) else r["rule_id"] for r in rules}
     assert "SCORE_BELOW_THRESHOLD" in failed
     verified = client.get("/v1/audit/verify").json()
     assert verified["ok"] is True and verified["records"] >= 1
