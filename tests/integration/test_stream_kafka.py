@@ -188,3 +188,38 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(stack, kafka_boot
     assert json.loads(out.strip().splitlines()[-1])["events"] > 0
     # Whatever SIGTERM left uncommitted comes again, harmlessly.
     _drain_and_check(container, env, records, malformed, kafka_bootstrap)
+
+
+@pytest.mark.kafka
+@pytest.mark.redis
+def test_consent_changes_from_kafka_reach_the_registry(stack, kafka_bootstrap) -> None:
+    container, env = stack
+
+    def change(event_id: str, granted: bool, at: str) -> tuple[str, bytes]:
+        event = {
+            "event_id": event_id,
+            "customer_id": "C0000777",
+            "type": "consent_changed",
+            "occurred_at": at,
+            "channel": "web",
+            "payload": {
+                "purpose": "marketing",
+                "channel": "sms",
+                "granted": granted,
+                "source": "web_preferences",
+                "notice_version": "2026-09",
+            },
+        }
+        return "C0000777", json.dumps(event).encode()
+
+    records = [
+        change("k1", True, "2026-11-20T10:00:00Z"),
+        change("k2", False, "2026-11-21T10:00:00Z"),
+    ]
+    _produce(kafka_bootstrap, container.settings.topic(EVENTS_TOPIC), records)
+    worker = _worker(env, idle=4)
+    _out, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err[-3000:]
+    state = container.registry.current("C0000777")[("marketing", "sms")]
+    assert state.granted is False and state.source == "web_preferences"
+    assert [e.granted for e in container.registry.history("C0000777")] == [True, False]

@@ -2,8 +2,13 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import delete
 
+from consent.customers import KnownCustomer
+from consent.store import audit_checkpoints, audit_log
 from service.cli import main
+from service.decisions import DecideForCustomer
+from tests.doubles import GOOD_STANDING, decision_service, grant_all
 
 COMMANDS = [
     [],
@@ -17,6 +22,14 @@ COMMANDS = [
     ["audit"],
     ["audit", "verify"],
     ["audit", "export"],
+    ["audit", "checkpoint"],
+    ["policy"],
+    ["policy", "simulate"],
+    ["erase"],
+    ["backfill"],
+    ["retrain"],
+    ["rollback"],
+    ["score"],
 ]
 
 
@@ -80,3 +93,40 @@ def test_load_publishes_a_written_bank_in_event_time_order(tmp_path) -> None:
             continue
     assert len(times) == summary["events"]
     assert times == sorted(times)
+
+
+def test_checkpoint_verify_export_and_erase_from_the_command_line(embedded, tmp_path) -> None:
+    env = {"NEXTBEST_HOME": str(embedded.settings.home)}
+    service = decision_service(embedded.engine)
+    service.directory.upsert([KnownCustomer("K1", "HK1", None, GOOD_STANDING)])
+    grant_all(service.registry, "K1", "mobile_app")
+    for customer in ("K1", "K1", "K2"):
+        service.decide(DecideForCustomer(customer, "mobile_app"))
+
+    cp = tmp_path / "cp.json"
+    taken = CliRunner().invoke(main, ["audit", "checkpoint", "--out", str(cp)], env=env)
+    assert taken.exit_code == 0, taken.output
+    assert json.loads(cp.read_text())["seq"] == 3
+    verified = CliRunner().invoke(main, ["audit", "verify", "--checkpoint", str(cp)], env=env)
+    assert verified.exit_code == 0 and json.loads(verified.output)["ok"] is True
+
+    exported = CliRunner().invoke(main, ["audit", "export", "--customer", "K1"], env=env)
+    assert exported.exit_code == 0 and len(exported.output.splitlines()) == 2
+    later = CliRunner().invoke(main, ["audit", "export", "--since", "2999-01-01"], env=env)
+    assert later.exit_code == 0 and later.output == ""
+
+    erased = CliRunner().invoke(main, ["erase", "K1", "--yes"], env=env)
+    assert erased.exit_code == 0, erased.output
+    assert json.loads(erased.output)["audit_key"] is True
+    gone = CliRunner().invoke(main, ["audit", "export", "--customer", "K1"], env=env)
+    assert gone.output == ""
+    still = CliRunner().invoke(main, ["audit", "verify", "--checkpoint", str(cp)], env=env)
+    assert still.exit_code == 0 and json.loads(still.output)["records"] == 3
+
+    # A cut-off tail is caught against the checkpoint kept outside.
+    with embedded.engine.begin() as connection:
+        connection.execute(delete(audit_checkpoints))
+        connection.execute(delete(audit_log).where(audit_log.c.seq == 3))
+    assert CliRunner().invoke(main, ["audit", "verify"], env=env).exit_code == 0
+    cut = CliRunner().invoke(main, ["audit", "verify", "--checkpoint", str(cp)], env=env)
+    assert cut.exit_code == 1 and json.loads(cut.output)["ok"] is False
