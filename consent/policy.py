@@ -120,6 +120,10 @@ class Subject:
     contacts: tuple[ContactRecord, ...] = ()
     #: Needs with an application in flight.
     in_flight: frozenset[str] = frozenset()
+    #: Features older than their allowed age (served as missing), and the features this
+    #: action depends on: its model's most important ones, or its trigger's.
+    stale: frozenset[str] = frozenset()
+    depends_on: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Contact history and risk assessments carry aware times; a naive clock cannot be
@@ -512,6 +516,17 @@ def _min_score(subject: Subject, _: NoParams) -> Verdict:
     threshold = subject.action.min_score
     passed = subject.score >= threshold
     return passed, f"score {subject.score:.3f} {'>=' if passed else '<'} threshold {threshold:.3f}"
+
+
+@_rule("features.fresh", NoParams, _ALL)
+def _fresh(subject: Subject, _: NoParams) -> Verdict:
+    stale = sorted(subject.depends_on & subject.stale)
+    if not subject.depends_on:
+        return True, "depends on no personal features"
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        return False, f"depends on features older than allowed: {shown}"
+    return True, "every feature it depends on is fresh"
 
 
 # --- the policy -----------------------------------------------------------------------------

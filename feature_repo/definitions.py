@@ -26,6 +26,23 @@ VIEW_OF: dict[str, str] = {
 #: How old a row may be for a point-in-time join to still use it: the longest window.
 ACTIVITY_TTL = timedelta(days=MAX_DAYS)
 
+
+def _allowed_age(kind: str, days: int | None) -> timedelta:
+    # An activity row is as of the customer's latest event; the stream does not slide windows
+    # between events, so a row's windows drift as it ages. Half a window of drift is allowed;
+    # day counts ("since", "first") and derived features may be two days off.
+    if kind == "window" and days:
+        return timedelta(days=days) / 2
+    return timedelta(days=2)
+
+
+#: How old each scoring feature may be before serving treats it as missing (None: no limit; a
+#: customer extract holds until the next one, as the profile view's TTL says).
+MAX_AGE: dict[str, timedelta | None] = {
+    **{f.name: _allowed_age(f.kind, f.days) for f in FEATURES},
+    **dict.fromkeys(PROFILE_FEATURE_NAMES),
+}
+
 customer = Entity(
     name="customer",
     join_keys=["customer_id"],

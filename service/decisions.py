@@ -31,6 +31,7 @@ from consent.model import (
 )
 from consent.policy import Catalog, Policy, Subject
 from consent.registry import ConsentRegistry
+from feature_repo.definitions import VIEW_OF
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable
 from service.features import OnlineFeatures
@@ -125,7 +126,9 @@ class DecisionService:
             except Exception as error:
                 log.warning("online store read failed, deciding without features: %s", error)
                 fallback = "online_store_unavailable"
-        values = online.values if online is not None and online.known else {}
+        # Stale features are served as missing; the gate withholds what depends on them.
+        raw = online.values if online is not None and online.known else {}
+        values, stale = online.fresh(now) if online is not None and raw else ({}, frozenset())
 
         # One consistent set of models for the whole decision, whatever a refresh does meanwhile.
         snapshot = getattr(self.models, "snapshot", None)
@@ -148,9 +151,14 @@ class DecisionService:
         for action in self.catalog.actions.values():
             if not action.enabled or command.channel not in action.channels:
                 continue
-            if action.when and not all(c.holds(values) for c in action.when):
+            # A trigger is judged on what is stored; if that is stale, the gate says so.
+            if action.when and not all(c.holds(raw) for c in action.when):
                 continue
             score = scores.get(action.need) if action.need else None
+            if action.need is not None and action.need in models:
+                depends_on = models[action.need].depends_on
+            else:
+                depends_on = frozenset(c.feature for c in action.when)
             outcomes = self.policy.evaluate(
                 Subject(
                     action=action,
@@ -161,6 +169,8 @@ class DecisionService:
                     facts=facts,
                     contacts=contacts,
                     in_flight=in_flight,
+                    stale=stale,
+                    depends_on=depends_on,
                 )
             )
             weight = 1.0 if score is None else score
@@ -226,10 +236,15 @@ class DecisionService:
 
     @staticmethod
     def _feature_values(online: OnlineFeatures | None, now: datetime) -> tuple[FeatureValue, ...]:
+        """Every feature read, with the time of its view's row and its age."""
         if online is None or online.as_of is None:
             return ()
-        age = (now - online.as_of).total_seconds()
         return tuple(
-            FeatureValue(name=name, value=value, as_of=online.as_of, age_seconds=round(age, 3))
+            FeatureValue(
+                name=name,
+                value=value,
+                as_of=online.as_of_by_view.get(VIEW_OF[name]),
+                age_seconds=None if (age := online.age_of(name, now)) is None else round(age, 3),
+            )
             for name, value in online.values.items()
         )

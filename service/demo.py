@@ -14,6 +14,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -87,8 +88,20 @@ def _examples(container: Container) -> list[tuple[str, str]]:
     bank = Bank.read(container.settings.home / "bank")
     consents = bank.consents
     consenting = bank.granted("marketing", "mobile_app") & bank.granted("profiling", "any")
-    # The strongest mortgage prospect among customers who agreed to be profiled and contacted.
-    ranked = sorted(consenting)
+    # The strongest mortgage prospect among customers who agreed to be profiled and contacted
+    # and whom the gate's mortgage rules allow (the others show suppressions of their own).
+    people = bank.customers
+    suitable = people[
+        people["kyc_status"].eq("complete")
+        & ~people["vulnerable"]
+        & ~people["aml_flag"]
+        & ~people["in_arrears"]
+        & people["debt_to_income"].le(0.45)
+        & people["age"].between(18, 70)
+        & people["income"].ge(30_000)
+        & ~people["holds_mortgage"]
+    ]
+    ranked = sorted(consenting & set(suitable["customer_id"])) or sorted(consenting)
     model = container.models.get("mortgage")
     if model is not None:
         rows = container.feature_store.get_online_features(
@@ -97,7 +110,7 @@ def _examples(container: Container) -> list[tuple[str, str]]:
         ).to_df()
         scores = np.asarray(model.booster.predict(rows[list(model.features)].astype(float)))
         ranked = [ranked[i] for i in np.argsort(-scores, kind="stable")]
-    examples = [(ranked[0], "the strongest mortgage prospect among consenting customers")]
+    examples = [(ranked[0], "the strongest mortgage prospect among consenting, suitable customers")]
     never = sorted(set(bank.customers["customer_id"]) - set(consents["customer_id"]))
     examples.append((never[0], "never answered the consent request"))
     withdrawals = consents[
@@ -109,6 +122,14 @@ def _examples(container: Container) -> list[tuple[str, str]]:
     if withdrew:
         examples.append((withdrew[0], "withdrew marketing consent on the app"))
     return examples
+
+
+def _described(action: dict[str, Any]) -> str:
+    """One delivered action in words: a scored one with its reasons, a service one by kind."""
+    if action["score"] is None:
+        return f"{action['action_id']} ({action['kind']} action)"
+    reasons = ", ".join(f"{r['feature']}={r['value']:g}" for r in action["reasons"])
+    return f"{action['action_id']} (score {action['score']:.2f}; because {reasons})"
 
 
 def run_demo(
@@ -179,15 +200,7 @@ def run_demo(
                 response = client.post(
                     "/v1/decisions", json={"customer_id": customer_id, "channel": "mobile_app"}
                 ).json()
-                delivered = (
-                    ", ".join(
-                        f"{a['action_id']} (score {a['score']:.2f}; because "
-                        + ", ".join(f"{r['feature']}={r['value']:g}" for r in a["reasons"])
-                        + ")"
-                        for a in response["actions"]
-                    )
-                    or "nothing"
-                )
+                delivered = ", ".join(_described(a) for a in response["actions"]) or "nothing"
                 why_not = "; ".join(
                     f"{s['action_id']}: {', '.join(s['reason_codes'])}"
                     for s in response["suppressed"] or ()

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import lightgbm as lgb
@@ -25,6 +26,9 @@ from feature_repo.events import NEEDS
 from training.need_model import Calibration, registered_name
 
 log = logging.getLogger(__name__)
+
+#: How many of a model's most important features its actions depend on (for freshness).
+DEPENDS_ON_TOP = 10
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,14 @@ class NeedModel:
         probability = float(self.calibration.apply(np.array([contributions.sum()]))[0])
         ranked = sorted(zip(self.features, contributions[:-1], strict=True), key=lambda x: -x[1])
         return probability, [(name, float(c)) for name, c in ranked]
+
+    @cached_property
+    def depends_on(self) -> frozenset[str]:
+        """The model's most important features (by total gain): if one of them is stale, the
+        gate withholds the need's actions rather than deciding on a guess."""
+        gains = self.booster.feature_importance("gain")
+        ranked = sorted(zip(self.features, gains, strict=True), key=lambda x: -x[1])
+        return frozenset(name for name, gain in ranked[:DEPENDS_ON_TOP] if gain > 0)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for rows of features in ``self.features`` order."""

@@ -4,7 +4,7 @@ reader that knows every customer. The gate, the stores and the audit log stay re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -14,16 +14,21 @@ from consent.customers import NEEDS, CustomerDirectory
 from consent.model import ConsentGiven, CustomerFacts
 from consent.policy import Catalog, Policy
 from consent.registry import ConsentRegistry
-from feature_repo.definitions import SCORING_FEATURES
+from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.decisions import DecisionService
 from service.features import OnlineFeatures
 
 
 class EveryoneEngaged:
-    """Features for any customer: known, recent, nothing in flight."""
+    """Features for any customer: known, nothing in flight, as of ``age`` ago (a minute)."""
+
+    def __init__(self, age: timedelta = timedelta(minutes=1)) -> None:
+        self.age = age
 
     def read(self, customer_id: str) -> OnlineFeatures:
-        return OnlineFeatures(customer_id, dict.fromkeys(SCORING_FEATURES, 0.0), datetime.now(UTC))
+        activity = datetime.now(UTC) - self.age
+        views = {ACTIVITY_VIEW: activity, PROFILE_VIEW: datetime.now(UTC) - timedelta(days=400)}
+        return OnlineFeatures(customer_id, dict.fromkeys(SCORING_FEATURES, 0.0), activity, views)
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class ConfidentModel:
     name: str = "fixed"
     version: str = "1"
     run_id: str = "none"
+    depends_on: frozenset[str] = frozenset({"property_views_7d", "age"})
 
     def score(self, values: object) -> tuple[float, list[tuple[str, float]]]:
         return 0.9, [("loan_views_7d", 0.5)]
@@ -50,14 +56,14 @@ GOOD_STANDING = CustomerFacts(
 )
 
 
-def decision_service(engine: Engine) -> DecisionService:
+def decision_service(engine: Engine, features: EveryoneEngaged | None = None) -> DecisionService:
     """The real gate, stores and audit log on ``engine``, with the doubles above for features
     and models."""
     return DecisionService(
         ConsentRegistry(engine),
         CustomerDirectory(engine),
         ContactHistory(engine),
-        EveryoneEngaged(),
+        features or EveryoneEngaged(),
         {need: ConfidentModel(need) for need in NEEDS},  # type: ignore[misc]
         Catalog.load(),
         Policy.load(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -124,3 +125,25 @@ def test_the_fast_writer_stores_exactly_what_feasts_own_write_stores(features) -
     assert {k: read.values[k] for k in FEATURE_NAMES} == dict(
         zip(FEATURE_NAMES, matrix[0].tolist(), strict=True)
     )
+
+
+def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None:
+    """Decisions read Feast's layout directly; the SDK must see exactly the same."""
+    bank = generate(BankSpec(seed=6, customers=30, days=5))
+    features.write_profiles(profile_rows(bank.customers, datetime(2026, 1, 1, tzinfo=UTC)))
+    as_of = datetime(2026, 11, 28, 9, 30, 15, tzinfo=UTC)
+    rng = np.random.default_rng(3)
+    ids = bank.customers["customer_id"].tolist()
+    active = pd.DataFrame(rng.gamma(1.0, 50.0, (20, len(FEATURE_NAMES))), columns=FEATURE_NAMES)
+    active.insert(0, "event_timestamp", as_of)
+    active.insert(0, "customer_id", ids[:20])
+    features.write(active)
+    for customer in [*ids[18:25], "C-nobody"]:
+        direct, sdk = features.read(customer), features.read_through_sdk(customer)
+        assert direct.values == sdk.values, customer
+        for view, moment in sdk.as_of_by_view.items():
+            mine = direct.as_of_by_view[view]
+            if moment is None:
+                assert mine is None
+            else:  # the SDK reports whole seconds
+                assert mine is not None and abs((mine - moment).total_seconds()) < 1

@@ -141,6 +141,15 @@ CASES = [
     case("regulatory notice needs no consent", NOTICE, None, channel="email", consents={}),
     case("marketing notice needs marketing", MARKETING_NOTICE,
          "NO_CONSENT_FOR_PURPOSE_AND_CHANNEL", channel="email", consents=ONLY_SERVICE),
+    # features.fresh
+    case("scored on stale features", MORTGAGE, "FEATURES_STALE",
+         stale=frozenset({"property_views_7d"}), depends_on=frozenset({"property_views_7d"})),
+    case("stale features it does not use", MORTGAGE, None,
+         stale=frozenset({"logins_1d"}), depends_on=frozenset({"property_views_7d"})),
+    case("trigger on stale features", SERVICE, "FEATURES_STALE", channel="email",
+         stale=frozenset({"net_flow_30d"}), depends_on=frozenset({"net_flow_30d"})),
+    case("no personal features: nothing to be stale", NOTICE, None, channel="email",
+         stale=frozenset({"net_flow_30d"})),
     # consent.profiling
     case("scored without profiling", MORTGAGE, "NO_PROFILING_CONSENT", consents=NO_PROFILING),
     case("service without profiling", SERVICE, None, channel="email", consents=NO_PROFILING),

@@ -1,0 +1,128 @@
+"""Failure behaviour of the decision API: the online store dying mid-load gives degraded
+answers (no 5xx), and recovery is automatic when it returns. The Redis here is a private
+server the test starts and kills, so nothing else using the shared one is disturbed."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from consent.customers import KnownCustomer
+from feature_repo.aggregates import FEATURE_NAMES
+from service.api import create_app
+from service.bootstrap import Container
+from tests.conftest import IN_CI, key_headers, make_settings
+from tests.doubles import GOOD_STANDING, grant_all
+
+CUSTOMERS = [f"C{n:07d}" for n in range(1, 21)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_redis(port: int, folder: Path) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return server
+        time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("the private redis-server did not start")
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[tuple[int, Path]]:
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is not installed (scripts/services installs it)")
+        pytest.skip("redis-server is not installed")
+    yield _free_port(), tmp_path
+
+
+def _decide(client: TestClient, headers: dict[str, str], customer: str) -> dict:
+    response = client.post(
+        "/v1/decisions", json={"customer_id": customer, "channel": "mobile_app"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_redis_dying_mid_load_degrades_and_recovers(private_redis) -> None:
+    port, folder = private_redis
+    server = _start_redis(port, folder)
+    try:
+        settings = make_settings(
+            folder / "home",
+            online_store="redis",
+            redis_url=f"redis://127.0.0.1:{port}/0",
+            feast_project=f"t{uuid.uuid4().hex[:10]}",
+        )
+        container = Container(settings)
+        container.directory.upsert(KnownCustomer(c, None, None, GOOD_STANDING) for c in CUSTOMERS)
+        for customer in CUSTOMERS:
+            grant_all(container.registry, customer, "mobile_app")
+        now_us = int(datetime.now(UTC).timestamp() * 1e6)
+        container.features.online.write(
+            CUSTOMERS,
+            np.full(len(CUSTOMERS), now_us),
+            np.zeros((len(CUSTOMERS), len(FEATURE_NAMES))),
+        )
+        headers = key_headers(container, "channel")
+        with TestClient(create_app(container)) as client:
+            before = [_decide(client, headers, c) for c in CUSTOMERS[:5]]
+            assert not any(d["degraded"] for d in before)
+
+            server.kill()
+            server.wait()
+            during = [_decide(client, headers, c) for c in CUSTOMERS * 3]  # no 5xx, ever
+            assert all(
+                d["degraded"] and d["fallback"] == "online_store_unavailable" for d in during
+            )
+            # Nothing that needs personal features was delivered on a degraded answer.
+            kinds = {a.id: a for a in container.catalog.actions.values()}
+            assert all(
+                kinds[a["action_id"]].need is None and not kinds[a["action_id"]].when
+                for d in during
+                for a in d["actions"]
+            )
+
+            server = _start_redis(port, folder)
+            deadline = time.monotonic() + 15
+            while _decide(client, headers, CUSTOMERS[0])["degraded"]:
+                assert time.monotonic() < deadline, "the API did not recover after Redis returned"
+                time.sleep(0.2)
+        container.engine.dispose()
+    finally:
+        server.kill()
+        server.wait()

@@ -1,0 +1,51 @@
+"""Stale data is never used silently: features older than their allowed age are served as
+missing, the actions that depend on them are withheld with FEATURES_STALE, and the record keeps
+every feature's age."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from consent.customers import KnownCustomer
+from feature_repo.definitions import MAX_AGE
+from service.decisions import DecideForCustomer
+from tests.doubles import GOOD_STANDING, EveryoneEngaged, decision_service, grant_all
+
+
+def _decide(embedded, age: timedelta):
+    service = decision_service(embedded.engine, EveryoneEngaged(age))
+    service.directory.upsert([KnownCustomer("F1", "HF1", None, GOOD_STANDING)])
+    grant_all(service.registry, "F1", "mobile_app")
+    return service.decide(DecideForCustomer("F1", "mobile_app"))
+
+
+def test_allowed_ages_follow_the_windows() -> None:
+    assert MAX_AGE["logins_1d"] == timedelta(hours=12)
+    assert MAX_AGE["property_views_7d"] == timedelta(days=3.5)
+    assert MAX_AGE["outflow_90d"] == timedelta(days=45)
+    assert MAX_AGE["age"] is None  # an extract holds until the next one
+
+
+def test_fresh_features_deliver(embedded) -> None:
+    made = _decide(embedded, timedelta(minutes=5))
+    assert "mortgage_consultation" in made.record.delivered
+    assert "FEATURES_STALE" not in made.record.reason_codes
+
+
+def test_stale_features_withhold_what_depends_on_them_and_say_why(embedded) -> None:
+    made = _decide(embedded, timedelta(days=5))  # 7-day windows allow 3.5 days
+    record = made.record
+    sales = [c for c in record.candidates if c.kind == "sales"]
+    assert sales and not any(c.delivered for c in sales)
+    for candidate in sales:
+        (stale,) = [r for r in candidate.rules if r.rule_id == "features.fresh"]
+        assert not stale.passed and "property_views_7d" in stale.detail
+    assert "FEATURES_STALE" in record.reason_codes
+    ages = {f.name: f.age_seconds for f in record.features}
+    assert ages["property_views_7d"] >= 5 * 86_400 - 5
+    assert ages["age"] >= 400 * 86_400 - 5  # profile: old, but allowed
+
+
+def test_a_feature_just_within_its_age_is_used(embedded) -> None:
+    made = _decide(embedded, timedelta(days=3))  # 7-day windows fine, 1-day ones stale
+    assert "mortgage_consultation" in made.record.delivered  # depends on 7-day views and age
