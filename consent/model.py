@@ -105,6 +105,11 @@ class Action(_Frozen):
     when: tuple[Condition, ...] = ()
     #: A notice is switched on in the catalog when it must go out, and off otherwise.
     enabled: bool = True
+    #: The business lever: a multiplier the bank sets per action (campaigns, capacity).
+    lever: Annotated[float, Field(gt=0, le=10)] = 1.0
+    #: Context weights: how much more this action matters while the customer is on a page
+    #: (page name -> weight); pages not listed weigh 1.
+    context: dict[str, Annotated[float, Field(gt=0, le=10)]] = Field(default_factory=dict)
     title: str
 
     @model_validator(mode="after")
@@ -145,6 +150,11 @@ class Candidate(_Frozen):
     priority: float
     rules: tuple[RuleOutcome, ...]
     delivered: bool
+    #: The terms of the priority: propensity (the calibrated score; 1 for a triggered or
+    #: unscored action) × value × context weight × business lever.
+    propensity: float = 1.0
+    context_weight: float = 1.0
+    lever: float = 1.0
 
     # In the record a rule that passed is named by its id alone: its detail follows from the
     # gate inputs the record keeps, and spelled out for every candidate the passes were most of

@@ -147,6 +147,7 @@ class DecisionService:
 
         in_flight = frozenset(n for n in NEEDS if (values.get(f"in_flight_{n}") or 0) > 0)
         facts = known.facts if known else None
+        page = command.context.get("page")
         candidates = []
         for action in self.catalog.actions.values():
             if not action.enabled or command.channel not in action.channels:
@@ -173,7 +174,8 @@ class DecisionService:
                     depends_on=depends_on,
                 )
             )
-            weight = 1.0 if score is None else score
+            propensity = 1.0 if score is None else score
+            context_weight = action.context.get(page, 1.0) if page else 1.0
             candidates.append(
                 Candidate(
                     action_id=action.id,
@@ -181,9 +183,12 @@ class DecisionService:
                     kind=action.kind,
                     score=score,
                     value=action.value,
-                    priority=round(weight * action.value, 6),
+                    priority=round(propensity * action.value * context_weight * action.lever, 6),
                     rules=outcomes,
                     delivered=False,
+                    propensity=round(propensity, 6),
+                    context_weight=context_weight,
+                    lever=action.lever,
                 )
             )
         delivered_ids = arbitrate(candidates, command.limit)
