@@ -32,6 +32,7 @@ from consent.model import (
 from consent.policy import Catalog, Policy, Subject
 from consent.registry import ConsentRegistry
 from feature_repo.definitions import VIEW_OF
+from feature_repo.explain import describe
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable
 from service.features import OnlineFeatures
@@ -70,6 +71,11 @@ class Reason:
     feature: str
     value: float | None
     contribution: float
+
+    @property
+    def text(self) -> str:
+        """The reason in words ("loan calculator views, last 7 days: 5")."""
+        return describe(self.feature, self.value)
 
 
 @dataclass(frozen=True)
