@@ -311,8 +311,14 @@ FEATURES: tuple[Feature, ...] = (
     _w("logins", 1, "logins"),
     _w("logins", 7, "logins"),
     _w("logins", 30, "logins"),
-    *(_w(f"applied_{need}", 90, f"{need} applications submitted") for need in NEEDS),
-    *(_w(f"decided_{need}", 90, f"{need} applications decided") for need in NEEDS),
+    *(
+        _w(f"applied_{need}", 90, f"{need.replace('_', ' ')} applications submitted")
+        for need in NEEDS
+    ),
+    *(
+        _w(f"decided_{need}", 90, f"{need.replace('_', ' ')} applications decided")
+        for need in NEEDS
+    ),
     _w("complaints", 30, "complaints"),
     _w("complaints", 90, "complaints"),
     _w("contacts", 7, "contacts with the bank"),
@@ -366,7 +372,7 @@ FEATURES: tuple[Feature, ...] = (
     *(
         Feature(
             f"in_flight_{need}",
-            f"{need} applications submitted and not yet decided",
+            f"{need.replace('_', ' ')} applications submitted and not yet decided",
             kind="derived",
             derive=partial(_in_flight, need=need),
         )
