@@ -563,7 +563,9 @@ class Rule:
             passed, detail = self.definition.check(subject, self.params)
         else:
             passed, detail = True, f"does not apply to {kind} actions"
-        return RuleOutcome(
+        # Built without re-validation (a hundred and more per decision, on the hot path): the
+        # fields are ours and consistent by construction (a reason code exactly when failed).
+        return RuleOutcome.model_construct(
             rule_id=self.id,
             rule_version=self.version,
             passed=passed,

@@ -6,7 +6,9 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from datetime import UTC, datetime
@@ -205,8 +207,14 @@ def stream(
     """
     if from_offset is not None and from_time is not None:
         raise click.UsageError("choose --from-offset or --from-time, not both")
+    # Handlers first: a SIGTERM while the consumer is still connecting (a broker restarting,
+    # a slow start) must stop the worker cleanly, not kill it mid-way.
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
     container = _container()
     worker = container.worker()
+    worker.stopping = stopping
     if reset_state:
         worker.states.clear()
     if from_offset is not None or from_time is not None:
@@ -217,7 +225,6 @@ def stream(
         from prometheus_client import start_http_server
 
         start_http_server(port, addr=container.settings.api_host)
-    worker.stop_on_signals()
     try:
         stats = worker.run(idle_exit_s=until_idle)
     finally:

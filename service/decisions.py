@@ -183,7 +183,7 @@ class DecisionService:
             propensity = 1.0 if score is None else score
             context_weight = action.context.get(page, 1.0) if page else 1.0
             candidates.append(
-                Candidate(
+                Candidate.model_construct(  # built from the catalog and the gate: valid as is
                     action_id=action.id,
                     need=action.need,
                     kind=action.kind,
@@ -251,7 +251,7 @@ class DecisionService:
         if online is None or online.as_of is None:
             return ()
         return tuple(
-            FeatureValue(
+            FeatureValue.model_construct(  # 121 per decision: ours, already the right types
                 name=name,
                 value=value,
                 as_of=online.as_of_by_view.get(VIEW_OF[name]),

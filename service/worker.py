@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -291,10 +290,6 @@ class StreamWorker:
         finally:
             self.flush_and_commit()
         return self.stats
-
-    def stop_on_signals(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stopping.set())
 
     def close(self) -> None:
         self.consumer.close()
