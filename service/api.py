@@ -1,19 +1,31 @@
-"""The HTTP API (FastAPI). Thin: requests are validated here, the work happens in the domain."""
+"""The HTTP API (FastAPI). Thin: requests are validated here, the work happens in the domain.
+
+Around the routes, outermost first: ``ServerTiming`` (latency histogram and ``Server-Timing``
+header, wrapping even the 500 handler), FastAPI's error handling, ``BodyLimit`` (413). Per-key
+rate limits (429) apply right after authentication. Every error has the shape of
+``ErrorResponse``, and every operation declares the errors it can answer with.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request, Security
+from fastapi import Depends, FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from consent.contacts import ContactMade
 from consent.model import ConsentGiven, ContactChannel, Purpose
@@ -24,15 +36,21 @@ from service.bootstrap import Container
 from service.decisions import DecideForCustomer, DecisionMade
 from service.erasure import erase_customer
 from service.errors import (
+    HTTP_STATUS_CODES,
+    ErrorCode,
     Forbidden,
     InvalidEvents,
     InvalidRequest,
     NextBestError,
     NotFound,
+    RateLimited,
     StoreUnavailable,
     TransportUnavailable,
     Unauthenticated,
+    error_document,
 )
+from service.limits import BodyLimit, RateLimiter
+from service.metrics import ApiMetrics, ServerTiming, api_metrics
 from service.models import ModelRefresher
 from service.transport import EVENTS_TOPIC
 
@@ -42,6 +60,7 @@ MAX_EVENTS_PER_REQUEST = 500
 #: A consent choice may carry its own time (recorded elsewhere first), but not a future one:
 #: the latest choice wins, and a future time would pin it.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+DecisionId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 class _Request(BaseModel):
@@ -54,6 +73,10 @@ class DecisionContext(_Request):
 
 
 class DecisionRequest(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"customer_id": "C0000042", "channel": "mobile_app"}]}
+    )
+
     customer_id: CustomerId
     channel: ContactChannel
     limit: Annotated[int, Field(ge=1, le=10)] = 3
@@ -64,6 +87,9 @@ class ReasonOut(BaseModel):
     feature: str
     value: float | None
     contribution: float
+    text: str = Field(
+        description='The reason in words, e.g. "loan calculator views, last 7 days: 5".'
+    )
 
 
 class ActionOut(BaseModel):
@@ -74,7 +100,17 @@ class ActionOut(BaseModel):
     score: float | None
     value: float
     priority: float
+    propensity: float = Field(description="Calibrated score; 1 for a triggered or unscored action.")
+    context_weight: float = Field(description="How much the page being viewed raises the action.")
+    lever: float = Field(description="The business lever the bank set for the action.")
     reasons: list[ReasonOut]
+
+
+class NoticeOut(BaseModel):
+    """Something about the decision everyone may know: data out of date, a degraded answer."""
+
+    code: Literal["FEATURES_STALE", "DEGRADED"]
+    message: str
 
 
 class SuppressedOut(BaseModel):
@@ -94,6 +130,7 @@ class DecisionResponse(BaseModel):
     )
     degraded: bool
     fallback: str | None
+    notices: list[NoticeOut] = Field(default_factory=list)
     policy_version: str
     models: dict[str, str]
     audit_seq: int
@@ -110,10 +147,47 @@ class ConsentIn(_Request):
 
 
 class ConsentsIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "consents": [
+                        {
+                            "purpose": "marketing",
+                            "channel": "email",
+                            "granted": True,
+                            "source": "app_settings",
+                            "notice_version": "2026-01",
+                        },
+                        {
+                            "purpose": "profiling",
+                            "granted": False,
+                            "source": "app_settings",
+                            "notice_version": "2026-01",
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
     consents: Annotated[list[ConsentIn], Field(min_length=1, max_length=50)]
 
 
 class FeedbackIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "C0000042",
+                    "action_id": "mortgage_consultation",
+                    "channel": "mobile_app",
+                    "kind": "decline",
+                }
+            ]
+        }
+    )
+
     customer_id: CustomerId
     action_id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
     channel: ContactChannel
@@ -123,14 +197,121 @@ class FeedbackIn(_Request):
 
 
 class EventsIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {
+                            "event_id": "app-7f3c2a",
+                            "customer_id": "C0000042",
+                            "type": "login",
+                            "occurred_at": "2026-11-29T08:00:00Z",
+                            "channel": "mobile_app",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    # Each event's own fields are checked by the event contract (422 naming the bad ones);
+    # the size of the whole batch is bounded by NEXTBEST_MAX_REQUEST_BYTES.
     events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
 
 
-def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": {"code": code, "message": message}}
-    if details is not None:
-        body["error"]["details"] = details
-    return JSONResponse(status_code=status, content=body)
+class ErrorOut(BaseModel):
+    code: ErrorCode
+    message: str
+    details: Any = Field(None, description="What exactly was wrong, when that helps (e.g. 422).")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorOut
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    operational_store: Literal["ok", "unavailable"]
+    models: str = Field(description="need@version of each served model, or 'none'.")
+
+
+class AuditEntry(BaseModel):
+    seq: int
+    decision_id: str
+    recorded_at: str
+    customer_ref: str
+    prev_hash: str
+    record_hash: str
+    record: dict[str, Any] = Field(description="The decision record as stored and hashed.")
+
+
+class ChainVerified(BaseModel):
+    ok: bool
+    records: int
+    head_hash: str
+    first_bad_seq: int | None
+    first_bad_decision: str | None
+    problem: str | None
+
+
+class ConsentOut(BaseModel):
+    purpose: Purpose
+    channel: ContactChannel | Literal["any"]
+    granted: bool
+    recorded_at: datetime
+    source: str
+    notice_version: str
+
+
+class CustomerConsents(BaseModel):
+    customer_id: str
+    consents: list[ConsentOut]
+    note: str
+
+
+class CustomerErasedOut(BaseModel):
+    erased: Literal[True]
+    audit_key: bool
+    consent_entries: int
+    contact_entries: int
+    directory_entry: bool
+    online_features: bool
+    stream_state: bool
+
+
+class FeedbackRecorded(BaseModel):
+    recorded: int
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations of the error responses an operation can give."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+#: Every /v1 operation authenticates, authorizes, rate-limits and validates.
+_V1_ERRORS = (401, 403, 422, 429)
+#: And those with a body may get one that is not JSON (400) or too large (413).
+_BODY_ERRORS = (400, 413)
+
+
+def _error(
+    status: int,
+    code: ErrorCode,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_document(code, message, details), status, headers=headers)
 
 
 def _response(made: DecisionMade, container: Container, principal: Principal) -> DecisionResponse:
@@ -148,9 +329,15 @@ def _response(made: DecisionMade, container: Container, principal: Principal) ->
                 score=candidate.score,
                 value=candidate.value,
                 priority=candidate.priority,
+                propensity=candidate.propensity,
+                context_weight=candidate.context_weight,
+                lever=candidate.lever,
                 reasons=[
                     ReasonOut(
-                        feature=r.feature, value=r.value, contribution=round(r.contribution, 4)
+                        feature=r.feature,
+                        value=r.value,
+                        contribution=round(r.contribution, 4),
+                        text=r.text,
                     )
                     for r in made.reasons.get(candidate.need or "", ())
                 ],
@@ -169,7 +356,24 @@ def _response(made: DecisionMade, container: Container, principal: Principal) ->
             for c in record.candidates
             if not c.delivered and c.suppressed_by
         ]
+    notices = []
+    stale = [c.action_id for c in record.candidates if "FEATURES_STALE" in c.suppressed_by]
+    if stale:
+        notices.append(
+            NoticeOut(
+                code="FEATURES_STALE",
+                message=f"withheld because the customer's data is out of date: {', '.join(stale)}",
+            )
+        )
+    if record.fallback is not None:
+        notices.append(
+            NoticeOut(
+                code="DEGRADED",
+                message="decided without personal features (the online store is unavailable)",
+            )
+        )
     return DecisionResponse(
+        notices=notices,
         decision_id=record.decision_id,
         customer_id=made.customer_id,
         channel=record.channel,
@@ -185,7 +389,7 @@ def _response(made: DecisionMade, container: Container, principal: Principal) ->
     )
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     return request.app.state.container  # type: ignore[no-any-return]
 
 
@@ -194,21 +398,31 @@ _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
 _BEARER = HTTPBearer(auto_error=False)
 
 
-def authenticated(
-    c: Wired,
+# The dependencies below are coroutines although they do no I/O: FastAPI runs plain functions
+# in its thread pool, and two thread hops would cost more than everything they do.
+async def authenticated(
+    request: Request,
     key: Annotated[str | None, Security(_API_KEY)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
 ) -> Principal:
-    principal = c.keyring.authenticate(key or (bearer.credentials if bearer else None))
+    state = request.app.state
+    principal = state.container.keyring.authenticate(
+        key or (bearer.credentials if bearer else None)
+    )
     if principal is None:
         raise Unauthenticated()
-    return principal
+    # Limited by key name after authentication: unauthenticated calls cannot spend a real
+    # key's budget, and forbidden ones still count against the key that made them.
+    wait = state.rate_limiter.take(principal.name)
+    if wait:
+        raise RateLimited(wait)
+    return principal  # type: ignore[no-any-return]
 
 
 def allow(*roles: Role) -> Any:
     """A dependency that lets only ``roles`` through (403 for the others)."""
 
-    def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
         if principal.role not in roles:
             raise Forbidden()
         return principal
@@ -225,12 +439,24 @@ GivingFeedback = Annotated[Principal, allow("channel", "rm")]
 Erasing = Annotated[Principal, allow("compliance")]
 
 
-def create_app(container: Container) -> FastAPI:
+class _TimedApp(FastAPI):
+    """FastAPI with ``ServerTiming`` around its whole middleware stack. ``add_middleware`` would
+    put it inside the 500 handler, so a failed request would go untimed and without the header."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        static = [path for r in self.routes if "{" not in (path := getattr(r, "path", "{"))]
+        return ServerTiming(super().build_middleware_stack(), self.state.metrics, static)
+
+
+def create_app(container: Container, *, clock: Callable[[], float] = time.monotonic) -> FastAPI:
+    """The API on ``container``; ``clock`` (monotonic seconds) drives the rate limits."""
+    settings = container.settings
     producer_holder: dict[str, Any] = {}
+    producer_lock = threading.Lock()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
-        refresher = ModelRefresher(container.models, container.settings.model_refresh_seconds)
+        refresher = ModelRefresher(container.models, settings.model_refresh_seconds)
         refresher.start()
         try:
             yield
@@ -240,12 +466,32 @@ def create_app(container: Container) -> FastAPI:
         if producer is not None:
             producer.close()
 
-    app = FastAPI(title="NextBest", version=__version__, docs_url="/docs", lifespan=lifespan)
+    app = _TimedApp(title="NextBest", version=__version__, docs_url="/docs", lifespan=lifespan)
+    metrics: ApiMetrics = api_metrics()
     app.state.container = container
+    app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(
+        settings.rate_limit_per_second, settings.rate_limit_burst, clock
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    # The served set at scrape time; read lazily, since the first read loads the models.
+    metrics.serving(lambda: container.models.values())
 
     @app.exception_handler(NextBestError)
     async def _nextbest_error(_: Request, error: NextBestError) -> JSONResponse:
-        return _error(error.status, error.code, error.message, error.details)
+        return _error(error.status, error.code, error.message, error.details, error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        # The framework's own errors (no route, wrong method, unreadable or oversized body) in
+        # our shape, with our wording: their detail texts are not ours to keep stable.
+        code, message = HTTP_STATUS_CODES.get(
+            error.status_code,
+            ("internal_error", "internal error")
+            if error.status_code >= 500
+            else ("invalid_request", "the request is not valid"),
+        )
+        return _error(error.status_code, code, message, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -260,25 +506,45 @@ def create_app(container: Container) -> FastAPI:
         log.exception("unhandled error")
         return _error(500, "internal_error", "internal error")
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    @app.get("/healthz", response_model=Health, responses=_errors(500))
+    async def healthz() -> Health:
+        return Health(status="ok", version=__version__)
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready."}, **_errors(500)},
+    )
     def readyz(c: Wired) -> JSONResponse:
-        checks: dict[str, str] = {}
         try:
             with c.engine.connect() as connection:
                 connection.exec_driver_sql("select 1")
-            checks["operational_store"] = "ok"
+            store: Literal["ok", "unavailable"] = "ok"
         except Exception:
-            checks["operational_store"] = "unavailable"
+            store = "unavailable"
         versions = c.models.versions()
-        checks["models"] = ",".join(f"{n}@{v}" for n, v in sorted(versions.items())) or "none"
-        ready = checks["operational_store"] == "ok"
-        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, **checks})
+        ready = Readiness(
+            ready=store == "ok",
+            operational_store=store,
+            models=",".join(f"{n}@{v}" for n, v in sorted(versions.items())) or "none",
+        )
+        return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)
 
-    @app.post("/v1/decisions", response_model=DecisionResponse)
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        description="Prometheus metrics. Unauthenticated, for the operator's scraper: do not "
+        "expose it outside the bank's network.",
+    )
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/v1/decisions",
+        response_model=DecisionResponse,
+        responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
+    )
     async def decide(body: DecisionRequest, c: Wired, who: Deciding) -> DecisionResponse:
         command = DecideForCustomer(
             customer_id=body.customer_id,
@@ -287,42 +553,72 @@ def create_app(container: Container) -> FastAPI:
             context=body.context.model_dump(exclude_none=True),
         )
         made = await run_in_threadpool(c.decisions.decide, command)
+        metrics.observe_decision(made.record)
         return _response(made, c, who)
 
-    @app.get("/v1/audit/decisions/{decision_id}")
-    def audit_record(
-        decision_id: Annotated[str, Field(max_length=64)], c: Wired, _: Auditing
-    ) -> dict[str, Any]:
-        found = c.audit.get(decision_id)
+    @app.get(
+        "/v1/audit/decisions/{decision_id}",
+        response_model=AuditEntry,
+        responses=_errors(*_V1_ERRORS, 404, 500, 503),
+    )
+    def audit_record(decision_id: DecisionId, c: Wired, _: Auditing) -> dict[str, Any]:
+        try:
+            found = c.audit.get(decision_id)
+        except Exception as error:
+            log.error("audit read failed: %s", error)
+            raise StoreUnavailable("the audit log cannot be read right now") from error
         if found is None:
             raise NotFound("no decision with that id")
         return found
 
-    @app.get("/v1/audit/verify")
-    def audit_verify(c: Wired, _: Auditing) -> dict[str, Any]:
-        result = c.audit.verify()
-        return {
-            "ok": result.ok,
-            "records": result.records,
-            "head_hash": result.head_hash,
-            "first_bad_seq": result.first_bad_seq,
-            "first_bad_decision": result.first_bad_decision,
-            "problem": result.problem,
-        }
+    @app.get(
+        "/v1/audit/verify",
+        response_model=ChainVerified,
+        responses=_errors(*_V1_ERRORS, 500, 503),
+    )
+    def audit_verify(c: Wired, _: Auditing) -> ChainVerified:
+        try:
+            result = c.audit.verify()
+        except Exception as error:
+            log.error("audit verification could not read the log: %s", error)
+            raise StoreUnavailable("the audit log cannot be read right now") from error
+        return ChainVerified(
+            ok=result.ok,
+            records=result.records,
+            head_hash=result.head_hash,
+            first_bad_seq=result.first_bad_seq,
+            first_bad_decision=result.first_bad_decision,
+            problem=result.problem,
+        )
 
-    @app.get("/v1/customers/{customer_id}/consents")
-    def get_consents(customer_id: CustomerId, c: Wired, _: ReadingConsent) -> dict[str, Any]:
-        current = c.registry.current(customer_id)
-        return {
-            "customer_id": customer_id,
-            "consents": [r.model_dump(mode="json") for r in current.values()],
-            "note": "purposes and channels not listed are unknown, which counts as no consent",
-        }
+    def consents_of(c: Container, customer_id: str) -> CustomerConsents:
+        try:
+            current = c.registry.current(customer_id)
+        except Exception as error:
+            log.error("consent read failed: %s", error)
+            raise StoreUnavailable("consent cannot be read right now") from error
+        return CustomerConsents(
+            customer_id=customer_id,
+            consents=[ConsentOut.model_validate(r, from_attributes=True) for r in current.values()],
+            note="purposes and channels not listed are unknown, which counts as no consent",
+        )
 
-    @app.put("/v1/customers/{customer_id}/consents")
+    @app.get(
+        "/v1/customers/{customer_id}/consents",
+        response_model=CustomerConsents,
+        responses=_errors(*_V1_ERRORS, 500, 503),
+    )
+    def get_consents(customer_id: CustomerId, c: Wired, _: ReadingConsent) -> CustomerConsents:
+        return consents_of(c, customer_id)
+
+    @app.put(
+        "/v1/customers/{customer_id}/consents",
+        response_model=CustomerConsents,
+        responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
+    )
     def put_consents(
-        customer_id: CustomerId, body: ConsentsIn, c: Wired, who: RecordingConsent
-    ) -> dict[str, Any]:
+        customer_id: CustomerId, body: ConsentsIn, c: Wired, _: RecordingConsent
+    ) -> CustomerConsents:
         now = datetime.now(UTC)
         entries = []
         for item in body.consents:
@@ -349,10 +645,14 @@ def create_app(container: Container) -> FastAPI:
         except Exception as error:
             log.error("consent write failed: %s", error)
             raise StoreUnavailable() from error
-        return get_consents(customer_id, c, who)
+        return consents_of(c, customer_id)
 
-    @app.delete("/v1/customers/{customer_id}")
-    def erase(customer_id: CustomerId, c: Wired, _: Erasing) -> dict[str, Any]:
+    @app.delete(
+        "/v1/customers/{customer_id}",
+        response_model=CustomerErasedOut,
+        responses=_errors(*_V1_ERRORS, 500, 503),
+    )
+    def erase(customer_id: CustomerId, c: Wired, _: Erasing) -> CustomerErasedOut:
         """Right to erasure: the customer's audit key, consent and contact history, directory
         entry and online features are deleted; the audit chain still verifies."""
         try:
@@ -360,10 +660,15 @@ def create_app(container: Container) -> FastAPI:
         except Exception as error:
             log.error("erasure failed: %s", error)
             raise StoreUnavailable("the erasure did not complete; run it again") from error
-        return {"erased": True, **asdict(erased)}
+        return CustomerErasedOut(erased=True, **asdict(erased))
 
-    @app.post("/v1/feedback", status_code=202)
-    def feedback(body: FeedbackIn, c: Wired, _: GivingFeedback) -> dict[str, Any]:
+    @app.post(
+        "/v1/feedback",
+        status_code=202,
+        response_model=FeedbackRecorded,
+        responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
+    )
+    def feedback(body: FeedbackIn, c: Wired, _: GivingFeedback) -> FeedbackRecorded:
         """What the customer saw and answered: it feeds contact caps, cool-offs and "already
         declined"."""
         action = c.catalog.actions.get(body.action_id)
@@ -391,10 +696,15 @@ def create_app(container: Container) -> FastAPI:
         except Exception as error:
             log.error("feedback write failed: %s", error)
             raise StoreUnavailable() from error
-        return {"recorded": 1}
+        return FeedbackRecorded(recorded=1)
 
-    @app.post("/v1/events", status_code=202)
-    def post_events(body: EventsIn, c: Wired, _: SendingEvents) -> dict[str, Any]:
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=EventsAccepted,
+        responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
+    )
+    def post_events(body: EventsIn, c: Wired, _: SendingEvents) -> EventsAccepted:
         parsed, problems = [], []
         for index, raw in enumerate(body.events):
             try:
@@ -404,17 +714,18 @@ def create_app(container: Container) -> FastAPI:
         if problems:
             # All or nothing: a client can fix and resend the whole batch without duplicates.
             raise InvalidEvents(details=problems)
-        producer = producer_holder.get("producer")
-        if producer is None:
-            producer = producer_holder["producer"] = c.producer()
-        topic = c.settings.topic(EVENTS_TOPIC)
+        topic = settings.topic(EVENTS_TOPIC)
         try:
+            with producer_lock:  # requests run in a thread pool; one producer for all
+                producer = producer_holder.get("producer")
+                if producer is None:
+                    producer = producer_holder["producer"] = c.producer()
             for event in parsed:
                 producer.send(topic, event.customer_id, event_to_json(event))
             producer.flush()
         except Exception as error:
             log.error("event publish failed: %s", error)
             raise TransportUnavailable() from error
-        return {"accepted": len(parsed)}
+        return EventsAccepted(accepted=len(parsed))
 
     return app

@@ -9,6 +9,7 @@ audit log before it is returned.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from consent.arbitration import arbitrate
-from consent.audit import Appended, AuditLog
+from consent.audit import Appended, AuditLog, mentions
 from consent.contacts import ContactHistory
 from consent.customers import NEEDS, CustomerDirectory
 from consent.model import (
@@ -34,7 +35,7 @@ from consent.registry import ConsentRegistry
 from feature_repo.definitions import VIEW_OF
 from feature_repo.explain import describe
 from service import __version__
-from service.errors import AuditUnavailable, ConsentUnavailable
+from service.errors import AuditUnavailable, ConsentUnavailable, InvalidRequest
 from service.features import OnlineFeatures
 from service.models import NeedModel
 
@@ -108,6 +109,9 @@ class DecisionService:
         self.audit = audit
 
     def decide(self, command: DecideForCustomer) -> DecisionMade:
+        if mentions(json.dumps(command.context), command.customer_id):
+            # It would be written to the audit log in clear and outlive an erasure.
+            raise InvalidRequest("the context must not carry the customer id")
         now = datetime.now(UTC)
         try:
             consents = self.registry.current(command.customer_id)

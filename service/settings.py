@@ -52,6 +52,12 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    #: Requests per second per API key, refilled continuously, and how many may come at once
+    #: (per process: N replicas allow N times as much).
+    rate_limit_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 1000.0
+    rate_limit_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 2000
+    #: Largest request body accepted (413 beyond): 500 events fit with room to spare.
+    max_request_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
     @field_validator("home")
     @classmethod

@@ -103,9 +103,10 @@ def test_decision_is_in_the_audit_log_with_a_valid_chain(stack, bank: Bank) -> N
     assert body["customer_ref"].startswith("cref:") and customer not in json.dumps(record)
     assert body["policy_version"].startswith("sha256:")
     assert body["models"][0]["run_id"]
-    # Features read together are kept once per read, with their time and age.
-    (read,) = body["features"]
-    assert "property_views_7d" in read["values"] and read["as_of"] and read["age_seconds"] >= 0
+    # Features are kept once per view read, with the row's time and age.
+    views = {name: group for group in body["features"] for name in group["values"]}
+    assert views["property_views_7d"]["as_of"] and views["property_views_7d"]["age_seconds"] >= 0
+    assert views["age"]["as_of"] != views["property_views_7d"]["as_of"]  # the extract's time
     candidates = {c["action_id"]: c for c in body["candidates"]}
     assert 0.0 <= candidates["mortgage_consultation"]["score"] <= 1.0
     # Needs without a served model have no score, and the gate says so.

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from consent.customers import KnownCustomer
@@ -60,6 +61,8 @@ ENDPOINTS = [
     ("POST", "/v1/events", {"events": [EVENT]}, {"channel", "admin"}),
     ("DELETE", "/v1/customers/C0000099", None, {"compliance"}),
 ]
+#: For the operator's probes and scraper: no key (and so no rate limit).
+OPEN = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
 
 
 @pytest.fixture
@@ -87,6 +90,29 @@ def test_every_role_is_let_through_or_refused_as_documented(
         response = client.request(method, path, json=body, headers=headers)
         assert response.status_code == 401, response.text
         assert response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_the_table_names_every_operation_of_the_api(api) -> None:
+    _, client = api
+    operations = {
+        (method, route.path)
+        for route in client.app.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    listed = {
+        (method, route.path)
+        for method, path in [(m, p) for m, p, *_ in ENDPOINTS] + OPEN
+        for route in client.app.routes
+        if isinstance(route, APIRoute) and method in route.methods and route.path_regex.match(path)
+    }
+    assert operations == listed
+
+
+@pytest.mark.parametrize(("method", "path"), OPEN)
+def test_probes_and_metrics_need_no_key(api, method, path) -> None:
+    _, client = api
+    assert client.request(method, path).status_code == 200
 
 
 def test_a_bearer_token_works_like_the_header(api) -> None:

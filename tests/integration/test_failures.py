@@ -126,3 +126,26 @@ def test_redis_dying_mid_load_degrades_and_recovers(private_redis) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+def test_stale_features_withhold_the_action_and_the_response_says_why(embedded) -> None:
+    """The overdraft warning's trigger holds on the stored features, but they are 20 days old:
+    it is not delivered, and even the channel (which sees no suppression details) is told."""
+    customer = CUSTOMERS[0]
+    embedded.directory.upsert([KnownCustomer(customer, None, None, GOOD_STANDING)])
+    grant_all(embedded.registry, customer, "mobile_app")
+    row = np.zeros((1, len(FEATURE_NAMES)))
+    row[0, FEATURE_NAMES.index("net_flow_30d")] = -5_000.0
+    row[0, FEATURE_NAMES.index("fee_count_30d")] = 3.0
+    for age_days, expect_stale in ((20, True), (0, False)):
+        as_of = int((datetime.now(UTC).timestamp() - age_days * 86_400) * 1e6)
+        embedded.features.online.write([customer], np.array([as_of]), row)
+        with TestClient(create_app(embedded)) as client:
+            decision = _decide(client, key_headers(embedded, "channel"), customer)
+        delivered = [a["action_id"] for a in decision["actions"]]
+        notices = {n["code"]: n["message"] for n in decision["notices"]}
+        if expect_stale:
+            assert "overdraft_warning" not in delivered
+            assert "overdraft_warning" in notices["FEATURES_STALE"]
+        else:
+            assert "overdraft_warning" in delivered and "FEATURES_STALE" not in notices
