@@ -13,3 +13,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.5")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# Importing Feast points PROMETHEUS_MULTIPROC_DIR at a temporary folder of its own (which
+# prometheus_client then uses for every metric, as files, removed when that process exits) and
+# children inherit it. Our processes keep their metrics in memory and serve them themselves:
+# forget a folder Feast made for a parent, and fix prometheus_client's choice before Feast loads.
+# An operator who wants prometheus_client's multiprocess mode sets the variables to a folder.
+for _name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+    if os.path.basename(os.environ.get(_name, "")).startswith("feast_metrics_"):
+        del os.environ[_name]
+
+import prometheus_client.values  # noqa: E402,F401  (chooses in-memory values now)
