@@ -236,8 +236,12 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    ready: bool
+    ready: bool = Field(
+        description="True when consent can be checked (the operational store answers). A "
+        "process whose online store is down still serves, degraded, and says so here."
+    )
     operational_store: Literal["ok", "unavailable"]
+    online_store: Literal["ok", "unavailable"]
     models: str = Field(description="need@version of each served model, or 'none'.")
 
 
@@ -522,10 +526,16 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             store: Literal["ok", "unavailable"] = "ok"
         except Exception:
             store = "unavailable"
+        try:
+            c.features.read("readiness-probe")  # a key nobody has: a round trip, nothing more
+            online: Literal["ok", "unavailable"] = "ok"
+        except Exception:
+            online = "unavailable"
         versions = c.models.versions()
         ready = Readiness(
             ready=store == "ok",
             operational_store=store,
+            online_store=online,
             models=",".join(f"{n}@{v}" for n, v in sorted(versions.items())) or "none",
         )
         return JSONResponse(ready.model_dump(), status_code=200 if ready.ready else 503)

@@ -103,8 +103,11 @@ def test_redis_dying_mid_load_degrades_and_recovers(private_redis) -> None:
             before = [_decide(client, headers, c) for c in CUSTOMERS[:5]]
             assert not any(d["degraded"] for d in before)
 
+            assert client.get("/readyz").json()["online_store"] == "ok"
             server.kill()
             server.wait()
+            ready = client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["online_store"] == "unavailable"
             during = [_decide(client, headers, c) for c in CUSTOMERS * 3]  # no 5xx, ever
             assert all(
                 d["degraded"] and d["fallback"] == "online_store_unavailable" for d in during
