@@ -156,10 +156,6 @@ def pseudonym(key: bytes, customer_id: str) -> str:
     return PSEUDONYM_PREFIX + mac[:PSEUDONYM_HEX_DIGITS]
 
 
-#: Ids at least this long are searched for in the whole record before it is written.
-DISTINCTIVE_ID = 6
-
-
 def mentions(text: str, customer_id: str) -> bool:
     """Whether ``text`` (JSON) names the customer: their id in any case, but not as part of a
     longer word or number (so "C1" is not found in "C12", nor in a hash)."""
@@ -482,10 +478,11 @@ class _Request:
         document = record.model_copy(
             update={"customer_ref": placeholder, "consents_relied_on": tuple(consents)}
         ).model_dump_json()
-        # A short id collides with numbers and codes in any record ("0", "rm"): for such ids
-        # only the part that comes from outside, the trigger, is searched.
-        searched = document if len(raw) >= DISTINCTIVE_ID else json.dumps(record.trigger)
-        if mentions(searched, raw):
+        # Only the trigger comes from outside (a request's context, an event's coordinates):
+        # the rest is made by our code from the catalog, the policy, features and facts, none of
+        # which carries an id, and searching it refused customers whose id is also a word there
+        # ("protection", "rm", "0").
+        if mentions(json.dumps(record.trigger), raw):
             # Somewhere the log does not pseudonymise (a trigger, a detail) carries the id.
             raise ValueError(
                 f"decision {record.decision_id}: the record carries the customer's id outside "

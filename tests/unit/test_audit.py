@@ -686,10 +686,10 @@ def test_the_customer_id_can_be_passed_apart_from_the_record(log: AuditLog) -> N
     [
         {"trigger": {"kind": "event", "key": "C0012345"}},
         {"trigger": {"note": "customer c0012345 called"}},
-        {"code_version": "build-for-C0012345"},
-        {"reason_codes": ("C0012345",)},
+        {"trigger": {"context": {"page": "/customers/C0012345/overview"}}},
+        {"trigger": {"kafka": {"keys": ["C0012345"]}}},
     ],
-    ids=["trigger-value", "lowercase-in-text", "inside-a-field", "in-a-list"],
+    ids=["trigger-value", "lowercase-in-text", "inside-a-path", "in-a-list"],
 )
 def test_a_record_still_carrying_the_customer_id_is_refused(
     log: AuditLog, engine: Engine, leak: dict[str, Any]
@@ -896,3 +896,10 @@ def test_a_changed_export_does_not_verify(log: AuditLog) -> None:
     result = verify_export(exported)
     assert not result.ok and result.first_bad_seq == 3
     assert not verify_export(exported[:1] + exported[2:]).ok  # a record left out
+
+
+def test_an_id_that_is_also_a_word_of_the_record_is_written(log: AuditLog) -> None:
+    """Only the trigger comes from outside; an id like a need or channel name is no leak."""
+    for customer in ("protection", "rm", "0"):
+        appended = log.append(rich(customer))
+        assert appended.customer_ref.startswith("cref:")
