@@ -151,6 +151,9 @@ def connect(url: str) -> Engine:
             cursor.close()
 
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        # An API process runs up to 40 requests at once (Starlette's thread pool): with fewer
+        # pooled connections they queue for one and connections are opened and closed all the
+        # time (measured under load: 5% of the process's time).
+        engine = create_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=24)
     metadata.create_all(engine)
     return engine

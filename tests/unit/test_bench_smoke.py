@@ -68,3 +68,19 @@ def test_audit_benchmark_prints_json_with_the_naive_comparison() -> None:
         assert result[writer]["decisions_per_second_median"] > 0
         assert result[writer]["p99_ms_median"] >= result[writer]["p50_ms_median"] > 0
     assert result["speedup_vs_naive"] > 0 and result["meets_target_on_postgresql"] is None
+
+
+def test_decide_benchmark_prints_json_with_the_naive_comparison() -> None:
+    # The embedded stores: unit tests need no servers (the real run uses Redis and PostgreSQL).
+    result = _json_of("bench.decide", "--smoke", "--redis-url", "", "--database-url", "sqlite")
+    assert result["benchmark"] == "decide" and result["smoke"] is True
+    assert result["state"]["dropped"] is not None and result["state"]["kept"] is False
+    load = result["load"]
+    assert load["requests_sent"] > 0 and load["status_counts"].get("200", 0) > 0
+    assert load["server_errors_5xx"] == 0 and not load["transport_errors"]
+    assert load["latency_source"] and load["server_ms"]["p99"] >= load["server_ms"]["p50"] > 0
+    assert load["api_rss_mb"]["max"] > 0 and load["share_with_models_scored"] > 0
+    in_process = result["in_process"]
+    assert in_process["naive_ms"]["p50"] > 0 and in_process["ours_ms"]["p50"] > 0
+    assert result["naive_p50_over_server_p50"] is not None
+    assert set(result["meets_target"]) >= {"p50_le_3ms", "p99_le_15ms", "rss_le_600mb", "all"}
