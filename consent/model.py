@@ -188,10 +188,20 @@ class Candidate(_Frozen):
 
 
 class FeatureValue(_Frozen):
+    """One feature as read; a record keeps features grouped by read (``FeaturesRead``)."""
+
     name: str
     value: float | None
     as_of: datetime | None
     age_seconds: float | None
+
+
+class FeaturesRead(_Frozen):
+    """Features read together (one feature view's row): their time, age and values."""
+
+    as_of: datetime | None
+    age_seconds: float | None
+    values: dict[str, float | None]
 
 
 class ModelUsed(_Frozen):
@@ -259,7 +269,7 @@ class DecisionRecord(_Frozen):
     candidates: tuple[Candidate, ...]
     delivered: tuple[str, ...]
     consents_relied_on: tuple[ConsentGiven, ...]
-    features: tuple[FeatureValue, ...]
+    features: tuple[FeaturesRead, ...]
     models: tuple[ModelUsed, ...]
     policy_version: str
     code_version: str
@@ -275,10 +285,13 @@ class DecisionRecord(_Frozen):
     # Features read together share their time and age: the record keeps them once per read
     # ({"as_of", "age_seconds", "values": {name: value}}), not once per feature.
     @field_serializer("features")
-    def _grouped(self, features: tuple[FeatureValue, ...]) -> list[dict[str, Any]]:
+    def _grouped(self, features: tuple[FeaturesRead | FeatureValue, ...]) -> list[dict[str, Any]]:
         groups: dict[tuple[Any, Any], dict[str, float | None]] = {}
         for f in features:
-            groups.setdefault((f.as_of, f.age_seconds), {})[f.name] = f.value
+            if isinstance(f, FeaturesRead):
+                groups.setdefault((f.as_of, f.age_seconds), {}).update(f.values)
+            else:
+                groups.setdefault((f.as_of, f.age_seconds), {})[f.name] = f.value
         return [
             {
                 "as_of": None if as_of is None else as_of.isoformat(),
@@ -290,21 +303,26 @@ class DecisionRecord(_Frozen):
 
     @field_validator("features", mode="before")
     @classmethod
-    def _ungrouped(cls, features: Any) -> Any:
+    def _grouped_on_read(cls, features: Any) -> Any:
+        """Reads as they are stored; one entry per feature (as records were once written, and
+        as callers may still give them) is grouped by time and age."""
         if not isinstance(features, list | tuple):
             return features
         out: list[Any] = []
+        singles: dict[tuple[Any, Any], dict[str, Any]] = {}
         for item in features:
-            if isinstance(item, dict) and "values" in item:
-                out.extend(
-                    {
-                        "name": n,
-                        "value": v,
-                        "as_of": item["as_of"],
-                        "age_seconds": item["age_seconds"],
-                    }
-                    for n, v in item["values"].items()
-                )
+            if isinstance(item, FeatureValue):
+                item = item.model_dump()
+            if isinstance(item, dict) and "name" in item:
+                key = (item.get("as_of"), item.get("age_seconds"))
+                if key not in singles:
+                    singles[key] = {"as_of": key[0], "age_seconds": key[1], "values": {}}
+                    out.append(singles[key])
+                singles[key]["values"][item["name"]] = item.get("value")
             else:
                 out.append(item)
         return tuple(out)
+
+    def feature_values(self) -> dict[str, float | None]:
+        """Every feature the decision read, by name."""
+        return {name: value for read in self.features for name, value in read.values.items()}

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -124,6 +125,9 @@ class Subject:
     #: action depends on: its model's most important ones, or its trigger's.
     stale: frozenset[str] = frozenset()
     depends_on: frozenset[str] = frozenset()
+    #: Shared by the subjects of one decision: what rules work out from the customer alone
+    #: (contact counts) is worked out once, not once per candidate.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Contact history and risk assessments carry aware times; a naive clock cannot be
@@ -432,6 +436,14 @@ def _counts(contact: ContactRecord, kinds: tuple[ContactKind, ...], household: b
 def _caps(subject: Subject, params: CapsParams) -> Verdict:
     if subject.action.kind not in params.applies_to:
         return True, f"caps do not apply to {subject.action.kind} actions"
+    key = ("contact.caps", id(params))
+    verdict = subject.memo.get(key)
+    if verdict is None:
+        verdict = subject.memo[key] = _caps_verdict(subject, params)
+    return verdict
+
+
+def _caps_verdict(subject: Subject, params: CapsParams) -> Verdict:
     reached: list[str] = []
     checked: list[str] = []
     for cap in params.caps:
@@ -546,6 +558,10 @@ class _Policy(BaseModel):
     rules: Annotated[list[RuleSpec], Field(min_length=1)]
 
 
+#: Distinct outcomes a rule keeps to share (see ``Rule._outcomes``).
+MAX_SHARED_OUTCOMES = 1024
+
+
 @dataclass(frozen=True)
 class Rule:
     """A rule of a loaded policy; ``version`` is the content hash of its own YAML entry."""
@@ -556,6 +572,11 @@ class Rule:
     params: _Params
     version: str
     definition: _Definition[Any] = field(repr=False)
+    #: Outcomes already built, by (passed, detail): a hundred and more per decision, and most
+    #: repeat (outcomes are immutable, so they are shared). Bounded: details can carry numbers.
+    _outcomes: dict[tuple[bool, str], RuleOutcome] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def evaluate(self, subject: Subject) -> RuleOutcome:
         kind = subject.action.kind
@@ -563,15 +584,21 @@ class Rule:
             passed, detail = self.definition.check(subject, self.params)
         else:
             passed, detail = True, f"does not apply to {kind} actions"
-        # Built without re-validation (a hundred and more per decision, on the hot path): the
-        # fields are ours and consistent by construction (a reason code exactly when failed).
-        return RuleOutcome.model_construct(
+        outcome = self._outcomes.get((passed, detail))
+        if outcome is not None:
+            return outcome
+        # Built without re-validation (on the hot path): the fields are ours and consistent by
+        # construction (a reason code exactly when failed).
+        outcome = RuleOutcome.model_construct(
             rule_id=self.id,
             rule_version=self.version,
             passed=passed,
             reason_code=None if passed else self.reason_code,
             detail=detail,
         )
+        if len(self._outcomes) < MAX_SHARED_OUTCOMES:
+            self._outcomes[(passed, detail)] = outcome
+        return outcome
 
 
 def _build(spec: RuleSpec, entry: Any) -> Rule:
@@ -596,7 +623,7 @@ class Policy:
         self.rules = rules
         self.version = version
 
-    @property
+    @cached_property
     def max_contact_lookback_days(self) -> int:
         """How many days of contact history the rules read: load at least that much."""
         return max((rule.params.lookback_days for rule in self.rules), default=0)

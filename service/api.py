@@ -8,23 +8,25 @@ rate limits (429) apply right after authentication. Every error has the shape of
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
@@ -56,6 +58,12 @@ from service.models import ModelRefresher
 from service.transport import EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
+
+#: Decisions a process runs at once. Under the GIL more threads add no CPU, only waiting: a
+#: decision's thread waits for its reads and its audit commit, which a few threads cover, and
+#: the audit writer commits whatever decisions are waiting together. Requests beyond this wait
+#: their turn in the event loop. The gate's read pool keeps as many connections.
+DECISION_THREADS = 16
 
 MAX_EVENTS_PER_REQUEST = 500
 #: A consent choice may carry its own time (recorded elsewhere first), but not a future one:
@@ -456,6 +464,18 @@ class _TimedApp(FastAPI):
 def create_app(container: Container, *, clock: Callable[[], float] = time.monotonic) -> FastAPI:
     """The API on ``container``; ``clock`` (monotonic seconds) drives the rate limits."""
     settings = container.settings
+    limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def decision_limiter() -> CapacityLimiter:
+        """At most ``DECISION_THREADS`` decisions at once (per event loop: tests run several)."""
+        loop = asyncio.get_running_loop()
+        limiter = limiters.get(loop)
+        if limiter is None:
+            limiter = limiters[loop] = CapacityLimiter(DECISION_THREADS)
+        return limiter
+
     producer_holder: dict[str, Any] = {}
     producer_lock = threading.Lock()
 
@@ -561,16 +581,19 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         response_model=DecisionResponse,
         responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
     )
-    async def decide(body: DecisionRequest, c: Wired, who: Deciding) -> DecisionResponse:
+    async def decide(body: DecisionRequest, c: Wired, who: Deciding) -> Response:
         command = DecideForCustomer(
             customer_id=body.customer_id,
             channel=body.channel,
             limit=body.limit,
             context=body.context.model_dump(exclude_none=True),
         )
-        made = await run_in_threadpool(c.decisions.decide, command)
+        made = await to_thread.run_sync(c.decisions.decide, command, limiter=decision_limiter())
         metrics.observe_decision(made.record)
-        return _response(made, c, who)
+        # Serialised here: the response was built and validated by its model just now, and
+        # FastAPI would validate it all over again (the schema stays the declared model's).
+        response = _response(made, c, who)
+        return Response(response.model_dump_json(), media_type="application/json")
 
     @app.get(
         "/v1/audit/decisions/{decision_id}",

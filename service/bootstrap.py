@@ -17,6 +17,7 @@ from consent.audit import AuditLog
 from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory
 from consent.policy import Catalog, Policy
+from consent.reads import GateReads, gate_reads
 from consent.registry import ConsentRegistry
 from consent.store import connect
 from feature_repo.store import StoreLocation, open_store
@@ -46,6 +47,16 @@ class Container:
     def __post_init__(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
 
+    def close(self) -> None:
+        """Give back every database connection this container opened."""
+        made = self.__dict__  # cached properties that were built
+        if "gate_reads" in made:
+            made["gate_reads"].close()
+        if "audit" in made:
+            made["audit"].close()
+        if "engine" in made:
+            made["engine"].dispose()
+
     # --- operational store ---
     @cached_property
     def engine(self) -> Engine:
@@ -62,6 +73,13 @@ class Container:
     @cached_property
     def contacts(self) -> ContactHistory:
         return ContactHistory(self.engine)
+
+    @cached_property
+    def gate_reads(self) -> GateReads:
+        """The gate's reads for a decision (one round trip on PostgreSQL)."""
+        return gate_reads(
+            self.registry, self.directory, self.contacts, self.settings.operational_url
+        )
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -110,6 +128,7 @@ class Container:
             self.catalog,
             self.policy,
             self.audit,
+            self.gate_reads,
         )
 
     # --- who may call ---

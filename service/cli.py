@@ -432,20 +432,29 @@ def score(out: Path, as_of: datetime | None) -> None:
 @main.command()
 @click.option("--host", default=None, help="Default: NEXTBEST_API_HOST.")
 @click.option("--port", default=None, type=int, help="Default: NEXTBEST_API_PORT.")
-def serve(host: str | None, port: int | None) -> None:
-    """Serve the HTTP API."""
+@click.option(
+    "--workers", default=None, type=click.IntRange(1, 64), help="Default: NEXTBEST_API_WORKERS."
+)
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the HTTP API (one process, or a worker per core behind one port)."""
+    settings = _settings()
+    host = host or settings.api_host
+    port = port or settings.api_port
+    workers = workers or settings.api_workers
+    if workers > 1:
+        from service.serving import serve_workers
+
+        _quiet_libraries()
+        serve_workers(host, port, workers, settings.log_level)
+        return
+
     import uvicorn
 
     from service.api import create_app
 
     container = _container()
     app = create_app(container)
-    uvicorn.run(
-        app,
-        host=host or container.settings.api_host,
-        port=port or container.settings.api_port,
-        log_level=container.settings.log_level.lower(),
-    )
+    uvicorn.run(app, host=host, port=port, log_level=container.settings.log_level.lower())
 
 
 @main.command()

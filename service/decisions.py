@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from consent.arbitration import arbitrate
 from consent.audit import Appended, AuditLog, mentions
@@ -26,18 +26,22 @@ from consent.model import (
     Candidate,
     ConsentGiven,
     DecisionRecord,
-    FeatureValue,
+    FeaturesRead,
     GateInputs,
     ModelUsed,
 )
 from consent.policy import Catalog, Policy, Subject
+from consent.reads import GateReads
 from consent.registry import ConsentRegistry
-from feature_repo.definitions import VIEW_OF
+from feature_repo.definitions import SCORING_FEATURES, VIEW_OF
 from feature_repo.explain import describe
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable, InvalidRequest
 from service.features import OnlineFeatures
-from service.models import NeedModel
+from service.metrics import ServedModel
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,33 @@ def _granted(consents: Mapping[tuple[str, str], ConsentGiven], purpose: str, cha
     return entry is not None and entry.granted
 
 
+#: Each feature view's features, in the order decisions record them.
+VIEW_FEATURES: dict[str, tuple[str, ...]] = {}
+for _name in SCORING_FEATURES:
+    VIEW_FEATURES[VIEW_OF[_name]] = (*VIEW_FEATURES.get(VIEW_OF[_name], ()), _name)
+
+
 class FeatureReader(Protocol):
     def read(self, customer_id: str) -> OnlineFeatures: ...
+
+
+class Scorer(ServedModel, Protocol):
+    """A need model as decisions use it (``service.models.NeedModel``)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def features(self) -> tuple[str, ...]: ...
+
+    @property
+    def depends_on(self) -> frozenset[str]: ...
+
+    def row(self, values: Mapping[str, float | None]) -> np.ndarray: ...
+
+    def probability(self, row: np.ndarray) -> float: ...
+
+    def contributions(self, row: np.ndarray) -> list[tuple[str, float]]: ...
 
 
 @dataclass(frozen=True)
@@ -94,14 +123,16 @@ class DecisionService:
         directory: CustomerDirectory,
         contacts: ContactHistory,
         features: FeatureReader,
-        models: Mapping[str, NeedModel],
+        models: Mapping[str, Scorer],
         catalog: Catalog,
         policy: Policy,
         audit: AuditLog,
+        reads: GateReads | None = None,
     ) -> None:
         self.registry = registry
         self.directory = directory
         self.contacts = contacts
+        self.reads = reads or GateReads(registry, directory, contacts)
         self.features = features
         self.models = models
         self.catalog = catalog
@@ -114,17 +145,11 @@ class DecisionService:
             raise InvalidRequest("the context must not carry the customer id")
         now = datetime.now(UTC)
         try:
-            consents = self.registry.current(command.customer_id)
-            known = self.directory.get(command.customer_id)
-            contacts = self.contacts.recent(
-                command.customer_id,
-                known.household_id if known else None,
-                now,
-                self.policy.max_contact_lookback_days,
-            )
+            read = self.reads.read(command.customer_id, now, self.policy.max_contact_lookback_days)
         except Exception as error:  # any failure to read consent means no delivery
             log.error("operational store read failed: %s", error)
             raise ConsentUnavailable() from error
+        consents, known, contacts = read.consents, read.known, read.contacts
 
         may_profile = _granted(consents, "profiling", ANY_CHANNEL)
         may_serve = _granted(consents, "service", command.channel)
@@ -144,21 +169,19 @@ class DecisionService:
         snapshot = getattr(self.models, "snapshot", None)
         models = snapshot() if snapshot else dict(self.models)
         scores: dict[str, float] = {}
-        reasons: dict[str, tuple[Reason, ...]] = {}
+        rows: dict[tuple[str, ...], np.ndarray] = {}  # models on the same features share a row
         if may_profile and values:
             for need, model in models.items():
-                probability, contributions = model.score(values)
-                scores[need] = probability
-                reasons[need] = tuple(
-                    Reason(name, values.get(name), c)
-                    for name, c in contributions[:TOP_REASONS]
-                    if c > 0
-                )
+                row = rows.get(model.features)
+                if row is None:
+                    row = rows[model.features] = model.row(values)
+                scores[need] = model.probability(row)
 
         in_flight = frozenset(n for n in NEEDS if (values.get(f"in_flight_{n}") or 0) > 0)
         facts = known.facts if known else None
         page = command.context.get("page")
         candidates = []
+        memo: dict[Any, Any] = {}  # what the rules work out once per decision
         for action in self.catalog.actions.values():
             if not action.enabled or command.channel not in action.channels:
                 continue
@@ -182,6 +205,7 @@ class DecisionService:
                     in_flight=in_flight,
                     stale=stale,
                     depends_on=depends_on,
+                    memo=memo,
                 )
             )
             propensity = 1.0 if score is None else score
@@ -202,6 +226,18 @@ class DecisionService:
                 )
             )
         delivered_ids = arbitrate(candidates, command.limit)
+        # Reasons are given for what is delivered: contributions cost several times a score.
+        reasons: dict[str, tuple[Reason, ...]] = {}
+        for candidate in candidates:
+            need = candidate.need
+            if candidate.action_id in delivered_ids and need in scores and need not in reasons:
+                model = models[need]
+                contributions = model.contributions(rows[model.features])
+                reasons[need] = tuple(
+                    Reason(name, values.get(name), c)
+                    for name, c in contributions[:TOP_REASONS]
+                    if c > 0
+                )
         candidates = [
             c.model_copy(update={"delivered": c.action_id in delivered_ids}) for c in candidates
         ]
@@ -214,7 +250,7 @@ class DecisionService:
             candidates=tuple(candidates),
             delivered=tuple(delivered_ids),
             consents_relied_on=self._relied_on(consents, command.channel),
-            features=self._feature_values(online, now),
+            features=self._feature_reads(online, now),
             models=tuple(
                 ModelUsed(need=m.need, name=m.name, version=m.version, run_id=m.run_id)  # type: ignore[arg-type]
                 for m in models.values()
@@ -250,16 +286,18 @@ class DecisionService:
         return tuple(consents[k] for k in keys if k in consents)
 
     @staticmethod
-    def _feature_values(online: OnlineFeatures | None, now: datetime) -> tuple[FeatureValue, ...]:
-        """Every feature read, with the time of its view's row and its age."""
+    def _feature_reads(online: OnlineFeatures | None, now: datetime) -> tuple[FeaturesRead, ...]:
+        """Every feature read, by feature view: the time of the view's row, its age, values."""
         if online is None or online.as_of is None:
             return ()
-        return tuple(
-            FeatureValue.model_construct(  # 121 per decision: ours, already the right types
-                name=name,
-                value=value,
-                as_of=online.as_of_by_view.get(VIEW_OF[name]),
-                age_seconds=None if (age := online.age_of(name, now)) is None else round(age, 3),
+        reads = []
+        for view, names in VIEW_FEATURES.items():
+            as_of = online.as_of_by_view.get(view)
+            reads.append(
+                FeaturesRead.model_construct(  # ours, already the right types
+                    as_of=as_of,
+                    age_seconds=None if as_of is None else round((now - as_of).total_seconds(), 3),
+                    values={n: online.values[n] for n in names if n in online.values},
+                )
             )
-            for name, value in online.values.items()
-        )
+        return tuple(reads)

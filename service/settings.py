@@ -52,6 +52,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    #: API processes on one host (``nextbest serve``): one per core. Each decides on its own;
+    #: they share only the stores (the audit chain's lock orders their appends).
+    api_workers: Annotated[int, Field(ge=1, le=64)] = 1
     #: Requests per second per API key, refilled continuously, and how many may come at once
     #: (per process: N replicas allow N times as much).
     rate_limit_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 1000.0

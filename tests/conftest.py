@@ -59,7 +59,7 @@ def embedded(tmp_path: Path) -> Iterator[Container]:
     """A container on the embedded defaults in a fresh state folder."""
     container = Container(make_settings(tmp_path / "home"))
     yield container
-    container.engine.dispose()
+    container.close()
 
 
 @pytest.fixture

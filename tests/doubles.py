@@ -3,9 +3,11 @@ reader that knows every customer. The gate, the stores and the audit log stay re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from sqlalchemy import Engine
 
 from consent.audit import AuditLog
@@ -40,9 +42,16 @@ class ConfidentModel:
     version: str = "1"
     run_id: str = "none"
     depends_on: frozenset[str] = frozenset({"property_views_7d", "age"})
+    features: tuple[str, ...] = ("loan_views_7d",)
 
-    def score(self, values: object) -> tuple[float, list[tuple[str, float]]]:
-        return 0.9, [("loan_views_7d", 0.5)]
+    def row(self, values: Mapping[str, float | None]) -> np.ndarray:
+        return np.array([values.get("loan_views_7d") or 0.0])
+
+    def probability(self, row: np.ndarray) -> float:
+        return 0.9
+
+    def contributions(self, row: np.ndarray) -> list[tuple[str, float]]:
+        return [("loan_views_7d", 0.5)]
 
 
 GOOD_STANDING = CustomerFacts(

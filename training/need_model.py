@@ -83,6 +83,14 @@ class Calibration:
         z = self.slope * np.asarray(margin, dtype=np.float64) + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
 
+    def apply_one(self, margin: float) -> float:
+        """``apply`` for one margin, without an array (a decision scores one row per model)."""
+        z = self.slope * margin + self.intercept
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)  # never overflows for z < 0
+        return e / (1.0 + e)
+
     def as_dict(self) -> dict[str, Any]:
         return {"method": self.method, "slope": self.slope, "intercept": self.intercept}
 

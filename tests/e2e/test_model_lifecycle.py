@@ -50,7 +50,7 @@ def state(tmp_path_factory) -> Iterator[tuple[Container, Path]]:
         frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float64),
     )
     yield container, bank_dir
-    container.engine.dispose()
+    container.close()
 
 
 def _served(client: TestClient) -> str:

@@ -80,7 +80,7 @@ def stack(request, bank: Bank, tmp_path_factory) -> Iterator[tuple[Container, Te
     compliance = key_headers(container, "compliance")
     with TestClient(create_app(container), headers=compliance) as client:  # start and shutdown
         yield container, client
-    container.engine.dispose()
+    container.close()
     if cleanup:
         cleanup()
 

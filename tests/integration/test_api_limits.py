@@ -72,7 +72,7 @@ def limited(tmp_path: Path, clock: Clock) -> Iterator[tuple[Container, TestClien
     app = create_app(container, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield container, client
-    container.engine.dispose()
+    container.close()
 
 
 def _error(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -311,7 +311,7 @@ def deciding(tmp_path: Path) -> Iterator[tuple[Container, TestClient]]:
     grant_all(container.registry, CUSTOMER, "mobile_app")
     with TestClient(create_app(container)) as client:
         yield container, client
-    container.engine.dispose()
+    container.close()
 
 
 def test_metrics_count_decisions_suppressions_feature_age_models_and_latency(deciding) -> None:

@@ -125,7 +125,7 @@ def test_redis_dying_mid_load_degrades_and_recovers(private_redis) -> None:
             while _decide(client, headers, CUSTOMERS[0])["degraded"]:
                 assert time.monotonic() < deadline, "the API did not recover after Redis returned"
                 time.sleep(0.2)
-        container.engine.dispose()
+        container.close()
     finally:
         server.kill()
         server.wait()

@@ -41,7 +41,7 @@ def test_stale_features_withhold_what_depends_on_them_and_say_why(embedded) -> N
         (stale,) = [r for r in candidate.rules if r.rule_id == "features.fresh"]
         assert not stale.passed and "property_views_7d" in stale.detail
     assert "FEATURES_STALE" in record.reason_codes
-    ages = {f.name: f.age_seconds for f in record.features}
+    ages = {name: read.age_seconds for read in record.features for name in read.values}
     assert ages["property_views_7d"] >= 5 * 86_400 - 5
     assert ages["age"] >= 400 * 86_400 - 5  # profile: old, but allowed
 

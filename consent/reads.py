@@ -1,0 +1,172 @@
+"""What the gate reads about one customer before a decision: consents, the directory entry and
+recent contact history of the customer and their household.
+
+On PostgreSQL the three reads are one statement (on an autocommit connection kept in a pool of
+its own): the decision API's hot path. Through
+SQLAlchemy, each read cost a checkout with a ping, the statement and a rollback, about 1.5 ms
+of the process's CPU per decision in all (measured with cProfile). Elsewhere (SQLite, the
+embedded default) the reads go through ``ConsentRegistry``, ``CustomerDirectory`` and
+``ContactHistory``, which are also what the PostgreSQL reads are tested against.
+
+There is no cache: a withdrawal applies to the very next decision, in every process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import OperationalError as _PsycopgOperational
+from sqlalchemy import Engine, create_engine
+
+from consent.contacts import ContactHistory
+from consent.customers import CustomerDirectory, KnownCustomer
+from consent.model import ConsentGiven, ContactRecord, CustomerFacts
+from consent.registry import ConsentRegistry
+from consent.store import consent_history, contact_history, customers
+
+#: Connections the pipelined reader keeps (a decision holds one for a single round trip): as
+#: many as decisions an API process runs at once (``service.api.DECISION_THREADS``). Beyond
+#: the kept ones, connections are opened and closed per use.
+READ_POOL_SIZE = 16
+READ_POOL_OVERFLOW = 16
+
+# One statement, one row: each read as JSON (a pipeline of three statements cost psycopg
+# more CPU than the server's work). Consents: the latest choice per (purpose, channel),
+# recorded last in time wins, ties by write order. Contacts: the customer's and their
+# household's, oldest first.
+_PG_READ = (
+    "SELECT "
+    "(SELECT coalesce(json_agg(json_build_array("
+    "id, customer_id, purpose, channel, granted, recorded_at, source, notice_version)), '[]') "
+    "FROM (SELECT DISTINCT ON (purpose, channel) * "
+    f"FROM {consent_history.name} WHERE customer_id = %(id)s "
+    "ORDER BY purpose, channel, recorded_at DESC, id DESC) AS latest), "
+    "(SELECT json_build_array(household_id, rm_id, facts) "
+    f"FROM {customers.name} WHERE customer_id = %(id)s), "
+    "(SELECT coalesce(json_agg(json_build_array("
+    "occurred_at, channel, kind, action_id, need, customer_id) ORDER BY occurred_at, id), '[]') "
+    f"FROM {contact_history.name} "
+    "WHERE (customer_id = %(id)s OR household_id = "
+    f"(SELECT household_id FROM {customers.name} WHERE customer_id = %(id)s)) "
+    "AND occurred_at >= %(since)s)"
+)
+_CONSENT_FIELDS = (
+    "id",
+    "customer_id",
+    "purpose",
+    "channel",
+    "granted",
+    "recorded_at",
+    "source",
+    "notice_version",
+)
+
+
+@dataclass(frozen=True)
+class GateRead:
+    consents: dict[tuple[str, str], ConsentGiven]
+    known: KnownCustomer | None
+    contacts: tuple[ContactRecord, ...]
+
+
+class GateReads:
+    """The gate's inputs for one customer, through the stores' own classes."""
+
+    def __init__(
+        self, registry: ConsentRegistry, directory: CustomerDirectory, contacts: ContactHistory
+    ) -> None:
+        self.registry = registry
+        self.directory = directory
+        self.contacts = contacts
+
+    def read(self, customer_id: str, now: datetime, days: int) -> GateRead:
+        consents = self.registry.current(customer_id)
+        known = self.directory.get(customer_id)
+        household = known.household_id if known else None
+        return GateRead(consents, known, self.contacts.recent(customer_id, household, now, days))
+
+    def close(self) -> None:
+        pass
+
+
+class PipelinedGateReads(GateReads):
+    """PostgreSQL: the three reads in one statement, on pooled autocommit connections (no
+    transaction is left open, so nothing is rolled back on return, and no ping is sent before
+    use: a connection that turns out dead is dropped and the reads retried once on a new one)."""
+
+    def __init__(
+        self,
+        registry: ConsentRegistry,
+        directory: CustomerDirectory,
+        contacts: ContactHistory,
+        url: str,
+    ) -> None:
+        super().__init__(registry, directory, contacts)
+        self.engine: Engine = create_engine(
+            url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=READ_POOL_SIZE,
+            max_overflow=READ_POOL_OVERFLOW,
+            pool_reset_on_return=None,
+        )
+
+    def read(self, customer_id: str, now: datetime, days: int) -> GateRead:
+        since = now - timedelta(days=days)
+        for attempt in (1, 2):
+            fairy = self.engine.raw_connection()
+            try:
+                raw: Any = fairy.driver_connection
+                row = raw.execute(_PG_READ, {"id": customer_id, "since": since}).fetchone()
+            except _PsycopgOperational:
+                fairy.invalidate()  # closed, not pooled again
+                if attempt == 2:
+                    raise
+                continue
+            finally:
+                fairy.close()
+            return _gate_read(customer_id, *row)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _gate_read(
+    customer_id: str, consent_rows: list[Any], customer_row: Any, contact_rows: list[Any]
+) -> GateRead:
+    """The reads from their JSON (times as ISO text, facts as the stored JSON text)."""
+    consents: dict[tuple[str, str], ConsentGiven] = {}
+    for row in consent_rows:
+        entry = ConsentGiven.model_validate(dict(zip(_CONSENT_FIELDS, row, strict=True)))
+        consents[(entry.purpose, entry.channel)] = entry
+    known = None
+    if customer_row is not None:
+        household, rm, facts = customer_row
+        known = KnownCustomer(customer_id, household, rm, CustomerFacts.model_validate_json(facts))
+    contacts = tuple(
+        ContactRecord(
+            occurred_at=_aware(datetime.fromisoformat(occurred)),
+            channel=channel,
+            kind=kind,
+            action_id=action_id,
+            need=need,
+            household=who != customer_id,
+        )
+        for occurred, channel, kind, action_id, need, who in contact_rows
+    )
+    return GateRead(consents, known, contacts)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def gate_reads(
+    registry: ConsentRegistry, directory: CustomerDirectory, contacts: ContactHistory, url: str
+) -> GateReads:
+    """The fastest reader for the store at ``url``."""
+    if url.startswith("postgresql"):
+        return PipelinedGateReads(registry, directory, contacts, url)
+    return GateReads(registry, directory, contacts)
