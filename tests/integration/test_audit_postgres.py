@@ -37,6 +37,9 @@ from tests.unit.test_audit import (
     rich,
     rows,
 )
+from tests.unit.test_audit import (
+    test_a_repeated_decision_fails_alone as a_repeated_decision_fails_alone,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -206,3 +209,9 @@ def test_the_unique_constraints_refuse_a_fork(log: AuditLog, pg: Engine) -> None
         connection.execute(audit_log.insert().values(fork))
     with pg.connect() as connection:
         assert connection.execute(select(func.count()).select_from(audit_log)).scalar() == 2
+
+
+def test_a_repeated_decision_fails_alone_on_postgres(log: AuditLog, pg: Engine) -> None:
+    """Here a group's rows go in as one multi-row statement: the repeat must still fail alone
+    and the rest of its group be written."""
+    a_repeated_decision_fails_alone(log, pg)
