@@ -238,8 +238,9 @@ class DecisionService:
                     for name, c in contributions[:TOP_REASONS]
                     if c > 0
                 )
-        candidates = [
-            c.model_copy(update={"delivered": c.action_id in delivered_ids}) for c in candidates
+        candidates = [  # built undelivered: only the delivered ones change
+            c.model_copy(update={"delivered": True}) if c.action_id in delivered_ids else c
+            for c in candidates
         ]
         record = DecisionRecord(
             decision_id=str(uuid.uuid4()),
