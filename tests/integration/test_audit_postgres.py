@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, select, text
 
 from consent.audit import (
+    SMALL_GROUP,
     AuditLog,
     AuditWriteFailed,
     Checkpoint,
@@ -215,3 +216,13 @@ def test_a_repeated_decision_fails_alone_on_postgres(log: AuditLog, pg: Engine) 
     """Here a group's rows go in as one multi-row statement: the repeat must still fail alone
     and the rest of its group be written."""
     a_repeated_decision_fails_alone(log, pg)
+
+
+@pytest.mark.parametrize("size", [1, SMALL_GROUP, SMALL_GROUP + 1, 40])
+def test_groups_small_and_large_go_in_whole(log: AuditLog, pg: Engine, size: int) -> None:
+    """Small groups go as one client-bound query, larger ones as parameters in a pipeline:
+    either way every record is written, in order, on one chain."""
+    log.append(record())
+    done = log.append_many([rich(f"C{i}") for i in range(size)])
+    assert [a.seq for a in done] == list(range(2, size + 2))
+    assert len(rows(pg)) == size + 1 and log.verify().ok
