@@ -52,7 +52,11 @@ def test_two_workers_share_one_port_and_stop_cleanly(tmp_path: Path) -> None:
             except httpx.TransportError:
                 pass  # not accepting yet
             time.sleep(0.5)
-        assert len(workers) == 2, "the master should run two workers"
+        # One worker answering does not mean the master has forked the other yet.
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = {p.pid for p in master.children()}
+        assert len(workers) == 2, (tmp_path / "api.log").read_text()
         # Every decision the workers made is in the one audit chain, in order.
         with httpx.Client(base_url=base, timeout=5.0) as client:
             compliance = {"X-API-Key": plain_key(home / DEV_KEYS_FILE, "compliance")}
