@@ -2,11 +2,11 @@
 recent contact history of the customer and their household.
 
 On PostgreSQL the three reads are one statement (on an autocommit connection kept in a pool of
-its own): the decision API's hot path. Through
-SQLAlchemy, each read cost a checkout with a ping, the statement and a rollback, about 1.5 ms
-of the process's CPU per decision in all (measured with cProfile). Elsewhere (SQLite, the
-embedded default) the reads go through ``ConsentRegistry``, ``CustomerDirectory`` and
-``ContactHistory``, which are also what the PostgreSQL reads are tested against.
+its own): the decision API's hot path. Through SQLAlchemy each read cost a checkout with a ping,
+the statement and a rollback: nine round trips, and the largest share of a decision's CPU
+(cProfile). Elsewhere (SQLite, the embedded default) the reads go through ``ConsentRegistry``,
+``CustomerDirectory`` and ``ContactHistory``, which are also what the PostgreSQL reads are
+tested against.
 
 There is no cache: a withdrawal applies to the very next decision, in every process.
 """
@@ -26,14 +26,14 @@ from consent.model import ConsentGiven, ContactRecord, CustomerFacts
 from consent.registry import ConsentRegistry
 from consent.store import consent_history, contact_history, customers
 
-#: Connections the pipelined reader keeps (a decision holds one for a single round trip): as
+#: Connections the PostgreSQL reader keeps (a decision holds one for a single round trip): as
 #: many as decisions an API process runs at once (``service.api.DECISION_THREADS``). Beyond
 #: the kept ones, connections are opened and closed per use.
 READ_POOL_SIZE = 16
 READ_POOL_OVERFLOW = 16
 
-# One statement, one row: each read as JSON (a pipeline of three statements cost psycopg
-# more CPU than the server's work). Consents: the latest choice per (purpose, channel),
+# One statement, one row: each read as JSON (three statements in a psycopg pipeline cost more
+# of our CPU than the server spent on them). Consents: the latest choice per (purpose, channel),
 # recorded last in time wins, ties by write order. Contacts: the customer's and their
 # household's, oldest first.
 _PG_READ = (
@@ -91,7 +91,7 @@ class GateReads:
         pass
 
 
-class PipelinedGateReads(GateReads):
+class PostgresGateReads(GateReads):
     """PostgreSQL: the three reads in one statement, on pooled autocommit connections (no
     transaction is left open, so nothing is rolled back on return, and no ping is sent before
     use: a connection that turns out dead is dropped and the reads retried once on a new one)."""
@@ -168,5 +168,5 @@ def gate_reads(
 ) -> GateReads:
     """The fastest reader for the store at ``url``."""
     if url.startswith("postgresql"):
-        return PipelinedGateReads(registry, directory, contacts, url)
+        return PostgresGateReads(registry, directory, contacts, url)
     return GateReads(registry, directory, contacts)

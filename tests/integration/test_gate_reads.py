@@ -9,7 +9,7 @@ import pytest
 from consent.contacts import ContactHistory, ContactMade
 from consent.customers import CustomerDirectory, KnownCustomer
 from consent.model import ConsentGiven, CustomerFacts
-from consent.reads import GateReads, PipelinedGateReads, gate_reads
+from consent.reads import GateReads, PostgresGateReads, gate_reads
 from consent.registry import ConsentRegistry
 from tests.integration.conftest import fresh_schema
 
@@ -54,7 +54,7 @@ def stores(postgres_url):
         )
         url = engine.url.render_as_string(hide_password=False)
         pipelined = gate_reads(registry, directory, contacts, url)
-        assert isinstance(pipelined, PipelinedGateReads)
+        assert isinstance(pipelined, PostgresGateReads)
         yield registry, directory, contacts, pipelined
         pipelined.close()
 
