@@ -155,18 +155,23 @@ def environment(state: State, backends: Backends, log_level: str = "WARNING") ->
     return env
 
 
+def _admin(url: str, statement: str) -> None:
+    """One statement on its own short-lived engine (creating or dropping the run's schema)."""
+    admin = create_engine(url)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(statement))
+    finally:
+        admin.dispose()
+
+
 def new_state(home: Path, backends: Backends, customers: int, days: int) -> State:
     """A state with its own Feast project and, on PostgreSQL, its own empty schema."""
     tag = uuid.uuid4().hex[:10]
     schema = None
     if backends.postgres:
         schema = f"bench_decide_{tag}"
-        admin = create_engine(backends.database_url)
-        try:
-            with admin.begin() as connection:
-                connection.execute(text(f"create schema {schema}"))
-        finally:
-            admin.dispose()
+        _admin(backends.database_url, f"create schema {schema}")
     online = "redis" if backends.redis_url else "sqlite"
     return State(home, f"bench_decide_{tag}", schema, online, customers, days)
 
@@ -175,12 +180,7 @@ def drop_state(state: State, backends: Backends) -> dict[str, Any]:
     """Drop the schema and the Feast project's online rows (everything else is in the home)."""
     dropped: dict[str, Any] = {}
     if state.schema is not None:
-        admin = create_engine(backends.database_url)
-        try:
-            with admin.begin() as connection:
-                connection.execute(text(f"drop schema if exists {state.schema} cascade"))
-        finally:
-            admin.dispose()
+        _admin(backends.database_url, f"drop schema if exists {state.schema} cascade")
         dropped["schema"] = state.schema
     if state.online_store == "redis" and backends.redis_url:
         # Feast's Redis keys end with the project name, unique to this state.
