@@ -36,10 +36,14 @@ class ContactHistory:
         self.engine = engine
 
     def record(self, entries: Iterable[ContactMade]) -> int:
-        rows = [e.__dict__ for e in entries]
-        if not rows:
-            return 0
         with self.engine.begin() as connection:
+            return self.record_on(connection, entries)
+
+    @staticmethod
+    def record_on(connection: Connection, entries: Iterable[ContactMade]) -> int:
+        """Append ``entries`` within the caller's transaction."""
+        rows = [e.__dict__ for e in entries]
+        if rows:
             connection.execute(insert(contact_history), rows)
         return len(rows)
 

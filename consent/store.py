@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -135,6 +136,37 @@ audit_checkpoints = Table(
     Column("head_hash", String(80), nullable=False),
     Column("records", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
     Column("taken_at", DateTime(timezone=True), nullable=False),
+)
+
+
+alerts = Table(
+    # Relationship-manager alerts (service/alerts.py): raised by the stream after the gate
+    # passed them and their decision was logged; an RM works them off in the inbox.
+    "alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("decision_id", String(64), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("household_id", String(64), nullable=True),
+    Column("rm_id", String(64), nullable=False),
+    # What one open alert per customer is kept to: the need, or a service action's id.
+    Column("topic", String(64), nullable=False),
+    Column("need", String(16), nullable=True),
+    Column("action_id", String(64), nullable=False),
+    Column("score", Float, nullable=True),
+    Column("priority", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # queued | open | closed | expired
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=False),  # the rest as JSON: reasons, talking points, triggers
+    Column("disposition", String(32), nullable=True),
+    Column("disposition_note", Text, nullable=True),
+    Column("disposed_at", DateTime(timezone=True), nullable=True),
+    Column("disposed_by", String(64), nullable=True),
+    Index("ix_alerts_rm", "rm_id", "status", "created_at"),
+    Index("ix_alerts_customer", "customer_id", "topic", "created_at"),
+    Index("ix_alerts_household", "household_id", "topic", "created_at"),
 )
 
 

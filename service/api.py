@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from anyio import CapacityLimiter, to_thread
-from fastapi import Depends, FastAPI, Path, Request, Security
+from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -34,6 +34,8 @@ from consent.contacts import ContactMade
 from consent.model import ConsentGiven, ContactChannel, Purpose
 from feature_repo.events import CustomerId, InvalidEvent, event_to_json, parse_event
 from service import __version__
+from service.alerts import Alert, Outcome
+from service.alerts import Status as AlertStatus
 from service.auth import Principal, Role
 from service.bootstrap import Container
 from service.decisions import DecideForCustomer, DecisionMade
@@ -302,6 +304,57 @@ class FeedbackRecorded(BaseModel):
     recorded: int
 
 
+class AlertReason(BaseModel):
+    feature: str
+    value: float | None
+    text: str
+
+
+class AlertOut(BaseModel):
+    """An RM alert: who, which need, why (reasons and talking points), and what became of it."""
+
+    alert_id: str
+    decision_id: str
+    customer_id: str
+    household_id: str | None
+    rm_id: str
+    need: str | None
+    action_id: str
+    title: str
+    kind: str
+    score: float | None
+    priority: float
+    status: AlertStatus
+    created_at: datetime
+    opened_at: datetime | None
+    expires_at: datetime
+    triggers: list[str]
+    reasons: list[AlertReason]
+    talking_points: list[str]
+    disposition: str | None
+    disposition_note: str | None
+    disposed_at: datetime | None
+    disposed_by: str | None
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertOut:
+        fields = alert.as_dict()
+        return cls.model_validate({k: fields[k] for k in cls.model_fields})
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertOut]
+
+
+class DispositionIn(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"outcome": "contacted", "note": "Meeting on Friday"}]}
+    )
+
+    outcome: Outcome
+    note: Annotated[str, Field(max_length=1000)] | None = None
+
+
 class EventsAccepted(BaseModel):
     accepted: int
 
@@ -450,6 +503,9 @@ RecordingConsent = Annotated[Principal, allow("channel", "rm")]
 SendingEvents = Annotated[Principal, allow("channel", "admin")]
 GivingFeedback = Annotated[Principal, allow("channel", "rm")]
 Erasing = Annotated[Principal, allow("compliance")]
+ReadingAlerts = Annotated[Principal, allow("rm", "compliance", "admin")]
+DisposingAlerts = Annotated[Principal, allow("rm", "admin")]
+RmId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class _TimedApp(FastAPI):
@@ -736,6 +792,63 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             log.error("feedback write failed: %s", error)
             raise StoreUnavailable() from error
         return FeedbackRecorded(recorded=1)
+
+    @app.get(
+        "/v1/alerts",
+        response_model=AlertList,
+        responses=_errors(*_V1_ERRORS, 500, 503),
+    )
+    def list_alerts(
+        c: Wired,
+        who: ReadingAlerts,
+        rm_id: Annotated[RmId | None, Query()] = None,
+        status: Annotated[AlertStatus | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> AlertList:
+        """An RM's alerts, highest priority first. An RM sees their own (``rm_id`` defaults to
+        theirs, another's is refused); compliance and admin see anyone's."""
+        if who.role == "rm":
+            if rm_id is not None and rm_id != who.rm_id:
+                raise Forbidden("an RM sees only their own alerts")
+            rm_id = who.rm_id
+        try:
+            c.alerter.sweep()  # expire what is overdue, open what waited for capacity
+            found = c.alert_store.find(rm_id, status, limit)
+        except Exception as error:
+            log.error("alerts read failed: %s", error)
+            raise StoreUnavailable("the alerts cannot be read right now") from error
+        return AlertList(alerts=[AlertOut.of(a) for a in found])
+
+    @app.post(
+        "/v1/alerts/{alert_id}/disposition",
+        response_model=AlertOut,
+        responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 404, 409, 500, 503),
+    )
+    def dispose_alert(
+        alert_id: Annotated[str, Path(min_length=1, max_length=64)],
+        body: DispositionIn,
+        c: Wired,
+        who: DisposingAlerts,
+    ) -> AlertOut:
+        """What the RM did with an open alert. It closes the alert, goes to contact history
+        (declines start the action's cool-off) and becomes a training label."""
+        try:
+            alert = c.alert_store.get(alert_id)
+        except Exception as error:
+            log.error("alert read failed: %s", error)
+            raise StoreUnavailable() from error
+        if alert is None:
+            raise NotFound("no alert with that id")
+        if who.role == "rm" and alert.rm_id != who.rm_id:
+            raise Forbidden("this alert belongs to another RM")
+        try:
+            done = c.alerter.dispose(alert_id, body.outcome, who.name, body.note)
+        except NextBestError:
+            raise
+        except Exception as error:
+            log.error("disposition write failed: %s", error)
+            raise StoreUnavailable() from error
+        return AlertOut.of(done)
 
     @app.post(
         "/v1/events",

@@ -21,6 +21,7 @@ from consent.reads import GateReads, gate_reads
 from consent.registry import ConsentRegistry
 from consent.store import connect
 from feature_repo.store import StoreLocation, open_store
+from service.alerts import Alerter, AlertPolicy, AlertStore, alerts_publisher
 from service.auth import AuthConfigError, KeyRing, development_keys
 from service.decisions import DecisionService
 from service.features import FeastFeatures, OfflineBuffer
@@ -29,6 +30,7 @@ from service.models import ModelSet
 from service.settings import Settings
 from service.state import RedisStateStore, SQLiteStateStore, StateStore
 from service.transport import (
+    ALERTS_TOPIC,
     DLQ_TOPIC,
     EVENTS_TOPIC,
     Consumer,
@@ -131,6 +133,38 @@ class Container:
             self.gate_reads,
         )
 
+    # --- RM alerts ---
+    @cached_property
+    def alert_policy(self) -> AlertPolicy:
+        return AlertPolicy.load(self.catalog)
+
+    @cached_property
+    def alert_store(self) -> AlertStore:
+        return AlertStore(self.engine)
+
+    @cached_property
+    def alerter(self) -> Alerter:
+        """Raises alerts from the stream (``start()`` runs it); records dispositions. Alerts
+        are published to ``nextbest.alerts.v1`` through a producer made at first use."""
+        made: list[Producer] = []
+
+        def producer() -> Producer:
+            if not made:
+                made.append(self.producer())
+            return made[0]
+
+        topic = self.settings.topic(ALERTS_TOPIC)
+        return Alerter(
+            self.decisions,
+            self.registry,
+            self.directory,
+            self.contacts,
+            self.alert_store,
+            self.alert_policy,
+            self.catalog,
+            publish=lambda alerts: alerts_publisher(producer(), topic)(alerts),
+        )
+
     # --- who may call ---
     @cached_property
     def keyring(self) -> KeyRing:
@@ -165,7 +199,8 @@ class Container:
             return RedisStateStore(self.settings.redis_url, self.settings.feast_project)
         return SQLiteStateStore(self.settings.home / "stream_state.db")
 
-    def worker(self) -> StreamWorker:
+    def worker(self, alerter: Alerter | None = None) -> StreamWorker:
+        """The stream worker; with ``alerter``, it is told which customers each batch changed."""
         return StreamWorker(
             consumer=self.consumer(),
             dlq=self.producer(),
@@ -176,4 +211,5 @@ class Container:
             lateness_us=int(self.settings.allowed_lateness_hours * 3600 * 1_000_000),
             metrics=stream_metrics(),
             consents=self.registry,
+            on_features=alerter.touched if alerter is not None else None,
         )

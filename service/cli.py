@@ -13,6 +13,7 @@ import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -194,11 +195,18 @@ def load(bank_dir: Path, rate: float | None, speedup: float | None, skip_events:
     is_flag=True,
     help="Forget the windows' state first (rebuild after a change of definitions).",
 )
+@click.option(
+    "--alerts/--no-alerts",
+    default=True,
+    show_default=True,
+    help="Rescore changed customers and raise RM alerts (turn off to replay history).",
+)
 def stream(
     until_idle: float | None,
     from_offset: int | None,
     from_time: datetime | None,
     reset_state: bool,
+    alerts: bool,
 ) -> None:
     """Run the stream worker: events in, online and offline features out.
 
@@ -213,7 +221,8 @@ def stream(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     container = _container()
-    worker = container.worker()
+    alerter = container.alerter if alerts else None
+    worker = container.worker(alerter)
     worker.stopping = stopping
     if reset_state:
         worker.states.clear()
@@ -225,11 +234,18 @@ def stream(
         from prometheus_client import start_http_server
 
         start_http_server(port, addr=container.settings.api_host)
+    if alerter is not None:
+        alerter.start()
     try:
         stats = worker.run(idle_exit_s=until_idle)
     finally:
+        if alerter is not None:
+            alerter.stop()  # what the last batches touched is still rescored
         worker.close()
-    click.echo(json.dumps(stats.as_dict()))
+    report: dict[str, Any] = stats.as_dict()
+    if alerter is not None:
+        report["alerts"] = alerter.stats.as_dict()
+    click.echo(json.dumps(report))
 
 
 _bank_option = click.option(

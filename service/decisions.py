@@ -94,6 +94,8 @@ class DecideForCustomer:
     limit: int = 3
     context: dict[str, Any] = field(default_factory=dict)
     trigger: dict[str, Any] = field(default_factory=dict)
+    #: Only these actions are candidates (an alert's trigger concerns only them); None: all.
+    actions: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,8 @@ class DecisionService:
         memo: dict[Any, Any] = {}  # what the rules work out once per decision
         for action in self.catalog.actions.values():
             if not action.enabled or command.channel not in action.channels:
+                continue
+            if command.actions is not None and action.id not in command.actions:
                 continue
             # A trigger is judged on what is stored; if that is stale, the gate says so.
             if action.when and not all(c.holds(raw) for c in action.when):

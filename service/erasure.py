@@ -17,6 +17,7 @@ from consent.audit import erase_customer_key
 from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory
 from consent.registry import ConsentRegistry
+from service.alerts import AlertStore
 
 if TYPE_CHECKING:
     from service.bootstrap import Container
@@ -42,11 +43,14 @@ def erase_customer(container: Container, customer_id: str) -> CustomerErased:
         consents = ConsentRegistry.erase(connection, customer_id)
         contacts = ContactHistory.erase(connection, customer_id)
         directory = CustomerDirectory.erase(connection, customer_id) > 0
+        alerts = AlertStore.erase(connection, customer_id)
     container.features.erase(customer_id)
     states = container.state_store()
     try:
         states.delete(customer_id)
     finally:
         states.close()
-    log.info("customer erased (%d consent and %d contact entries)", consents, contacts)
+    log.info(
+        "customer erased (%d consent, %d contact entries, %d alerts)", consents, contacts, alerts
+    )
     return CustomerErased(key, consents, contacts, directory, True, True)

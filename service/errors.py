@@ -16,6 +16,7 @@ ErrorCode = Literal[
     "unauthenticated",
     "forbidden",
     "not_found",
+    "conflict",
     "method_not_allowed",
     "request_too_large",
     "rate_limited",
@@ -67,6 +68,12 @@ class InvalidEvents(NextBestError):
 
 class NotFound(NextBestError):
     code, status, message = "not_found", 404, "not found"
+
+
+class Conflict(NextBestError):
+    """The request is valid but the resource is not in a state that allows it."""
+
+    code, status, message = "conflict", 409, "not possible in the resource's current state"
 
 
 class ConsentUnavailable(NextBestError):

@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -32,6 +33,7 @@ from feature_repo.aggregates import (
 from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, parse_event
 from service.features import OfflineBuffer, OnlineWriter
 from service.metrics import StreamMetrics
+from service.origin import Origin
 from service.state import StateStore
 from service.transport import Consumer, Producer, Record
 
@@ -109,7 +111,11 @@ class StreamWorker:
         lateness_us: int = DEFAULT_LATENESS_US,
         metrics: StreamMetrics | None = None,
         consents: ConsentRegistry | None = None,
+        on_features: Callable[[dict[str, Origin]], None] | None = None,
     ) -> None:
+        #: Told which customers' features each batch wrote, and the event that last changed
+        #: them (the alerter: ``service.alerts``).
+        self.on_features = on_features
         self.consumer = consumer
         self.consents = consents
         self.dlq = dlq
@@ -130,9 +136,15 @@ class StreamWorker:
     def process(self, records: list[Record]) -> None:
         began = time.monotonic()
         events: list[Event] = []
+        origins: dict[str, Origin] = {}
         for record in records:
             try:
-                events.append(parse_event(record.value))
+                event = parse_event(record.value)
+                events.append(event)
+                if self.on_features is not None:
+                    origins[event.customer_id] = Origin(
+                        event.event_id, record.topic, record.partition, record.offset
+                    )
             except InvalidEvent as error:
                 self.dlq.send(self.dlq_topic, None, dead_letter(record, error.reason))
                 self._dead_unflushed += 1
@@ -163,6 +175,8 @@ class StreamWorker:
             self.online.write(written, as_of_us, matrix)
             self.offline.add(written, as_of_us, matrix)
             self._count(applied.applied, applied.duplicates, applied.late, len(written), as_of_us)
+            if self.on_features is not None and written:
+                self.on_features({c: origins[c] for c in written if c in origins})
         self._pending.extend(records)
         self.stats.batches += 1
         if self.metrics:

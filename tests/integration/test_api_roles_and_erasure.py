@@ -4,7 +4,7 @@ through the API: afterwards the chain verifies and nothing ties the audit log to
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from consent.customers import KnownCustomer
 from consent.store import audit_log
 from feature_repo.aggregates import FEATURE_NAMES
+from service.alerts import Alert
 from service.api import create_app
 from service.auth import ROLES
 from service.bootstrap import Container
@@ -60,6 +61,8 @@ ENDPOINTS = [
     ("POST", "/v1/feedback", FEEDBACK, {"channel", "rm"}),
     ("POST", "/v1/events", {"events": [EVENT]}, {"channel", "admin"}),
     ("DELETE", "/v1/customers/C0000099", None, {"compliance"}),
+    ("GET", "/v1/alerts", None, {"rm", "compliance", "admin"}),
+    ("POST", "/v1/alerts/none/disposition", {"outcome": "contacted"}, {"rm", "admin"}),
 ]
 #: For the operator's probes and scraper: no key (and so no rate limit).
 OPEN = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
@@ -206,3 +209,52 @@ def test_erasure_forgets_the_customer_and_the_chain_still_verifies(api) -> None:
     assert again.status_code == 200
     (entry,) = container.audit.export(CUSTOMER)
     assert entry["record"]["customer_ref"] not in {r.customer_ref for r in rows}
+
+
+def _alert(rm_id: str) -> Alert:
+    now = datetime.now(UTC)
+    return Alert(
+        alert_id=f"alert-{rm_id}",
+        decision_id="d-1",
+        customer_id=CUSTOMER,
+        household_id="H42",
+        rm_id=rm_id,
+        topic="mortgage",
+        need="mortgage",
+        action_id="mortgage_consultation",
+        title="Book a mortgage consultation",
+        kind="sales",
+        score=0.7,
+        priority=84.0,
+        status="queued",
+        created_at=now,
+        opened_at=None,
+        expires_at=now + timedelta(days=3),
+        talking_points=("Mortgage interest 0.70",),
+    )
+
+
+def test_an_rm_sees_and_works_only_their_own_alerts(api) -> None:
+    container, client = api
+    container.alert_store.add([_alert("RM0001"), _alert("RM0002")], 20, datetime.now(UTC))
+    rm = key_headers(container, "rm")  # the development RM key is RM0001's
+    mine = client.get("/v1/alerts", headers=rm).json()["alerts"]
+    assert [a["alert_id"] for a in mine] == ["alert-RM0001"]
+    assert mine[0]["talking_points"] == ["Mortgage interest 0.70"]
+    refused = client.get("/v1/alerts", params={"rm_id": "RM0002"}, headers=rm)
+    assert refused.status_code == 403
+    compliance = key_headers(container, "compliance")
+    everyone = client.get("/v1/alerts", params={"status": "open"}, headers=compliance).json()
+    assert {a["rm_id"] for a in everyone["alerts"]} == {"RM0001", "RM0002"}
+
+    body = {"outcome": "contacted", "note": "call back Friday"}
+    other = client.post("/v1/alerts/alert-RM0002/disposition", json=body, headers=rm)
+    assert other.status_code == 403
+    done = client.post("/v1/alerts/alert-RM0001/disposition", json=body, headers=rm)
+    assert done.status_code == 200, done.text
+    assert (done.json()["status"], done.json()["disposition"]) == ("closed", "contacted")
+    again = client.post("/v1/alerts/alert-RM0001/disposition", json=body, headers=rm)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+    path = "/v1/alerts/alert-RM0002/disposition"
+    wrong = client.post(path, json={"outcome": "maybe"}, headers=rm)
+    assert wrong.status_code == 422

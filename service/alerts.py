@@ -1,0 +1,800 @@
+"""Proactive triggers and relationship-manager alerts.
+
+The stream worker tells the ``Alerter`` which customers' features it just wrote. Events of one
+customer within ``debounce_seconds`` cost one rescoring. A customer is rescored only with
+profiling consent, and their features are read only with profiling consent or service consent
+on the RM channel (as for decisions). An alert is considered when
+
+- a need's calibrated score rises to its threshold (``consent/alerts.yaml``) from below, or
+- a rule trigger (large inflow, salary change, idle cash, unusual card activity) comes to hold.
+
+Before the gate, the alert discipline drops what would repeat an alert: one per customer ×
+need (a service action is its own need) while one is open or queued, or within the window; a
+household shares its sales needs. What is left goes through the same gate as API decisions,
+with channel ``rm`` and only the actions the trigger concerns, so the decision is written to
+the audit log first (and, when nothing passes, the log says why). Each delivered action becomes
+an alert with talking points built from the reasons. It is stored, ``open`` while the RM has
+capacity left today, ``queued`` otherwise (opened later, highest priority first), and expires if
+not worked. New and changed alerts are published to ``nextbest.alerts.v1``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, update
+
+from consent.contacts import ContactHistory, ContactMade
+from consent.customers import NEEDS, CustomerDirectory
+from consent.model import ANY_CHANNEL, Action, Condition, ContactKind
+from consent.policy import Catalog, PolicyError, _explain, _load_yaml, content_hash
+from consent.registry import ConsentRegistry
+from consent.store import alerts as alerts_table
+from feature_repo.explain import describe
+from service.decisions import DecideForCustomer, DecisionMade, DecisionService
+from service.errors import Conflict, NotFound
+from service.origin import Origin
+from service.transport import Producer
+
+log = logging.getLogger(__name__)
+
+RM_CHANNEL = "rm"
+Status = Literal["queued", "open", "closed", "expired"]
+STATUSES: tuple[Status, ...] = ("queued", "open", "closed", "expired")
+Outcome = Literal[
+    "contacted", "converted", "not_interested", "not_suitable", "wrong_timing", "unreachable"
+]
+#: What a disposition tells contact history (None: no contact took place).
+CONTACT_KIND: dict[str, ContactKind | None] = {
+    "contacted": "contact",
+    "converted": "accept",
+    "not_interested": "decline",
+    "not_suitable": "dismiss",
+    "wrong_timing": "dismiss",
+    "unreachable": None,
+}
+#: Training labels from dispositions: the customer took the product, or said no.
+LABEL: dict[str, int] = {"converted": 1, "not_interested": 0}
+#: Customers whose last scores are remembered (for crossings); beyond, the oldest are forgotten
+#: and their next scoring counts as a first one (the discipline still stops repeats).
+WATCHED = 500_000
+TICK_S = 0.05
+
+
+# --- configuration ------------------------------------------------------------------------
+class Trigger(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str
+    when: tuple[Condition, ...] = Field(min_length=1)
+    actions: tuple[str, ...] = Field(min_length=1)
+
+    def holds(self, values: Mapping[str, float | None]) -> bool:
+        return all(c.holds(dict(values)) for c in self.when)
+
+
+class AlertPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: int
+    debounce_seconds: float = Field(ge=0, le=60)
+    window_hours: float = Field(gt=0)
+    expire_hours: float = Field(gt=0)
+    rm_daily_capacity: int = Field(ge=1)
+    limit: int = Field(ge=1, le=10)
+    #: By need (each one of ``consent.model.Need``).
+    thresholds: dict[str, float]
+    triggers: tuple[Trigger, ...] = ()
+    content_version: str = ""
+
+    @classmethod
+    @field_validator("thresholds")
+    @classmethod
+    def _needs(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        unknown = set(thresholds) - set(NEEDS)
+        if unknown:
+            raise ValueError(f"unknown needs {sorted(unknown)}")
+        return thresholds
+
+    @classmethod
+    def load(cls, catalog: Catalog, path: Path | None = None) -> AlertPolicy:
+        document = _load_yaml(path, "alerts.yaml")
+        try:
+            policy = cls.model_validate({**document, "content_version": content_hash(document)})
+        except ValidationError as error:
+            raise PolicyError(f"invalid alert policy: {_explain(error)}") from None
+        for trigger in policy.triggers:
+            for action_id in trigger.actions:
+                action = catalog.actions.get(action_id)
+                if action is None:
+                    raise PolicyError(f"trigger {trigger.id}: unknown action {action_id!r}")
+                if RM_CHANNEL not in action.channels:
+                    raise PolicyError(f"trigger {trigger.id}: {action_id} is not for the RM")
+        return policy
+
+
+# --- alerts -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Alert:
+    alert_id: str
+    decision_id: str
+    customer_id: str
+    household_id: str | None
+    rm_id: str
+    topic: str
+    need: str | None
+    action_id: str
+    title: str
+    kind: str
+    score: float | None
+    priority: float
+    status: Status
+    created_at: datetime
+    opened_at: datetime | None
+    expires_at: datetime
+    triggers: tuple[str, ...] = ()
+    reasons: tuple[dict[str, Any], ...] = ()
+    talking_points: tuple[str, ...] = ()
+    origin: dict[str, Any] = field(default_factory=dict)
+    disposition: str | None = None
+    disposition_note: str | None = None
+    disposed_at: datetime | None = None
+    disposed_by: str | None = None
+
+    def body(self) -> str:
+        return json.dumps(
+            {
+                "title": self.title,
+                "kind": self.kind,
+                "triggers": list(self.triggers),
+                "reasons": list(self.reasons),
+                "talking_points": list(self.talking_points),
+                "origin": self.origin,
+            },
+            separators=(",", ":"),
+        )
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "decision_id": self.decision_id,
+            "customer_id": self.customer_id,
+            "household_id": self.household_id,
+            "rm_id": self.rm_id,
+            "topic": self.topic,
+            "need": self.need,
+            "action_id": self.action_id,
+            "score": self.score,
+            "priority": self.priority,
+            "status": self.status,
+            "created_at": self.created_at,
+            "opened_at": self.opened_at,
+            "expires_at": self.expires_at,
+            "body": self.body(),
+            "disposition": self.disposition,
+            "disposition_note": self.disposition_note,
+            "disposed_at": self.disposed_at,
+            "disposed_by": self.disposed_by,
+        }
+
+    @classmethod
+    def from_row(cls, row: Any) -> Alert:
+        m = row._mapping
+        body = json.loads(m["body"])
+        return cls(
+            alert_id=m["alert_id"],
+            decision_id=m["decision_id"],
+            customer_id=m["customer_id"],
+            household_id=m["household_id"],
+            rm_id=m["rm_id"],
+            topic=m["topic"],
+            need=m["need"],
+            action_id=m["action_id"],
+            title=body["title"],
+            kind=body["kind"],
+            score=m["score"],
+            priority=m["priority"],
+            status=m["status"],
+            created_at=_required(m["created_at"]),
+            opened_at=_aware(m["opened_at"]),
+            expires_at=_required(m["expires_at"]),
+            triggers=tuple(body["triggers"]),
+            reasons=tuple(body["reasons"]),
+            talking_points=tuple(body["talking_points"]),
+            origin=body.get("origin") or {},
+            disposition=m["disposition"],
+            disposition_note=m["disposition_note"],
+            disposed_at=_aware(m["disposed_at"]),
+            disposed_by=m["disposed_by"],
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The alert as the API and the topic show it."""
+        out = {k: v for k, v in self.__dict__.items()}
+        for k in ("created_at", "opened_at", "expires_at", "disposed_at"):
+            out[k] = None if out[k] is None else out[k].isoformat()
+        for k in ("triggers", "reasons", "talking_points"):
+            out[k] = list(out[k])
+        return out
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    if at is None:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _required(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _day_start(now: datetime) -> datetime:
+    day: date = now.astimezone(UTC).date()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+class AlertStore:
+    """Alerts in the operational store. Allocation of an RM's daily capacity runs under a lock
+    per RM (PostgreSQL advisory lock; SQLite has one writer at a time), so workers on other
+    partitions cannot both take an RM's last place."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- the discipline --
+    def blocked(
+        self,
+        customer_id: str,
+        household_id: str | None,
+        topics: Iterable[str],
+        household_topics: Iterable[str],
+        now: datetime,
+        window: timedelta,
+    ) -> dict[str, str]:
+        """Topics that may not be alerted again now, with why (``open_alert``,
+        ``recent_alert``, ``household_alert``)."""
+        topics, shared = set(topics), set(household_topics)
+        if not topics:
+            return {}
+        a = alerts_table.c
+        live = or_(a.status.in_(("queued", "open")), a.created_at >= now - window)
+        who = a.customer_id == customer_id
+        if household_id is not None and shared:
+            who = or_(who, and_(a.household_id == household_id, a.topic.in_(shared)))
+        query = select(a.customer_id, a.topic, a.status).where(who, a.topic.in_(topics), live)
+        out: dict[str, str] = {}
+        with self.engine.connect() as connection:
+            for owner, topic, status in connection.execute(query):
+                if owner != customer_id:
+                    out.setdefault(topic, "household_alert")
+                elif status in ("queued", "open"):
+                    out[topic] = "open_alert"
+                else:
+                    out.setdefault(topic, "recent_alert")
+        return out
+
+    def add(self, new: Sequence[Alert], capacity: int, now: datetime) -> list[Alert]:
+        """Store ``new`` (status decided here): per RM, highest priority first, ``open`` while
+        the RM's alerts opened today are under ``capacity``, ``queued`` after."""
+        stored: list[Alert] = []
+        by_rm: dict[str, list[Alert]] = {}
+        for alert in new:
+            by_rm.setdefault(alert.rm_id, []).append(alert)
+        with self.engine.begin() as connection:
+            for rm_id in sorted(by_rm):
+                _lock_rm(connection, rm_id)
+                left = capacity - _opened_today(connection, rm_id, now)
+                for alert in sorted(by_rm[rm_id], key=lambda x: -x.priority):
+                    if left > 0:
+                        alert = replace(alert, status="open", opened_at=now)
+                        left -= 1
+                    else:
+                        alert = replace(alert, status="queued", opened_at=None)
+                    stored.append(alert)
+            if stored:
+                connection.execute(insert(alerts_table), [a.row() for a in stored])
+        return stored
+
+    def sweep(self, capacity: int, now: datetime) -> list[Alert]:
+        """Expire what is overdue, then open queued alerts where RMs have capacity left today
+        (highest priority first). The alerts whose status changed."""
+        a = alerts_table.c
+        changed: list[Alert] = []
+        with self.engine.begin() as connection:
+            overdue = connection.execute(
+                select(alerts_table).where(a.status.in_(("queued", "open")), a.expires_at <= now)
+            ).all()
+            if overdue:
+                ids = [r._mapping["alert_id"] for r in overdue]
+                connection.execute(
+                    update(alerts_table).where(a.alert_id.in_(ids)).values(status="expired")
+                )
+                changed += [replace(Alert.from_row(r), status="expired") for r in overdue]
+            waiting = connection.execute(
+                select(a.rm_id).where(a.status == "queued").group_by(a.rm_id)
+            ).all()
+            for (rm_id,) in waiting:
+                _lock_rm(connection, rm_id)
+                left = capacity - _opened_today(connection, rm_id, now)
+                if left <= 0:
+                    continue
+                rows = connection.execute(
+                    select(alerts_table)
+                    .where(a.rm_id == rm_id, a.status == "queued")
+                    .order_by(a.priority.desc(), a.created_at)
+                    .limit(left)
+                ).all()
+                ids = [r._mapping["alert_id"] for r in rows]
+                connection.execute(
+                    update(alerts_table)
+                    .where(a.alert_id.in_(ids))
+                    .values(status="open", opened_at=now)
+                )
+                changed += [replace(Alert.from_row(r), status="open", opened_at=now) for r in rows]
+        return changed
+
+    # -- reading --
+    def find(
+        self, rm_id: str | None = None, status: Status | None = None, limit: int = 100
+    ) -> list[Alert]:
+        a = alerts_table.c
+        query = select(alerts_table)
+        if rm_id is not None:
+            query = query.where(a.rm_id == rm_id)
+        if status is not None:
+            query = query.where(a.status == status)
+        query = query.order_by(a.priority.desc(), a.created_at.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [Alert.from_row(r) for r in connection.execute(query)]
+
+    def get(self, alert_id: str) -> Alert | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(alerts_table).where(alerts_table.c.alert_id == alert_id)
+            ).first()
+        return None if row is None else Alert.from_row(row)
+
+    def dispose(
+        self,
+        alert_id: str,
+        outcome: Outcome,
+        by: str,
+        now: datetime,
+        note: str | None = None,
+        contacts: ContactHistory | None = None,
+    ) -> Alert:
+        """Record what the RM did with an open alert (closing it); the contact it was goes to
+        contact history in the same transaction."""
+        a = alerts_table.c
+        with self.engine.begin() as connection:
+            done = connection.execute(
+                update(alerts_table)
+                .where(a.alert_id == alert_id, a.status == "open")
+                .values(
+                    status="closed",
+                    disposition=outcome,
+                    disposition_note=note,
+                    disposed_at=now,
+                    disposed_by=by,
+                )
+            ).rowcount
+            row = connection.execute(select(alerts_table).where(a.alert_id == alert_id)).first()
+            if row is None:
+                raise NotFound("no alert with that id")
+            alert = Alert.from_row(row)
+            if not done:
+                raise Conflict(f"the alert is {alert.status}: only an open alert takes one")
+            kind = CONTACT_KIND[outcome]
+            if kind is not None and contacts is not None:
+                contacts.record_on(
+                    connection,
+                    [
+                        ContactMade(
+                            customer_id=alert.customer_id,
+                            occurred_at=now,
+                            channel=RM_CHANNEL,
+                            kind=kind,
+                            household_id=alert.household_id,
+                            action_id=alert.action_id,
+                            need=alert.need,
+                            decision_id=alert.decision_id,
+                        )
+                    ],
+                )
+        return alert
+
+    def labels(self) -> list[dict[str, Any]]:
+        """Training labels from dispositions: customer, need, when the alert was raised, 1 if
+        they took the product, 0 if they said no (other outcomes are not labels)."""
+        a = alerts_table.c
+        query = (
+            select(a.customer_id, a.need, a.created_at, a.disposition, a.decision_id)
+            .where(a.disposition.in_(tuple(LABEL)), a.need.is_not(None))
+            .order_by(a.created_at)
+        )
+        with self.engine.connect() as connection:
+            return [
+                {
+                    "customer_id": r.customer_id,
+                    "need": r.need,
+                    "event_timestamp": _aware(r.created_at),
+                    "label": LABEL[r.disposition],
+                    "outcome": r.disposition,
+                    "decision_id": r.decision_id,
+                }
+                for r in connection.execute(query)
+            ]
+
+    @staticmethod
+    def erase(connection: Connection, customer_id: str) -> int:
+        a = alerts_table.c
+        return connection.execute(delete(alerts_table).where(a.customer_id == customer_id)).rowcount
+
+
+def _lock_rm(connection: Connection, rm_id: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"rm:{rm_id}"})
+
+
+def _opened_today(connection: Connection, rm_id: str, now: datetime) -> int:
+    a = alerts_table.c
+    query = select(func.count()).where(a.rm_id == rm_id, a.opened_at >= _day_start(now))
+    return int(connection.execute(query).scalar_one())
+
+
+# --- the alerter --------------------------------------------------------------------------
+@dataclass
+class AlerterStats:
+    rescored: int = 0
+    considered: int = 0
+    gated: int = 0
+    raised: int = 0
+    suppressed_by_gate: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "skipped": dict(self.skipped)}
+
+
+@dataclass(frozen=True)
+class Considered:
+    """Why a customer's alert is considered: needs that crossed and triggers that fired."""
+
+    customer_id: str
+    crossed: dict[str, float]
+    fired: tuple[str, ...]
+    origin: Origin | None
+
+
+class Alerter:
+    def __init__(
+        self,
+        decisions: DecisionService,
+        registry: ConsentRegistry,
+        directory: CustomerDirectory,
+        contacts: ContactHistory,
+        store: AlertStore,
+        policy: AlertPolicy,
+        catalog: Catalog,
+        publish: Callable[[Sequence[Alert]], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.decisions = decisions
+        self.registry = registry
+        self.directory = directory
+        self.contacts = contacts
+        self.store = store
+        self.policy = policy
+        self.catalog = catalog
+        self.publish = publish
+        self.clock = clock
+        self.stats = AlerterStats()
+        self._pending: dict[str, tuple[float, Origin | None]] = {}
+        self._mutex = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: customer → (scores by need, triggers holding) at their last scoring
+        self._watch: OrderedDict[str, tuple[dict[str, float], frozenset[str]]] = OrderedDict()
+        self._last_sweep = 0.0
+        self._actions_of_need: dict[str, tuple[str, ...]] = {}
+        for action in catalog.actions.values():
+            if action.need and action.enabled and RM_CHANNEL in action.channels:
+                self._actions_of_need.setdefault(action.need, ())
+                self._actions_of_need[action.need] += (action.id,)
+
+    # -- fed by the stream worker --
+    def touched(self, origins: Mapping[str, Origin | None]) -> None:
+        """These customers' features were just written (cheap: called on the worker's path)."""
+        now = time.monotonic()
+        with self._mutex:
+            for customer, origin in origins.items():
+                first = self._pending.get(customer)
+                self._pending[customer] = (first[0] if first else now, origin)
+        self._wake.set()
+
+    def due(self, now: float | None = None) -> dict[str, Origin | None]:
+        """Customers first touched at least ``debounce_seconds`` ago (taken off the list)."""
+        now = time.monotonic() if now is None else now
+        cutoff = now - self.policy.debounce_seconds
+        with self._mutex:
+            ready = {c: o for c, (t, o) in self._pending.items() if t <= cutoff}
+            for customer in ready:
+                del self._pending[customer]
+        return ready
+
+    # -- the work --
+    def process(self, customers: Mapping[str, Origin | None]) -> list[Alert]:
+        """Rescore ``customers``; raise, gate, store and publish what is due. Returns the alerts
+        stored (open or queued)."""
+        considered = self.consider(customers)
+        now = self.clock()
+        new: list[Alert] = []
+        for item in considered:
+            new += self._gate(item, now)
+        stored = self.store.add(new, self.policy.rm_daily_capacity, now) if new else []
+        self.stats.raised += len(stored)
+        if stored and self.publish is not None:
+            self._publish(stored)
+        return stored
+
+    def consider(self, customers: Mapping[str, Origin | None]) -> list[Considered]:
+        """Who has a need crossing its threshold or a trigger coming to hold (with consent to
+        be looked at for it)."""
+        out: list[Considered] = []
+        for customer_id, origin in customers.items():
+            consents = self.registry.current(customer_id)
+            may_profile = _granted(consents, "profiling", ANY_CHANNEL)
+            may_serve = _granted(consents, "service", RM_CHANNEL)
+            if not (may_profile or may_serve):
+                self.stats.skip("no_consent_to_look")
+                continue
+            try:
+                online = self.decisions.features.read(customer_id)
+            except Exception as error:
+                log.warning("alerts: online read failed, customer not rescored: %s", error)
+                self.stats.skip("online_store_unavailable")
+                continue
+            values, _stale = online.fresh(self.clock()) if online.known else ({}, frozenset())
+            scores: dict[str, float] = {}
+            if may_profile and values:
+                snapshot = getattr(self.decisions.models, "snapshot", None)
+                models = snapshot() if snapshot else dict(self.decisions.models)
+                for need, model in models.items():
+                    if need in self.policy.thresholds:
+                        scores[need] = model.probability(model.row(values))
+            # Triggers are judged on what is stored, as the gate's own conditions are.
+            holding = frozenset(t.id for t in self.policy.triggers if t.holds(online.values))
+            self.stats.rescored += 1
+            before_scores, before_holding = self._remember(customer_id, scores, holding)
+            crossed = {
+                need: score
+                for need, score in scores.items()
+                if score >= self.policy.thresholds[need]
+                and before_scores.get(need, 0.0) < self.policy.thresholds[need]
+            }
+            fired = tuple(sorted(holding - before_holding))
+            if crossed or fired:
+                out.append(Considered(customer_id, crossed, fired, origin))
+        self.stats.considered += len(out)
+        return out
+
+    def _remember(
+        self, customer_id: str, scores: dict[str, float], holding: frozenset[str]
+    ) -> tuple[dict[str, float], frozenset[str]]:
+        before = self._watch.pop(customer_id, ({}, frozenset()))
+        self._watch[customer_id] = (scores, holding)
+        while len(self._watch) > WATCHED:
+            self._watch.popitem(last=False)
+        return before
+
+    def _gate(self, item: Considered, now: datetime) -> list[Alert]:
+        """The discipline, then the gate (its decision logged first), then the alerts."""
+        known = self.directory.get(item.customer_id)
+        if known is None or known.rm_id is None:
+            self.stats.skip("no_rm")
+            return []
+        actions: dict[str, Action] = {}
+        for need in item.crossed:
+            for action_id in self._actions_of_need.get(need, ()):
+                actions[action_id] = self.catalog.actions[action_id]
+        by_trigger = {t.id: t for t in self.policy.triggers}
+        for trigger_id in item.fired:
+            for action_id in by_trigger[trigger_id].actions:
+                actions[action_id] = self.catalog.actions[action_id]
+        topics = {a.id: a.need or a.id for a in actions.values()}
+        blocked = self.store.blocked(
+            item.customer_id,
+            known.household_id,
+            topics.values(),
+            [a.need for a in actions.values() if a.need],
+            now,
+            timedelta(hours=self.policy.window_hours),
+        )
+        for reason in blocked.values():
+            self.stats.skip(reason)
+        allowed = frozenset(a for a, topic in topics.items() if topic not in blocked)
+        if not allowed:
+            return []
+        trigger = {
+            "kind": "stream_trigger",
+            "crossed": {need: round(score, 6) for need, score in sorted(item.crossed.items())},
+            "fired": list(item.fired),
+            "alert_policy_version": self.policy.content_version,
+        }
+        if item.origin is not None:
+            trigger["event"] = item.origin.as_dict()
+        made = self.decisions.decide(
+            DecideForCustomer(
+                customer_id=item.customer_id,
+                channel=RM_CHANNEL,
+                limit=self.policy.limit,
+                trigger=trigger,
+                actions=allowed,
+            )
+        )
+        self.stats.gated += 1
+        alerts = self._alerts(made, known.household_id, known.rm_id, item, now)
+        if not alerts:
+            self.stats.suppressed_by_gate += 1
+        return alerts
+
+    def _alerts(
+        self,
+        made: DecisionMade,
+        household_id: str | None,
+        rm_id: str,
+        item: Considered,
+        now: datetime,
+    ) -> list[Alert]:
+        out = []
+        titles = {t.id: t.title for t in self.policy.triggers}
+        by_trigger = {t.id: t for t in self.policy.triggers}
+        values = made.record.feature_values()
+        for candidate in made.record.candidates:
+            if not candidate.delivered:
+                continue
+            action = self.catalog.actions[candidate.action_id]
+            reasons = [
+                {"feature": r.feature, "value": r.value, "text": r.text}
+                for r in made.reasons.get(candidate.need or "", ())
+            ]
+            fired = [t for t in item.fired if candidate.action_id in by_trigger[t].actions]
+            for trigger_id in fired:  # a trigger's own conditions are reasons too
+                for condition in by_trigger[trigger_id].when:
+                    value = values.get(condition.feature)
+                    reasons.append(
+                        {
+                            "feature": condition.feature,
+                            "value": value,
+                            "text": describe(condition.feature, value),
+                        }
+                    )
+            out.append(
+                Alert(
+                    alert_id=str(uuid.uuid4()),
+                    decision_id=made.record.decision_id,
+                    customer_id=made.customer_id,
+                    household_id=household_id,
+                    rm_id=rm_id,
+                    topic=action.need or action.id,
+                    need=action.need,
+                    action_id=action.id,
+                    title=action.title,
+                    kind=action.kind,
+                    score=candidate.score,
+                    priority=candidate.priority,
+                    status="queued",
+                    created_at=now,
+                    opened_at=None,
+                    expires_at=now + timedelta(hours=self.policy.expire_hours),
+                    triggers=tuple(fired),
+                    reasons=tuple(_unique(reasons)),
+                    talking_points=talking_points(
+                        action, candidate.score, reasons, [titles[t] for t in fired]
+                    ),
+                    origin=item.origin.as_dict() if item.origin else {},
+                )
+            )
+        return out
+
+    def sweep(self) -> list[Alert]:
+        changed = self.store.sweep(self.policy.rm_daily_capacity, self.clock())
+        if changed and self.publish is not None:
+            self._publish(changed)
+        return changed
+
+    def dispose(self, alert_id: str, outcome: Outcome, by: str, note: str | None = None) -> Alert:
+        alert = self.store.dispose(alert_id, outcome, by, self.clock(), note, self.contacts)
+        if self.publish is not None:
+            self._publish([alert])
+        return alert
+
+    def _publish(self, alerts: Sequence[Alert]) -> None:
+        assert self.publish is not None
+        try:
+            self.publish(alerts)
+        except Exception as error:  # stored already: the inbox has them; the topic lags
+            log.error("alerts: publishing %d alert(s) failed: %s", len(alerts), error)
+
+    # -- the thread --
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="alerter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Process what is pending (debounce or not), then stop."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stopping.is_set()
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            ready = self.due(float("inf") if stopping else None)
+            try:
+                if ready:
+                    self.process(ready)
+                if time.monotonic() - self._last_sweep >= 1.0:
+                    self._last_sweep = time.monotonic()
+                    self.sweep()
+            except Exception as error:  # never let one bad batch stop alerting
+                log.exception("alerts: a batch of %d customer(s) failed: %s", len(ready), error)
+            if stopping:
+                return
+
+
+def talking_points(
+    action: Action,
+    score: float | None,
+    reasons: Sequence[Mapping[str, Any]],
+    triggers: Sequence[str],
+) -> tuple[str, ...]:
+    """What the RM can say, from the reasons: the headline, each reason, the suggestion."""
+    points = []
+    if action.need and score is not None:
+        points.append(f"{action.need.replace('_', ' ').capitalize()} interest {score:.2f}")
+    points += [f"{t}" for t in triggers]
+    points += [str(r["text"]) for r in reasons]
+    points.append(f"Suggested: {action.title[0].lower()}{action.title[1:]}")
+    return tuple(dict.fromkeys(points))
+
+
+def _unique(reasons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for r in reasons:
+        if r["feature"] not in seen:
+            seen.add(r["feature"])
+            out.append(r)
+    return out
+
+
+def _granted(consents: Mapping[tuple[str, str], Any], purpose: str, channel: str) -> bool:
+    entry = consents.get((purpose, channel))
+    return entry is not None and bool(entry.granted)
+
+
+def alerts_publisher(producer: Producer, topic: str) -> Callable[[Sequence[Alert]], None]:
+    def publish(alerts: Sequence[Alert]) -> None:
+        for alert in alerts:
+            producer.send(topic, alert.customer_id, json.dumps(alert.as_dict()).encode())
+        producer.flush()
+
+    return publish

@@ -1,0 +1,234 @@
+"""RM alerts on the embedded store: crossings and triggers, the discipline (dedup, household,
+capacity, expiry), the gate with channel rm, dispositions. Features and models are doubles
+whose values the test sets; the gate, the stores and the audit log are real."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from consent.customers import NEEDS, CustomerDirectory, KnownCustomer
+from consent.model import ConsentGiven
+from consent.store import contact_history
+from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
+from service.alerts import Alerter, AlertPolicy, AlertStore
+from service.bootstrap import Container
+from service.errors import Conflict
+from service.features import OnlineFeatures
+from service.origin import Origin
+from tests.doubles import GOOD_STANDING, decision_service
+
+
+class Scripted:
+    """Online features the test sets per customer (zeros otherwise), a minute old."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, float]] = {}
+
+    def set(self, customer_id: str, **values: float) -> None:
+        self.values.setdefault(customer_id, {}).update(values)
+
+    def read(self, customer_id: str) -> OnlineFeatures:
+        at = datetime.now(UTC) - timedelta(minutes=1)
+        values: dict[str, float | None] = dict.fromkeys(SCORING_FEATURES, 0.0)
+        values["salary_change_ratio"] = 1.0  # a steady salary (0 would be a drop)
+        values.update(self.values.get(customer_id, {}))
+        views = {ACTIVITY_VIEW: at, PROFILE_VIEW: at}
+        return OnlineFeatures(customer_id, values, at, views)
+
+
+@dataclass(frozen=True)
+class ViewsModel:
+    """Scores a need by its page views: a tenth per mortgage-calculator view (mortgage only)."""
+
+    need: str
+    name: str = "views"
+    version: str = "1"
+    run_id: str = "none"
+    depends_on: frozenset[str] = frozenset()
+    features: tuple[str, ...] = ("mortgage_calculator_views_7d",)
+
+    def row(self, values: Mapping[str, float | None]) -> np.ndarray:
+        return np.array([values.get("mortgage_calculator_views_7d") or 0.0])
+
+    def probability(self, row: np.ndarray) -> float:
+        return min(1.0, float(row[0]) / 10) if self.need == "mortgage" else 0.0
+
+    def contributions(self, row: np.ndarray) -> list[tuple[str, float]]:
+        return [("mortgage_calculator_views_7d", 0.8)]
+
+
+def _consent(container: Container, customer_id: str, *pairs: tuple[str, str]) -> None:
+    container.registry.record(
+        ConsentGiven(
+            customer_id=customer_id,
+            purpose=purpose,  # type: ignore[arg-type]
+            channel=channel,  # type: ignore[arg-type]
+            granted=True,
+            recorded_at=datetime.now(UTC) - timedelta(seconds=1),
+            source="test",
+            notice_version="v1",
+        )
+        for purpose, channel in pairs
+    )
+
+
+EVERYTHING = (("marketing", "rm"), ("service", "rm"), ("profiling", "any"))
+
+
+@pytest.fixture
+def setup(embedded: Container) -> tuple[Alerter, Scripted, Container]:
+    features = Scripted()
+    decisions = decision_service(embedded.engine, features)  # type: ignore[arg-type]
+    decisions.models = {need: ViewsModel(need) for need in NEEDS}  # type: ignore[misc]
+    policy = AlertPolicy.load(decisions.catalog).model_copy(update={"rm_daily_capacity": 2})
+    alerter = Alerter(
+        decisions,
+        decisions.registry,
+        decisions.directory,
+        decisions.contacts,
+        AlertStore(embedded.engine),
+        policy,
+        decisions.catalog,
+    )
+    return alerter, features, embedded
+
+
+def _customer(container: Container, cid: str, household: str | None = None, rm: str = "RM1"):
+    CustomerDirectory(container.engine).upsert([KnownCustomer(cid, household, rm, GOOD_STANDING)])
+
+
+def _origin(n: int = 1) -> Origin:
+    return Origin(f"evt-{n}", "nextbest.events.v1", 0, n)
+
+
+def test_a_crossing_raises_one_alert_with_reasons_after_the_gate(setup) -> None:
+    alerter, features, container = setup
+    _customer(container, "C1")
+    _consent(container, "C1", *EVERYTHING)
+    features.set("C1", mortgage_calculator_views_7d=1)
+    assert alerter.process({"C1": _origin(1)}) == []  # 0.1: below the threshold (0.30)
+
+    features.set("C1", mortgage_calculator_views_7d=5)
+    [alert] = alerter.process({"C1": _origin(2)})
+    assert (alert.need, alert.action_id, alert.rm_id, alert.status) == (
+        "mortgage",
+        "mortgage_consultation",
+        "RM1",
+        "open",
+    )
+    assert alert.score == pytest.approx(0.5)
+    assert "mortgage calculator" in alert.reasons[0]["text"]
+    assert alert.talking_points[0] == "Mortgage interest 0.50"
+    assert alert.talking_points[-1] == "Suggested: book a mortgage consultation"
+    # The decision was logged first, with the event that caused it and only that action.
+    entry = container.audit.get(alert.decision_id)
+    assert entry is not None
+    record = entry["record"]
+    assert record["trigger"]["kind"] == "stream_trigger"
+    assert record["trigger"]["event"]["event_id"] == "evt-2"
+    assert [c["action_id"] for c in record["candidates"]] == ["mortgage_consultation"]
+
+    # Still above: no crossing, nothing new.
+    features.set("C1", mortgage_calculator_views_7d=6)
+    assert alerter.process({"C1": _origin(3)}) == []
+
+
+def test_an_open_alert_stops_a_second_one_for_the_same_need(setup) -> None:
+    alerter, features, container = setup
+    _customer(container, "C1")
+    _consent(container, "C1", *EVERYTHING)
+    features.set("C1", mortgage_calculator_views_7d=5)
+    assert len(alerter.process({"C1": None})) == 1
+    features.set("C1", mortgage_calculator_views_7d=0)
+    alerter.process({"C1": None})
+    features.set("C1", mortgage_calculator_views_7d=5)  # crosses again
+    gated = alerter.stats.gated
+    assert alerter.process({"C1": None}) == []
+    assert alerter.stats.skipped["open_alert"] == 1
+    assert alerter.stats.gated == gated  # no decision was made for it
+
+
+def test_a_household_shares_its_sales_alerts_but_not_service_ones(setup) -> None:
+    alerter, features, container = setup
+    for cid in ("A", "B"):
+        _customer(container, cid, household="H1")
+        _consent(container, cid, *EVERYTHING)
+    features.set("A", mortgage_calculator_views_7d=5)
+    assert [a.need for a in alerter.process({"A": None})] == ["mortgage"]
+    features.set("B", mortgage_calculator_views_7d=5, card_spend_7d=6000)
+    [alert] = alerter.process({"B": None})
+    assert alert.action_id == "card_activity_check"  # the household's mortgage alert stands
+    assert alerter.stats.skipped["household_alert"] == 1
+    assert alert.triggers == ("unusual_card_activity",)
+    assert "Unusual card activity" in alert.talking_points
+
+
+def test_without_rm_marketing_consent_no_alert_and_the_log_says_why(setup) -> None:
+    alerter, features, container = setup
+    _customer(container, "C2")
+    _consent(container, "C2", ("profiling", "any"), ("marketing", "mobile_app"))
+    features.set("C2", mortgage_calculator_views_7d=5)
+    assert alerter.process({"C2": _origin(7)}) == []
+    assert alerter.stats.suppressed_by_gate == 1
+    [entry] = container.audit.export()
+    record = entry["record"]
+    assert record["channel"] == "rm"
+    assert record["delivery_status"] == "nothing_to_deliver"
+    assert record["reason_codes"] == ["NO_CONSENT_FOR_PURPOSE_AND_CHANNEL"]
+
+
+def test_capacity_opens_the_highest_priorities_first_then_queues(setup) -> None:
+    alerter, features, container = setup
+    for cid, views in (("C1", 4), ("C2", 9), ("C3", 6)):
+        _customer(container, cid)
+        _consent(container, cid, *EVERYTHING)
+        features.set(cid, mortgage_calculator_views_7d=views)
+    stored = alerter.process({"C1": None, "C2": None, "C3": None})
+    status = {a.customer_id: a.status for a in stored}
+    assert status == {"C2": "open", "C3": "open", "C1": "queued"}
+    # Capacity is per day: tomorrow the queued one opens; past its expiry it is expired.
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    [opened] = alerter.store.sweep(2, tomorrow)
+    assert (opened.customer_id, opened.status) == ("C1", "open")
+    later = datetime.now(UTC) + timedelta(hours=alerter.policy.expire_hours + 1)
+    assert {a.status for a in alerter.store.sweep(2, later)} == {"expired"}
+    assert alerter.store.find("RM1", "open") == []
+
+
+def test_a_disposition_closes_the_alert_feeds_contacts_and_labels(setup) -> None:
+    alerter, features, container = setup
+    _customer(container, "C1", household="H9")
+    _consent(container, "C1", *EVERYTHING)
+    features.set("C1", mortgage_calculator_views_7d=5)
+    [alert] = alerter.process({"C1": None})
+    done = alerter.dispose(alert.alert_id, "not_interested", "rm-key", "not now")
+    assert (done.status, done.disposition, done.disposed_by) == (
+        "closed",
+        "not_interested",
+        "rm-key",
+    )
+    with container.engine.connect() as connection:
+        rows = connection.execute(select(contact_history)).all()
+    assert [(r.kind, r.channel, r.need, r.household_id) for r in rows] == [
+        ("decline", "rm", "mortgage", "H9")
+    ]
+    [label] = alerter.store.labels()
+    assert (label["customer_id"], label["need"], label["label"]) == ("C1", "mortgage", 0)
+    with pytest.raises(Conflict):
+        alerter.dispose(alert.alert_id, "converted", "rm-key")
+
+
+def test_a_burst_of_events_is_one_rescoring(setup) -> None:
+    alerter, _features, _container = setup
+    for n in range(5):
+        alerter.touched({"C1": _origin(n)})
+    assert alerter.due(now=0.0) == {}  # still within the debounce
+    ready = alerter.due(now=float("inf"))
+    assert list(ready) == ["C1"] and ready["C1"] == _origin(4)
+    assert alerter.due(now=float("inf")) == {}
