@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 
@@ -16,9 +16,4 @@ class Origin:
     offset: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-        }
+        return asdict(self)
