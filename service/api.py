@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from typing import Annotated, Any, Literal
 
 from anyio import CapacityLimiter, to_thread
@@ -366,6 +367,16 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 #: Every /v1 operation authenticates, authorizes, rate-limits and validates.
 _V1_ERRORS = (401, 403, 422, 429)
+#: The inbox page runs only its own script and talks only to this API.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 #: And those with a body may get one that is not JSON (400) or too large (413).
 _BODY_ERRORS = (400, 413)
 
@@ -792,6 +803,23 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             log.error("feedback write failed: %s", error)
             raise StoreUnavailable() from error
         return FeedbackRecorded(recorded=1)
+
+    # The RM inbox: a page and its script, no build step. The page holds no data: it signs in
+    # with the RM's key and reads /v1/alerts like any client.
+    def static(name: str, media_type: str) -> Callable[[], Response]:
+        content = resources.files("service").joinpath("static", name).read_bytes()
+
+        def serve() -> Response:
+            return Response(content, media_type=media_type, headers=_PAGE_HEADERS)
+
+        return serve
+
+    for path, name, media_type in (
+        ("/rm", "rm.html", "text/html; charset=utf-8"),
+        ("/rm/inbox.js", "inbox.js", "text/javascript; charset=utf-8"),
+        ("/rm/inbox.css", "inbox.css", "text/css; charset=utf-8"),
+    ):
+        app.add_api_route(path, static(name, media_type), methods=["GET"], include_in_schema=False)
 
     @app.get(
         "/v1/alerts",

@@ -42,6 +42,12 @@ def postgres_url() -> str:
     return _server("TEST_DATABASE_URL", "PostgreSQL")
 
 
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's headless Chromium (scripts/browser installs it; scripts/test sets the path)."""
+    return _server("TEST_CHROMIUM_PATH", "Headless Chromium")
+
+
 def make_settings(home: Path, **overrides: str) -> Settings:
     environ = {"NEXTBEST_HOME": str(home)}
     environ.update({f"NEXTBEST_{k.upper()}": v for k, v in overrides.items()})

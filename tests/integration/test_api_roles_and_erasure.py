@@ -65,7 +65,14 @@ ENDPOINTS = [
     ("POST", "/v1/alerts/none/disposition", {"outcome": "contacted"}, {"rm", "admin"}),
 ]
 #: For the operator's probes and scraper: no key (and so no rate limit).
-OPEN = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")]
+OPEN = [
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/rm"),  # the RM inbox page and its files: it signs in with a key itself
+    ("GET", "/rm/inbox.js"),
+    ("GET", "/rm/inbox.css"),
+]
 
 
 @pytest.fixture

@@ -1,0 +1,139 @@
+// The RM inbox: the signed-in RM's open alerts, refreshed every few seconds; a disposition
+// per alert. Plain DOM, no build step. Text from the API is set with textContent only.
+"use strict";
+
+const POLL_MS = 2000;
+const KEY = "nextbest.rm.key";
+const shown = new Map(); // alert_id -> list item
+let timer = null;
+
+function $(id) { return document.getElementById(id); }
+
+function headers() {
+  return { "X-API-Key": sessionStorage.getItem(KEY) || "", "Content-Type": "application/json" };
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers() });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = (body.error && body.error.message) || `HTTP ${response.status}`;
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function text(node, selector, value) { node.querySelector(selector).textContent = value; }
+
+function render(alert) {
+  const item = $("alert-template").content.firstElementChild.cloneNode(true);
+  item.dataset.alertId = alert.alert_id;
+  text(item, ".customer", alert.customer_id);
+  text(item, ".title", alert.title);
+  text(item, ".need", alert.need ? `Need: ${alert.need.replace("_", " ")}` : `Service: ${alert.kind}`);
+  text(item, ".score", alert.score === null ? "" : `score ${alert.score.toFixed(2)}`);
+  text(item, ".priority", `priority ${alert.priority.toFixed(1)}`);
+  text(item, ".expires", `expires ${new Date(alert.expires_at).toLocaleString()}`);
+  const points = item.querySelector(".points");
+  for (const point of alert.talking_points) {
+    const li = document.createElement("li");
+    li.textContent = point;
+    points.appendChild(li);
+  }
+  const form = item.querySelector("form");
+  const title = `${alert.customer_id}: ${alert.title}`;
+  form.setAttribute("aria-label", `Outcome for ${title}`);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const note = data.get("note");
+    form.querySelector("button").disabled = true;
+    try {
+      await api(`/v1/alerts/${encodeURIComponent(alert.alert_id)}/disposition`, {
+        method: "POST",
+        body: JSON.stringify({ outcome: data.get("outcome"), note: note ? note : null }),
+      });
+      item.remove();
+      shown.delete(alert.alert_id);
+      $("status").textContent = `Recorded "${data.get("outcome").replace("_", " ")}" for ${title}.`;
+      counts();
+    } catch (error) {
+      text(item, ".error", `Not recorded: ${error.message}`);
+      form.querySelector("button").disabled = false;
+    }
+  });
+  return item;
+}
+
+function counts() {
+  $("count").textContent = `(${shown.size})`;
+  $("empty").hidden = shown.size > 0;
+}
+
+async function refresh() {
+  let body;
+  try {
+    body = await api("/v1/alerts?status=open&limit=200");
+  } catch (error) {
+    if (error.status === 401 || error.status === 403) { signOut(error.message); return; }
+    $("status").textContent = `Could not refresh: ${error.message}`;
+    return;
+  }
+  const open = new Set(body.alerts.map((a) => a.alert_id));
+  for (const [id, item] of shown) {
+    if (!open.has(id)) { item.remove(); shown.delete(id); }
+  }
+  const fresh = body.alerts.filter((a) => !shown.has(a.alert_id));
+  const list = $("alerts");
+  for (const alert of body.alerts) {
+    let item = shown.get(alert.alert_id);
+    if (!item) { item = render(alert); shown.set(alert.alert_id, item); }
+    list.appendChild(item); // keeps the API's order: highest priority first
+  }
+  if (body.alerts.length) { $("who").textContent = `RM ${body.alerts[0].rm_id}`; $("who").hidden = false; }
+  if (fresh.length && list.dataset.loaded) {
+    $("status").textContent = `${fresh.length} new alert${fresh.length > 1 ? "s" : ""}.`;
+  }
+  list.dataset.loaded = "yes";
+  counts();
+}
+
+function signedIn() {
+  $("sign-in").hidden = true;
+  $("inbox").hidden = false;
+  $("sign-out").hidden = false;
+  refresh();
+  timer = setInterval(refresh, POLL_MS);
+}
+
+function signOut(message = "") {
+  sessionStorage.removeItem(KEY);
+  clearInterval(timer);
+  for (const item of shown.values()) item.remove();
+  shown.clear();
+  delete $("alerts").dataset.loaded;
+  $("inbox").hidden = true;
+  $("sign-out").hidden = true;
+  $("who").hidden = true;
+  $("sign-in").hidden = false;
+  $("sign-in-error").textContent = message;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY, $("api-key").value.trim());
+    try {
+      await api("/v1/alerts?status=open&limit=1");
+      $("sign-in-error").textContent = "";
+      $("api-key").value = "";
+      signedIn();
+    } catch (error) {
+      signOut(`Sign-in failed: ${error.message}`);
+    }
+  });
+  $("sign-out").addEventListener("click", () => signOut());
+  if (sessionStorage.getItem(KEY)) signedIn();
+});

@@ -1,0 +1,143 @@
+"""The RM inbox page in Debian's headless Chromium (Playwright): the RM signs in with their key,
+an alert raised meanwhile appears without a reload, and the disposition recorded on the page
+is stored (and goes to contact history)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import select
+
+from consent.store import contact_history
+from service.alerts import Alert
+from service.api import create_app
+from service.bootstrap import Container
+from tests.conftest import key_headers
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu"],  # root in CI: no user-namespace sandbox
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def served(embedded: Container) -> Iterator[tuple[Container, str]]:
+    """The real app on a loopback port, in a thread of this process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(embedded), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield embedded, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _alert(customer_id: str, rm_id: str) -> Alert:
+    now = datetime.now(UTC)
+    return Alert(
+        alert_id=f"alert-{customer_id}",
+        decision_id=f"decision-{customer_id}",
+        customer_id=customer_id,
+        household_id=None,
+        rm_id=rm_id,
+        topic="mortgage",
+        need="mortgage",
+        action_id="mortgage_consultation",
+        title="Book a mortgage consultation",
+        kind="sales",
+        score=0.71,
+        priority=85.2,
+        status="queued",
+        created_at=now,
+        opened_at=None,
+        expires_at=now + timedelta(days=3),
+        reasons=(
+            {"feature": "largest_inflow_7d", "value": 600000.0, "text": "largest credit: 600,000"},
+        ),
+        talking_points=(
+            "Mortgage interest 0.71",
+            "largest single credit, last 7 days: 600,000",
+            "Suggested: book a mortgage consultation",
+        ),
+    )
+
+
+def test_the_rm_signs_in_sees_an_alert_arrive_and_records_an_outcome(served, browser) -> None:
+    from playwright.sync_api import expect
+
+    container, base = served
+    rm_key = key_headers(container, "rm")["X-API-Key"]  # the development RM key: RM0001
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        page.goto(f"{base}/rm")
+        page.get_by_label("API key").fill("not-a-key-" + "x" * 30)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert").first).to_contain_text("Sign-in failed")
+        problems.clear()  # the refused sign-in's 401 is logged by the browser on purpose
+
+        page.get_by_label("API key").fill(rm_key)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("No open alerts")).to_be_visible()
+
+        # Raised while the page is open (another RM's alert must not show).
+        now = datetime.now(UTC)
+        container.alert_store.add([_alert("C0000042", "RM0001"), _alert("C9", "RM0002")], 20, now)
+        item = page.locator("li.alert")
+        expect(item).to_have_count(1)  # appears without a reload
+        expect(item).to_contain_text("C0000042")
+        expect(item).to_contain_text("Mortgage interest 0.71")
+        expect(item).to_contain_text("Suggested: book a mortgage consultation")
+        expect(page.get_by_role("status")).to_have_text("1 new alert.")
+
+        form = page.get_by_role("form", name="Outcome for C0000042: Book a mortgage consultation")
+        form.get_by_label("Outcome").select_option("converted")
+        form.get_by_label("Note").fill("Consultation booked")
+        form.get_by_role("button", name="Record").click()
+        expect(page.get_by_role("status")).to_contain_text('Recorded "converted"')
+        expect(item).to_have_count(0)
+        assert problems == []
+    finally:
+        context.close()
+
+    stored = container.alert_store.get("alert-C0000042")
+    assert stored is not None
+    assert (stored.status, stored.disposition, stored.disposition_note) == (
+        "closed",
+        "converted",
+        "Consultation booked",
+    )
+    with container.engine.connect() as connection:
+        kinds = [r.kind for r in connection.execute(select(contact_history))]
+    assert kinds == ["accept"]
+    other = container.alert_store.get("alert-C9")
+    assert other is not None and other.status == "open"
