@@ -17,6 +17,7 @@ from consent.model import ConsentGiven, CustomerFacts
 from consent.policy import Catalog, Policy
 from consent.registry import ConsentRegistry
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
+from service.alerts import Alert
 from service.decisions import DecisionService
 from service.features import OnlineFeatures
 
@@ -93,4 +94,39 @@ def grant_all(registry: ConsentRegistry, customer_id: str, channel: str) -> None
             notice_version="v1",
         )
         for purpose, on in (("marketing", channel), ("service", channel), ("profiling", "any"))
+    )
+
+
+def sample_alert(customer_id: str, rm_id: str, alert_id: str | None = None) -> Alert:
+    """A queued mortgage alert as the alerter makes them (``AlertStore.add`` opens it)."""
+    now = datetime.now(UTC)
+    return Alert(
+        alert_id=alert_id or f"alert-{customer_id}",
+        decision_id=f"decision-{customer_id}",
+        customer_id=customer_id,
+        household_id=None,
+        rm_id=rm_id,
+        topic="mortgage",
+        need="mortgage",
+        action_id="mortgage_consultation",
+        title="Book a mortgage consultation",
+        kind="sales",
+        score=0.71,
+        priority=85.2,
+        status="queued",
+        created_at=now,
+        opened_at=None,
+        expires_at=now + timedelta(days=3),
+        reasons=(
+            {
+                "feature": "largest_inflow_7d",
+                "value": 600000.0,
+                "text": "largest single credit, last 7 days: 600,000",
+            },
+        ),
+        talking_points=(
+            "Mortgage interest 0.71",
+            "largest single credit, last 7 days: 600,000",
+            "Suggested: book a mortgage consultation",
+        ),
     )

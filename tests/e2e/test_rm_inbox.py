@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,10 +16,10 @@ import uvicorn
 from sqlalchemy import select
 
 from consent.store import contact_history
-from service.alerts import Alert
 from service.api import create_app
 from service.bootstrap import Container
 from tests.conftest import key_headers
+from tests.doubles import sample_alert
 
 
 @pytest.fixture(scope="module")
@@ -57,36 +57,6 @@ def served(embedded: Container) -> Iterator[tuple[Container, str]]:
         thread.join(10)
 
 
-def _alert(customer_id: str, rm_id: str) -> Alert:
-    now = datetime.now(UTC)
-    return Alert(
-        alert_id=f"alert-{customer_id}",
-        decision_id=f"decision-{customer_id}",
-        customer_id=customer_id,
-        household_id=None,
-        rm_id=rm_id,
-        topic="mortgage",
-        need="mortgage",
-        action_id="mortgage_consultation",
-        title="Book a mortgage consultation",
-        kind="sales",
-        score=0.71,
-        priority=85.2,
-        status="queued",
-        created_at=now,
-        opened_at=None,
-        expires_at=now + timedelta(days=3),
-        reasons=(
-            {"feature": "largest_inflow_7d", "value": 600000.0, "text": "largest credit: 600,000"},
-        ),
-        talking_points=(
-            "Mortgage interest 0.71",
-            "largest single credit, last 7 days: 600,000",
-            "Suggested: book a mortgage consultation",
-        ),
-    )
-
-
 def test_the_rm_signs_in_sees_an_alert_arrive_and_records_an_outcome(served, browser) -> None:
     from playwright.sync_api import expect
 
@@ -111,7 +81,9 @@ def test_the_rm_signs_in_sees_an_alert_arrive_and_records_an_outcome(served, bro
 
         # Raised while the page is open (another RM's alert must not show).
         now = datetime.now(UTC)
-        container.alert_store.add([_alert("C0000042", "RM0001"), _alert("C9", "RM0002")], 20, now)
+        container.alert_store.add(
+            [sample_alert("C0000042", "RM0001"), sample_alert("C9", "RM0002")], 20, now
+        )
         item = page.locator("li.alert")
         expect(item).to_have_count(1)  # appears without a reload
         expect(item).to_contain_text("C0000042")

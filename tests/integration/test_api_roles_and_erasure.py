@@ -4,7 +4,7 @@ through the API: afterwards the chain verifies and nothing ties the audit log to
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -14,12 +14,11 @@ from fastapi.testclient import TestClient
 from consent.customers import KnownCustomer
 from consent.store import audit_log
 from feature_repo.aggregates import FEATURE_NAMES
-from service.alerts import Alert
 from service.api import create_app
 from service.auth import ROLES
 from service.bootstrap import Container
 from tests.conftest import key_headers
-from tests.doubles import GOOD_STANDING, grant_all
+from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 
 CUSTOMER = "C0000042"
 CONSENT = {
@@ -218,36 +217,17 @@ def test_erasure_forgets_the_customer_and_the_chain_still_verifies(api) -> None:
     assert entry["record"]["customer_ref"] not in {r.customer_ref for r in rows}
 
 
-def _alert(rm_id: str) -> Alert:
-    now = datetime.now(UTC)
-    return Alert(
-        alert_id=f"alert-{rm_id}",
-        decision_id="d-1",
-        customer_id=CUSTOMER,
-        household_id="H42",
-        rm_id=rm_id,
-        topic="mortgage",
-        need="mortgage",
-        action_id="mortgage_consultation",
-        title="Book a mortgage consultation",
-        kind="sales",
-        score=0.7,
-        priority=84.0,
-        status="queued",
-        created_at=now,
-        opened_at=None,
-        expires_at=now + timedelta(days=3),
-        talking_points=("Mortgage interest 0.70",),
-    )
-
-
 def test_an_rm_sees_and_works_only_their_own_alerts(api) -> None:
     container, client = api
-    container.alert_store.add([_alert("RM0001"), _alert("RM0002")], 20, datetime.now(UTC))
+    container.alert_store.add(
+        [sample_alert(CUSTOMER, r, f"alert-{r}") for r in ("RM0001", "RM0002")],
+        20,
+        datetime.now(UTC),
+    )
     rm = key_headers(container, "rm")  # the development RM key is RM0001's
     mine = client.get("/v1/alerts", headers=rm).json()["alerts"]
     assert [a["alert_id"] for a in mine] == ["alert-RM0001"]
-    assert mine[0]["talking_points"] == ["Mortgage interest 0.70"]
+    assert mine[0]["talking_points"][0] == "Mortgage interest 0.71"
     refused = client.get("/v1/alerts", params={"rm_id": "RM0002"}, headers=rm)
     assert refused.status_code == 403
     compliance = key_headers(container, "compliance")
