@@ -22,7 +22,7 @@ from service.decisions import DecideForCustomer, DecisionService
 from tests.doubles import GOOD_STANDING, decision_service
 
 CUSTOMERS = 3
-#: mobile_app is not an outbound channel (no quiet hours); email and rm are.
+#: mobile_app and rm have no quiet hours; email has.
 CHANNELS = ("mobile_app", "email", "rm")
 
 

@@ -241,7 +241,8 @@ CASES = [
          contacts=(contact("dismiss", 0.5, channel="web", action_id=NOTICE),)),
     # contact.quiet_hours (21:00-08:00)
     case("night by email", INVEST, "QUIET_HOURS", channel="email", now=NIGHT, facts=SHANGHAI),
-    case("early by rm", INVEST, "QUIET_HOURS", now=EARLY, facts=SHANGHAI),
+    case("early by phone", INVEST, "QUIET_HOURS", channel="phone", now=EARLY, facts=SHANGHAI),
+    case("an RM alert at night", INVEST, None, now=NIGHT, facts=SHANGHAI),
     case("eight o'clock", INVEST, None, channel="email", now=EIGHT, facts=SHANGHAI),
     case("night in the app", INVEST, None, channel="mobile_app", now=NIGHT, facts=SHANGHAI),
     case("notices wait for morning", NOTICE, "QUIET_HOURS", channel="email", now=NIGHT,
