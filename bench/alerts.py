@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from service.origin import Origin
 from service.settings import load_settings
 from service.transport import ALERTS_TOPIC, EVENTS_TOPIC
 from training.bank import BankSpec, generate
+from training.bank.scenario import seed_scenario
 
 TARGET_P99_S = 2.0
 READY_TIMEOUT_S = 120.0
@@ -66,37 +67,6 @@ def _distribution(values: list[float]) -> dict[str, float | int]:
         "p99": round(float(np.percentile(array, 99)), 3),
         "max": round(float(array.max()), 3),
     }
-
-
-def scenario(customer: str, now: datetime) -> list[dict[str, Any]]:
-    """The seed scenario: a large transfer in, then property and mortgage page views."""
-    events = [
-        {
-            "event_id": f"s-{uuid.uuid4()}",
-            "customer_id": customer,
-            "type": "transaction",
-            "occurred_at": (now - timedelta(seconds=5)).isoformat(),
-            "channel": "core_banking",
-            "payload": {
-                "amount": "600000.00",
-                "currency": "CNY",
-                "direction": "credit",
-                "category": "transfer_in",
-            },
-        }
-    ]
-    for i, page in enumerate(["property_listing", "mortgage_calculator"] * 2):
-        events.append(
-            {
-                "event_id": f"s-{uuid.uuid4()}",
-                "customer_id": customer,
-                "type": "page_view",
-                "occurred_at": (now - timedelta(seconds=4 - i)).isoformat(),
-                "channel": "mobile_app",
-                "payload": {"page": page, "seconds": 60},
-            }
-        )
-    return events
 
 
 def alertable(container: Container) -> list[str]:
@@ -224,7 +194,7 @@ def run_stream(
             if next_scenario < scenarios_due and i >= next_scenario * args.rate / args.scenarios:
                 who = candidates[next_scenario]
                 scenario_customers.append(who)
-                batch += scenario(who, datetime.now(UTC))
+                batch += seed_scenario(who, datetime.now(UTC), views=4)
                 next_scenario += 1
             for item in batch:
                 producer.send(

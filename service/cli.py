@@ -546,6 +546,29 @@ def audit_checkpoint(out: Path | None) -> None:
 
 
 @main.group()
+def alerts() -> None:
+    """RM alerts: training labels from dispositions."""
+
+
+@alerts.command("labels")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Parquet file: customer_id, need, event_timestamp, label, outcome, decision_id.",
+)
+def alerts_labels(out: Path) -> None:
+    """Write the labels RMs' dispositions give (converted: 1, not interested: 0), with the
+    alert's time as event timestamp for a point-in-time join."""
+    import pandas as pd
+
+    labels = _container().alert_store.labels()
+    columns = ["customer_id", "need", "event_timestamp", "label", "outcome", "decision_id"]
+    pd.DataFrame(labels, columns=columns).to_parquet(out, index=False)
+    click.echo(json.dumps({"labels": len(labels), "out": str(out)}))
+
+
+@main.group()
 def policy() -> None:
     """Work with the compliance policy."""
 

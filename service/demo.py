@@ -27,6 +27,7 @@ from service.api import create_app
 from service.auth import DEV_KEYS_FILE, plain_key
 from service.bootstrap import Container
 from training.bank import Bank, BankSpec, busy_housing_market, generate
+from training.bank.scenario import mortgage_suitable
 
 READY_TIMEOUT_S = 30.0
 #: A few broken events, to show the dead-letter path.
@@ -91,16 +92,7 @@ def _examples(container: Container) -> list[tuple[str, str]]:
     # The strongest mortgage prospect among customers who agreed to be profiled and contacted
     # and whom the gate's mortgage rules allow (the others show suppressions of their own).
     people = bank.customers
-    suitable = people[
-        people["kyc_status"].eq("complete")
-        & ~people["vulnerable"]
-        & ~people["aml_flag"]
-        & ~people["in_arrears"]
-        & people["debt_to_income"].le(0.45)
-        & people["age"].between(18, 70)
-        & people["income"].ge(30_000)
-        & ~people["holds_mortgage"]
-    ]
+    suitable = people[mortgage_suitable(people)]
     ranked = sorted(consenting & set(suitable["customer_id"])) or sorted(consenting)
     model = container.models.get("mortgage")
     if model is not None:

@@ -32,7 +32,7 @@ function render(alert) {
   item.dataset.alertId = alert.alert_id;
   text(item, ".customer", alert.customer_id);
   text(item, ".title", alert.title);
-  text(item, ".need", alert.need ? `Need: ${alert.need.replace("_", " ")}` : `Service: ${alert.kind}`);
+  text(item, ".need", alert.need ? `Need: ${alert.need.replaceAll("_", " ")}` : `Service: ${alert.kind}`);
   text(item, ".score", alert.score === null ? "" : `score ${alert.score.toFixed(2)}`);
   text(item, ".priority", `priority ${alert.priority.toFixed(1)}`);
   text(item, ".expires", `expires ${new Date(alert.expires_at).toLocaleString()}`);
@@ -45,23 +45,25 @@ function render(alert) {
   const form = item.querySelector("form");
   const title = `${alert.customer_id}: ${alert.title}`;
   form.setAttribute("aria-label", `Outcome for ${title}`);
+  const buttons = form.querySelectorAll("button");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const data = new FormData(form);
-    const note = data.get("note");
-    form.querySelector("button").disabled = true;
+    const outcome = event.submitter && event.submitter.value;
+    if (!outcome) return;
+    const note = new FormData(form).get("note");
+    buttons.forEach((b) => { b.disabled = true; });
     try {
       await api(`/v1/alerts/${encodeURIComponent(alert.alert_id)}/disposition`, {
         method: "POST",
-        body: JSON.stringify({ outcome: data.get("outcome"), note: note ? note : null }),
+        body: JSON.stringify({ outcome, note: note ? note : null }),
       });
       item.remove();
       shown.delete(alert.alert_id);
-      $("status").textContent = `Recorded "${data.get("outcome").replace("_", " ")}" for ${title}.`;
+      $("status").textContent = `Recorded "${outcome.replaceAll("_", " ")}" for ${title}.`;
       counts();
     } catch (error) {
       text(item, ".error", `Not recorded: ${error.message}`);
-      form.querySelector("button").disabled = false;
+      buttons.forEach((b) => { b.disabled = false; });
     }
   });
   return item;

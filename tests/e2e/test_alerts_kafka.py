@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -23,6 +23,7 @@ from service.api import create_app
 from service.bootstrap import Container
 from tests.conftest import key_headers, make_settings
 from training.bank import Bank, BankSpec, busy_housing_market, generate
+from training.bank.scenario import mortgage_suitable, seed_scenario
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 SPEC = BankSpec(seed=23, customers=2_000, days=120, end=END, situations=busy_housing_market())
@@ -72,48 +73,8 @@ def stack(
         admin.dispose()
 
 
-def _scenario(customer: str, now: datetime) -> list[dict[str, Any]]:
-    """A 600,000 transfer in, then eight property and mortgage page views."""
-    inflow = {
-        "event_id": f"seed-{uuid.uuid4()}",
-        "customer_id": customer,
-        "type": "transaction",
-        "occurred_at": (now - timedelta(minutes=30)).isoformat(),
-        "channel": "core_banking",
-        "payload": {
-            "amount": "600000.00",
-            "currency": "CNY",
-            "direction": "credit",
-            "category": "transfer_in",
-        },
-    }
-    views = [
-        {
-            "event_id": f"seed-{uuid.uuid4()}",
-            "customer_id": customer,
-            "type": "page_view",
-            "occurred_at": (now - timedelta(minutes=20 - i)).isoformat(),
-            "channel": "mobile_app",
-            "payload": {"page": page, "seconds": 90},
-        }
-        for i, page in enumerate(["property_listing", "mortgage_calculator"] * 4)
-    ]
-    return [inflow, *views]
-
-
 def _good_standing(people: pd.DataFrame) -> set[str]:
-    good = people[
-        people["kyc_status"].eq("complete")
-        & ~people["vulnerable"]
-        & ~people["aml_flag"]
-        & ~people["in_arrears"]
-        & people["debt_to_income"].le(0.4)
-        & people["age"].between(25, 60)
-        & people["income"].ge(40_000)
-        & ~people["holds_mortgage"]
-        & people["rm_id"].notna()
-    ]
-    return set(good["customer_id"])
+    return set(people[mortgage_suitable(people) & people["rm_id"].notna()]["customer_id"])
 
 
 def test_the_seed_scenario_reaches_the_rm_inbox_or_the_log_says_why(stack) -> None:
@@ -135,7 +96,7 @@ def test_the_seed_scenario_reaches_the_rm_inbox_or_the_log_says_why(stack) -> No
     channel, compliance = key_headers(container, "channel"), key_headers(container, "compliance")
     try:
         # Joined the group and consuming: a first event is applied.
-        warm = _scenario(refused, datetime.now(UTC))[1:2]
+        warm = seed_scenario(refused, datetime.now(UTC))[1:2]
         assert client.post("/v1/events", json={"events": warm}, headers=channel).status_code == 202
         deadline = time.monotonic() + 60
         while worker.stats.events < 1:
@@ -143,7 +104,7 @@ def test_the_seed_scenario_reaches_the_rm_inbox_or_the_log_says_why(stack) -> No
             time.sleep(0.05)
 
         now = datetime.now(UTC)
-        events = [e for c in [*consenting, refused] for e in _scenario(c, now)]
+        events = [e for c in [*consenting, refused] for e in seed_scenario(c, now)]
         sent = time.monotonic()
         accepted = client.post("/v1/events", json={"events": events}, headers=channel)
         assert accepted.status_code == 202, accepted.text

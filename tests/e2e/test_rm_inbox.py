@@ -92,9 +92,8 @@ def test_the_rm_signs_in_sees_an_alert_arrive_and_records_an_outcome(served, bro
         expect(page.get_by_role("status")).to_have_text("1 new alert.")
 
         form = page.get_by_role("form", name="Outcome for C0000042: Book a mortgage consultation")
-        form.get_by_label("Outcome").select_option("converted")
         form.get_by_label("Note").fill("Consultation booked")
-        form.get_by_role("button", name="Record").click()
+        form.get_by_role("button", name="Converted").click()
         expect(page.get_by_role("status")).to_contain_text('Recorded "converted"')
         expect(item).to_have_count(0)
         assert problems == []

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from consent.customers import NEEDS, CustomerDirectory, KnownCustomer
@@ -18,6 +20,7 @@ from consent.store import contact_history
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.alerts import Alerter, AlertPolicy, AlertStore
 from service.bootstrap import Container
+from service.cli import main
 from service.errors import Conflict
 from service.features import OnlineFeatures
 from service.origin import Origin
@@ -222,6 +225,15 @@ def test_a_disposition_closes_the_alert_feeds_contacts_and_labels(setup) -> None
     assert (label["customer_id"], label["need"], label["label"]) == ("C1", "mortgage", 0)
     with pytest.raises(Conflict):
         alerter.dispose(alert.alert_id, "converted", "rm-key")
+    # The labels as training reads them.
+    out = container.settings.home / "labels.parquet"
+    env = {"NEXTBEST_HOME": str(container.settings.home)}
+    result = CliRunner().invoke(main, ["alerts", "labels", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    written = pd.read_parquet(out)
+    assert written[["customer_id", "need", "label", "outcome"]].values.tolist() == [
+        ["C1", "mortgage", 0, "not_interested"]
+    ]
 
 
 def test_a_burst_of_events_is_one_rescoring(setup) -> None:

@@ -25,6 +25,8 @@ COMMANDS = [
     ["audit", "checkpoint"],
     ["policy"],
     ["policy", "simulate"],
+    ["alerts"],
+    ["alerts", "labels"],
     ["erase"],
     ["backfill"],
     ["retrain"],
