@@ -42,7 +42,7 @@ from consent.policy import Catalog, PolicyError, _explain, _load_yaml, content_h
 from consent.registry import ConsentRegistry
 from consent.store import alerts as alerts_table
 from feature_repo.explain import describe
-from service.decisions import DecideForCustomer, DecisionMade, DecisionService
+from service.decisions import DecideForCustomer, DecisionMade, DecisionService, FeatureReader
 from service.errors import Conflict, NotFound
 from service.origin import Origin
 from service.transport import Producer
@@ -482,7 +482,8 @@ class Considered:
 class Alerter:
     def __init__(
         self,
-        decisions: DecisionService,
+        decisions: DecisionService | Callable[[], DecisionService],
+        features: FeatureReader,
         registry: ConsentRegistry,
         directory: CustomerDirectory,
         contacts: ContactHistory,
@@ -492,7 +493,10 @@ class Alerter:
         publish: Callable[[Sequence[Alert]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.decisions = decisions
+        # Built on first use, in the alerter's thread: loading the models takes seconds, and
+        # the stream worker must not wait for it (nor need MLflow before a customer is due).
+        self._decisions = decisions
+        self.features = features
         self.registry = registry
         self.directory = directory
         self.contacts = contacts
@@ -515,6 +519,12 @@ class Alerter:
             if action.need and action.enabled and RM_CHANNEL in action.channels:
                 self._actions_of_need.setdefault(action.need, ())
                 self._actions_of_need[action.need] += (action.id,)
+
+    @property
+    def decisions(self) -> DecisionService:
+        if not isinstance(self._decisions, DecisionService):
+            self._decisions = self._decisions()
+        return self._decisions
 
     # -- fed by the stream worker --
     def touched(self, origins: Mapping[str, Origin | None]) -> None:
@@ -563,7 +573,7 @@ class Alerter:
                 self.stats.skip("no_consent_to_look")
                 continue
             try:
-                online = self.decisions.features.read(customer_id)
+                online = self.features.read(customer_id)
             except Exception as error:
                 log.warning("alerts: online read failed, customer not rescored: %s", error)
                 self.stats.skip("online_store_unavailable")

@@ -155,7 +155,8 @@ class Container:
 
         topic = self.settings.topic(ALERTS_TOPIC)
         return Alerter(
-            self.decisions,
+            lambda: self.decisions,
+            self.features,
             self.registry,
             self.directory,
             self.contacts,

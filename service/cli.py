@@ -221,6 +221,7 @@ def stream(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     container = _container()
+    # The alerter loads the models on first use, in its own thread: the worker starts at once.
     alerter = container.alerter if alerts else None
     worker = container.worker(alerter)
     worker.stopping = stopping

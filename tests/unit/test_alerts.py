@@ -92,6 +92,7 @@ def setup(embedded: Container) -> tuple[Alerter, Scripted, Container]:
     policy = AlertPolicy.load(decisions.catalog).model_copy(update={"rm_daily_capacity": 2})
     alerter = Alerter(
         decisions,
+        features,
         decisions.registry,
         decisions.directory,
         decisions.contacts,
