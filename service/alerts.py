@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -39,12 +38,14 @@ from consent.contacts import ContactHistory, ContactMade
 from consent.customers import NEEDS, CustomerDirectory
 from consent.model import ANY_CHANNEL, Action, Condition, ContactKind
 from consent.policy import Catalog, PolicyError, _explain, _load_yaml, content_hash
-from consent.registry import ConsentRegistry
 from consent.store import alerts as alerts_table
+from consent.store import consent_history
+from consent.store import customers as customers_table
 from feature_repo.explain import describe
 from service.decisions import DecideForCustomer, DecisionMade, DecisionService, FeatureReader
 from service.errors import Conflict, NotFound
 from service.origin import Origin
+from service.state import StateStore
 from service.transport import Producer
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,6 @@ CONTACT_KIND: dict[str, ContactKind | None] = {
 }
 #: Training labels from dispositions: the customer took the product, or said no.
 LABEL: dict[str, int] = {"converted": 1, "not_interested": 0}
-#: Customers whose last scores are remembered (for crossings); beyond, the oldest are forgotten
-#: and their next scoring counts as a first one (the discipline still stops repeats).
-WATCHED = 500_000
 TICK_S = 0.05
 
 
@@ -413,6 +411,13 @@ class AlertStore:
                 )
         return alert
 
+    def lookable(self, customer_ids: Sequence[str]) -> dict[str, Look]:
+        """Whether each customer may be rescored for alerts (see ``Look``)."""
+        if not customer_ids:
+            return {}
+        with self.engine.connect() as connection:
+            return _lookable(connection, customer_ids)
+
     def labels(self) -> list[dict[str, Any]]:
         """Training labels from dispositions: customer, need, when the alert was raised, 1 if
         they took the product, 0 if they said no (other outcomes are not labels)."""
@@ -439,6 +444,71 @@ class AlertStore:
     def erase(connection: Connection, customer_id: str) -> int:
         a = alerts_table.c
         return connection.execute(delete(alerts_table).where(a.customer_id == customer_id)).rowcount
+
+
+@dataclass(frozen=True)
+class Look:
+    """What decides whether a customer is rescored for alerts at all."""
+
+    may_profile: bool
+    may_serve: bool
+    has_rm: bool
+
+    @property
+    def skip(self) -> str | None:
+        if not self.has_rm:
+            return "no_rm"
+        if not (self.may_profile or self.may_serve):
+            return "no_consent_to_look"
+        return None
+
+
+def _lookable(connection: Connection, customer_ids: Sequence[str]) -> dict[str, Look]:
+    """For many customers in one query each: an RM in the directory, and the current choice
+    (latest in time, then in write order) for profiling and for service on the RM channel."""
+    c, h = customers_table.c, consent_history.c
+    with_rm = {
+        row.customer_id
+        for row in connection.execute(
+            select(c.customer_id).where(c.customer_id.in_(customer_ids), c.rm_id.is_not(None))
+        )
+    }
+    ranked = (
+        select(
+            h.customer_id,
+            h.purpose,
+            h.granted,
+            func.row_number()
+            .over(
+                partition_by=(h.customer_id, h.purpose, h.channel),
+                order_by=(h.recorded_at.desc(), h.id.desc()),
+            )
+            .label("rank"),
+        )
+        .where(
+            h.customer_id.in_(sorted(with_rm)),
+            or_(
+                and_(h.purpose == "profiling", h.channel == ANY_CHANNEL),
+                and_(h.purpose == "service", h.channel == RM_CHANNEL),
+            ),
+        )
+        .subquery()
+    )
+    granted: dict[str, set[str]] = {}
+    if with_rm:
+        rows = connection.execute(
+            select(ranked.c.customer_id, ranked.c.purpose).where(
+                ranked.c.rank == 1, ranked.c.granted
+            )
+        )
+        for customer_id, purpose in rows:
+            granted.setdefault(customer_id, set()).add(purpose)
+    return {
+        cid: Look(
+            "profiling" in granted.get(cid, ()), "service" in granted.get(cid, ()), cid in with_rm
+        )
+        for cid in customer_ids
+    }
 
 
 def _lock_rm(connection: Connection, rm_id: str) -> None:
@@ -484,12 +554,12 @@ class Alerter:
         self,
         decisions: DecisionService | Callable[[], DecisionService],
         features: FeatureReader,
-        registry: ConsentRegistry,
         directory: CustomerDirectory,
         contacts: ContactHistory,
         store: AlertStore,
         policy: AlertPolicy,
         catalog: Catalog,
+        memory: StateStore,
         publish: Callable[[Sequence[Alert]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -497,7 +567,6 @@ class Alerter:
         # the stream worker must not wait for it (nor need MLflow before a customer is due).
         self._decisions = decisions
         self.features = features
-        self.registry = registry
         self.directory = directory
         self.contacts = contacts
         self.store = store
@@ -511,8 +580,9 @@ class Alerter:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        #: customer → (scores by need, triggers holding) at their last scoring
-        self._watch: OrderedDict[str, tuple[dict[str, float], frozenset[str]]] = OrderedDict()
+        #: Each customer's scores and holding triggers at their last rescoring, kept beside
+        #: the stream's window state: a restart or a rebalance does not forget them.
+        self.memory = memory
         self._last_sweep = 0.0
         self._actions_of_need: dict[str, tuple[str, ...]] = {}
         for action in catalog.actions.values():
@@ -562,16 +632,18 @@ class Alerter:
         return stored
 
     def consider(self, customers: Mapping[str, Origin | None]) -> list[Considered]:
-        """Who has a need crossing its threshold or a trigger coming to hold (with consent to
-        be looked at for it)."""
+        """Who has a need crossing its threshold or a trigger coming to hold (with an RM, and
+        consent to be looked at for it). One query tells who may be looked at and one read
+        gives their last scores; features are read and scored only for them."""
         out: list[Considered] = []
-        for customer_id, origin in customers.items():
-            consents = self.registry.current(customer_id)
-            may_profile = _granted(consents, "profiling", ANY_CHANNEL)
-            may_serve = _granted(consents, "service", RM_CHANNEL)
-            if not (may_profile or may_serve):
-                self.stats.skip("no_consent_to_look")
-                continue
+        looks = self.store.lookable(list(customers))
+        for look in looks.values():
+            if look.skip:
+                self.stats.skip(look.skip)
+        ready = [c for c in customers if c in looks and not looks[c].skip]
+        memory = dict(zip(ready, self.memory.get_many(ready), strict=True))
+        remembered: dict[str, bytes] = {}
+        for customer_id in ready:
             try:
                 online = self.features.read(customer_id)
             except Exception as error:
@@ -580,7 +652,7 @@ class Alerter:
                 continue
             values, _stale = online.fresh(self.clock()) if online.known else ({}, frozenset())
             scores: dict[str, float] = {}
-            if may_profile and values:
+            if looks[customer_id].may_profile and values:
                 snapshot = getattr(self.decisions.models, "snapshot", None)
                 models = snapshot() if snapshot else dict(self.decisions.models)
                 for need, model in models.items():
@@ -589,7 +661,8 @@ class Alerter:
             # Triggers are judged on what is stored, as the gate's own conditions are.
             holding = frozenset(t.id for t in self.policy.triggers if t.holds(online.values))
             self.stats.rescored += 1
-            before_scores, before_holding = self._remember(customer_id, scores, holding)
+            before_scores, before_holding = _recalled(memory[customer_id])
+            remembered[customer_id] = _memo(scores, holding)
             crossed = {
                 need: score
                 for need, score in scores.items()
@@ -598,18 +671,10 @@ class Alerter:
             }
             fired = tuple(sorted(holding - before_holding))
             if crossed or fired:
-                out.append(Considered(customer_id, crossed, fired, origin))
+                out.append(Considered(customer_id, crossed, fired, customers[customer_id]))
+        self.memory.put_many(remembered)
         self.stats.considered += len(out)
         return out
-
-    def _remember(
-        self, customer_id: str, scores: dict[str, float], holding: frozenset[str]
-    ) -> tuple[dict[str, float], frozenset[str]]:
-        before = self._watch.pop(customer_id, ({}, frozenset()))
-        self._watch[customer_id] = (scores, holding)
-        while len(self._watch) > WATCHED:
-            self._watch.popitem(last=False)
-        return before
 
     def _gate(self, item: Considered, now: datetime) -> list[Alert]:
         """The discipline, then the gate (its decision logged first), then the alerts."""
@@ -796,9 +861,20 @@ def _unique(reasons: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _granted(consents: Mapping[tuple[str, str], Any], purpose: str, channel: str) -> bool:
-    entry = consents.get((purpose, channel))
-    return entry is not None and bool(entry.granted)
+def _memo(scores: Mapping[str, float], holding: frozenset[str]) -> bytes:
+    return json.dumps(
+        {"scores": {k: round(v, 6) for k, v in scores.items()}, "holding": sorted(holding)},
+        separators=(",", ":"),
+    ).encode()
+
+
+def _recalled(memo: bytes | None) -> tuple[dict[str, float], frozenset[str]]:
+    """The last scores and holding triggers; a customer never rescored has none (so a score
+    above its threshold, or a trigger holding, counts as new)."""
+    if memo is None:
+        return {}, frozenset()
+    data = json.loads(memo)
+    return dict(data["scores"]), frozenset(data["holding"])
 
 
 def alerts_publisher(producer: Producer, topic: str) -> Callable[[Sequence[Alert]], None]:

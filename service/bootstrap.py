@@ -157,12 +157,12 @@ class Container:
         return Alerter(
             lambda: self.decisions,
             self.features,
-            self.registry,
             self.directory,
             self.contacts,
             self.alert_store,
             self.alert_policy,
             self.catalog,
+            self.alert_memory(),
             publish=lambda alerts: alerts_publisher(producer(), topic)(alerts),
         )
 
@@ -199,6 +199,12 @@ class Container:
         if self.settings.online_store == "redis":
             return RedisStateStore(self.settings.redis_url, self.settings.feast_project)
         return SQLiteStateStore(self.settings.home / "stream_state.db")
+
+    def alert_memory(self) -> StateStore:
+        """The alerter's last scores per customer, in the stream state's kind of store."""
+        if self.settings.online_store == "redis":
+            return RedisStateStore(self.settings.redis_url, f"{self.settings.feast_project}:alerts")
+        return SQLiteStateStore(self.settings.home / "alert_memory.db")
 
     def worker(self, alerter: Alerter | None = None) -> StreamWorker:
         """The stream worker; with ``alerter``, it is told which customers each batch changed."""

@@ -45,11 +45,11 @@ def erase_customer(container: Container, customer_id: str) -> CustomerErased:
         directory = CustomerDirectory.erase(connection, customer_id) > 0
         alerts = AlertStore.erase(connection, customer_id)
     container.features.erase(customer_id)
-    states = container.state_store()
-    try:
-        states.delete(customer_id)
-    finally:
-        states.close()
+    for states in (container.state_store(), container.alert_memory()):
+        try:
+            states.delete(customer_id)
+        finally:
+            states.close()
     log.info(
         "customer erased (%d consent, %d contact entries, %d alerts)", consents, contacts, alerts
     )

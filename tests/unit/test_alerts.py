@@ -93,12 +93,12 @@ def setup(embedded: Container) -> tuple[Alerter, Scripted, Container]:
     alerter = Alerter(
         decisions,
         features,
-        decisions.registry,
         decisions.directory,
         decisions.contacts,
         AlertStore(embedded.engine),
         policy,
         decisions.catalog,
+        embedded.alert_memory(),
     )
     return alerter, features, embedded
 
@@ -245,3 +245,36 @@ def test_a_burst_of_events_is_one_rescoring(setup) -> None:
     ready = alerter.due(now=float("inf"))
     assert list(ready) == ["C1"] and ready["C1"] == _origin(4)
     assert alerter.due(now=float("inf")) == {}
+
+
+def test_the_last_scores_outlive_the_alerter_so_a_restart_raises_nothing_again(setup) -> None:
+    alerter, features, container = setup
+    _customer(container, "C1")
+    _consent(container, "C1", *EVERYTHING)
+    features.set("C1", mortgage_calculator_views_7d=5)
+    assert len(alerter.process({"C1": None})) == 1
+    restarted = Alerter(
+        alerter.decisions,
+        features,
+        alerter.directory,
+        alerter.contacts,
+        alerter.store,
+        alerter.policy,
+        alerter.catalog,
+        container.alert_memory(),  # a new handle on the same store
+    )
+    assert restarted.process({"C1": None}) == []
+    assert (restarted.stats.rescored, restarted.stats.considered) == (1, 0)
+
+
+def test_customers_without_an_rm_or_consent_to_look_are_not_rescored(setup) -> None:
+    alerter, features, container = setup
+    _customer(container, "NORM", rm=None)  # type: ignore[arg-type]
+    _consent(container, "NORM", *EVERYTHING)
+    _customer(container, "SHY")
+    _consent(container, "SHY", ("marketing", "rm"))
+    for cid in ("NORM", "SHY", "UNKNOWN"):
+        features.set(cid, mortgage_calculator_views_7d=9)
+    assert alerter.process({"NORM": None, "SHY": None, "UNKNOWN": None}) == []
+    assert alerter.stats.rescored == 0
+    assert alerter.stats.skipped == {"no_rm": 2, "no_consent_to_look": 1}
