@@ -818,6 +818,10 @@ class Alerter:
             self._thread.join()
 
     def _run(self) -> None:
+        try:  # the models, before the first customer is due (the worker is not waiting)
+            assert self.decisions is not None
+        except Exception as error:  # tried again when a customer is due
+            log.error("alerts: the decision service could not be built yet: %s", error)
         while True:
             stopping = self._stopping.is_set()
             self._wake.wait(TICK_S)
