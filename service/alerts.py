@@ -26,12 +26,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, update
 
 from consent.contacts import ContactHistory, ContactMade
@@ -122,13 +129,29 @@ class AlertPolicy(BaseModel):
 
 
 # --- alerts -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Alert:
+class AlertReason(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    feature: str
+    value: float | None
+    text: str
+
+
+#: Kept in the row's JSON body rather than in columns of their own.
+_BODY = ("title", "kind", "triggers", "reasons", "talking_points", "origin")
+
+
+class Alert(BaseModel):
+    """An RM alert: who, which need, why (reasons and talking points), and what became of it.
+    The same shape is stored, published to ``nextbest.alerts.v1`` and returned by the API."""
+
+    model_config = ConfigDict(frozen=True)
+
     alert_id: str
     decision_id: str
     customer_id: str
     household_id: str | None
     rm_id: str
+    #: What one open alert per customer is kept to: the need, or a service action's id.
     topic: str
     need: str | None
     action_id: str
@@ -137,102 +160,36 @@ class Alert:
     score: float | None
     priority: float
     status: Status
-    created_at: datetime
-    opened_at: datetime | None
-    expires_at: datetime
+    created_at: AwareDatetime
+    opened_at: AwareDatetime | None
+    expires_at: AwareDatetime
     triggers: tuple[str, ...] = ()
-    reasons: tuple[dict[str, Any], ...] = ()
+    reasons: tuple[AlertReason, ...] = ()
     talking_points: tuple[str, ...] = ()
-    origin: dict[str, Any] = field(default_factory=dict)
+    #: The event that raised it, with its Kafka coordinates.
+    origin: dict[str, Any] = Field(default_factory=dict)
     disposition: str | None = None
     disposition_note: str | None = None
-    disposed_at: datetime | None = None
+    disposed_at: AwareDatetime | None = None
     disposed_by: str | None = None
 
-    def body(self) -> str:
-        return json.dumps(
-            {
-                "title": self.title,
-                "kind": self.kind,
-                "triggers": list(self.triggers),
-                "reasons": list(self.reasons),
-                "talking_points": list(self.talking_points),
-                "origin": self.origin,
-            },
-            separators=(",", ":"),
-        )
-
     def row(self) -> dict[str, Any]:
-        return {
-            "alert_id": self.alert_id,
-            "decision_id": self.decision_id,
-            "customer_id": self.customer_id,
-            "household_id": self.household_id,
-            "rm_id": self.rm_id,
-            "topic": self.topic,
-            "need": self.need,
-            "action_id": self.action_id,
-            "score": self.score,
-            "priority": self.priority,
-            "status": self.status,
-            "created_at": self.created_at,
-            "opened_at": self.opened_at,
-            "expires_at": self.expires_at,
-            "body": self.body(),
-            "disposition": self.disposition,
-            "disposition_note": self.disposition_note,
-            "disposed_at": self.disposed_at,
-            "disposed_by": self.disposed_by,
-        }
+        row = self.model_dump(exclude=set(_BODY))
+        row["body"] = self.model_dump_json(include=set(_BODY))
+        return row
 
     @classmethod
     def from_row(cls, row: Any) -> Alert:
-        m = row._mapping
-        body = json.loads(m["body"])
-        return cls(
-            alert_id=m["alert_id"],
-            decision_id=m["decision_id"],
-            customer_id=m["customer_id"],
-            household_id=m["household_id"],
-            rm_id=m["rm_id"],
-            topic=m["topic"],
-            need=m["need"],
-            action_id=m["action_id"],
-            title=body["title"],
-            kind=body["kind"],
-            score=m["score"],
-            priority=m["priority"],
-            status=m["status"],
-            created_at=_required(m["created_at"]),
-            opened_at=_aware(m["opened_at"]),
-            expires_at=_required(m["expires_at"]),
-            triggers=tuple(body["triggers"]),
-            reasons=tuple(body["reasons"]),
-            talking_points=tuple(body["talking_points"]),
-            origin=body.get("origin") or {},
-            disposition=m["disposition"],
-            disposition_note=m["disposition_note"],
-            disposed_at=_aware(m["disposed_at"]),
-            disposed_by=m["disposed_by"],
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The alert as the API and the topic show it."""
-        out = {k: v for k, v in self.__dict__.items()}
+        fields = {k: v for k, v in row._mapping.items() if k != "body"}
         for k in ("created_at", "opened_at", "expires_at", "disposed_at"):
-            out[k] = None if out[k] is None else out[k].isoformat()
-        for k in ("triggers", "reasons", "talking_points"):
-            out[k] = list(out[k])
-        return out
+            fields[k] = _aware(fields[k])
+        return cls.model_validate({**fields, **json.loads(row._mapping["body"])})
 
 
 def _aware(at: datetime | None) -> datetime | None:
+    """SQLite gives times back without their zone (UTC, as written)."""
     if at is None:
         return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-def _required(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
@@ -294,10 +251,10 @@ class AlertStore:
                 left = capacity - _opened_today(connection, rm_id, now)
                 for alert in sorted(by_rm[rm_id], key=lambda x: -x.priority):
                     if left > 0:
-                        alert = replace(alert, status="open", opened_at=now)
+                        alert = alert.model_copy(update=dict(status="open", opened_at=now))
                         left -= 1
                     else:
-                        alert = replace(alert, status="queued", opened_at=None)
+                        alert = alert.model_copy(update=dict(status="queued", opened_at=None))
                     stored.append(alert)
             if stored:
                 connection.execute(insert(alerts_table), [a.row() for a in stored])
@@ -317,7 +274,9 @@ class AlertStore:
                 connection.execute(
                     update(alerts_table).where(a.alert_id.in_(ids)).values(status="expired")
                 )
-                changed += [replace(Alert.from_row(r), status="expired") for r in overdue]
+                changed += [
+                    Alert.from_row(r).model_copy(update=dict(status="expired")) for r in overdue
+                ]
             waiting = connection.execute(
                 select(a.rm_id).where(a.status == "queued").group_by(a.rm_id)
             ).all()
@@ -338,7 +297,10 @@ class AlertStore:
                     .where(a.alert_id.in_(ids))
                     .values(status="open", opened_at=now)
                 )
-                changed += [replace(Alert.from_row(r), status="open", opened_at=now) for r in rows]
+                changed += [
+                    Alert.from_row(r).model_copy(update=dict(status="open", opened_at=now))
+                    for r in rows
+                ]
         return changed
 
     # -- reading --
@@ -744,20 +706,15 @@ class Alerter:
                 continue
             action = self.catalog.actions[candidate.action_id]
             reasons = [
-                {"feature": r.feature, "value": r.value, "text": r.text}
+                AlertReason(feature=r.feature, value=r.value, text=r.text)
                 for r in made.reasons.get(candidate.need or "", ())
             ]
             fired = [t for t in item.fired if candidate.action_id in by_trigger[t].actions]
             for trigger_id in fired:  # a trigger's own conditions are reasons too
                 for condition in by_trigger[trigger_id].when:
                     value = values.get(condition.feature)
-                    reasons.append(
-                        {
-                            "feature": condition.feature,
-                            "value": value,
-                            "text": describe(condition.feature, value),
-                        }
-                    )
+                    text = describe(condition.feature, value)
+                    reasons.append(AlertReason(feature=condition.feature, value=value, text=text))
             out.append(
                 Alert(
                     alert_id=str(uuid.uuid4()),
@@ -842,7 +799,7 @@ class Alerter:
 def talking_points(
     action: Action,
     score: float | None,
-    reasons: Sequence[Mapping[str, Any]],
+    reasons: Sequence[AlertReason],
     triggers: Sequence[str],
 ) -> tuple[str, ...]:
     """What the RM can say, from the reasons: the headline, each reason, the suggestion."""
@@ -850,19 +807,17 @@ def talking_points(
     if action.need and score is not None:
         points.append(f"{action.need.replace('_', ' ').capitalize()} interest {score:.2f}")
     points += [f"{t}" for t in triggers]
-    points += [str(r["text"]) for r in reasons]
+    points += [r.text for r in reasons]
     points.append(f"Suggested: {action.title[0].lower()}{action.title[1:]}")
     return tuple(dict.fromkeys(points))
 
 
-def _unique(reasons: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
-    out = []
-    for r in reasons:
-        if r["feature"] not in seen:
-            seen.add(r["feature"])
-            out.append(r)
-    return out
+def _unique(reasons: list[AlertReason]) -> list[AlertReason]:
+    """One reason per feature, the first (a trigger's condition may also be a model's)."""
+    first: dict[str, AlertReason] = {}
+    for reason in reasons:
+        first.setdefault(reason.feature, reason)
+    return list(first.values())
 
 
 def _memo(scores: Mapping[str, float], holding: frozenset[str]) -> bytes:
@@ -884,7 +839,7 @@ def _recalled(memo: bytes | None) -> tuple[dict[str, float], frozenset[str]]:
 def alerts_publisher(producer: Producer, topic: str) -> Callable[[Sequence[Alert]], None]:
     def publish(alerts: Sequence[Alert]) -> None:
         for alert in alerts:
-            producer.send(topic, alert.customer_id, json.dumps(alert.as_dict()).encode())
+            producer.send(topic, alert.customer_id, alert.model_dump_json().encode())
         producer.flush()
 
     return publish

@@ -305,46 +305,8 @@ class FeedbackRecorded(BaseModel):
     recorded: int
 
 
-class AlertReason(BaseModel):
-    feature: str
-    value: float | None
-    text: str
-
-
-class AlertOut(BaseModel):
-    """An RM alert: who, which need, why (reasons and talking points), and what became of it."""
-
-    alert_id: str
-    decision_id: str
-    customer_id: str
-    household_id: str | None
-    rm_id: str
-    need: str | None
-    action_id: str
-    title: str
-    kind: str
-    score: float | None
-    priority: float
-    status: AlertStatus
-    created_at: datetime
-    opened_at: datetime | None
-    expires_at: datetime
-    triggers: list[str]
-    reasons: list[AlertReason]
-    talking_points: list[str]
-    disposition: str | None
-    disposition_note: str | None
-    disposed_at: datetime | None
-    disposed_by: str | None
-
-    @classmethod
-    def of(cls, alert: Alert) -> AlertOut:
-        fields = alert.as_dict()
-        return cls.model_validate({k: fields[k] for k in cls.model_fields})
-
-
 class AlertList(BaseModel):
-    alerts: list[AlertOut]
+    alerts: list[Alert]
 
 
 class DispositionIn(_Request):
@@ -845,11 +807,11 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         except Exception as error:
             log.error("alerts read failed: %s", error)
             raise StoreUnavailable("the alerts cannot be read right now") from error
-        return AlertList(alerts=[AlertOut.of(a) for a in found])
+        return AlertList(alerts=found)
 
     @app.post(
         "/v1/alerts/{alert_id}/disposition",
-        response_model=AlertOut,
+        response_model=Alert,
         responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 404, 409, 500, 503),
     )
     def dispose_alert(
@@ -857,7 +819,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         body: DispositionIn,
         c: Wired,
         who: DisposingAlerts,
-    ) -> AlertOut:
+    ) -> Alert:
         """What the RM did with an open alert. It closes the alert, goes to contact history
         (declines start the action's cool-off) and becomes a training label."""
         try:
@@ -876,7 +838,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         except Exception as error:
             log.error("disposition write failed: %s", error)
             raise StoreUnavailable() from error
-        return AlertOut.of(done)
+        return done
 
     @app.post(
         "/v1/events",

@@ -127,7 +127,7 @@ def test_a_crossing_raises_one_alert_with_reasons_after_the_gate(setup) -> None:
         "open",
     )
     assert alert.score == pytest.approx(0.5)
-    assert "mortgage calculator" in alert.reasons[0]["text"]
+    assert "mortgage calculator" in alert.reasons[0].text
     assert alert.talking_points[0] == "Mortgage interest 0.50"
     assert alert.talking_points[-1] == "Suggested: book a mortgage consultation"
     # The decision was logged first, with the event that caused it and only that action.
