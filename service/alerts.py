@@ -1,9 +1,9 @@
 """Proactive triggers and relationship-manager alerts.
 
 The stream worker tells the ``Alerter`` which customers' features it just wrote. Events of one
-customer within ``debounce_seconds`` cost one rescoring. A customer is rescored only with
-profiling consent, and their features are read only with profiling consent or service consent
-on the RM channel (as for decisions). An alert is considered when
+customer within ``debounce_seconds`` cost one rescoring. Only customers with an RM are
+rescored; their features are read only with profiling consent or service consent on the RM
+channel, and scored only with profiling consent (as for decisions). An alert is considered when
 
 - a need's calibrated score rises to its threshold (``consent/alerts.yaml``) from below, or
 - a rule trigger (large inflow, salary change, idle cash, unusual card activity) comes to hold.
