@@ -43,7 +43,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from sqlalchemy import text
 
 from bench.common import emit
-from bench.decide import Backends, State, environment, machine_load
+from bench.decide import Backends, State, distribution, environment, machine_load
 from service.bootstrap import Container
 from service.decisions import DecideForCustomer
 from service.origin import Origin
@@ -54,19 +54,6 @@ from training.bank.scenario import seed_scenario
 
 TARGET_P99_S = 2.0
 READY_TIMEOUT_S = 120.0
-
-
-def _distribution(values: list[float]) -> dict[str, float | int]:
-    if not values:
-        return {"count": 0}
-    array = np.array(values)
-    return {
-        "count": len(values),
-        "p50": round(float(np.percentile(array, 50)), 3),
-        "p90": round(float(np.percentile(array, 90)), 3),
-        "p99": round(float(np.percentile(array, 99)), 3),
-        "max": round(float(array.max()), 3),
-    }
 
 
 def alertable(container: Container) -> list[str]:
@@ -113,6 +100,13 @@ class AlertListener(threading.Thread):
         )
         self.arrivals: list[tuple[float, dict[str, Any]]] = []
         self.stopping = threading.Event()
+        # Partitions assigned before the run starts: an alert must not wait for the metadata.
+        deadline = time.monotonic() + 30.0
+        while not self.consumer.assignment() and time.monotonic() < deadline:
+            self.consumer.poll(timeout_ms=100)
+        if not self.consumer.assignment():
+            raise RuntimeError(f"no partitions of {topic} assigned within 30 s")
+        self.consumer.seek_to_beginning()
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -246,7 +240,7 @@ def run_stream(
         "scenario_customers_alerted": len(alerted & set(scenario_customers)),
         "alerts": sum(by_action.values()),
         "alerts_by_action": dict(by_action.most_common()),
-        "event_to_alert_seconds": _distribution(latencies),
+        "event_to_alert_seconds": distribution(latencies),
         "worker_cpu_cores": round(cpu / (elapsed + args.drain_seconds), 2),
         "worker": stats,
         "meets_target": bool(latencies) and float(np.percentile(latencies, 99)) <= TARGET_P99_S,

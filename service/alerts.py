@@ -85,8 +85,8 @@ class Trigger(BaseModel):
     when: tuple[Condition, ...] = Field(min_length=1)
     actions: tuple[str, ...] = Field(min_length=1)
 
-    def holds(self, values: Mapping[str, float | None]) -> bool:
-        return all(c.holds(dict(values)) for c in self.when)
+    def holds(self, values: dict[str, float | None]) -> bool:
+        return all(c.holds(values) for c in self.when)
 
 
 class AlertPolicy(BaseModel):
@@ -546,6 +546,7 @@ class Alerter:
         #: the stream's window state: a restart or a rebalance does not forget them.
         self.memory = memory
         self._last_sweep = 0.0
+        self._triggers = {t.id: t for t in policy.triggers}
         self._actions_of_need: dict[str, tuple[str, ...]] = {}
         for action in catalog.actions.values():
             if action.need and action.enabled and RM_CHANNEL in action.channels:
@@ -557,6 +558,13 @@ class Alerter:
         if not isinstance(self._decisions, DecisionService):
             self._decisions = self._decisions()
         return self._decisions
+
+    def _models(self) -> dict[str, Any]:
+        """One consistent set of the models with an alert threshold, for a whole batch."""
+        models = self.decisions.models
+        snapshot = getattr(models, "snapshot", None)
+        current = snapshot() if snapshot else dict(models)
+        return {need: m for need, m in current.items() if need in self.policy.thresholds}
 
     # -- fed by the stream worker --
     def touched(self, origins: Mapping[str, Origin | None]) -> None:
@@ -605,6 +613,7 @@ class Alerter:
         ready = [c for c in customers if c in looks and not looks[c].skip]
         memory = dict(zip(ready, self.memory.get_many(ready), strict=True))
         remembered: dict[str, bytes] = {}
+        models = self._models() if ready else {}
         for customer_id in ready:
             try:
                 online = self.features.read(customer_id)
@@ -615,11 +624,8 @@ class Alerter:
             values, _stale = online.fresh(self.clock()) if online.known else ({}, frozenset())
             scores: dict[str, float] = {}
             if looks[customer_id].may_profile and values:
-                snapshot = getattr(self.decisions.models, "snapshot", None)
-                models = snapshot() if snapshot else dict(self.decisions.models)
                 for need, model in models.items():
-                    if need in self.policy.thresholds:
-                        scores[need] = model.probability(model.row(values))
+                    scores[need] = model.probability(model.row(values))
             # Triggers are judged on what is stored, as the gate's own conditions are.
             holding = frozenset(t.id for t in self.policy.triggers if t.holds(online.values))
             self.stats.rescored += 1
@@ -648,9 +654,8 @@ class Alerter:
         for need in item.crossed:
             for action_id in self._actions_of_need.get(need, ()):
                 actions[action_id] = self.catalog.actions[action_id]
-        by_trigger = {t.id: t for t in self.policy.triggers}
         for trigger_id in item.fired:
-            for action_id in by_trigger[trigger_id].actions:
+            for action_id in self._triggers[trigger_id].actions:
                 actions[action_id] = self.catalog.actions[action_id]
         topics = {a.id: a.need or a.id for a in actions.values()}
         blocked = self.store.blocked(
@@ -698,8 +703,6 @@ class Alerter:
         now: datetime,
     ) -> list[Alert]:
         out = []
-        titles = {t.id: t.title for t in self.policy.triggers}
-        by_trigger = {t.id: t for t in self.policy.triggers}
         values = made.record.feature_values()
         for candidate in made.record.candidates:
             if not candidate.delivered:
@@ -709,9 +712,9 @@ class Alerter:
                 AlertReason(feature=r.feature, value=r.value, text=r.text)
                 for r in made.reasons.get(candidate.need or "", ())
             ]
-            fired = [t for t in item.fired if candidate.action_id in by_trigger[t].actions]
+            fired = [t for t in item.fired if candidate.action_id in self._triggers[t].actions]
             for trigger_id in fired:  # a trigger's own conditions are reasons too
-                for condition in by_trigger[trigger_id].when:
+                for condition in self._triggers[trigger_id].when:
                     value = values.get(condition.feature)
                     text = describe(condition.feature, value)
                     reasons.append(AlertReason(feature=condition.feature, value=value, text=text))
@@ -736,7 +739,7 @@ class Alerter:
                     triggers=tuple(fired),
                     reasons=tuple(_unique(reasons)),
                     talking_points=talking_points(
-                        action, candidate.score, reasons, [titles[t] for t in fired]
+                        action, candidate.score, reasons, [self._triggers[t].title for t in fired]
                     ),
                     origin=item.origin.as_dict() if item.origin else {},
                 )

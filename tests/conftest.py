@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from service.auth import DEV_KEYS_FILE, Role, plain_key
 from service.bootstrap import Container
@@ -71,3 +73,32 @@ def embedded(tmp_path: Path) -> Iterator[Container]:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@contextmanager
+def real_stack_settings(
+    home: Path, kafka_bootstrap: str, redis_url: str, postgres_url: str
+) -> Iterator[Settings]:
+    """Settings on real Kafka, Redis and PostgreSQL, isolated for one test run: its own topic
+    namespace, consumer group, Feast project and PostgreSQL schema (dropped at the end)."""
+    run = f"r{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"create schema {run}"))
+    try:
+        yield make_settings(
+            home,
+            event_transport="kafka",
+            kafka_bootstrap_servers=kafka_bootstrap,
+            topic_namespace=f"{run}.",
+            consumer_group=f"nextbest-stream-{run}",
+            online_store="redis",
+            redis_url=redis_url,
+            feast_project=run,
+            # psycopg passes ``options`` to the server: every connection works in the schema.
+            database_url=f"{postgres_url}?options=-csearch_path%3D{run}",
+        )
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f"drop schema {run} cascade"))
+        admin.dispose()

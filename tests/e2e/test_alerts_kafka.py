@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,12 +15,11 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from service import pipeline
 from service.api import create_app
 from service.bootstrap import Container
-from tests.conftest import key_headers, make_settings
+from tests.conftest import key_headers, real_stack_settings
 from training.bank import Bank, BankSpec, busy_housing_market, generate
 from training.bank.scenario import mortgage_suitable, seed_scenario
 
@@ -39,38 +37,20 @@ def stack(
     tmp_path_factory, kafka_bootstrap: str, redis_url: str, postgres_url: str
 ) -> Iterator[tuple[Container, Bank, TestClient]]:
     home = tmp_path_factory.mktemp("alerts")
-    run = uuid.uuid4().hex[:10]
-    schema = f"a{run}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as connection:
-        connection.execute(text(f"create schema {schema}"))
-    settings = make_settings(
-        home,
-        event_transport="kafka",
-        kafka_bootstrap_servers=kafka_bootstrap,
-        topic_namespace=f"a{run}.",
-        consumer_group=f"nextbest-stream-{run}",
-        online_store="redis",
-        redis_url=redis_url,
-        feast_project=f"a{run}",
-        database_url=f"{postgres_url}?options=-csearch_path%3D{schema}",
-    )
-    container = Container(settings)
-    bank = generate(SPEC)
-    bank.write(settings.home / "bank")
-    pipeline.load_bank(container, bank)
-    assert pipeline.stream_until_idle(container, idle_s=3.0).events == len(bank.events)
-    pipeline.train_from_bank(
-        container, settings.home / "bank", ("mortgage",), step_days=3, warm_up_days=14
-    )
-    try:
-        with TestClient(create_app(container)) as client:
-            yield container, bank, client
-    finally:
-        container.close()
-        with admin.begin() as connection:
-            connection.execute(text(f"drop schema {schema} cascade"))
-        admin.dispose()
+    with real_stack_settings(home, kafka_bootstrap, redis_url, postgres_url) as settings:
+        container = Container(settings)
+        try:
+            bank = generate(SPEC)
+            bank.write(settings.home / "bank")
+            pipeline.load_bank(container, bank)
+            assert pipeline.stream_until_idle(container, idle_s=3.0).events == len(bank.events)
+            pipeline.train_from_bank(
+                container, settings.home / "bank", ("mortgage",), step_days=3, warm_up_days=14
+            )
+            with TestClient(create_app(container)) as client:
+                yield container, bank, client
+        finally:
+            container.close()
 
 
 def _good_standing(people: pd.DataFrame) -> set[str]:

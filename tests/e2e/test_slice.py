@@ -4,6 +4,7 @@ training set and registered in MLflow, and the API decides, gates and audits."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -12,12 +13,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from service import pipeline
 from service.api import create_app
 from service.bootstrap import Container
-from tests.conftest import key_headers, make_settings
+from tests.conftest import key_headers, make_settings, real_stack_settings
 from training.bank import Bank, BankSpec, busy_housing_market, generate
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -29,60 +29,36 @@ def bank() -> Bank:
     return generate(SPEC)
 
 
-def _schema_url(base: str, schema: str) -> str:
-    # psycopg passes ``options`` to the server: every connection works inside the schema.
-    return f"{base}?options=-csearch_path%3D{schema}"
-
-
 @pytest.fixture(scope="module", params=["embedded", "kafka_redis_postgres"])
 def stack(request, bank: Bank, tmp_path_factory) -> Iterator[tuple[Container, TestClient]]:
     home = tmp_path_factory.mktemp(request.param)
-    cleanup = None
-    if request.param == "embedded":
-        settings = make_settings(home)
-    else:
-        kafka = request.getfixturevalue("kafka_bootstrap")
-        redis_url = request.getfixturevalue("redis_url")
-        postgres = request.getfixturevalue("postgres_url")
-        run = uuid.uuid4().hex[:10]
-        schema = f"t{run}"
-        admin = create_engine(postgres)
-        with admin.begin() as connection:
-            connection.execute(text(f"create schema {schema}"))
-
-        def cleanup() -> None:
-            with admin.begin() as connection:
-                connection.execute(text(f"drop schema {schema} cascade"))
-            admin.dispose()
-
-        settings = make_settings(
-            home,
-            event_transport="kafka",
-            kafka_bootstrap_servers=kafka,
-            topic_namespace=f"t{run}.",
-            consumer_group=f"nextbest-stream-{run}",
-            online_store="redis",
-            redis_url=redis_url,
-            feast_project=f"t{run}",
-            database_url=_schema_url(postgres, schema),
+    with contextlib.ExitStack() as cleanup:
+        if request.param == "embedded":
+            settings = make_settings(home)
+        else:
+            settings = cleanup.enter_context(
+                real_stack_settings(
+                    home,
+                    request.getfixturevalue("kafka_bootstrap"),
+                    request.getfixturevalue("redis_url"),
+                    request.getfixturevalue("postgres_url"),
+                )
+            )
+        container = Container(settings)
+        cleanup.callback(container.close)
+        bank.write(settings.home / "bank")
+        pipeline.load_bank(container, bank)
+        stats = pipeline.stream_until_idle(container, idle_s=3.0)
+        assert stats.events == len(bank.events)
+        report = pipeline.train_from_bank(
+            container, settings.home / "bank", ("mortgage",), step_days=3, warm_up_days=14
         )
-    container = Container(settings)
-    bank.write(settings.home / "bank")
-    pipeline.load_bank(container, bank)
-    stats = pipeline.stream_until_idle(container, idle_s=3.0)
-    assert stats.events == len(bank.events)
-    report = pipeline.train_from_bank(
-        container, settings.home / "bank", ("mortgage",), step_days=3, warm_up_days=14
-    )
-    assert [m.need for m in report.models] == ["mortgage"]
-    assert report.evaluations["mortgage"]["positives"] > 10
-    # Decisions and audit reads as compliance, who may see why actions were suppressed.
-    compliance = key_headers(container, "compliance")
-    with TestClient(create_app(container), headers=compliance) as client:  # start and shutdown
-        yield container, client
-    container.close()
-    if cleanup:
-        cleanup()
+        assert [m.need for m in report.models] == ["mortgage"]
+        assert report.evaluations["mortgage"]["positives"] > 10
+        # Decisions and audit reads as compliance, who may see why actions were suppressed.
+        compliance = key_headers(container, "compliance")
+        with TestClient(create_app(container), headers=compliance) as client:  # start, shutdown
+            yield container, client
 
 
 def _decide(client: TestClient, customer_id: str, channel: str = "mobile_app") -> dict[str, Any]:
