@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -25,9 +25,11 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
@@ -92,7 +94,7 @@ class DecisionRequest(_Request):
     customer_id: CustomerId
     channel: ContactChannel
     limit: Annotated[int, Field(ge=1, le=10)] = 3
-    context: DecisionContext = DecisionContext()
+    context: DecisionContext = Field(default_factory=DecisionContext)
 
 
 class ReasonOut(BaseModel):
@@ -437,17 +439,10 @@ _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
 _BEARER = HTTPBearer(auto_error=False)
 
 
-# The dependencies below are coroutines although they do no I/O: FastAPI runs plain functions
-# in its thread pool, and two thread hops would cost more than everything they do.
-async def authenticated(
-    request: Request,
-    key: Annotated[str | None, Security(_API_KEY)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
-) -> Principal:
+def _principal(request: Request, credential: str | None, roles: tuple[Role, ...]) -> Principal:
+    """Who is calling (401), within their rate (429), in one of ``roles`` (403)."""
     state = request.app.state
-    principal = state.container.keyring.authenticate(
-        key or (bearer.credentials if bearer else None)
-    )
+    principal = state.container.keyring.authenticate(credential)
     if principal is None:
         raise Unauthenticated()
     # Limited by key name after authentication: unauthenticated calls cannot spend a real
@@ -455,21 +450,77 @@ async def authenticated(
     wait = state.rate_limiter.take(principal.name)
     if wait:
         raise RateLimited(wait)
+    if principal.role not in roles:
+        raise Forbidden()
     return principal  # type: ignore[no-any-return]
 
 
-def allow(*roles: Role) -> Any:
-    """A dependency that lets only ``roles`` through (403 for the others)."""
+def _credential(request: Request) -> str | None:
+    """The API key, or else the bearer token, as ``_API_KEY`` and ``_BEARER`` read them."""
+    key = request.headers.get(_API_KEY.model.name)
+    if key:
+        return key
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    return token if scheme.lower() == "bearer" and token else None
 
-    async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
-        if principal.role not in roles:
-            raise Forbidden()
-        return principal
+
+def allow(*roles: Role) -> Any:
+    """A dependency that lets only ``roles`` through. A coroutine although it does no I/O:
+    FastAPI runs plain functions in its thread pool, and a thread hop costs more than it does."""
+
+    async def check(
+        request: Request,
+        key: Annotated[str | None, Security(_API_KEY)],
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+    ) -> Principal:
+        return _principal(request, key or (bearer.credentials if bearer else None), roles)
 
     return Depends(check)
 
 
-Deciding = Annotated[Principal, allow("channel", "rm", "compliance")]
+def _direct(body_model: type[BaseModel], roles: tuple[Role, ...]) -> type[APIRoute]:
+    """A route class for the hot path, ``POST /v1/decisions``. The operation is declared like
+    the others (body model, security, responses: FastAPI writes its OpenAPI), but its handler
+    does what the operation needs itself: ``_principal`` as the dependencies do, the body parsed
+    by the model's own JSON validator (422 in the same shape), then the endpoint, called as
+    ``endpoint(body, container, principal)``. FastAPI's generic request handling (dependency
+    solving, a JSON parse and a second validation of the body) cost about 0.2 ms of a
+    decision's 2.2 ms of API CPU under load (py-spy)."""
+
+    class Direct(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            endpoint = self.endpoint
+
+            async def handle(request: Request) -> Response:
+                principal = _principal(request, _credential(request), roles)
+                media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                if not (
+                    media == "application/json"
+                    or (media.startswith("application/") and media.endswith("+json"))
+                ):
+                    raise RequestValidationError(
+                        [{"loc": ("body",), "msg": "the body must be JSON (application/json)"}]
+                    )
+                raw = await request.body()
+                try:
+                    raw.decode()
+                except UnicodeDecodeError:  # not text at all: 400, as FastAPI answers it
+                    raise StarletteHTTPException(400) from None
+                try:
+                    body = body_model.model_validate_json(raw)
+                except ValidationError as error:
+                    raise RequestValidationError(
+                        [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+                    ) from None
+                return await endpoint(body, request.app.state.container, principal)  # type: ignore[no-any-return]
+
+            return handle
+
+    return Direct
+
+
+DECIDING: tuple[Role, ...] = ("channel", "rm", "compliance")
+Deciding = Annotated[Principal, allow(*DECIDING)]
 Auditing = Annotated[Principal, allow("compliance")]
 ReadingConsent = Annotated[Principal, allow("channel", "rm", "compliance")]
 RecordingConsent = Annotated[Principal, allow("channel", "rm")]
@@ -605,11 +656,6 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
     def prometheus_metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post(
-        "/v1/decisions",
-        response_model=DecisionResponse,
-        responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
-    )
     async def decide(body: DecisionRequest, c: Wired, who: Deciding) -> Response:
         command = DecideForCustomer(
             customer_id=body.customer_id,
@@ -623,6 +669,15 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         # FastAPI would validate it all over again (the schema stays the declared model's).
         response = _response(made, c, who)
         return Response(response.model_dump_json(), media_type="application/json")
+
+    app.router.add_api_route(
+        "/v1/decisions",
+        decide,
+        methods=["POST"],
+        response_model=DecisionResponse,
+        responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
+        route_class_override=_direct(DecisionRequest, DECIDING),
+    )
 
     @app.get(
         "/v1/audit/decisions/{decision_id}",

@@ -228,6 +228,52 @@ def test_a_streamed_body_over_the_limit_gets_413_through_a_client(limited) -> No
     _error(response, 413, "request_too_large")
 
 
+def test_a_streamed_decision_body_over_the_limit_gets_413(limited) -> None:
+    """The decision route reads its body itself (``service.api._direct``): the limit holds."""
+    container, client = limited
+    response = client.post(
+        "/v1/decisions",
+        content=iter([b" " * 512] * 8),
+        headers={**key_headers(container, "channel"), "Content-Type": "application/json"},
+    )
+    _error(response, 413, "request_too_large")
+
+
+def test_the_decision_route_says_what_is_wrong_with_its_body(limited, clock: Clock) -> None:
+    """Its own body handling answers like FastAPI's elsewhere: where, and what."""
+    container, client = limited
+    headers = key_headers(container, "channel")
+
+    def post(**kwargs: Any) -> Any:
+        clock.now += 1.0  # a request a second: within the key's rate
+        return client.post("/v1/decisions", **kwargs)
+
+    cases = [
+        ({"channel": "mobile_app"}, "body.customer_id"),
+        ({"customer_id": "C0000042", "channel": "pigeon"}, "body.channel"),
+        ({"customer_id": "C0000042", "channel": "web", "limit": 0}, "body.limit"),
+        ({"customer_id": "C0000042", "channel": "web", "extra": 1}, "body.extra"),
+        (
+            {"customer_id": "C0000042", "channel": "web", "context": {"page": "x" * 65}},
+            "body.context.page",
+        ),
+    ]
+    for body, where in cases:
+        error = _error(post(json=body, headers=headers), 422, "invalid_request")
+        assert [d["where"] for d in error["details"]] == [where], body
+    for content, content_type in [(b"{", "application/json"), (b"customer_id=C1", "text/plain")]:
+        error = _error(
+            client.post(
+                "/v1/decisions", content=content, headers={**headers, "Content-Type": content_type}
+            ),
+            422,
+            "invalid_request",
+        )
+        assert error["details"][0]["where"] == "body"
+    # Who is asking is settled before the body is read: a bad body from nobody is a 401.
+    _error(client.post("/v1/decisions", content=b"{"), 401, "unauthenticated")
+
+
 # --- errors ---
 
 
