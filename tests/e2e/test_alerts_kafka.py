@@ -23,7 +23,7 @@ from tests.conftest import key_headers, real_stack_settings
 from training.bank import Bank, BankSpec, busy_housing_market, generate
 from training.bank.scenario import mortgage_suitable, seed_scenario
 
-END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+END = datetime.now(UTC).replace(microsecond=0)
 SPEC = BankSpec(seed=23, customers=2_000, days=120, end=END, situations=busy_housing_market())
 #: The issue's bound from the event to the RM's inbox.
 WITHIN_S = 2.0

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from feature_repo.aggregates import FEATURE_NAMES, reference_features
 from feature_repo.events import InvalidEvent, parse_event
@@ -175,7 +175,15 @@ def test_a_broker_restart_mid_stream_loses_and_doubles_nothing(stack, kafka_boot
     records, malformed = _records(seed=43, customers=300, days=30)
     producer = _producing(container, kafka_bootstrap, records, seconds=25)
     worker = _worker(env)
-    time.sleep(8)
+    # Mid-stream: once the worker has committed (it starts in a few seconds when the machine
+    # is quiet, and took more than 8 on a busy one, when the broker was already gone).
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    group = container.settings.consumer_group
+    deadline = time.monotonic() + 60
+    while not admin.list_group_offsets(group).get(group):
+        assert worker.poll() is None and time.monotonic() < deadline, "the worker never committed"
+        time.sleep(0.5)
+    admin.close()
     services = ROOT / "scripts" / "services"
     subprocess.run([str(services), "stop", "kafka"], check=True, capture_output=True)
     time.sleep(2)
