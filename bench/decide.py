@@ -2,12 +2,13 @@
 
 Builds a state folder with the project's own pipeline (synthetic bank → consents, customer
 directory and profiles → offline history by backfill → the latest feature rows online → seven
-need models trained and registered in MLflow), starts the real API as its own process
-(``nextbest serve``: uvicorn, one worker) on the Redis online store and a fresh PostgreSQL
-schema, and drives it open-loop: ``POST /v1/decisions`` at a fixed rate for a fixed time, each
-request sent when its time comes whatever the earlier ones are doing, over a bounded pool of
-keep-alive HTTP/1.1 connections, for customers who agreed to be profiled and contacted on the
-app (so most decisions score every model, each with its explanation). Measures, in the same run:
+need models trained and registered in MLflow), starts the real API as its own processes
+(``nextbest serve --workers N``: Gunicorn with Uvicorn workers) on the Redis online store and
+a fresh PostgreSQL schema, and drives it open-loop: ``POST /v1/decisions`` at a fixed rate for
+a fixed time, each request sent when its time comes whatever the earlier ones are doing, over
+a bounded pool of keep-alive HTTP/1.1 connections, for customers who agreed to be profiled and
+contacted on the app (so most decisions score every model, each with its explanation).
+Measures, in the same run:
 
 - latency server-side (the ``Server-Timing: app;dur=`` header; client-side if it is missing,
   said in ``latency_source``) and client-side: p50/p90/p99/max;

@@ -37,6 +37,7 @@ shows it. ``checkpoint()`` stores the head (and can be handed to an outside part
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -45,12 +46,14 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
+from psycopg import AsyncConnection
 from psycopg import Error as _PsycopgError
 from psycopg import IntegrityError as _PsycopgIntegrity
 from psycopg.errors import UndefinedFunction as _PsycopgUndefinedFunction
@@ -624,6 +627,60 @@ def _failures(
     return failures
 
 
+def _after_failure(
+    error: SQLAlchemyError, requests: Sequence[_Request], *, atomic: bool, serialise: bool
+) -> Literal["retry", "alone"] | list[Appended | BaseException]:
+    """What a writer does after its group's transaction failed: try again ("retry": a writer
+    without the lock took the head), write each record alone ("alone": one repeats a logged
+    decision, so only it fails), or report these outcomes."""
+    if isinstance(error, IntegrityError):
+        if "decision_id" not in str(error.orig):
+            return "retry"
+        if atomic or len(requests) == 1:
+            return [DuplicateDecision(str(error.orig)) for _ in requests]
+        return "alone"
+    if isinstance(error, OperationalError) and not serialise and "locked" in str(error.orig):
+        return "retry"  # the unserialised (naive) writer lost the race for SQLite's lock
+    cause = getattr(error, "orig", None) or error
+    log.error("audit write of %d records failed: %s", len(requests), cause)
+    return _failures(requests, f"the audit log could not be written: {cause}", error)
+
+
+def _append_call(requests: Sequence[_Request], lock_timeout_seconds: float) -> tuple[Any, ...]:
+    """The append function's arguments for a group (``_PG_APPEND``), decided now. Each
+    customer is offered a new random key, which the function keeps only if they have none."""
+    now = datetime.now(UTC)
+    customers = [r.customer_id for r in requests]
+    offered = {c: secrets.token_bytes(KEY_BYTES) for c in set(customers)}
+    return (
+        f"{max(1, round(lock_timeout_seconds * 1000))}ms",
+        now,
+        timestamp(now),
+        [r.decision_id for r in requests],
+        [json.dumps(r.decision_id, ensure_ascii=False) for r in requests],
+        customers,
+        [offered[c] for c in customers],
+        [r.placeholder for r in requests],
+        [r.body for r in requests],
+    )
+
+
+def _appended(
+    call: tuple[Any, ...], rows: list[Any], requests: Sequence[_Request]
+) -> list[Appended]:
+    now = call[1]
+    return [
+        Appended(seq, prev, record_hash, request.decision_id, ref, now)
+        for (seq, prev, record_hash, ref), request in zip(rows, requests, strict=True)
+    ]
+
+
+def _as_sqlalchemy(error: _PsycopgError) -> SQLAlchemyError:
+    """A driver error as SQLAlchemy would report it, so the writers' failure paths hold."""
+    kind = IntegrityError if isinstance(error, _PsycopgIntegrity) else OperationalError
+    return kind(_PG_APPEND, None, error)
+
+
 class AuditLog:
     """The audit log on the operational store (SQLite or PostgreSQL)."""
 
@@ -646,6 +703,9 @@ class AuditLog:
         self._connection: Connection | None = None
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._function: bool | None = None  # whether the append function is there; None: unknown
+        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncWriter] = (
+            weakref.WeakKeyDictionary()
+        )
         event.listen(engine, "engine_disposed", lambda _: self.close())
 
     # --- writing ---
@@ -760,26 +820,17 @@ class AuditLog:
         for _ in range(MAX_APPEND_ATTEMPTS):
             try:
                 return list(self._commit(requests, serialise=serialise, reuse=reuse))
-            except IntegrityError as error:
-                if "decision_id" not in str(error.orig):
-                    continue  # a writer without the lock took this head: read the new head
-                if atomic or len(requests) == 1:
-                    return [DuplicateDecision(str(error.orig)) for _ in requests]
-                # One record repeats a logged decision: write each alone, so only it fails.
+            except SQLAlchemyError as error:
+                then = _after_failure(error, requests, atomic=atomic, serialise=serialise)
+            if then == "retry":
+                continue
+            if then == "alone":
                 return [
                     o
                     for r in requests
                     for o in self._write([r], serialise=serialise, atomic=False, reuse=reuse)
                 ]
-            except OperationalError as error:
-                if not serialise and "locked" in str(error.orig):
-                    continue  # the unserialised (naive) writer lost the race for SQLite's lock
-                log.error("audit write of %d records failed: %s", len(requests), error.orig)
-                message = f"the audit log could not be written: {error.orig}"
-                return _failures(requests, message, error)
-            except SQLAlchemyError as error:
-                log.error("audit write of %d records failed: %s", len(requests), error)
-                return _failures(requests, f"the audit log could not be written: {error}", error)
+            return then
         return _failures(requests, "could not take the head of the audit chain under contention")
 
     def _commit(
@@ -850,35 +901,42 @@ class AuditLog:
         connection (the call is its own transaction). Each customer is offered a new random key,
         which the function keeps only if the customer has none."""
         raw: Any = connection.connection.driver_connection
-        now = datetime.now(UTC)
-        customers = [r.customer_id for r in requests]
-        offered = {c: secrets.token_bytes(KEY_BYTES) for c in set(customers)}
+        call = _append_call(requests, self.lock_timeout_seconds)
         try:
-            rows = raw.execute(
-                _PG_APPEND,
-                (
-                    f"{max(1, round(self.lock_timeout_seconds * 1000))}ms",
-                    now,
-                    timestamp(now),
-                    [r.decision_id for r in requests],
-                    [json.dumps(r.decision_id, ensure_ascii=False) for r in requests],
-                    customers,
-                    [offered[c] for c in customers],
-                    [r.placeholder for r in requests],
-                    [r.body for r in requests],
-                ),
-                prepare=True,
-            ).fetchall()
+            rows = raw.execute(_PG_APPEND, call, prepare=True).fetchall()
         except _PsycopgError as error:
             if isinstance(error, _PsycopgUndefinedFunction):
                 self._function = None  # dropped since: made again for the next group
-            # Seen as SQLAlchemy would report it, so the caller's retry and failure paths hold.
-            kind = IntegrityError if isinstance(error, _PsycopgIntegrity) else OperationalError
-            raise kind(_PG_APPEND, None, error) from error
-        return [
-            Appended(seq, prev, record_hash, request.decision_id, ref, now)
-            for (seq, prev, record_hash, ref), request in zip(rows, requests, strict=True)
-        ]
+            raise _as_sqlalchemy(error) from error
+        return _appended(call, rows, requests)
+
+    # --- on an event loop (the API) ---
+
+    async def append_async(
+        self, record: DecisionRecord, customer_id: str | None = None
+    ) -> Appended:
+        """``append`` without a thread, for callers on an event loop. Records appended while a
+        group is being written wait for the next group, written as soon as that one commits:
+        group commit without threads. Through the append function on PostgreSQL, on an asyncio
+        connection of the running loop; elsewhere ``append`` in a worker thread."""
+        if self._function is None:
+            await asyncio.to_thread(self._server_side)  # made once, maybe DDL: off the loop
+        if not self._function:
+            return await asyncio.to_thread(self.append, record, customer_id)
+        request = self._request(record, customer_id)
+        loop = asyncio.get_running_loop()
+        writer = self._writers.get(loop)
+        if writer is None:
+            _, params = self.engine.dialect.create_connect_args(self.engine.url)
+            params.pop("context", None)  # SQLAlchemy's adapters, for its own connections
+            writer = self._writers[loop] = _AsyncWriter(self, dict(params))
+        return await writer.append(request)
+
+    async def close_async(self) -> None:
+        """Close the running loop's writer connection."""
+        writer = self._writers.pop(asyncio.get_running_loop(), None)
+        if writer is not None:
+            await writer.close()
 
     # --- reading ---
 
@@ -987,6 +1045,87 @@ class AuditLog:
         with self.engine.connect() as connection:
             rows = connection.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq))
             return [_checkpoint(row) for row in rows]
+
+
+class _AsyncWriter:
+    """Group commit on one event loop: the callers' records wait in a queue; one task writes
+    whatever is waiting in one call of the append function, settles each caller's future, and
+    goes on while records keep coming."""
+
+    def __init__(self, log: AuditLog, params: dict[str, Any]) -> None:
+        self.log = log
+        self.params = params
+        self.queue: deque[tuple[_Request, asyncio.Future[Appended]]] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.connection: AsyncConnection[Any] | None = None
+
+    async def append(self, request: _Request) -> Appended:
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self.queue.append((request, future))
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                group = [
+                    self.queue.popleft() for _ in range(min(self.log.max_batch, len(self.queue)))
+                ]
+                requests = [request for request, _ in group]
+                outcomes: list[Appended | BaseException] = _failures(
+                    requests, "the audit writer stopped before committing"
+                )
+                try:
+                    outcomes = await self._write(requests)
+                finally:
+                    for (_, future), outcome in zip(group, outcomes, strict=True):
+                        if future.done():  # its caller went away; the record stands
+                            continue
+                        if isinstance(outcome, BaseException):
+                            future.set_exception(outcome)
+                        else:
+                            future.set_result(outcome)
+                    with self.log._mutex:
+                        self.log._count(sum(isinstance(o, Appended) for o in outcomes))
+        finally:
+            self.task = None
+
+    async def _write(self, requests: Sequence[_Request]) -> list[Appended | BaseException]:
+        """``AuditLog._write`` for one group, awaiting the database instead of blocking."""
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            try:
+                return list(await self._commit(requests))
+            except SQLAlchemyError as error:
+                then = _after_failure(error, requests, atomic=False, serialise=True)
+            if then == "retry":
+                continue
+            if then == "alone":
+                return [o for r in requests for o in await self._write([r])]
+            return then
+        return _failures(requests, "could not take the head of the audit chain under contention")
+
+    async def _commit(self, requests: Sequence[_Request]) -> list[Appended]:
+        call = _append_call(requests, self.log.lock_timeout_seconds)
+        try:
+            if self.connection is None or self.connection.closed:
+                self.connection = await AsyncConnection.connect(**self.params, autocommit=True)
+            cursor = await self.connection.execute(_PG_APPEND, call, prepare=True)
+            rows = await cursor.fetchall()
+        except _PsycopgError as error:
+            if isinstance(error, _PsycopgUndefinedFunction):
+                self.log._function = None  # dropped since: made again for the next group
+            await self.close()  # its state is unknown: the next group opens a new one
+            raise _as_sqlalchemy(error) from error
+        except BaseException:
+            await self.close()
+            raise
+        return _appended(call, rows, requests)
+
+    async def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await connection.close()
 
 
 def _aware(at: datetime) -> datetime:

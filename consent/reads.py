@@ -6,17 +6,22 @@ its own): the decision API's hot path. Through SQLAlchemy each read cost a check
 the statement and a rollback: nine round trips, and the largest share of a decision's CPU
 (cProfile). Elsewhere (SQLite, the embedded default) the reads go through ``ConsentRegistry``,
 ``CustomerDirectory`` and ``ContactHistory``, which are also what the PostgreSQL reads are
-tested against.
+tested against. The API reads on its event loop with ``read_async``: the same statement on
+psycopg's asyncio connections, so a decision waits for the database without holding a thread.
 
 There is no cache: a withdrawal applies to the very next decision, in every process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg import OperationalError as _PsycopgOperational
 from sqlalchemy import Engine, create_engine
 
@@ -81,6 +86,15 @@ class GateReads:
         self.directory = directory
         self.contacts = contacts
 
+    #: Whether ``read_async`` reads without a thread (PostgreSQL only).
+    asynchronous = False
+
+    async def read_async(self, customer_id: str, now: datetime, days: int) -> GateRead:
+        raise NotImplementedError("these reads have no asynchronous form")
+
+    async def close_async(self) -> None:
+        """Close what ``read_async`` opened on the running event loop."""
+
     def read(self, customer_id: str, now: datetime, days: int) -> GateRead:
         consents = self.registry.current(customer_id)
         known = self.directory.get(customer_id)
@@ -111,6 +125,11 @@ class PostgresGateReads(GateReads):
             max_overflow=READ_POOL_OVERFLOW,
             pool_reset_on_return=None,
         )
+        # Asyncio connections belong to the loop they were opened on (the API has one per
+        # process; tests run several).
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncPool] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def read(self, customer_id: str, now: datetime, days: int) -> GateRead:
         since = now - timedelta(days=days)
@@ -131,6 +150,76 @@ class PostgresGateReads(GateReads):
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # --- on an event loop (the API): the same statement on asyncio connections ---
+
+    asynchronous = True
+
+    async def read_async(self, customer_id: str, now: datetime, days: int) -> GateRead:
+        """``read`` without a thread: on autocommit asyncio connections of the running loop,
+        kept like the pool's (``READ_POOL_SIZE`` idle at most); a connection that fails is
+        dropped and the read retried once on a new one."""
+        pool = self._pool()
+        params = {"id": customer_id, "since": now - timedelta(days=days)}
+        for attempt in (1, 2):
+            connection = await pool.take()
+            try:
+                cursor = await connection.execute(_PG_READ, params)
+                row = await cursor.fetchone()
+            except _PsycopgOperational:
+                await connection.close()
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                await connection.close()  # cancelled mid-read: its state is unknown
+                raise
+            pool.give_back(connection)
+            assert row is not None, "the statement always returns one row"
+            return _gate_read(customer_id, *row)
+        raise AssertionError("unreachable")
+
+    def _pool(self) -> _AsyncPool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            url = self.engine.url
+            _, params = self.engine.dialect.create_connect_args(url)
+            params.pop("context", None)  # SQLAlchemy's adapters, for its own connections
+            pool = self._pools[loop] = _AsyncPool(dict(params), READ_POOL_SIZE)
+        return pool
+
+    async def close_async(self) -> None:
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
+
+class _AsyncPool:
+    """Autocommit asyncio connections for one event loop: at most ``keep`` kept idle; beyond
+    them, connections are opened for one use and closed."""
+
+    def __init__(self, params: dict[str, Any], keep: int) -> None:
+        self.params = params
+        self.keep = keep
+        self.idle: deque[AsyncConnection[Any]] = deque()
+
+    async def take(self) -> AsyncConnection[Any]:
+        while self.idle:
+            connection = self.idle.pop()
+            if not connection.closed:
+                return connection
+        return await AsyncConnection.connect(**self.params, autocommit=True)
+
+    def give_back(self, connection: AsyncConnection[Any]) -> None:
+        if len(self.idle) < self.keep:
+            self.idle.append(connection)
+        else:
+            asyncio.get_running_loop().create_task(connection.close())
+
+    async def close(self) -> None:
+        while self.idle:
+            await self.idle.pop().close()
 
 
 def _gate_read(

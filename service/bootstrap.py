@@ -59,6 +59,11 @@ class Container:
         if "engine" in made:
             made["engine"].dispose()
 
+    async def close_async(self) -> None:
+        """Give back what decisions opened on the running event loop (the API's lifespan)."""
+        if "decisions" in self.__dict__:
+            await self.__dict__["decisions"].close_async()
+
     # --- operational store ---
     @cached_property
     def engine(self) -> Engine:

@@ -5,6 +5,10 @@ they cannot be read, nothing is delivered); models run only with profiling conse
 are read only for a purpose the customer agreed to (profiling, or service on this channel for
 service actions' triggers); every candidate passes every rule; the decision is appended to the
 audit log before it is returned.
+
+``decide`` does this in the caller's thread, ``decide_async`` on the caller's event loop (the
+API on PostgreSQL and Redis): the same steps in the same order, the I/O awaited. Both make the
+decision itself in ``_decide``, from what was read.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from consent.model import (
     ModelUsed,
 )
 from consent.policy import Catalog, Policy, Subject
-from consent.reads import GateReads
+from consent.reads import GateRead, GateReads
 from consent.registry import ConsentRegistry
 from feature_repo.definitions import SCORING_FEATURES, VIEW_OF
 from feature_repo.explain import describe
@@ -141,28 +145,107 @@ class DecisionService:
         self.policy = policy
         self.audit = audit
 
+    @property
+    def asynchronous(self) -> bool:
+        """Whether ``decide_async`` decides without a thread: the gate's and the features'
+        reads have asynchronous forms (PostgreSQL, Redis). The audit log always has one."""
+        return bool(
+            getattr(self.reads, "asynchronous", False)
+            and getattr(self.features, "asynchronous", False)
+        )
+
     def decide(self, command: DecideForCustomer) -> DecisionMade:
-        if mentions(json.dumps(command.context), command.customer_id):
-            # It would be written to the audit log in clear and outlive an erasure.
-            raise InvalidRequest("the context must not carry the customer id")
-        now = datetime.now(UTC)
+        now = self._check(command)
         try:
             read = self.reads.read(command.customer_id, now, self.policy.max_contact_lookback_days)
         except Exception as error:  # any failure to read consent means no delivery
-            log.error("operational store read failed: %s", error)
-            raise ConsentUnavailable() from error
-        consents, known, contacts = read.consents, read.known, read.contacts
-
-        may_profile = _granted(consents, "profiling", ANY_CHANNEL)
-        may_serve = _granted(consents, "service", command.channel)
-        online: OnlineFeatures | None = None
-        fallback = None
-        if may_profile or may_serve:
+            raise self._consent_unavailable(error) from error
+        online, fallback = None, None
+        if self._may_read_features(read, command):
             try:
                 online = self.features.read(command.customer_id)
             except Exception as error:
-                log.warning("online store read failed, deciding without features: %s", error)
-                fallback = "online_store_unavailable"
+                fallback = self._without_features(error)
+        record, reasons = self._decide(command, now, read, online, fallback)
+        try:
+            appended = self.audit.append(record, customer_id=command.customer_id)
+        except Exception as error:
+            raise self._audit_unavailable(error) from error
+        return DecisionMade(command.customer_id, record, appended, reasons)
+
+    async def decide_async(self, command: DecideForCustomer) -> DecisionMade:
+        """``decide`` on the running event loop (see ``asynchronous``): the same reads, rules
+        and record, the I/O awaited rather than blocking a thread."""
+        now = self._check(command)
+        reads: Any = self.reads
+        try:
+            read = await reads.read_async(
+                command.customer_id, now, self.policy.max_contact_lookback_days
+            )
+        except Exception as error:
+            raise self._consent_unavailable(error) from error
+        online, fallback = None, None
+        if self._may_read_features(read, command):
+            try:
+                online = await self.features.read_async(command.customer_id)  # type: ignore[attr-defined]
+            except Exception as error:
+                fallback = self._without_features(error)
+        record, reasons = self._decide(command, now, read, online, fallback)
+        try:
+            appended = await self.audit.append_async(record, customer_id=command.customer_id)
+        except Exception as error:
+            raise self._audit_unavailable(error) from error
+        return DecisionMade(command.customer_id, record, appended, reasons)
+
+    async def close_async(self) -> None:
+        """Close what the asynchronous path opened on the running event loop."""
+        for part in (self.reads, self.features, self.audit):
+            close = getattr(part, "close_async", None)
+            if close is not None:
+                await close()
+
+    @staticmethod
+    def _check(command: DecideForCustomer) -> datetime:
+        if mentions(json.dumps(command.context), command.customer_id):
+            # It would be written to the audit log in clear and outlive an erasure.
+            raise InvalidRequest("the context must not carry the customer id")
+        return datetime.now(UTC)
+
+    @staticmethod
+    def _consent_unavailable(error: Exception) -> ConsentUnavailable:
+        log.error("operational store read failed: %s", error)
+        return ConsentUnavailable()
+
+    @staticmethod
+    def _audit_unavailable(error: Exception) -> AuditUnavailable:
+        log.error("audit append failed: %s", error)
+        return AuditUnavailable()
+
+    @staticmethod
+    def _without_features(error: Exception) -> str:
+        log.warning("online store read failed, deciding without features: %s", error)
+        return "online_store_unavailable"
+
+    @staticmethod
+    def _may_read_features(read: GateRead, command: DecideForCustomer) -> bool:
+        """Features are read only for a purpose the customer agreed to: profiling, or service
+        on this channel (for service actions' triggers)."""
+        return _granted(read.consents, "profiling", ANY_CHANNEL) or _granted(
+            read.consents, "service", command.channel
+        )
+
+    def _decide(
+        self,
+        command: DecideForCustomer,
+        now: datetime,
+        read: GateRead,
+        online: OnlineFeatures | None,
+        fallback: str | None,
+    ) -> tuple[DecisionRecord, dict[str, tuple[Reason, ...]]]:
+        """The decision from what was read: scores, candidates through the gate, arbitration,
+        reasons for what is delivered, and the record (not yet logged)."""
+        consents, known, contacts = read.consents, read.known, read.contacts
+        may_profile = _granted(consents, "profiling", ANY_CHANNEL)
         # Stale features are served as missing; the gate withholds what depends on them.
         raw = online.values if online is not None and online.known else {}
         values, stale = online.fresh(now) if online is not None and raw else ({}, frozenset())
@@ -276,12 +359,7 @@ class DecisionService:
                 limit=command.limit,
             ),
         )
-        try:
-            appended = self.audit.append(record, customer_id=command.customer_id)
-        except Exception as error:
-            log.error("audit append failed: %s", error)
-            raise AuditUnavailable() from error
-        return DecisionMade(command.customer_id, record, appended, reasons)
+        return record, reasons
 
     @staticmethod
     def _relied_on(

@@ -1,12 +1,17 @@
 """Failure behaviour of the decision API: the online store dying mid-load gives degraded
-answers (no 5xx), and recovery is automatic when it returns. The Redis here is a private
-server the test starts and kills, so nothing else using the shared one is disturbed."""
+answers (no 5xx), the operational store going away gives 503 and delivers nothing, and
+recovery is automatic when either returns. The Redis here is a private server the test starts
+and kills, and PostgreSQL is reached through a proxy the test cuts, so nothing else using the
+shared servers is disturbed. Each runs on both decision paths: on the event loop (PostgreSQL
+and Redis) and in worker threads (the other stores)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import make_url, text
 
 from consent.customers import KnownCustomer
 from feature_repo.aggregates import FEATURE_NAMES
@@ -23,6 +29,7 @@ from service.api import create_app
 from service.bootstrap import Container
 from tests.conftest import IN_CI, key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all
+from tests.integration.conftest import fresh_schema
 
 CUSTOMERS = [f"C{n:07d}" for n in range(1, 21)]
 
@@ -78,7 +85,17 @@ def _decide(client: TestClient, headers: dict[str, str], customer: str) -> dict:
     return response.json()
 
 
-def test_redis_dying_mid_load_degrades_and_recovers(private_redis) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def operational_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The operational store: embedded, or a fresh schema of the real server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ops.db'}"
+        return
+    with fresh_schema(request.getfixturevalue("postgres_url")) as engine:
+        yield engine.url.render_as_string(hide_password=False)
+
+
+def test_redis_dying_mid_load_degrades_and_recovers(private_redis, operational_url) -> None:
     port, folder = private_redis
     server = _start_redis(port, folder)
     try:
@@ -87,8 +104,11 @@ def test_redis_dying_mid_load_degrades_and_recovers(private_redis) -> None:
             online_store="redis",
             redis_url=f"redis://127.0.0.1:{port}/0",
             feast_project=f"t{uuid.uuid4().hex[:10]}",
+            database_url=operational_url,
         )
         container = Container(settings)
+        # With PostgreSQL the decision is made on the event loop, otherwise in a thread.
+        assert container.decisions.asynchronous == operational_url.startswith("postgresql")
         container.directory.upsert(KnownCustomer(c, None, None, GOOD_STANDING) for c in CUSTOMERS)
         for customer in CUSTOMERS:
             grant_all(container.registry, customer, "mobile_app")
@@ -152,3 +172,112 @@ def test_stale_features_withhold_the_action_and_the_response_says_why(embedded) 
             assert "overdraft_warning" in notices["FEATURES_STALE"]
         else:
             assert "overdraft_warning" in delivered and "FEATURES_STALE" not in notices
+
+
+class _Proxy:
+    """A TCP proxy to ``target`` on a port of its own that the test can cut (every connection
+    reset, new ones refused) and restore: a database that goes away and comes back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = _free_port()
+        self.sockets: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port))
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return  # cut
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        assert self.listener is not None
+        with contextlib.suppress(OSError):  # wakes the accepting thread (close alone does not)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            for end in self.sockets:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+            self.sockets.clear()
+
+
+@pytest.mark.parametrize("online_store", ["redis", "sqlite"])
+def test_the_operational_store_going_away_means_503_and_nothing_delivered(
+    online_store: str, postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Consent cannot be checked: every decision is a 503 with a stable code, nothing is
+    delivered and nothing is logged; decisions come back by themselves with the database."""
+    base = make_url(postgres_url)
+    proxy = _Proxy((base.host or "127.0.0.1", base.port or 5432))
+    proxy.start()
+    with fresh_schema(postgres_url) as engine:
+        schema = engine.url.query["options"]
+        settings = make_settings(
+            tmp_path / "home",
+            database_url=base.set(port=proxy.port)
+            .update_query_dict({"options": schema})
+            .render_as_string(hide_password=False),
+            online_store=online_store,
+            redis_url=redis_url,
+            feast_project=f"t{uuid.uuid4().hex[:10]}",
+        )
+        container = Container(settings)
+        assert container.decisions.asynchronous == (online_store == "redis")
+        container.directory.upsert(KnownCustomer(c, None, None, GOOD_STANDING) for c in CUSTOMERS)
+        for customer in CUSTOMERS:
+            grant_all(container.registry, customer, "mobile_app")
+        headers = key_headers(container, "channel")
+        body = {"customer_id": CUSTOMERS[0], "channel": "mobile_app"}
+        try:
+            with TestClient(create_app(container), raise_server_exceptions=False) as client:
+                first = client.post("/v1/decisions", json=body, headers=headers)
+                assert first.status_code == 200, first.text
+                proxy.cut()
+                during = [
+                    client.post("/v1/decisions", json={**body, "customer_id": c}, headers=headers)
+                    for c in CUSTOMERS[:6]
+                ]
+                assert {r.status_code for r in during} == {503}
+                assert {r.json()["error"]["code"] for r in during} == {"consent_unavailable"}
+                assert all("actions" not in r.json() for r in during)
+                proxy.start()
+                deadline = time.monotonic() + 15
+                while (
+                    again := client.post("/v1/decisions", json=body, headers=headers)
+                ).status_code != 200:
+                    assert time.monotonic() < deadline, "decisions did not come back"
+                    time.sleep(0.2)
+            with engine.connect() as connection:  # only the two decisions that were answered
+                logged = connection.execute(text("select decision_id from audit_log")).scalars()
+                assert sorted(logged) == sorted(
+                    [first.json()["decision_id"], again.json()["decision_id"]]
+                )
+        finally:
+            proxy.cut()
+            container.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,7 @@ from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import PROFILE_VIEW
 from feature_repo.profile import PROFILE_FEATURE_NAMES, profile_rows
 from feature_repo.store import StoreLocation, open_store, redis_connection_string
-from service.features import FeastFeatures
+from service.features import FeastFeatures, OnlineFeatures
 from training.bank import BankSpec, generate
 
 
@@ -147,3 +148,13 @@ def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None
                 assert mine is None
             else:  # the SDK reports whole seconds
                 assert mine is not None and abs((mine - moment).total_seconds()) < 1
+    if features.asynchronous:  # Redis: the API's read on its event loop is the same read
+
+        async def read_async(customers: list[str]) -> list[OnlineFeatures]:
+            try:
+                return [await features.read_async(c) for c in customers]
+            finally:
+                await features.close_async()
+
+        customers = [*ids[18:25], "C-nobody"]
+        assert asyncio.run(read_async(customers)) == [features.read(c) for c in customers]
