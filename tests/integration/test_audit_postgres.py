@@ -4,6 +4,7 @@ Every case on SQLite is in tests/unit/test_audit.py."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from consent.audit import (
     AuditLog,
     AuditWriteFailed,
     Checkpoint,
+    DuplicateDecision,
     erase_customer_key,
     lock_chain,
     mentions,
@@ -302,3 +304,26 @@ def test_a_dropped_function_is_made_again(log: AuditLog, pg: Engine) -> None:
         log.append(record())  # this group fails, nothing is written ...
     assert log.append(record()).seq == 2  # ... and the next one makes the function again
     assert len(rows(pg)) == 2 and log.verify().ok
+
+
+def test_appends_on_an_event_loop_make_one_chain_in_groups(log: AuditLog, pg: Engine) -> None:
+    """The API's path: records appended together on a loop go in together, one chain, each
+    caller told its own place; a repeated decision among them fails alone."""
+    first = log.append(record())
+    repeated = record(decision_id=first.decision_id)
+
+    async def append_all() -> list[Any]:
+        try:
+            return await asyncio.gather(
+                *(log.append_async(rich(f"C{i % 5}")) for i in range(40)),
+                log.append_async(repeated),
+                return_exceptions=True,
+            )
+        finally:
+            await log.close_async()
+
+    *done, duplicate = asyncio.run(append_all())
+    assert isinstance(duplicate, DuplicateDecision)
+    assert sorted(a.seq for a in done) == list(range(2, 42))
+    assert {a.decision_id for a in done} == {r.decision_id for r in rows(pg)[1:]}
+    assert log.stats.transactions < 41 and log.verify().ok
