@@ -769,8 +769,25 @@ def state_for(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+#: Iterations of the speed probe's loop (tens of milliseconds of CPU here).
+PROBE_LOOPS = 2_000_000
+
+
 def machine_load() -> dict[str, Any]:
-    return {"load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    """How busy and how fast the machine is now. The speed probe is a fixed pure-Python loop
+    (ms of CPU, best of three): on this shared machine the same code ran twice as slow in one
+    hour as in the one before, and a result means little without it."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.process_time(), 0
+        for i in range(PROBE_LOOPS):
+            total += i
+        best = min(best, time.process_time() - started)
+    return {
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "speed_probe_ms": round(best * 1000, 1),
+    }
 
 
 def verdict(load: dict[str, Any]) -> dict[str, bool]:
