@@ -63,7 +63,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from consent.model import DecisionRecord
-from consent.store import audit_checkpoints, audit_log, customer_keys
+from consent.store import audit_checkpoints, audit_log, customer_keys, driver_params
 
 log = logging.getLogger(__name__)
 
@@ -927,9 +927,7 @@ class AuditLog:
         loop = asyncio.get_running_loop()
         writer = self._writers.get(loop)
         if writer is None:
-            _, params = self.engine.dialect.create_connect_args(self.engine.url)
-            params.pop("context", None)  # SQLAlchemy's adapters, for its own connections
-            writer = self._writers[loop] = _AsyncWriter(self, dict(params))
+            writer = self._writers[loop] = _AsyncWriter(self, driver_params(self.engine))
         return await writer.append(request)
 
     async def close_async(self) -> None:

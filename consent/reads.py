@@ -29,7 +29,7 @@ from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory, KnownCustomer
 from consent.model import ConsentGiven, ContactRecord, CustomerFacts
 from consent.registry import ConsentRegistry
-from consent.store import consent_history, contact_history, customers
+from consent.store import consent_history, contact_history, customers, driver_params
 
 #: Connections the PostgreSQL reader keeps (a decision holds one for a single round trip): as
 #: many as decisions an API process runs at once (``service.api.DECISION_THREADS``). Beyond
@@ -183,10 +183,7 @@ class PostgresGateReads(GateReads):
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
-            url = self.engine.url
-            _, params = self.engine.dialect.create_connect_args(url)
-            params.pop("context", None)  # SQLAlchemy's adapters, for its own connections
-            pool = self._pools[loop] = _AsyncPool(dict(params), READ_POOL_SIZE)
+            pool = self._pools[loop] = _AsyncPool(driver_params(self.engine), READ_POOL_SIZE)
         return pool
 
     async def close_async(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     DDL,
     BigInteger,
@@ -168,6 +170,14 @@ alerts = Table(
     Index("ix_alerts_customer", "customer_id", "topic", "created_at"),
     Index("ix_alerts_household", "household_id", "topic", "created_at"),
 )
+
+
+def driver_params(engine: Engine) -> dict[str, Any]:
+    """Connection arguments of ``engine``'s database for the driver itself (the API's asyncio
+    connections), without SQLAlchemy's own adapters."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params.pop("context", None)
+    return dict(params)
 
 
 def connect(url: str) -> Engine:
