@@ -226,8 +226,9 @@ def test_consent_changes_from_kafka_reach_the_registry(stack, kafka_bootstrap) -
     ]
     _produce(kafka_bootstrap, container.settings.topic(EVENTS_TOPIC), records)
     worker = _worker(env, idle=4)
-    _out, err = worker.communicate(timeout=300)
+    out, err = worker.communicate(timeout=300)
     assert worker.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["consents"] == 2, (out, err[-3000:])
     state = container.registry.current("C0000777")[("marketing", "sms")]
     assert state.granted is False and state.source == "web_preferences"
     assert [e.granted for e in container.registry.history("C0000777")] == [True, False]
