@@ -83,4 +83,29 @@ def test_decide_benchmark_prints_json_with_the_naive_comparison() -> None:
     in_process = result["in_process"]
     assert in_process["naive_ms"]["p50"] > 0 and in_process["ours_ms"]["p50"] > 0
     assert result["naive_p50_over_server_p50"] is not None
-    assert set(result["meets_target"]) >= {"p50_le_3ms", "p99_le_15ms", "rss_le_600mb", "all"}
+    assert set(result["meets_target"]) >= {
+        "p50_le_3ms",
+        "p99_le_15ms",
+        "rss_le_600mb",
+        "decisions_scored",
+        "all",
+    }
+
+
+def test_a_decide_run_whose_decisions_scored_nothing_does_not_meet_the_target() -> None:
+    from bench.decide import verdict
+
+    fast = {
+        "server_ms": {"p50": 1.0, "p99": 2.0},
+        "api_rss_mb": {"pss_max": 300.0},
+        "rate_achieved": 500.0,
+        "rate_target": 500.0,
+        "server_errors_5xx": 0,
+        "transport_errors": {},
+        "latency_source": "server-timing",
+        "share_with_models_scored": 1.0,
+    }
+    assert verdict(fast)["all"] is True
+    # Fast for the wrong reason: the online rows were gone (a restarted Redis under a kept state).
+    empty = verdict({**fast, "share_with_models_scored": 0.0})
+    assert empty["decisions_scored"] is False and empty["all"] is False
