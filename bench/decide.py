@@ -29,7 +29,8 @@ Measures, in the same run:
 ``--redis-url`` and ``--database-url`` default to ``TEST_REDIS_URL`` and ``TEST_DATABASE_URL``
 (``scripts/services env``); an empty Redis URL means the embedded SQLite online store, and
 ``sqlite`` the embedded operational store. Without ``--keep``, the PostgreSQL schema and the
-online rows are dropped at the end, even on failure.
+online rows are dropped at the end, even on failure. Building in a ``--home`` that holds a kept
+state drops that state first.
 """
 
 from __future__ import annotations
