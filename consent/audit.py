@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from psycopg import AsyncConnection
+import asyncpg
 from psycopg import Error as _PsycopgError
 from psycopg import IntegrityError as _PsycopgIntegrity
 from psycopg.errors import UndefinedFunction as _PsycopgUndefinedFunction
@@ -63,7 +63,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from consent.model import DecisionRecord
-from consent.store import audit_checkpoints, audit_log, customer_keys, driver_params
+from consent.store import asyncpg_connect_args, audit_checkpoints, audit_log, customer_keys
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,12 @@ $$
 _PG_APPEND = (
     f"SELECT seq, prev_hash, record_hash, customer_ref FROM {_PG_APPEND_NAME}"
     "(%s, %s, %s, %b, %b, %b, %b, %b, %b)"
+)
+#: ``_PG_APPEND`` in asyncpg's placeholders (the event loop's writer; asyncpg prepares it once
+#: per connection and keeps it in the connection's statement cache).
+_PG_APPEND_ASYNC = (
+    f"SELECT seq, prev_hash, record_hash, customer_ref FROM {_PG_APPEND_NAME}"
+    "($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
 # The placeholder stands in for the pseudonym in a body until the writer knows it: random per
 # process (no record can hold one by chance) and counted, not drawn per record (os.urandom
@@ -681,6 +687,13 @@ def _as_sqlalchemy(error: _PsycopgError) -> SQLAlchemyError:
     return kind(_PG_APPEND, None, error)
 
 
+def _asyncpg_as_sqlalchemy(error: Exception) -> SQLAlchemyError:
+    """``_as_sqlalchemy`` for asyncpg's errors (the event loop's writer)."""
+    integrity = isinstance(error, asyncpg.IntegrityConstraintViolationError)
+    kind = IntegrityError if integrity else OperationalError
+    return kind(_PG_APPEND_ASYNC, None, error)
+
+
 class AuditLog:
     """The audit log on the operational store (SQLite or PostgreSQL)."""
 
@@ -917,7 +930,7 @@ class AuditLog:
     ) -> Appended:
         """``append`` without a thread, for callers on an event loop. Records appended while a
         group is being written wait for the next group, written as soon as that one commits:
-        group commit without threads. Through the append function on PostgreSQL, on an asyncio
+        group commit without threads. Through the append function on PostgreSQL, on an asyncpg
         connection of the running loop; elsewhere ``append`` in a worker thread."""
         if self._function is None:
             await asyncio.to_thread(self._server_side)  # made once, maybe DDL: off the loop
@@ -927,7 +940,7 @@ class AuditLog:
         loop = asyncio.get_running_loop()
         writer = self._writers.get(loop)
         if writer is None:
-            writer = self._writers[loop] = _AsyncWriter(self, driver_params(self.engine))
+            writer = self._writers[loop] = _AsyncWriter(self, asyncpg_connect_args(self.engine))
         return await writer.append(request)
 
     async def close_async(self) -> None:
@@ -1050,12 +1063,12 @@ class _AsyncWriter:
     whatever is waiting in one call of the append function, settles each caller's future, and
     goes on while records keep coming."""
 
-    def __init__(self, log: AuditLog, params: dict[str, Any]) -> None:
+    def __init__(self, log: AuditLog, connect_args: dict[str, Any]) -> None:
         self.log = log
-        self.params = params
+        self.connect_args = connect_args
         self.queue: deque[tuple[_Request, asyncio.Future[Appended]]] = deque()
         self.task: asyncio.Task[None] | None = None
-        self.connection: AsyncConnection[Any] | None = None
+        self.connection: asyncpg.Connection | None = None
 
     async def append(self, request: _Request) -> Appended:
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
@@ -1106,19 +1119,24 @@ class _AsyncWriter:
     async def _commit(self, requests: Sequence[_Request]) -> list[Appended]:
         call = _append_call(requests, self.log.lock_timeout_seconds)
         try:
-            if self.connection is None or self.connection.closed:
-                self.connection = await AsyncConnection.connect(**self.params, autocommit=True)
-            cursor = await self.connection.execute(_PG_APPEND, call, prepare=True)
-            rows = await cursor.fetchall()
-        except _PsycopgError as error:
-            if isinstance(error, _PsycopgUndefinedFunction):
+            if self.connection is None or self.connection.is_closed():
+                self.connection = await asyncpg.connect(**self.connect_args)
+            rows = await self.connection.fetch(_PG_APPEND_ASYNC, *call)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            if isinstance(error, asyncpg.UndefinedFunctionError):
                 self.log._function = None  # dropped since: made again for the next group
-            await self.close()  # its state is unknown: the next group opens a new one
-            raise _as_sqlalchemy(error) from error
+            self.abandon()  # its state is unknown: the next group opens a new one
+            raise _asyncpg_as_sqlalchemy(error) from error
         except BaseException:
-            await self.close()
+            self.abandon()
             raise
-        return _appended(call, rows, requests)
+        return _appended(call, [tuple(row) for row in rows], requests)
+
+    def abandon(self) -> None:
+        """Drop the connection at once, without the goodbye a failed one may never answer."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.terminate()
 
     async def close(self) -> None:
         connection, self.connection = self.connection, None

@@ -7,7 +7,9 @@ the statement and a rollback: nine round trips, and the largest share of a decis
 (cProfile). Elsewhere (SQLite, the embedded default) the reads go through ``ConsentRegistry``,
 ``CustomerDirectory`` and ``ContactHistory``, which are also what the PostgreSQL reads are
 tested against. The API reads on its event loop with ``read_async``: the same statement on
-psycopg's asyncio connections, so a decision waits for the database without holding a thread.
+asyncpg connections, so a decision waits for the database without holding a thread (asyncpg
+rather than psycopg's asyncio connections: under 500 decisions/s, the API's CPU per decision
+went down by 0.2-0.5 ms with this read and the audit append on asyncpg; see docs/decisions.md).
 
 There is no cache: a withdrawal applies to the very next decision, in every process.
 """
@@ -15,13 +17,14 @@ There is no cache: a withdrawal applies to the very next decision, in every proc
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg import AsyncConnection
+import asyncpg
 from psycopg import OperationalError as _PsycopgOperational
 from sqlalchemy import Engine, create_engine
 
@@ -29,7 +32,7 @@ from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory, KnownCustomer
 from consent.model import ConsentGiven, ContactRecord, CustomerFacts
 from consent.registry import ConsentRegistry
-from consent.store import consent_history, contact_history, customers, driver_params
+from consent.store import asyncpg_connect_args, consent_history, contact_history, customers
 
 #: Connections the PostgreSQL reader keeps (a decision holds one for a single round trip): as
 #: many as decisions an API process runs at once (``service.api.DECISION_THREADS``). Beyond
@@ -156,34 +159,39 @@ class PostgresGateReads(GateReads):
     asynchronous = True
 
     async def read_async(self, customer_id: str, now: datetime, days: int) -> GateRead:
-        """``read`` without a thread: on autocommit asyncio connections of the running loop,
-        kept like the pool's (``READ_POOL_SIZE`` idle at most); a connection that fails is
-        dropped and the read retried once on a new one."""
+        """``read`` without a thread: on asyncpg connections of the running loop, kept like
+        the pool's (``READ_POOL_SIZE`` idle at most); a connection that fails is dropped and
+        the read retried once on a new one."""
         pool = self._pool()
-        params = {"id": customer_id, "since": now - timedelta(days=days)}
+        since = now - timedelta(days=days)
         for attempt in (1, 2):
             connection = await pool.take()
             try:
-                cursor = await connection.execute(_PG_READ, params)
-                row = await cursor.fetchone()
-            except _PsycopgOperational:
-                await connection.close()
+                row = await connection.fetchrow(_PG_READ_ASYNC, customer_id, since)
+            except _CONNECTION_LOST:
+                connection.terminate()
                 if attempt == 2:
                     raise
                 continue
             except BaseException:
-                await connection.close()  # cancelled mid-read: its state is unknown
+                connection.terminate()  # cancelled mid-read: its state is unknown
                 raise
             pool.give_back(connection)
             assert row is not None, "the statement always returns one row"
-            return _gate_read(customer_id, *row)
+            consents, known, contacts = row
+            return _gate_read(
+                customer_id,
+                json.loads(consents),
+                None if known is None else json.loads(known),
+                json.loads(contacts),
+            )
         raise AssertionError("unreachable")
 
     def _pool(self) -> _AsyncPool:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
-            pool = self._pools[loop] = _AsyncPool(driver_params(self.engine), READ_POOL_SIZE)
+            pool = self._pools[loop] = _AsyncPool(asyncpg_connect_args(self.engine), READ_POOL_SIZE)
         return pool
 
     async def close_async(self) -> None:
@@ -192,23 +200,39 @@ class PostgresGateReads(GateReads):
             await pool.close()
 
 
+#: The statement in asyncpg's placeholders (asyncpg prepares it once per connection and keeps
+#: it in the connection's statement cache). The JSON comes back as text.
+_PG_READ_ASYNC = _PG_READ.replace("%(id)s", "$1").replace("%(since)s", "$2")
+
+#: What says a connection is gone rather than the statement wrong: the server closed it (a
+#: restart, an administrator), or the socket or the protocol failed under it.
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 class _AsyncPool:
-    """Autocommit asyncio connections for one event loop: at most ``keep`` kept idle; beyond
-    them, connections are opened for one use and closed."""
+    """asyncpg connections for one event loop: at most ``keep`` kept idle; beyond them,
+    connections are opened for one use and closed. (``asyncpg.Pool`` resets each connection on
+    release with a round trip of its own; these connections are in autocommit and carry no
+    session state, so there is nothing to reset.)"""
 
-    def __init__(self, params: dict[str, Any], keep: int) -> None:
-        self.params = params
+    def __init__(self, connect_args: dict[str, Any], keep: int) -> None:
+        self.connect_args = connect_args
         self.keep = keep
-        self.idle: deque[AsyncConnection[Any]] = deque()
+        self.idle: deque[asyncpg.Connection] = deque()
 
-    async def take(self) -> AsyncConnection[Any]:
+    async def take(self) -> asyncpg.Connection:
         while self.idle:
             connection = self.idle.pop()
-            if not connection.closed:
+            if not connection.is_closed():
                 return connection
-        return await AsyncConnection.connect(**self.params, autocommit=True)
+        return await asyncpg.connect(**self.connect_args)
 
-    def give_back(self, connection: AsyncConnection[Any]) -> None:
+    def give_back(self, connection: asyncpg.Connection) -> None:
         if len(self.idle) < self.keep:
             self.idle.append(connection)
         else:

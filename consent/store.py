@@ -172,12 +172,24 @@ alerts = Table(
 )
 
 
-def driver_params(engine: Engine) -> dict[str, Any]:
-    """Connection arguments of ``engine``'s database for the driver itself (the API's asyncio
-    connections), without SQLAlchemy's own adapters."""
-    _, params = engine.dialect.create_connect_args(engine.url)
-    params.pop("context", None)
-    return dict(params)
+#: How long the API's asyncio connections wait to be made, unless the URL says
+#: (``connect_timeout``): a decision waits for it, so not for as long as the system would.
+ASYNC_CONNECT_TIMEOUT_S = 5.0
+
+
+def asyncpg_connect_args(engine: Engine) -> dict[str, Any]:
+    """``asyncpg.connect`` arguments for ``engine``'s PostgreSQL database (the API's event
+    loop talks to it with asyncpg): its URL as a libpq DSN, which asyncpg reads itself (host,
+    port, user, password, database, ``sslmode`` and the other ``ssl*`` parameters) and whose
+    other query parameters it sends as startup settings (``options``, as ``-csearch_path=``,
+    and ``application_name`` work as they do with libpq). ``connect_timeout`` (seconds) is a
+    client setting, not the server's: it becomes asyncpg's ``timeout``."""
+    url = engine.url
+    query = dict(url.query)
+    timeout = query.pop("connect_timeout", None)
+    dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    seconds = float(timeout if isinstance(timeout, str) else ASYNC_CONNECT_TIMEOUT_S)
+    return {"dsn": dsn, "timeout": seconds}
 
 
 def connect(url: str) -> Engine:

@@ -327,3 +327,50 @@ def test_appends_on_an_event_loop_make_one_chain_in_groups(log: AuditLog, pg: En
     assert sorted(a.seq for a in done) == list(range(2, 42))
     assert {a.decision_id for a in done} == {r.decision_id for r in rows(pg)[1:]}
     assert log.stats.transactions < 41 and log.verify().ok
+
+
+def test_on_an_event_loop_a_dropped_function_is_made_again(log: AuditLog, pg: Engine) -> None:
+    log.append(record())
+    with pg.begin() as connection:
+        connection.execute(text("drop function nextbest_audit_append_v1"))
+
+    async def twice() -> tuple[Any, Any]:
+        try:
+            failed = await asyncio.gather(log.append_async(record()), return_exceptions=True)
+            return failed[0], await log.append_async(record())
+        finally:
+            await log.close_async()
+
+    failed, appended = asyncio.run(twice())
+    assert isinstance(failed, AuditWriteFailed)  # nothing written for that group ...
+    assert appended.seq == 2  # ... and the next one made the function again
+    assert len(rows(pg)) == 2 and log.verify().ok
+
+
+def test_on_an_event_loop_a_writer_whose_connection_was_ended_opens_a_new_one(
+    log: AuditLog, pg: Engine
+) -> None:
+    """The server ends the writer's connection between two groups (a restart, an
+    administrator): that group fails, as its commit cannot be known, and the next one writes
+    on a new connection. Nothing is lost or doubled in the chain."""
+
+    async def around_an_ending() -> tuple[Any, Any, Any]:
+        try:
+            first = await log.append_async(record())
+            (writer,) = log._writers.values()
+            assert writer.connection is not None
+            with pg.connect() as admin:
+                ended = admin.execute(
+                    text("SELECT pg_terminate_backend(:p)"),
+                    {"p": writer.connection.get_server_pid()},
+                ).scalar()
+                assert ended is True
+            failed = await asyncio.gather(log.append_async(record()), return_exceptions=True)
+            return first, failed[0], await log.append_async(record())
+        finally:
+            await log.close_async()
+
+    first, failed, after = asyncio.run(around_an_ending())
+    assert first.seq == 1
+    assert isinstance(failed, AuditWriteFailed)
+    assert after.seq == 2 and [r.seq for r in rows(pg)] == [1, 2] and log.verify().ok

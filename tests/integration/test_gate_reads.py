@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from consent.contacts import ContactHistory, ContactMade
 from consent.customers import CustomerDirectory, KnownCustomer
@@ -89,10 +92,19 @@ def test_one_statement_reads_what_the_stores_read(stores) -> None:
         ]
     )
     plain = GateReads(registry, directory, contacts)
-    for customer in ("C1", "C2", "C3", "nobody"):
+    customers = ("C1", "C2", "C3", "nobody")
+    for customer in customers:
         theirs = plain.read(customer, NOW, 30)
         ours = pipelined.read(customer, NOW, 30)
         assert ours == theirs, customer
+
+    async def on_a_loop() -> list[Any]:  # the API's read (asyncpg), several at once
+        try:
+            return await asyncio.gather(*(pipelined.read_async(c, NOW, 30) for c in customers * 3))
+        finally:
+            await pipelined.close_async()
+
+    assert asyncio.run(on_a_loop()) == [plain.read(c, NOW, 30) for c in customers * 3]
     c1 = pipelined.read("C1", NOW, 30)
     assert not c1.consents[("marketing", "rm")].granted
     assert [(c.kind, c.household) for c in c1.contacts] == [
@@ -113,3 +125,28 @@ def test_a_dead_connection_is_replaced_not_reported(stores) -> None:
     fairy.driver_connection.close()
     fairy.close()
     assert pipelined.read("C1", NOW, 30).consents[("profiling", "any")].granted
+
+
+def test_the_event_loops_dead_connection_is_replaced_not_reported(stores) -> None:
+    """The server ends the kept connection (a restart, an administrator): the next read
+    retries on a new one and succeeds."""
+    registry, _, _, pipelined = stores
+    registry.record([consent("profiling", "any", True, NOW)])
+
+    async def read_twice() -> tuple[Any, Any, int, int]:
+        try:
+            first = await pipelined.read_async("C1", NOW, 30)
+            (kept,) = pipelined._pool().idle
+            pid = kept.get_server_pid()
+            with pipelined.engine.connect() as admin:
+                ended = admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                assert ended.scalar() is True
+            second = await pipelined.read_async("C1", NOW, 30)
+            (now_kept,) = pipelined._pool().idle
+            return first, second, pid, now_kept.get_server_pid()
+        finally:
+            await pipelined.close_async()
+
+    first, second, old_pid, new_pid = asyncio.run(read_twice())
+    assert first == second and second.consents[("profiling", "any")].granted
+    assert new_pid != old_pid

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import uvloop
 
 from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import PROFILE_VIEW
@@ -158,3 +160,146 @@ def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None
 
         customers = [*ids[18:25], "C-nobody"]
         assert asyncio.run(read_async(customers)) == [features.read(c) for c in customers]
+
+
+@pytest.fixture
+def redis_features(tmp_path, redis_url) -> tuple[FeastFeatures, list[str]]:
+    """Redis with 30 customers' profiles: the API's event-loop reads (``_RedisLink``)."""
+    where = StoreLocation(tmp_path, f"t{uuid.uuid4().hex[:10]}", "redis", redis_url)
+    features = FeastFeatures(open_store(where), where)
+    bank = generate(BankSpec(seed=8, customers=30, days=5))
+    features.write_profiles(profile_rows(bank.customers, datetime(2026, 1, 1, tzinfo=UTC)))
+    assert features.asynchronous
+    return features, bank.customers["customer_id"].tolist()
+
+
+#: The API runs on uvloop (uvicorn's choice when it is installed); tests elsewhere on asyncio's
+#: own loop. Their transports differ (uvloop's are not asyncio.Transport subclasses).
+LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_concurrent_reads_share_one_pipelined_link_and_each_gets_its_own_row(
+    redis_features, redis_url, loop: str
+) -> None:
+    import redis
+
+    features, ids = redis_features
+    customers = [*ids, "C-nobody"] * 3
+    connections = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]
+
+    async def read_all() -> tuple[list[OnlineFeatures], int]:
+        try:
+            reads = await asyncio.gather(*(features.read_async(c) for c in customers))
+            return reads, len(features.online._async_links)
+        finally:
+            await features.close_async()
+
+    reads, links = LOOPS[loop](read_all())
+    opened = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]
+    assert links == 1 and opened - connections == 2  # the link, and this test's own client
+    assert [r.customer_id for r in reads] == customers
+    assert reads == [features.read(c) for c in customers]
+    assert len({r.values["age"] for r in reads}) > 5  # each their own row
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_link_the_server_closed_is_replaced(redis_features, redis_url, loop: str) -> None:
+    """Redis drops the link's connection (a restart, CLIENT KILL): the callers waiting on it
+    fail at once, and the next read opens a new link."""
+    import redis
+
+    features, ids = redis_features
+    admin = redis.Redis.from_url(redis_url)
+
+    async def around_a_kill() -> tuple[OnlineFeatures, OnlineFeatures, int, int]:
+        try:
+            first = await features.read_async(ids[0])
+            ours = admin.client_list()  # the link is the client that ran HMGET last
+            killed = max((c for c in ours if c.get("cmd") == "hmget"), key=lambda c: int(c["id"]))
+            admin.client_kill_filter(_id=killed["id"])
+            await asyncio.sleep(0.05)  # the loop sees the connection end
+            (link,) = features.online._async_links.values()
+            assert link.closed
+            second = await features.read_async(ids[0])
+            (new,) = features.online._async_links.values()
+            assert new is not link and not new.closed
+            return first, second, int(killed["id"]), len(admin.client_list())
+        finally:
+            await features.close_async()
+
+    first, second, _, _ = LOOPS[loop](around_a_kill())
+    assert first == second
+
+
+def test_a_link_authenticates_and_selects_the_database(redis_url) -> None:
+    import redis
+
+    from service.features import _RedisLink
+
+    admin = redis.Redis.from_url(redis_url)
+    user, secret = f"nb-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin.acl_setuser(user, enabled=True, passwords=[f"+{secret}"], keys=["*"], commands=["+@all"])
+    where = admin.connection_pool.connection_kwargs
+    three = redis.Redis(host=where["host"], port=where["port"], db=3)
+    three.set(f"{user}:k", b"in three")
+    base = {"host": where["host"], "port": where["port"], "username": user}
+
+    async def talk() -> tuple[Any, Exception | None]:
+        loop = asyncio.get_running_loop()
+        link = await _RedisLink.open(loop, {**base, "password": secret, "db": 3}, 1.0)
+        try:
+            value = await link.call(
+                b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(f"{user}:k"), f"{user}:k".encode()), 1.0
+            )
+        finally:
+            await link.aclose()
+        try:
+            await _RedisLink.open(loop, {**base, "password": "wrong"}, 1.0)
+        except Exception as error:  # the server's error reply, raised
+            return value, error
+        return value, None
+
+    try:
+        value, refused = asyncio.run(talk())
+    finally:
+        admin.acl_deluser(user)
+        three.delete(f"{user}:k")
+    assert value == b"in three"
+    assert refused is not None and "WRONGPASS" in str(refused)
+
+
+def test_a_read_that_redis_does_not_answer_in_time_fails_and_the_next_one_works(
+    redis_features, redis_url
+) -> None:
+    """Redis paused (CLIENT PAUSE): the read gives up after the read timeout rather than
+    waiting, and once Redis answers again a new link reads."""
+    import time
+
+    import redis
+
+    from service.features import READ_TIMEOUT_S
+
+    features, ids = redis_features
+    admin = redis.Redis.from_url(redis_url)
+
+    async def paused() -> tuple[type[BaseException], float, OnlineFeatures]:
+        try:
+            await features.read_async(ids[0])
+            admin.client_pause(300)
+            started = time.monotonic()
+            try:
+                await features.online._hmget_async(features.online._key(ids[0]))
+            except TimeoutError as error:
+                failed, waited = type(error), time.monotonic() - started
+            else:
+                raise AssertionError("a paused Redis answered")
+            await asyncio.sleep(0.4)  # the pause ends
+            return failed, waited, await features.read_async(ids[0])
+        finally:
+            await features.close_async()
+
+    failed, waited, after = asyncio.run(paused())
+    assert failed is TimeoutError
+    assert READ_TIMEOUT_S <= waited < 0.25
+    assert after == features.read(ids[0])
