@@ -541,6 +541,9 @@ class _RedisLink(asyncio.Protocol):
         try:
             async with asyncio.timeout(timeout):
                 return await waiter
+        except TimeoutError:
+            self.close()
+            raise TimeoutError(f"Redis did not answer within {timeout * 1000:.0f} ms") from None
         except BaseException:
             self.close()
             raise

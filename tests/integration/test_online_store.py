@@ -292,6 +292,7 @@ def test_a_read_that_redis_does_not_answer_in_time_fails_and_the_next_one_works(
                 await features.online._hmget_async(features.online._key(ids[0]))
             except TimeoutError as error:
                 failed, waited = type(error), time.monotonic() - started
+                assert f"did not answer within {READ_TIMEOUT_S * 1000:.0f} ms" in str(error)
             else:
                 raise AssertionError("a paused Redis answered")
             await asyncio.sleep(0.4)  # the pause ends
