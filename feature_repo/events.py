@@ -7,13 +7,16 @@ goes to the dead-letter topic with the reason, never silently dropped.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -60,8 +63,73 @@ TransactionCategory = Literal[
     "fee",
 ]
 
-CustomerId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-EventId = Annotated[str, Field(min_length=1, max_length=128)]
+#: Ids from outside are restricted to this safe alphabet: no control characters, no
+#: separators of our own stores' keys, nothing a log line or a terminal could misread.
+SAFE_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+CustomerId = Annotated[str, Field(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
+EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=SAFE_ID_PATTERN)]
+
+# RFC 3339 section 5.6 ``date-time``: a full date, ``T``, a full time with optional fractions
+# and a mandatory offset (``Z`` or +hh:mm). Nothing else: no numbers (a Unix time), no naive
+# times, no ISO 8601 variants such as week dates or a missing offset.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:(?P<second>\d{2})(?P<fraction>\.\d+)?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _strict_rfc3339(value: object) -> object:
+    """Refuse anything but an RFC 3339 string before pydantic's lenient parsing sees it (which
+    takes ``0`` and ``"1700000000"`` as Unix times). A datetime object passes: it comes from
+    our own code, not from the wire."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-11-29T05:28:27Z")
+    match = _RFC3339.match(value)
+    if match is None:
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2026-11-29T05:28:27Z")
+    # More than microseconds cannot be kept; RFC 3339 allows any number of digits.
+    fraction = (match["fraction"] or "")[:7]
+    second = match["second"]
+    if second == "60":  # a leap second: the instant is the last microsecond of its minute
+        second, fraction = "59", ".999999"
+    start = match.start("second")
+    offset = match["offset"].upper()
+    return f"{value[:start].upper()}{second}{fraction}{offset}"
+
+
+#: A time from outside: an RFC 3339 string with an offset, nothing looser.
+Rfc3339Time = Annotated[
+    AwareDatetime,
+    BeforeValidator(_strict_rfc3339),
+    Field(json_schema_extra={"type": "string", "format": "date-time"}),
+]
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """How far a time from outside may lie from the server's clock: ``ahead`` into the future
+    (clock skew of devices and upstream systems) and ``behind`` into the past (the horizon of
+    history the system still takes). One rule for the stream, the API and every loader."""
+
+    ahead: timedelta = timedelta(minutes=5)
+    behind: timedelta = timedelta(days=400)
+
+    def violation(self, at: datetime, now: datetime | None = None) -> str | None:
+        """Why ``at`` is out of bounds, or None when it is within them."""
+        now = now or datetime.now(UTC)
+        if at > now + self.ahead:
+            return (
+                f"time {at.astimezone(UTC).isoformat()} lies more than "
+                f"{self.ahead.total_seconds():.0f} s in the future"
+            )
+        if at < now - self.behind:
+            return (
+                f"time {at.astimezone(UTC).isoformat()} lies more than "
+                f"{self.behind.days} days in the past"
+            )
+        return None
 
 
 class _Payload(BaseModel):
@@ -122,7 +190,7 @@ class _EventBase(BaseModel):
 
     event_id: EventId
     customer_id: CustomerId
-    occurred_at: AwareDatetime
+    occurred_at: Rfc3339Time
     channel: Channel
     schema_version: Literal[1] = SCHEMA_VERSION
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from feature_repo.events import TimeBounds
 
 PREFIX = "NEXTBEST_"
 
@@ -35,6 +38,12 @@ class Settings(BaseSettings):
     consumer_group: Annotated[str, Field(min_length=1, max_length=200)] = "nextbest-stream"
 
     allowed_lateness_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 72.0
+    #: Every time from outside (event times, consent and feedback times) must lie within these
+    #: bounds of the server's clock: at most this far ahead (devices' and upstream systems'
+    #: clock skew)...
+    max_clock_skew_seconds: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    #: ...and at most this far behind (the horizon of history a load or backfill may bring).
+    max_event_age_days: Annotated[float, Field(gt=0, le=36_500)] = 400.0
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
 
     online_store: Literal["sqlite", "redis"] = "sqlite"
@@ -73,6 +82,13 @@ class Settings(BaseSettings):
         if not url.startswith(("redis://", "rediss://")):
             raise ValueError("must start with redis:// or rediss://")
         return url
+
+    @property
+    def time_bounds(self) -> TimeBounds:
+        return TimeBounds(
+            ahead=timedelta(seconds=self.max_clock_skew_seconds),
+            behind=timedelta(days=self.max_event_age_days),
+        )
 
     @property
     def operational_url(self) -> str:
