@@ -15,11 +15,12 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
+from consent.customers import KnownCustomer
 from consent.store import contact_history
 from service.api import create_app
 from service.bootstrap import Container
 from tests.conftest import key_headers
-from tests.doubles import sample_alert
+from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +80,12 @@ def test_the_rm_signs_in_sees_an_alert_arrive_and_records_an_outcome(served, bro
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("No open alerts")).to_be_visible()
 
-        # Raised while the page is open (another RM's alert must not show).
+        # Raised while the page is open (another RM's alert must not show). Alerts pass the
+        # gate again when listed: the customers are known and consent.
         now = datetime.now(UTC)
+        for cid, rm in (("C0000042", "RM0001"), ("C9", "RM0002")):
+            container.directory.upsert([KnownCustomer(cid, None, rm, GOOD_STANDING)])
+            grant_all(container.registry, cid, "rm")
         container.alert_store.add(
             [sample_alert("C0000042", "RM0001"), sample_alert("C9", "RM0002")], 20, now
         )
