@@ -16,6 +16,10 @@ the audit log first (and, when nothing passes, the log says why). Each delivered
 an alert with talking points built from the reasons. It is stored, ``open`` while the RM has
 capacity left today, ``queued`` otherwise (opened later, highest priority first), and expires if
 not worked. New and changed alerts are published to ``nextbest.alerts.v1``.
+
+An alert passes the gate again whenever it is about to reach the RM: when a queued one is
+opened, when alerts are listed and when one is disposed (``service/regate.py``). One that no
+longer passes is ``withdrawn``, with its reason, and the withdrawal is logged.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -49,17 +53,24 @@ from consent.store import alerts as alerts_table
 from consent.store import consent_history
 from consent.store import customers as customers_table
 from feature_repo.explain import describe
+from service.auth import Role
 from service.decisions import DecideForCustomer, DecisionMade, DecisionService, FeatureReader
 from service.errors import Conflict, NotFound
 from service.origin import Origin
 from service.state import StateStore
 from service.transport import Producer
 
+if TYPE_CHECKING:
+    from service.regate import AlertGate, Regated
+
 log = logging.getLogger(__name__)
 
 RM_CHANNEL = "rm"
-Status = Literal["queued", "open", "closed", "expired"]
-STATUSES: tuple[Status, ...] = ("queued", "open", "closed", "expired")
+Status = Literal["queued", "open", "closed", "expired", "withdrawn"]
+STATUSES: tuple[Status, ...] = ("queued", "open", "closed", "expired", "withdrawn")
+#: The statuses in which an alert is still to reach the RM or be worked: the gate is asked
+#: again for these, and only these can be withdrawn.
+ACTIONABLE: tuple[Status, ...] = ("queued", "open")
 Outcome = Literal[
     "contacted", "converted", "not_interested", "not_suitable", "wrong_timing", "unreachable"
 ]
@@ -100,6 +111,8 @@ class AlertPolicy(BaseModel):
     #: By need (each one of ``consent.model.Need``).
     thresholds: dict[str, float]
     triggers: tuple[Trigger, ...] = ()
+    #: Policy rules (ids) an open or queued alert must still pass when it reaches the RM.
+    regate_rules: tuple[str, ...] = Field(min_length=1)
     content_version: str = ""
 
     @classmethod
@@ -136,8 +149,35 @@ class AlertReason(BaseModel):
     text: str
 
 
+Notice = Literal["consent_withdrawn", "not_allowed"]
+Moment = Literal["open", "list", "dispose"]
+#: What a withdrawal says to those who may not read the rules' reasons.
+NOTICE_TEXT: dict[Notice, str] = {
+    "consent_withdrawn": "consent withdrawn",
+    "not_allowed": "no longer allowed by the bank's rules",
+}
+
+
+class Withdrawal(BaseModel):
+    """Why and when an alert stopped passing the gate, and the audit record that says so."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: AwareDatetime
+    #: What the RM may know: consent was withdrawn, or another rule no longer allows it.
+    notice: Notice
+    text: str
+    #: The failing rules' reason codes. Compliance only: they can tell an AML flag or a
+    #: vulnerability, which the front line must not learn (as with a decision's suppressions).
+    reason_codes: tuple[str, ...] = ()
+    #: The audit record of the withdrawal; it corrects the alert's decision.
+    decision_id: str
+    #: When it was found: opening a queued alert, listing alerts, or a disposition.
+    moment: Moment
+
+
 #: Kept in the row's JSON body rather than in columns of their own.
-_BODY = ("title", "kind", "triggers", "reasons", "talking_points", "origin")
+_BODY = ("title", "kind", "triggers", "reasons", "talking_points", "origin", "withdrawal")
 
 
 class Alert(BaseModel):
@@ -172,6 +212,23 @@ class Alert(BaseModel):
     disposition_note: str | None = None
     disposed_at: AwareDatetime | None = None
     disposed_by: str | None = None
+    withdrawal: Withdrawal | None = None
+
+    def redacted(self) -> Alert:
+        """The alert as anyone but compliance sees it: a withdrawn alert keeps who, what and
+        the notice, not the rules' reason codes, nor the reasons and talking points that were
+        to be acted on (it must not be worked any more)."""
+        if self.withdrawal is None:
+            return self
+        return self.model_copy(
+            update=dict(
+                score=None,
+                triggers=(),
+                reasons=(),
+                talking_points=(),
+                withdrawal=self.withdrawal.model_copy(update=dict(reason_codes=())),
+            )
+        )
 
     def row(self) -> dict[str, Any]:
         row = self.model_dump(exclude=set(_BODY))
@@ -184,6 +241,19 @@ class Alert(BaseModel):
         for k in ("created_at", "opened_at", "expires_at", "disposed_at"):
             fields[k] = _aware(fields[k])
         return cls.model_validate({**fields, **json.loads(row._mapping["body"])})
+
+
+def shown_to(role: Role, alerts: Iterable[Alert]) -> list[Alert]:
+    """``alerts`` as ``role`` may see them. Compliance sees all of each. Others see a withdrawn
+    alert's notice, not its reasons (``Alert.redacted``); an RM sees only the withdrawn alerts
+    that had reached them (one withdrawn while queued never did)."""
+    if role == "compliance":
+        return list(alerts)
+    return [
+        alert.redacted()
+        for alert in alerts
+        if not (role == "rm" and alert.status == "withdrawn" and alert.opened_at is None)
+    ]
 
 
 def _aware(at: datetime | None) -> datetime | None:
@@ -260,28 +330,47 @@ class AlertStore:
                 connection.execute(insert(alerts_table), [a.row() for a in stored])
         return stored
 
-    def sweep(self, capacity: int, now: datetime) -> list[Alert]:
+    def sweep(
+        self,
+        capacity: int,
+        now: datetime,
+        admit: Callable[[list[Alert]], Iterable[str]],
+    ) -> list[Alert]:
         """Expire what is overdue, then open queued alerts where RMs have capacity left today
-        (highest priority first). The alerts whose status changed."""
+        (highest priority first), of those ``admit`` lets through: it is given the alerts due
+        to open (outside any transaction) and returns the ids that may. One it holds back
+        stays queued, or has been withdrawn; the next sweep takes the next in line. The alerts
+        whose status changed here."""
+        changed = self._expire(now)
+        due = self._due_to_open(capacity, now)
+        admitted = set(admit(due)) if due else set()
+        return changed + self._open([a for a in due if a.alert_id in admitted], capacity, now)
+
+    def _expire(self, now: datetime) -> list[Alert]:
         a = alerts_table.c
-        changed: list[Alert] = []
         with self.engine.begin() as connection:
             overdue = connection.execute(
-                select(alerts_table).where(a.status.in_(("queued", "open")), a.expires_at <= now)
+                select(alerts_table).where(a.status.in_(ACTIONABLE), a.expires_at <= now)
             ).all()
-            if overdue:
-                ids = [r._mapping["alert_id"] for r in overdue]
-                connection.execute(
-                    update(alerts_table).where(a.alert_id.in_(ids)).values(status="expired")
-                )
-                changed += [
-                    Alert.from_row(r).model_copy(update=dict(status="expired")) for r in overdue
-                ]
+            if not overdue:
+                return []
+            ids = [r._mapping["alert_id"] for r in overdue]
+            connection.execute(
+                update(alerts_table)
+                .where(a.alert_id.in_(ids), a.status.in_(ACTIONABLE))
+                .values(status="expired")
+            )
+        return [Alert.from_row(r).model_copy(update=dict(status="expired")) for r in overdue]
+
+    def _due_to_open(self, capacity: int, now: datetime) -> list[Alert]:
+        """Per RM with queued alerts, the highest priorities that fit today's capacity left."""
+        a = alerts_table.c
+        due: list[Alert] = []
+        with self.engine.connect() as connection:
             waiting = connection.execute(
                 select(a.rm_id).where(a.status == "queued").group_by(a.rm_id)
             ).all()
             for (rm_id,) in waiting:
-                _lock_rm(connection, rm_id)
                 left = capacity - _opened_today(connection, rm_id, now)
                 if left <= 0:
                     continue
@@ -291,17 +380,55 @@ class AlertStore:
                     .order_by(a.priority.desc(), a.created_at)
                     .limit(left)
                 ).all()
-                ids = [r._mapping["alert_id"] for r in rows]
-                connection.execute(
+                due += [Alert.from_row(r) for r in rows]
+        return due
+
+    def _open(self, admitted: Sequence[Alert], capacity: int, now: datetime) -> list[Alert]:
+        """Open ``admitted`` under each RM's lock, highest priority first, while capacity is
+        left and each is still queued (another worker may have opened or withdrawn it)."""
+        a = alerts_table.c
+        opened: list[Alert] = []
+        by_rm: dict[str, list[Alert]] = {}
+        for alert in admitted:
+            by_rm.setdefault(alert.rm_id, []).append(alert)
+        with self.engine.begin() as connection:
+            for rm_id in sorted(by_rm):
+                _lock_rm(connection, rm_id)
+                left = capacity - _opened_today(connection, rm_id, now)
+                for alert in sorted(by_rm[rm_id], key=lambda x: (-x.priority, x.created_at)):
+                    if left <= 0:
+                        break
+                    done = connection.execute(
+                        update(alerts_table)
+                        .where(a.alert_id == alert.alert_id, a.status == "queued")
+                        .values(status="open", opened_at=now)
+                    ).rowcount
+                    if done:
+                        left -= 1
+                        opened.append(alert.model_copy(update=dict(status="open", opened_at=now)))
+        return opened
+
+    def withdraw(self, withdrawn: Sequence[Alert]) -> list[Alert]:
+        """Store ``withdrawn`` (alerts with their ``Withdrawal``) where they are still queued
+        or open. Each comes back as stored now: withdrawn, or as another writer left it."""
+        a = alerts_table.c
+        stored: list[Alert] = []
+        with self.engine.begin() as connection:
+            for alert in withdrawn:
+                done = connection.execute(
                     update(alerts_table)
-                    .where(a.alert_id.in_(ids))
-                    .values(status="open", opened_at=now)
-                )
-                changed += [
-                    Alert.from_row(r).model_copy(update=dict(status="open", opened_at=now))
-                    for r in rows
-                ]
-        return changed
+                    .where(a.alert_id == alert.alert_id, a.status.in_(ACTIONABLE))
+                    .values(status="withdrawn", body=alert.row()["body"])
+                ).rowcount
+                if done:
+                    stored.append(alert)
+                    continue
+                row = connection.execute(
+                    select(alerts_table).where(a.alert_id == alert.alert_id)
+                ).first()
+                if row is not None:  # erased meanwhile: nothing is left to show
+                    stored.append(Alert.from_row(row))
+        return stored
 
     # -- reading --
     def find(
@@ -492,6 +619,8 @@ class AlerterStats:
     gated: int = 0
     raised: int = 0
     suppressed_by_gate: int = 0
+    #: Alerts withdrawn because they no longer passed the gate when they were to reach the RM.
+    withdrawn: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, n: int = 1) -> None:
@@ -499,6 +628,14 @@ class AlerterStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "skipped": dict(self.skipped)}
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """Alerts as listed, and how many were left out because the gate could not be asked."""
+
+    alerts: list[Alert]
+    unchecked: int
 
 
 @dataclass(frozen=True)
@@ -522,6 +659,7 @@ class Alerter:
         policy: AlertPolicy,
         catalog: Catalog,
         memory: StateStore,
+        gate: AlertGate,
         publish: Callable[[Sequence[Alert]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -534,6 +672,8 @@ class Alerter:
         self.store = store
         self.policy = policy
         self.catalog = catalog
+        #: The gate again, at the moment an alert reaches the RM (opened, listed, disposed).
+        self.gate = gate
         self.publish = publish
         self.clock = clock
         self.stats = AlerterStats()
@@ -747,21 +887,75 @@ class Alerter:
         return out
 
     def sweep(self) -> list[Alert]:
-        changed = self.store.sweep(self.policy.rm_daily_capacity, self.clock())
-        if changed and self.publish is not None:
-            self._publish(changed)
-        return changed
+        """Expire what is overdue; open queued alerts where capacity is left, each only if it
+        still passes the gate (one that cannot be checked now stays queued)."""
+        now = self.clock()
+        withdrawn: list[Alert] = []
+
+        def admit(due: list[Alert]) -> list[str]:
+            regated = self._regate(due, now, "open")
+            withdrawn.extend(regated.withdrawn)
+            return [a.alert_id for a in regated.allowed]
+
+        changed = self.store.sweep(self.policy.rm_daily_capacity, now, admit)
+        if (changed or withdrawn) and self.publish is not None:
+            self._publish([*withdrawn, *changed])
+        return [*withdrawn, *changed]
+
+    def inbox(self, rm_id: str | None, status: Status | None, limit: int) -> Inbox:
+        """Alerts as listed (``AlertStore.find``) after a sweep, the queued and open ones asked
+        the gate again: one that fails is withdrawn (and listed so unless only queued or open
+        ones were asked for); one that cannot be checked now is left out and counted."""
+        self.sweep()
+        found = self.store.find(rm_id, status, limit)
+        regated = self._regate([a for a in found if a.status in ACTIONABLE], self.clock(), "list")
+        now_as = {a.alert_id: a for a in regated.withdrawn}
+        listed = []
+        for alert in found:
+            if alert.alert_id in regated.unchecked:
+                continue
+            alert = now_as.get(alert.alert_id, alert)
+            if status is None or alert.status == status:
+                listed.append(alert)
+        return Inbox(listed, len(regated.unchecked))
 
     def dispose(self, alert_id: str, outcome: Outcome, by: str, note: str | None = None) -> Alert:
+        """Record what the RM did with an open alert, if it still passes the gate: one that
+        no longer does is withdrawn and refused (409), as is one withdrawn before; if the
+        gate cannot be asked now, nothing is recorded (503)."""
+        alert = self.store.get(alert_id)
+        if alert is None:
+            raise NotFound("no alert with that id")
+        if alert.status in ACTIONABLE:
+            regated = self._regate([alert], self.clock(), "dispose")
+            if alert_id in regated.unchecked:
+                raise regated.unchecked[alert_id]
+            alert = next(iter(regated.withdrawn), alert)
+        if alert.withdrawal is not None:
+            raise Conflict(
+                f"the alert was withdrawn ({alert.withdrawal.text}): it takes no disposition",
+                details={"status": alert.status, "withdrawal": alert.withdrawal.notice},
+            )
         alert = self.store.dispose(alert_id, outcome, by, self.clock(), note, self.contacts)
         if self.publish is not None:
             self._publish([alert])
         return alert
 
+    def _regate(self, alerts: Sequence[Alert], now: datetime, moment: Moment) -> Regated:
+        """``AlertGate.check``, with what it withdrew stored (and published) as withdrawn."""
+        regated = self.gate.check(alerts, now, moment)
+        if regated.withdrawn:
+            stored = self.store.withdraw(regated.withdrawn)
+            self.stats.withdrawn += sum(a.status == "withdrawn" for a in stored)
+            regated = regated.stored_as(stored)
+            if self.publish is not None and moment != "open":  # the sweep publishes its own
+                self._publish(regated.withdrawn)
+        return regated
+
     def _publish(self, alerts: Sequence[Alert]) -> None:
         assert self.publish is not None
-        try:
-            self.publish(alerts)
+        try:  # the topic's readers are not compliance: no rules' reasons
+            self.publish([a.redacted() for a in alerts])
         except Exception as error:  # stored already: the inbox has them; the topic lags
             log.error("alerts: publishing %d alert(s) failed: %s", len(alerts), error)
 

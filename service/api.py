@@ -37,7 +37,7 @@ from consent.contacts import ContactMade
 from consent.model import ConsentGiven, ContactChannel, Purpose
 from feature_repo.events import CustomerId, InvalidEvent, event_to_json, parse_event
 from service import __version__
-from service.alerts import Alert, Outcome
+from service.alerts import Alert, Outcome, shown_to
 from service.alerts import Status as AlertStatus
 from service.auth import Principal, Role
 from service.bootstrap import Container
@@ -310,6 +310,10 @@ class FeedbackRecorded(BaseModel):
 
 class AlertList(BaseModel):
     alerts: list[Alert]
+    unchecked: int = Field(
+        0,
+        description="Queued or open alerts left out because consent could not be checked now.",
+    )
 
 
 class DispositionIn(_Request):
@@ -857,18 +861,21 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> AlertList:
         """An RM's alerts, highest priority first. An RM sees their own (``rm_id`` defaults to
-        theirs, another's is refused); compliance and admin see anyone's."""
+        theirs, another's is refused); compliance and admin see anyone's. Queued and open
+        alerts pass the gate again first: one that no longer does is withdrawn. Only
+        compliance reads a withdrawal's reason codes; an RM sees the withdrawn alerts they
+        had been shown."""
         if who.role == "rm":
             if rm_id is not None and rm_id != who.rm_id:
                 raise Forbidden("an RM sees only their own alerts")
             rm_id = who.rm_id
         try:
-            c.alerter.sweep()  # expire what is overdue, open what waited for capacity
-            found = c.alert_store.find(rm_id, status, limit)
+            # Expires what is overdue, opens what waited for capacity, asks the gate again.
+            inbox = c.alerter.inbox(rm_id, status, limit)
         except Exception as error:
             log.error("alerts read failed: %s", error)
             raise StoreUnavailable("the alerts cannot be read right now") from error
-        return AlertList(alerts=found)
+        return AlertList(alerts=shown_to(who.role, inbox.alerts), unchecked=inbox.unchecked)
 
     @app.post(
         "/v1/alerts/{alert_id}/disposition",
@@ -882,7 +889,8 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         who: DisposingAlerts,
     ) -> Alert:
         """What the RM did with an open alert. It closes the alert, goes to contact history
-        (declines start the action's cool-off) and becomes a training label."""
+        (declines start the action's cool-off) and becomes a training label. The alert passes
+        the gate again first: a withdrawn one is refused with 409 and the reason."""
         try:
             alert = c.alert_store.get(alert_id)
         except Exception as error:

@@ -27,6 +27,7 @@ from service.decisions import DecisionService
 from service.features import FeastFeatures, OfflineBuffer
 from service.metrics import stream_metrics
 from service.models import ModelSet
+from service.regate import AlertGate
 from service.settings import Settings
 from service.state import RedisStateStore, SQLiteStateStore, StateStore
 from service.transport import (
@@ -168,7 +169,15 @@ class Container:
             self.alert_policy,
             self.catalog,
             self.alert_memory(),
+            self.alert_gate,
             publish=lambda alerts: alerts_publisher(producer(), topic)(alerts),
+        )
+
+    @cached_property
+    def alert_gate(self) -> AlertGate:
+        """The gate again when an alert reaches the RM: the decisions' reads, policy and log."""
+        return AlertGate(
+            self.gate_reads, self.policy, self.catalog, self.audit, self.alert_policy.regate_rules
         )
 
     # --- who may call ---

@@ -1,10 +1,13 @@
 // The RM inbox: the signed-in RM's open alerts, refreshed every few seconds; a disposition
-// per alert. Plain DOM, no build step. Text from the API is set with textContent only.
+// per alert. Alerts withdrawn since they reached the RM (they no longer pass the bank's rules)
+// are listed apart, with the notice only, until they would have expired. Plain DOM, no build
+// step. Text from the API is set with textContent only.
 "use strict";
 
 const POLL_MS = 2000;
 const KEY = "nextbest.rm.key";
 const shown = new Map(); // alert_id -> list item
+const withdrawn = new Map(); // alert_id -> list item
 let timer = null;
 
 function $(id) { return document.getElementById(id); }
@@ -69,15 +72,46 @@ function render(alert) {
   return item;
 }
 
+function renderWithdrawn(alert) {
+  const item = $("withdrawn-template").content.firstElementChild.cloneNode(true);
+  item.dataset.alertId = alert.alert_id;
+  text(item, ".customer", alert.customer_id);
+  text(item, ".title", alert.title);
+  text(item, ".notice", `withdrawn: ${alert.withdrawal.text}`);
+  return item;
+}
+
 function counts() {
   $("count").textContent = `(${shown.size})`;
   $("empty").hidden = shown.size > 0;
+  $("withdrawn-section").hidden = withdrawn.size === 0;
+}
+
+// Withdrawn alerts the RM had, until they would have expired: the open list has dropped them.
+async function refreshWithdrawn() {
+  const body = await api("/v1/alerts?status=withdrawn&limit=50");
+  const now = Date.now();
+  const current = body.alerts.filter((a) => new Date(a.expires_at).getTime() > now);
+  const ids = new Set(current.map((a) => a.alert_id));
+  for (const [id, item] of withdrawn) {
+    if (!ids.has(id)) { item.remove(); withdrawn.delete(id); }
+  }
+  const news = [];
+  for (const alert of current) {
+    if (withdrawn.has(alert.alert_id)) continue;
+    const item = renderWithdrawn(alert);
+    withdrawn.set(alert.alert_id, item);
+    $("withdrawn").appendChild(item);
+    news.push(`${alert.customer_id}: ${alert.title} was withdrawn (${alert.withdrawal.text}).`);
+  }
+  return news;
 }
 
 async function refresh() {
-  let body;
+  let body, gone;
   try {
     body = await api("/v1/alerts?status=open&limit=200");
+    gone = await refreshWithdrawn(); // after the open list: listing asks the gate again
   } catch (error) {
     if (error.status === 401 || error.status === 403) { signOut(error.message); return; }
     $("status").textContent = `Could not refresh: ${error.message}`;
@@ -98,6 +132,10 @@ async function refresh() {
   if (fresh.length && list.dataset.loaded) {
     $("status").textContent = `${fresh.length} new alert${fresh.length > 1 ? "s" : ""}.`;
   }
+  if (gone.length && list.dataset.loaded) $("status").textContent = gone.join(" ");
+  $("unchecked").textContent = body.unchecked
+    ? `${body.unchecked} alert${body.unchecked > 1 ? "s" : ""} not shown: the customer's consent could not be checked right now.`
+    : "";
   list.dataset.loaded = "yes";
   counts();
 }
@@ -113,10 +151,12 @@ function signedIn() {
 function signOut(message = "") {
   sessionStorage.removeItem(KEY);
   clearInterval(timer);
-  for (const item of shown.values()) item.remove();
+  for (const item of [...shown.values(), ...withdrawn.values()]) item.remove();
   shown.clear();
+  withdrawn.clear();
   delete $("alerts").dataset.loaded;
   $("inbox").hidden = true;
+  $("withdrawn-section").hidden = true;
   $("sign-out").hidden = true;
   $("who").hidden = true;
   $("sign-in").hidden = false;

@@ -15,11 +15,13 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
+from consent.customers import KnownCustomer
+from consent.model import ConsentGiven
 from consent.store import contact_history
 from service.api import create_app
 from service.bootstrap import Container
 from tests.conftest import key_headers
-from tests.doubles import sample_alert
+from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +81,12 @@ def test_the_rm_signs_in_sees_an_alert_arrive_and_records_an_outcome(served, bro
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("No open alerts")).to_be_visible()
 
-        # Raised while the page is open (another RM's alert must not show).
+        # Raised while the page is open (another RM's alert must not show). Alerts pass the
+        # gate again when listed: the customers are known and consent.
         now = datetime.now(UTC)
+        for cid, rm in (("C0000042", "RM0001"), ("C9", "RM0002")):
+            container.directory.upsert([KnownCustomer(cid, None, rm, GOOD_STANDING)])
+            grant_all(container.registry, cid, "rm")
         container.alert_store.add(
             [sample_alert("C0000042", "RM0001"), sample_alert("C9", "RM0002")], 20, now
         )
@@ -112,3 +118,50 @@ def test_the_rm_signs_in_sees_an_alert_arrive_and_records_an_outcome(served, bro
     assert kinds == ["accept"]
     other = container.alert_store.get("alert-C9")
     assert other is not None and other.status == "open"
+
+
+def test_an_alert_withdrawn_while_shown_leaves_the_list_and_says_so(served, browser) -> None:
+    """Consent withdrawn while the RM has the alert open: at the next refresh it leaves the open
+    alerts (no outcome can be recorded) and is listed as withdrawn, with the notice only."""
+    from playwright.sync_api import expect
+
+    container, base = served
+    rm_key = key_headers(container, "rm")["X-API-Key"]
+    container.directory.upsert([KnownCustomer("C0000042", None, "RM0001", GOOD_STANDING)])
+    grant_all(container.registry, "C0000042", "rm")
+    container.alert_store.add([sample_alert("C0000042", "RM0001")], 20, datetime.now(UTC))
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        page.goto(f"{base}/rm")
+        page.get_by_label("API key").fill(rm_key)
+        page.get_by_role("button", name="Sign in").click()
+        item = page.locator("li.alert")
+        expect(item).to_contain_text("Mortgage interest 0.71")
+        expect(page.get_by_role("heading", name="Withdrawn")).to_be_hidden()
+
+        withdrawal = ConsentGiven(
+            customer_id="C0000042",
+            purpose="marketing",
+            channel="rm",
+            granted=False,
+            recorded_at=datetime.now(UTC),
+            source="branch",
+            notice_version="v1",
+        )
+        container.registry.record([withdrawal])
+        expect(item).to_have_count(0)  # at the next refresh, without a reload
+        gone = page.locator("li.withdrawn-alert")
+        expect(gone).to_have_count(1)
+        expect(gone).to_contain_text("C0000042")
+        expect(gone).to_contain_text("withdrawn: consent withdrawn")
+        expect(gone).not_to_contain_text("Mortgage interest")  # nothing left to act on
+        expect(gone.get_by_role("button")).to_have_count(0)
+        expect(page.get_by_role("heading", name="Withdrawn")).to_be_visible()
+        expect(page.get_by_role("status")).to_contain_text("was withdrawn (consent withdrawn)")
+        assert problems == []
+    finally:
+        context.close()

@@ -219,6 +219,7 @@ def test_erasure_forgets_the_customer_and_the_chain_still_verifies(api) -> None:
 
 def test_an_rm_sees_and_works_only_their_own_alerts(api) -> None:
     container, client = api
+    grant_all(container.registry, CUSTOMER, "rm")  # alerts pass the gate again when listed
     container.alert_store.add(
         [sample_alert(CUSTOMER, r, f"alert-{r}") for r in ("RM0001", "RM0002")],
         20,

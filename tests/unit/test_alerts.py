@@ -24,6 +24,7 @@ from service.cli import main
 from service.errors import Conflict
 from service.features import OnlineFeatures
 from service.origin import Origin
+from service.regate import AlertGate
 from tests.doubles import GOOD_STANDING, decision_service
 
 
@@ -99,6 +100,13 @@ def setup(embedded: Container) -> tuple[Alerter, Scripted, Container]:
         policy,
         decisions.catalog,
         embedded.alert_memory(),
+        AlertGate(
+            decisions.reads,
+            decisions.policy,
+            decisions.catalog,
+            decisions.audit,
+            policy.regate_rules,
+        ),
     )
     return alerter, features, embedded
 
@@ -198,10 +206,12 @@ def test_capacity_opens_the_highest_priorities_first_then_queues(setup) -> None:
     assert status == {"C2": "open", "C3": "open", "C1": "queued"}
     # Capacity is per day: tomorrow the queued one opens; past its expiry it is expired.
     tomorrow = datetime.now(UTC) + timedelta(days=1)
-    [opened] = alerter.store.sweep(2, tomorrow)
+    alerter.clock = lambda: tomorrow
+    [opened] = alerter.sweep()
     assert (opened.customer_id, opened.status) == ("C1", "open")
     later = datetime.now(UTC) + timedelta(hours=alerter.policy.expire_hours + 1)
-    assert {a.status for a in alerter.store.sweep(2, later)} == {"expired"}
+    alerter.clock = lambda: later
+    assert {a.status for a in alerter.sweep()} == {"expired"}
     assert alerter.store.find("RM1", "open") == []
 
 
@@ -262,6 +272,7 @@ def test_the_last_scores_outlive_the_alerter_so_a_restart_raises_nothing_again(s
         alerter.policy,
         alerter.catalog,
         container.alert_memory(),  # a new handle on the same store
+        alerter.gate,
     )
     assert restarted.process({"C1": None}) == []
     assert (restarted.stats.rescored, restarted.stats.considered) == (1, 0)
