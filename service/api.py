@@ -307,6 +307,7 @@ class CustomerErasedOut(BaseModel):
     stream_state: bool
     offline_rows: int
     dead_letters: int
+    raw_events: int
 
 
 class FeedbackRecorded(BaseModel):

@@ -6,9 +6,10 @@ the contact history, the directory entry and the alerts are deleted, the custome
 the erasure register (``consent/erasure.py``: what keeps a replay, a load or a backfill from
 bringing them back) and the erasure is appended to the audit log without the identity (a record
 of ``kind`` "erasure": a random id, the register's reference, who erased, the counts). Then the
-online features of every view, the stream's window state, the offline feature history and the
-dead letters (``service/erasure_purge.py``). Erasing twice is harmless, so a failure half way is
-fixed by running it again.
+online features of every view, the stream's window state, the offline feature history, the
+dead letters and, on the local event log, the customer's raw events
+(``service/erasure_purge.py``). Erasing twice is harmless, so a failure half way is fixed by
+running it again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from consent.erasure import record_erasure
 from consent.registry import ConsentRegistry
 from service.alerts import AlertStore
 from service.erasure_purge import naming, purge_kafka_topic, purge_offline, redact_local_log
-from service.transport import DLQ_TOPIC
+from service.transport import DLQ_TOPIC, EVENTS_TOPIC
 
 if TYPE_CHECKING:
     from service.bootstrap import Container
@@ -54,6 +55,8 @@ class CustomerErased:
     stream_state: bool
     offline_rows: int
     dead_letters: int
+    #: Raw events overwritten in the local event log (Kafka's topic keeps them until retention).
+    raw_events: int
 
 
 def erase_customer(container: Container, customer_id: str, principal: str) -> CustomerErased:
@@ -92,18 +95,23 @@ def erase_customer(container: Container, customer_id: str, principal: str) -> Cu
             states.close()
     offline = purge_offline(container.store_location, customer_id)
     letters = purge_dead_letters(container, customer_id)
+    raw = 0
+    if container.settings.event_transport == "local":
+        events_log = container.local_log.path(container.settings.topic(EVENTS_TOPIC))
+        raw = redact_local_log(events_log, naming(customer_id))
     log.info(
         "customer erased (%s: %d consent, %d contact entries, %d alerts, %d offline rows, "
-        "%d dead letters)",
+        "%d dead letters, %d raw events)",
         erasure_id,
         consents,
         contacts,
         alerts,
         offline,
         letters,
+        raw,
     )
     return CustomerErased(
-        erasure_id, key, consents, contacts, directory, alerts, True, True, offline, letters
+        erasure_id, key, consents, contacts, directory, alerts, True, True, offline, letters, raw
     )
 
 

@@ -1,13 +1,15 @@
-"""What an erasure removes outside the operational store: the customer's dead letters and their
-rows in the offline feature history.
+"""What an erasure removes outside the operational store: the customer's dead letters, their raw
+events in the local event log and their rows in the offline feature history.
 
 Dead letters carry the raw record that failed, so they hold the customer's data. Kafka cannot
 delete one record: per partition that holds a letter of the customer, the others' letters are
 written again at the end of the same partition and everything before the old end is deleted
 (``DeleteRecords``). Their origin (topic, partition, offset) is in the letter, so nothing of
 them is lost but their offset in the dead-letter topic. On the local log (the embedded
-default) the customer's letters are overwritten in place with a marker of the same length, so
-every offset and byte position stays where it was.
+default) the customer's letters, and their events in the event log, are overwritten in place
+with a marker of the same length, so every offset and byte position stays where it was; the
+stream worker drops the markers. Kafka's event topic keeps a customer's raw events until its
+retention deletes them (the operator's setting); the worker drops them on every replay.
 
 Offline feature parts (Parquet) that hold rows of the customer are rewritten without them, each
 under its own name by an atomic rename; the stream only ever adds new parts.
@@ -95,6 +97,15 @@ def redact_local_log(path: Path, matches: Matcher) -> int:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
     return redacted
+
+
+def overwritten(value: bytes | None) -> bool:
+    """Whether a local log record is one an erasure overwrote."""
+    return (
+        value is not None
+        and value.startswith(ERASED_MARKER)
+        and not value[len(ERASED_MARKER) :].strip(b" ")
+    )
 
 
 # --- Apache Kafka ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from feature_repo.aggregates import (
     compute_features,
 )
 from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, parse_event
+from service.erasure_purge import overwritten
 from service.features import OfflineBuffer, OnlineWriter
 from service.metrics import StreamMetrics
 from service.origin import Origin
@@ -200,9 +201,12 @@ class StreamWorker:
 
     def _names_erased(self, record: Record, erased: Erased) -> bool:
         """Whether a record that failed to parse belongs to an erased customer, by its key (the
-        contract's customer id) or a ``customer_id`` in its text: then it is dropped, so a
-        replay does not dead-letter their data again."""
-        if not erased or not erased.among(candidate_ids(record.key, record.value)):
+        contract's customer id) or a ``customer_id`` in its text, or is one of theirs that an
+        erasure overwrote in the local log: then it is dropped, so a replay does not
+        dead-letter their data (or the marker) again."""
+        if not overwritten(record.value) and (
+            not erased or not erased.among(candidate_ids(record.key, record.value))
+        ):
             return False
         self._count_erased(1)
         return True
