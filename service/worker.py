@@ -120,6 +120,7 @@ class StreamWorker:
     ) -> None:
         #: Customers who were erased: their events are dropped (``_without_erased``).
         self.erasures = erasures
+        self._written: set[str] = set()  # customers the current batch writes
         #: Told which customers' features each batch wrote, and the event that last changed
         #: them (the alerter: ``service.alerts``).
         self.on_features = on_features
@@ -188,6 +189,7 @@ class StreamWorker:
             self._count(applied.applied, applied.duplicates, applied.late, len(written), as_of_us)
             if self.on_features is not None and written:
                 self.on_features({c: origins[c] for c in written if c in origins})
+        self._undo_erased_meanwhile(erased)
         self._pending.extend(records)
         self.stats.batches += 1
         if self.metrics:
@@ -214,12 +216,32 @@ class StreamWorker:
     def _without_erased(self, events: list[Event], erased: Erased) -> list[Event]:
         """Events (consent events too) of erased customers, whatever their record's key: a
         replay from any offset never brings them back."""
-        gone = erased.among(e.customer_id for e in events)
+        self._written = {e.customer_id for e in events}
+        gone = erased.among(self._written)
         if not gone:
             return events
+        self._written -= gone
         kept = [e for e in events if e.customer_id not in gone]
         self._count_erased(len(events) - len(kept))
         return kept
+
+    def _undo_erased_meanwhile(self, before: Erased) -> None:
+        """An erasure committed while this batch was written: undo what the batch wrote of
+        that customer (the erasure deleted what was there before; it cannot see this)."""
+        now = self._erased()
+        if now is before or not self._written:
+            return
+        gone = now.among(self._written)
+        for customer in gone:
+            self.online.erase(customer)
+            self.states.delete(customer)
+        if gone:
+            self.offline.drop(gone)
+            if self.consents is not None:
+                with self.consents.engine.begin() as connection:
+                    for customer in gone:
+                        ConsentRegistry.erase(connection, customer)
+            log.info("undid a batch's writes for %d customer(s) erased meanwhile", len(gone))
 
     def _count_erased(self, dropped: int) -> None:
         self.stats.erased += dropped

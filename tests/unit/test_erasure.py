@@ -184,3 +184,47 @@ def test_the_logged_input_example_is_never_a_training_row(frame: pd.DataFrame) -
     # One row, or all rows equal: the medians are that row, so nothing is logged.
     if frame.drop_duplicates().shape[0] == 1:
         assert example is None
+
+
+def test_an_erasure_committed_while_a_batch_is_being_written_is_not_undone_by_it(
+    embedded,
+) -> None:
+    consent = {
+        **_login(GONE, 3),
+        "type": "consent_changed",
+        "payload": {
+            "purpose": "marketing",
+            "channel": "email",
+            "granted": True,
+            "source": "app",
+            "notice_version": "v1",
+        },
+    }
+    events = [_login(GONE, 1), _login(KEPT, 1), consent]
+    pipeline.publish_events(embedded, events)
+    worker = embedded.worker()
+    states = worker.states
+
+    class ErasedMidBatch:
+        """The stream's state store, with an erasure committing between the worker's check of
+        the register and its writes."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(states, name)
+
+        def get_many(self, keys: list[str]) -> list[bytes | None]:
+            erase_customer(embedded, GONE, "test:someone")
+            return states.get_many(keys)
+
+    worker.states = ErasedMidBatch()  # type: ignore[assignment]
+    try:
+        stats = worker.run(idle_exit_s=0.3)
+    finally:
+        worker.close()
+    assert stats.events == 2  # both applied: the erasure came after the batch's check
+    assert not embedded.features.read(GONE).known and embedded.features.read(KEPT).known
+    assert embedded.registry.history(GONE) == []
+    assert states.get_many([GONE]) == [None]
+    folder = embedded.store_location.offline_dir / ACTIVITY_VIEW
+    rows = pa.concat_tables(pq.read_table(p) for p in folder.glob("*.parquet"))
+    assert rows["customer_id"].to_pylist() == [KEPT]
