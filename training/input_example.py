@@ -14,11 +14,17 @@ import pandas as pd
 
 
 def median_row(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row: each column's median over ``frame`` (float64; NaN for a column of no values)."""
-    values = {
-        name: [float(np.nanmedian(col)) if np.isfinite(col).any() else np.nan]
-        for name, col in ((n, frame[n].to_numpy(dtype=np.float64, na_value=np.nan)) for n in frame)
-    }
+    """One row: each column's median over ``frame`` (NaN for a column of no values), in the
+    column's own type (an integer column's median rounded), so the signature inferred from it
+    is the one the training rows would give."""
+    values = {}
+    for name in frame.columns:
+        column = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        median = float(np.nanmedian(column)) if np.isfinite(column).any() else np.nan
+        if pd.api.types.is_integer_dtype(frame[name].dtype) and not np.isnan(median):
+            values[name] = pd.Series([round(median)], dtype=frame[name].dtype)
+        else:
+            values[name] = pd.Series([median], dtype=np.float64)
     return pd.DataFrame(values, columns=list(frame.columns))
 
 

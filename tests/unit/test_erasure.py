@@ -172,13 +172,18 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
 @settings(max_examples=60, deadline=None)
 @given(
     data_frames(
-        [column("a", elements=finite), column("b", elements=st.sampled_from([0.0, 1.0]))],
+        [
+            column("a", elements=finite),
+            column("b", elements=st.sampled_from([0.0, 1.0])),
+            column("c", dtype=np.int64, elements=st.integers(0, 3)),
+        ],
         index=st.builds(pd.RangeIndex, st.integers(1, 30)),
     )
 )
 def test_the_logged_input_example_is_never_a_training_row(frame: pd.DataFrame) -> None:
     row, example = synthetic_example(frame)
-    assert list(row.columns) == ["a", "b"] and len(row) == 1
+    assert list(row.columns) == ["a", "b", "c"] and len(row) == 1
+    assert row.dtypes.to_dict() == frame.dtypes.to_dict()  # the signature of the real rows
     if example is not None:
         assert not equals_a_row(frame, example)
     # One row, or all rows equal: the medians are that row, so nothing is logged.
