@@ -198,7 +198,7 @@ class StreamWorker:
 
     # --- erased customers: dropped, counted, never dead-lettered (a letter keeps their data) -
     def _erased(self) -> Erased:
-        """The erasure register as of this batch (an erasure applies from the next batch)."""
+        """The erasure register now (read before a batch and again after its writes)."""
         return self.erasures.current() if self.erasures is not None else Erased(b"", frozenset())
 
     def _names_erased(self, record: Record, erased: Erased) -> bool:
@@ -214,8 +214,8 @@ class StreamWorker:
         return True
 
     def _without_erased(self, events: list[Event], erased: Erased) -> list[Event]:
-        """Events (consent events too) of erased customers, whatever their record's key: a
-        replay from any offset never brings them back."""
+        """``events`` without those (consent events too) of erased customers, whatever their
+        record's key: a replay from any offset never brings them back."""
         self._written = {e.customer_id for e in events}
         gone = erased.among(self._written)
         if not gone:
