@@ -445,6 +445,32 @@ def erase_customer_key(connection: Connection, customer_id: str) -> bool:
     return bool(deleted.rowcount)
 
 
+def append_in_transaction(
+    connection: Connection, decision_id: str, customer_ref: str, body: Mapping[str, Any]
+) -> Appended:
+    """Append one record that is not a decision (its body carries a ``kind``) in the caller's
+    transaction, so it commits or rolls back with the caller's other writes (an erasure).
+    ``customer_ref`` names no customer. Takes the chain's lock, as every writer does."""
+    lock_chain(connection)
+    head = connection.exec_driver_sql(_HEAD).first()
+    seq, prev = (head.seq + 1, head.record_hash) if head else (1, GENESIS)
+    now = datetime.now(UTC)
+    text = canonical(dict(body))
+    record_hash = hash_record(prev, seq, decision_id, timestamp(now), customer_ref, text)
+    connection.execute(
+        insert(audit_log).values(
+            seq=seq,
+            decision_id=decision_id,
+            recorded_at=now,
+            customer_ref=customer_ref,
+            prev_hash=prev,
+            record_hash=record_hash,
+            body=text,
+        )
+    )
+    return Appended(seq, prev, record_hash, decision_id, customer_ref, now)
+
+
 def _insert_if_absent(
     connection: Connection, table: Table, rows: list[dict[str, Any]], *returning: Any
 ) -> list[Any]:

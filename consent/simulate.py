@@ -60,6 +60,8 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
     """``records``: decision records as exported from the audit log (the ``record`` bodies)."""
     report = SimulationReport(policy.version)
     for body in records:
+        if "kind" in body:  # not a decision (an erasure, an operation): nothing to replay
+            continue
         report.decisions += 1
         record = DecisionRecord.model_validate(body)
         if record.gate is None:

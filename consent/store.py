@@ -141,6 +141,25 @@ audit_checkpoints = Table(
 )
 
 
+erasure_register = Table(
+    # Customers who were erased (right to erasure), so that no load, backfill, replay or
+    # training brings them back. Named only by a keyed hash (consent/erasure.py), never by id.
+    "erasure_register",
+    metadata,
+    Column("ref", String(80), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)
+
+erasure_register_key = Table(
+    # The register's one key (row id 1), made on first use.
+    "erasure_register_key",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("key", LargeBinary(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
 alerts = Table(
     # Relationship-manager alerts (service/alerts.py): raised by the stream after the gate
     # passed them and their decision was logged; an RM works them off in the inbox.

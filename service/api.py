@@ -296,12 +296,18 @@ class CustomerConsents(BaseModel):
 
 class CustomerErasedOut(BaseModel):
     erased: Literal[True]
+    #: The audit record of the erasure (it names nobody).
+    erasure_id: str
     audit_key: bool
     consent_entries: int
     contact_entries: int
     directory_entry: bool
+    alerts: int
     online_features: bool
     stream_state: bool
+    offline_rows: int
+    dead_letters: int
+    raw_events: int
 
 
 class FeedbackRecorded(BaseModel):
@@ -785,11 +791,13 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         response_model=CustomerErasedOut,
         responses=_errors(*_V1_ERRORS, 500, 503),
     )
-    def erase(customer_id: CustomerId, c: Wired, _: Erasing) -> CustomerErasedOut:
+    def erase(customer_id: CustomerId, c: Wired, who: Erasing) -> CustomerErasedOut:
         """Right to erasure: the customer's audit key, consent and contact history, directory
-        entry and online features are deleted; the audit chain still verifies."""
+        entry, alerts, online and offline features and dead letters are deleted, and the
+        customer is entered in the erasure register, so no replay brings them back; the
+        erasure is in the audit log without the identity, and the chain still verifies."""
         try:
-            erased = erase_customer(c, customer_id)
+            erased = erase_customer(c, customer_id, f"{who.role}:{who.name}")
         except Exception as error:
             log.error("erasure failed: %s", error)
             raise StoreUnavailable("the erasure did not complete; run it again") from error

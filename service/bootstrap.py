@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from consent.audit import AuditLog
 from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory
+from consent.erasure import ErasureRegister
 from consent.policy import Catalog, Policy
 from consent.reads import GateReads, gate_reads
 from consent.registry import ConsentRegistry
@@ -88,6 +89,10 @@ class Container:
         return gate_reads(
             self.registry, self.directory, self.contacts, self.settings.operational_url
         )
+
+    @cached_property
+    def erasures(self) -> ErasureRegister:
+        return ErasureRegister(self.engine)
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -232,5 +237,6 @@ class Container:
             lateness_us=int(self.settings.allowed_lateness_hours * 3600 * 1_000_000),
             metrics=stream_metrics(),
             consents=self.registry,
+            erasures=self.erasures,
             on_features=alerter.touched if alerter is not None else None,
         )

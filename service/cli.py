@@ -164,7 +164,8 @@ def load(bank_dir: Path, rate: float | None, speedup: float | None, skip_events:
     )
     events = 0
     if not skip_events:
-        events = pipeline.publish(container, paced(stream_folder(bank_dir), rate, speedup))
+        timed = pipeline.without_erased_records(container, stream_folder(bank_dir))
+        events = pipeline.publish(container, paced(timed, rate, speedup))
     click.echo(
         f"recorded {consents} consent entries and {profiles} customer profiles; "
         f"published {events} events"
@@ -609,15 +610,18 @@ def policy_simulate(policy_file: Path, since: datetime | None, until: datetime |
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def erase(customer_id: str, yes: bool) -> None:
     """Right to erasure: delete the customer's audit pseudonym key, consent and contact history,
-    directory entry and online features. The audit chain still verifies afterwards, and its
-    records can no longer be tied to the customer."""
+    directory entry, alerts, online and offline features and dead letters, and enter them in
+    the erasure register (no replay, load or backfill brings them back). The audit chain still
+    verifies afterwards, holds the erasure (without the identity), and its records can no
+    longer be tied to the customer."""
+    import getpass
     from dataclasses import asdict
 
     from service.erasure import erase_customer
 
     if not yes:
         click.confirm(f"Erase customer {customer_id} everywhere? This cannot be undone", abort=True)
-    erased = erase_customer(_container(), customer_id)
+    erased = erase_customer(_container(), customer_id, f"cli:{getpass.getuser()}")
     click.echo(json.dumps({"erased": True, **asdict(erased)}))
 
 

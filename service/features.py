@@ -30,6 +30,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
@@ -740,6 +741,12 @@ class OfflineBuffer:
             columns[name] = pa.array(matrix[:, j], pa.float64())
         self._parts.append(pa.table(columns))
         self.rows += len(customers)
+
+    def drop(self, customers: set[str]) -> None:
+        """Forget the buffered rows of ``customers`` (erased while they were buffered)."""
+        keep = pa.array(sorted(customers), pa.string())
+        self._parts = [t.filter(pc.invert(pc.is_in(t["customer_id"], keep))) for t in self._parts]
+        self.rows = sum(t.num_rows for t in self._parts)
 
     def flush(self) -> int:
         """Write the buffered rows durably (fsync, then an atomic rename); returns the count."""

@@ -23,7 +23,7 @@ class StreamMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.events = Counter(
             "nextbest_stream_events",
-            "Events consumed, by outcome (applied, duplicate, late, dead_letter).",
+            "Events consumed, by outcome (applied, duplicate, late, dead_letter, erased).",
             ["outcome"],
             registry=registry,
         )

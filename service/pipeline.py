@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from consent.customers import from_extract
+from consent.erasure import Erased
 from consent.model import ConsentGiven
 from consent.store import consent_history
 from feature_repo.aggregates import MAX_DAYS
@@ -36,7 +39,28 @@ log = logging.getLogger(__name__)
 WARM_UP_DAYS = MAX_DAYS
 
 
+def without_erased(container: Container, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without the rows of customers in the erasure register: an extract, an archive
+    or a training set may still hold them, and must not bring them back."""
+    erased = container.erasures.current()
+    if not erased or frame.empty:
+        return frame
+    gone = erased.among(frame["customer_id"].unique())
+    return frame[~frame["customer_id"].isin(gone)] if gone else frame
+
+
+Keyed = TypeVar("Keyed", tuple[str | None, bytes], tuple[int, str | None, bytes])
+
+
+def without_erased_records(container: Container, records: Iterable[Keyed]) -> Iterator[Keyed]:
+    """Records not keyed by an erased customer (the key, a customer id by the contract, is
+    second to last: (key, value) or (time, key, value))."""
+    erased = container.erasures.current()
+    return (r for r in records if r[-2] is None or r[-2] not in erased)
+
+
 def record_consents(container: Container, consents: pd.DataFrame) -> int:
+    consents = without_erased(container, consents)
     entries = [
         ConsentGiven.model_validate(
             {**row, "recorded_at": pd.Timestamp(row["recorded_at"]).to_pydatetime()}
@@ -76,7 +100,8 @@ def load_bank(container: Container, bank: Bank) -> tuple[int, int]:
     (malformed ones included) onto the transport."""
     consents = record_consents(container, bank.consents)
     write_profiles(container, bank.customers, bank.spec.start)
-    return consents, publish(container, ((k, v) for _, k, v in bank.records()))
+    records = without_erased_records(container, ((k, v) for _, k, v in bank.records()))
+    return consents, publish(container, records)
 
 
 def stream_until_idle(container: Container, idle_s: float = 2.0) -> WorkerStats:
@@ -90,6 +115,7 @@ def stream_until_idle(container: Container, idle_s: float = 2.0) -> WorkerStats:
 def write_profiles(container: Container, customers: pd.DataFrame, as_of: datetime) -> int:
     """A customer-table extract as profile features (online and offline) and as the facts the
     gate reads (the customer directory)."""
+    customers = without_erased(container, customers)
     rows = profile_rows(customers, as_of)
     container.features.write_profiles(rows)
     container.directory.upsert(from_extract(customers))
@@ -100,16 +126,29 @@ def backfill(container: Container, bank_dir: Path, step_days: int = 1) -> int:
     """The offline feature history of a written bank, a snapshot every ``step_days``, for
     training on history that never went through the stream."""
     spec = BankSpec.from_dict(json.loads((bank_dir / "bank.json").read_text())["spec"])
-    customers = pd.read_parquet(bank_dir / "customers.parquet", columns=["customer_id"])
+    customers = without_erased(
+        container, pd.read_parquet(bank_dir / "customers.parquet", columns=["customer_id"])
+    )
     # Whole multiples of the step from the start, the grid training snapshots fall on: a row
     # stamped a day off the grid is not visible at the snapshot, and the join would take the
     # row a whole step older (measured: every feature 6 days stale, personal loans 0.889 of
     # the oracle instead of 0.93).
     times = trainset.snapshot_times(spec.start + timedelta(days=step_days), spec.end, step_days)
     # One day's events at a time: memory follows the feature buckets, not the archive.
-    days = (pq.read_table(path) for path in sorted((bank_dir / "events").glob("*.parquet")))
+    erased = container.erasures.current()
+    days = (
+        _without_erased_events(pq.read_table(path), erased)
+        for path in sorted((bank_dir / "events").glob("*.parquet"))
+    )
     folder = container.store_location.offline_dir / ACTIVITY_VIEW
     return write_history(days, times, folder, customers["customer_id"].tolist())
+
+
+def _without_erased_events(events: pa.Table, erased: Erased) -> pa.Table:
+    gone = erased.among(events["customer_id"].unique().to_pylist()) if erased else set()
+    if not gone:
+        return events
+    return events.filter(pc.invert(pc.is_in(events["customer_id"], pa.array(sorted(gone)))))
 
 
 @dataclass(frozen=True)
@@ -146,6 +185,7 @@ def bank_training_set(
             f"after a {warm_up_days}-day warm-up with a {horizon_days}-day horizon; a time "
             f"split needs at least 4 (generate more days)"
         )
+    customers = without_erased(container, customers)
     entity = trainset.snapshots(list(customers["customer_id"]), times)
     consents = pd.read_sql_table(consent_history.name, container.engine)
     consents["recorded_at"] = pd.to_datetime(consents["recorded_at"], utc=True)

@@ -46,6 +46,9 @@ def profiled_customers(container: Container, at: datetime) -> list[str]:
 def features_at(container: Container, at: datetime) -> pd.DataFrame:
     """Every profiled customer's scoring features as of ``at`` (point-in-time, through Feast)."""
     customers = profiled_customers(container, at)
+    # Their consents went with the erasure; the register also covers history written back since.
+    erased = container.erasures.current().among(customers)
+    customers = [c for c in customers if c not in erased]
     entity = pd.DataFrame({"customer_id": customers, "event_timestamp": pd.Timestamp(at)})
     frame = historical_features(container.feature_store, entity)
     return frame.sort_values("customer_id", ignore_index=True)

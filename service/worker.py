@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from consent.erasure import Erased, ErasureRegister, candidate_ids
 from consent.model import ConsentGiven
 from consent.registry import ConsentRegistry
 from feature_repo.aggregates import (
@@ -31,6 +32,7 @@ from feature_repo.aggregates import (
     compute_features,
 )
 from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, parse_event
+from service.erasure_purge import overwritten
 from service.features import OfflineBuffer, OnlineWriter
 from service.metrics import StreamMetrics
 from service.origin import Origin
@@ -65,6 +67,7 @@ class WorkerStats:
     feature_rows: int = 0
     commits: int = 0
     consents: int = 0
+    erased: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self) -> dict[str, float]:
@@ -78,6 +81,7 @@ class WorkerStats:
             "feature_rows": self.feature_rows,
             "commits": self.commits,
             "consents": self.consents,
+            "erased": self.erased,
             "events_per_second": round(self.events / elapsed, 1) if elapsed > 0 else 0.0,
         }
 
@@ -112,7 +116,11 @@ class StreamWorker:
         metrics: StreamMetrics | None = None,
         consents: ConsentRegistry | None = None,
         on_features: Callable[[dict[str, Origin]], None] | None = None,
+        erasures: ErasureRegister | None = None,
     ) -> None:
+        #: Customers who were erased: their events are dropped (``_without_erased``).
+        self.erasures = erasures
+        self._written: set[str] = set()  # customers the current batch writes
         #: Told which customers' features each batch wrote, and the event that last changed
         #: them (the alerter: ``service.alerts``).
         self.on_features = on_features
@@ -137,6 +145,7 @@ class StreamWorker:
         began = time.monotonic()
         events: list[Event] = []
         origins: dict[str, Origin] = {}
+        erased = self._erased()
         for record in records:
             try:
                 event = parse_event(record.value)
@@ -146,8 +155,11 @@ class StreamWorker:
                         event.event_id, record.topic, record.partition, record.offset
                     )
             except InvalidEvent as error:
+                if self._names_erased(record, erased):
+                    continue
                 self.dlq.send(self.dlq_topic, None, dead_letter(record, error.reason))
                 self._dead_unflushed += 1
+        events = self._without_erased(events, erased)
         self._record_consents(events)
         events = [e for e in events if not isinstance(e, ConsentChangedEvent)]
         customers = list(dict.fromkeys(e.customer_id for e in events))
@@ -177,11 +189,64 @@ class StreamWorker:
             self._count(applied.applied, applied.duplicates, applied.late, len(written), as_of_us)
             if self.on_features is not None and written:
                 self.on_features({c: origins[c] for c in written if c in origins})
+        self._undo_erased_meanwhile(erased)
         self._pending.extend(records)
         self.stats.batches += 1
         if self.metrics:
             self.metrics.batches.inc()
             self.metrics.batch_seconds.observe(time.monotonic() - began)
+
+    # --- erased customers: dropped, counted, never dead-lettered (a letter keeps their data) -
+    def _erased(self) -> Erased:
+        """The erasure register now (read before a batch and again after its writes)."""
+        return self.erasures.current() if self.erasures is not None else Erased(b"", frozenset())
+
+    def _names_erased(self, record: Record, erased: Erased) -> bool:
+        """Whether a record that failed to parse belongs to an erased customer, by its key (the
+        contract's customer id) or a ``customer_id`` in its text, or is one of theirs that an
+        erasure overwrote in the local log: then it is dropped, so a replay does not
+        dead-letter their data (or the marker) again."""
+        if not overwritten(record.value) and (
+            not erased or not erased.among(candidate_ids(record.key, record.value))
+        ):
+            return False
+        self._count_erased(1)
+        return True
+
+    def _without_erased(self, events: list[Event], erased: Erased) -> list[Event]:
+        """``events`` without those (consent events too) of erased customers, whatever their
+        record's key: a replay from any offset never brings them back."""
+        self._written = {e.customer_id for e in events}
+        gone = erased.among(self._written)
+        if not gone:
+            return events
+        self._written -= gone
+        kept = [e for e in events if e.customer_id not in gone]
+        self._count_erased(len(events) - len(kept))
+        return kept
+
+    def _undo_erased_meanwhile(self, before: Erased) -> None:
+        """An erasure committed while this batch was written: undo what the batch wrote of
+        that customer (the erasure deleted what was there before; it cannot see this)."""
+        now = self._erased()
+        if now is before or not self._written:
+            return
+        gone = now.among(self._written)
+        for customer in gone:
+            self.online.erase(customer)
+            self.states.delete(customer)
+        if gone:
+            self.offline.drop(gone)
+            if self.consents is not None:
+                with self.consents.engine.begin() as connection:
+                    for customer in gone:
+                        ConsentRegistry.erase(connection, customer)
+            log.info("undid a batch's writes for %d customer(s) erased meanwhile", len(gone))
+
+    def _count_erased(self, dropped: int) -> None:
+        self.stats.erased += dropped
+        if self.metrics:
+            self.metrics.events.labels("erased").inc(dropped)
 
     def _record_consents(self, events: list[Event]) -> None:
         """Consent choices go to the registry before their offsets can be committed; if the

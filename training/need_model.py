@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from training import evaluation
+from training.input_example import synthetic_example
 from training.trainset import TrainingSet
 
 log = logging.getLogger(__name__)
@@ -388,7 +389,7 @@ def register(
             (folder / "booster.txt").write_text(fitted.booster.model_to_string())
             (folder / "calibration.json").write_text(json.dumps(fitted.calibration.as_dict()))
             (folder / "features.json").write_text(json.dumps(fitted.features))
-            example = data.frame[fitted.features].head(5)
+            row, example = synthetic_example(data.frame[fitted.features])
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=CalibratedNeedModel(),
@@ -397,7 +398,7 @@ def register(
                     "calibration": str(folder / "calibration.json"),
                     "features": str(folder / "features.json"),
                 },
-                signature=infer_signature(example, fitted.predict(example)),
+                signature=infer_signature(row, fitted.predict(row)),
                 input_example=example,
                 pip_requirements=[
                     f"lightgbm=={lgb.__version__}",

@@ -42,6 +42,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from feature_repo.events import NEEDS
+from training.input_example import synthetic_example
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -287,7 +288,7 @@ def train_table(
     }
     run_id, version = _register(
         booster,
-        encoded.head(5),
+        encoded,
         name,
         alias,
         need,
@@ -316,7 +317,7 @@ def train_table(
 
 def _register(
     booster: lgb.Booster,
-    example: pd.DataFrame,
+    encoded: pd.DataFrame,
     name: str,
     alias: str,
     need: str,
@@ -344,10 +345,11 @@ def _register(
         mlflow.log_metrics(dict(metrics))
         for file_name, content in artifacts.items():
             mlflow.log_text(json.dumps(content, indent=2), file_name)
+        row, example = synthetic_example(encoded)
         info = mlflow.lightgbm.log_model(
             booster,
             name="model",
-            signature=infer_signature(example, booster.predict(example)),
+            signature=infer_signature(row, booster.predict(row)),
             input_example=example,
             registered_model_name=name,
         )

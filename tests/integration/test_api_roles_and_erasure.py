@@ -199,7 +199,7 @@ def test_erasure_forgets_the_customer_and_the_chain_still_verifies(api) -> None:
     assert erased.json()["audit_key"] is True and erased.json()["consent_entries"] == 3
 
     verified = client.get("/v1/audit/verify", headers=compliance).json()
-    assert verified["ok"] is True and verified["records"] == 4
+    assert verified["ok"] is True and verified["records"] == 5  # 4 decisions and the erasure
     assert list(container.audit.export(CUSTOMER)) == []  # no longer findable
     with container.engine.connect() as connection:
         rows = connection.execute(audit_log.select()).all()

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from training.input_example import equals_a_row
 from training.table import (
     TableReport,
     encode_features,
@@ -154,6 +155,11 @@ def test_train_table_cross_validates_and_registers_a_champion(tmp_path: Path) ->
         "segment": ["affluent", "mass", "private", "student"],
         "has_card": ["False", "True"],
     }
+    # The input example MLflow keeps with the model is made up, not a customer's row.
+    example = mlflow.pyfunc.load_model(f"models:/{report.name}@champion").input_example
+    encoded = encode_features(frame, features, categories)
+    assert list(example.columns) == features
+    assert not equals_a_row(encoded, example)
     booster = mlflow.lightgbm.load_model(f"models:/{report.name}@champion")
     fresh = _customers(2, seed=11).assign(segment=["private", "student"], income=[60000, 9000])
     scores = booster.predict(encode_features(fresh, features, categories))
