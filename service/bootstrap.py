@@ -205,6 +205,15 @@ class Container:
             return RedisStateStore(self.settings.redis_url, self.settings.feast_project)
         return SQLiteStateStore(self.settings.home / "stream_state.db")
 
+    def dead_letter_marks(self) -> StateStore:
+        """How far each partition's dead letters are written, in the stream state's kind of
+        store but apart from it: ``--reset-state`` rebuilds features, and its replay still
+        does not write the dead letters again."""
+        if self.settings.online_store == "redis":
+            project = self.settings.feast_project
+            return RedisStateStore(self.settings.redis_url, f"{project}:dead_letters")
+        return SQLiteStateStore(self.settings.home / "dead_letters.db")
+
     def alert_memory(self) -> StateStore:
         """The alerter's last scores per customer, in the stream state's kind of store."""
         if self.settings.online_store == "redis":
@@ -224,4 +233,6 @@ class Container:
             metrics=stream_metrics(),
             consents=self.registry,
             on_features=alerter.touched if alerter is not None else None,
+            time_bounds=self.settings.time_bounds,
+            dead_marks=self.dead_letter_marks(),
         )
