@@ -51,6 +51,7 @@ from consent.store import customers as customers_table
 from feature_repo.explain import describe
 from service.decisions import DecideForCustomer, DecisionMade, DecisionService, FeatureReader
 from service.errors import Conflict, NotFound
+from service.metrics import send_failures
 from service.origin import Origin
 from service.state import StateStore
 from service.transport import Producer
@@ -75,6 +76,10 @@ CONTACT_KIND: dict[str, ContactKind | None] = {
 #: Training labels from dispositions: the customer took the product, or said no.
 LABEL: dict[str, int] = {"converted": 1, "not_interested": 0}
 TICK_S = 0.05
+#: Alerts whose publication failed wait in memory for the next one (the sweep tries every
+#: second); beyond this many the oldest are given up, logged and counted. Their state is in
+#: the store either way: the inbox and the API show them; the topic is a feed.
+UNPUBLISHED_LIMIT = 10_000
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -535,6 +540,8 @@ class Alerter:
         self.policy = policy
         self.catalog = catalog
         self.publish = publish
+        self._unpublished: list[Alert] = []
+        self._publishing = threading.Lock()
         self.clock = clock
         self.stats = AlerterStats()
         self._pending: dict[str, tuple[float, Origin | None]] = {}
@@ -748,7 +755,7 @@ class Alerter:
 
     def sweep(self) -> list[Alert]:
         changed = self.store.sweep(self.policy.rm_daily_capacity, self.clock())
-        if changed and self.publish is not None:
+        if (changed or self._unpublished) and self.publish is not None:
             self._publish(changed)
         return changed
 
@@ -759,11 +766,22 @@ class Alerter:
         return alert
 
     def _publish(self, alerts: Sequence[Alert]) -> None:
+        """Publish ``alerts`` after those whose publication failed before; if this fails too,
+        keep them all (up to ``UNPUBLISHED_LIMIT``) for the next try."""
         assert self.publish is not None
-        try:
-            self.publish(alerts)
-        except Exception as error:  # stored already: the inbox has them; the topic lags
-            log.error("alerts: publishing %d alert(s) failed: %s", len(alerts), error)
+        with self._publishing:
+            batch = [*self._unpublished, *alerts]
+            try:
+                self.publish(batch)
+                self._unpublished = []
+            except Exception as error:  # stored already: the inbox has them; the topic lags
+                send_failures().labels("alert").inc(len(alerts))
+                log.error("alerts: publishing %d alert(s) failed: %s", len(batch), error)
+                self._unpublished = batch[-UNPUBLISHED_LIMIT:]
+                if len(batch) > UNPUBLISHED_LIMIT:
+                    given_up = len(batch) - UNPUBLISHED_LIMIT
+                    send_failures().labels("alert_given_up").inc(given_up)
+                    log.error("alerts: %d unpublished alert(s) given up", given_up)
 
     # -- the thread --
     def start(self) -> None:

@@ -33,6 +33,7 @@ from service.transport import (
     ALERTS_TOPIC,
     DLQ_TOPIC,
     EVENTS_TOPIC,
+    KAFKA_FLUSH_TIMEOUT_S,
     Consumer,
     KafkaConsumerAdapter,
     KafkaProducerAdapter,
@@ -187,9 +188,10 @@ class Container:
     def local_log(self) -> LocalLog:
         return LocalLog(self.settings.home / "events")
 
-    def producer(self) -> Producer:
+    def producer(self, timeout_s: float = KAFKA_FLUSH_TIMEOUT_S) -> Producer:
+        """A producer whose waits on the broker are bounded by ``timeout_s``."""
         if self.settings.event_transport == "kafka":
-            return KafkaProducerAdapter(self.settings.kafka_bootstrap_servers)
+            return KafkaProducerAdapter(self.settings.kafka_bootstrap_servers, timeout_s)
         return self.local_log.producer()
 
     def consumer(self, topic: str = EVENTS_TOPIC) -> Consumer:

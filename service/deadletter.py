@@ -39,9 +39,12 @@ def _dependency_errors() -> tuple[type[BaseException], ...]:
     import sqlalchemy.exc
     from kafka.errors import KafkaError
 
+    from service.features import OnlineStoreUnavailable
+
     return (
         OSError,  # sockets, timeouts, a full or read-only disk
         TransportError,
+        OnlineStoreUnavailable,
         KafkaError,
         redis.exceptions.RedisError,
         sqlalchemy.exc.OperationalError,

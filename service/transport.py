@@ -308,6 +308,8 @@ class KafkaProducerAdapter:
                 headers=list(headers) or None,
             )
         except KafkaError as error:  # too large for the producer, no metadata in time
+            # The caller takes none of this thread's unflushed records as written.
+            self._local.futures = []
             raise TransportError(f"{type(error).__name__}: {error}") from error
         self._futures().append(future)
 

@@ -46,6 +46,7 @@ from service.deadletter import (
     dead_letter,
     dead_letter_key,
     is_dependency_failure,
+    principal_of,
     refusal,
 )
 from service.features import OfflineBuffer, OnlineWriter
@@ -83,6 +84,11 @@ def _backoff(attempt: int) -> float:
 class Parsed(NamedTuple):
     record: Record
     event: Event
+
+    @property
+    def principal(self) -> str | None:
+        """The API key that sent the event (``POST /v1/events``), or None."""
+        return principal_of(self.record)
 
 
 @dataclass
@@ -145,6 +151,8 @@ class StreamWorker:
         self.metrics = metrics
         self.stats = WorkerStats()
         self.stopping = threading.Event()
+        #: The pause before the n-th try again after a dependency failed.
+        self.backoff: Callable[[int], float] = _backoff
         #: Events dated outside these bounds of the server's clock are dead-lettered.
         self.time_bounds = time_bounds or TimeBounds()
         #: Per partition, the highest offset whose dead letter is acknowledged (durable when
@@ -297,7 +305,7 @@ class StreamWorker:
             except TransportError as error:
                 log.warning("dead letters not acknowledged (attempt %d): %s", attempt, error)
                 send_failures().labels("dead_letter").inc()
-                if attempt == DEPENDENCY_ATTEMPTS or self.stopping.wait(_backoff(attempt)):
+                if attempt == DEPENDENCY_ATTEMPTS or self.stopping.wait(self.backoff(attempt)):
                     raise
         upto: dict[str, int] = {}
         for record, _ in self._dead:
@@ -440,7 +448,7 @@ class StreamWorker:
                 if not is_dependency_failure(error) or attempt == DEPENDENCY_ATTEMPTS:
                     raise
                 log.warning("a dependency failed (attempt %d): %s", attempt, error)
-                if self.stopping.wait(_backoff(attempt)):
+                if self.stopping.wait(self.backoff(attempt)):
                     raise
 
     def close(self) -> None:
