@@ -19,12 +19,13 @@ from service.bootstrap import Container
 from service.deadletter import DEAD_LETTER_VALUE_BYTES, MAX_RECORD_BYTES
 from service.state import SQLiteStateStore
 from service.transport import DLQ_TOPIC, EVENTS_TOPIC, Headers, TransportError
-from service.worker import StreamWorker
+from service.worker import StreamWorker, WorkerStats
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def login(event_id: str, customer: str, at: datetime, **extra: object) -> dict:
+    """A login event (``extra``: other fields, or another ``type`` with its ``payload``)."""
     return {
         "event_id": event_id,
         "customer_id": customer,
@@ -142,6 +143,13 @@ def _worker(container: Container, states: SQLiteStateStore, dlq=None) -> StreamW
     return built
 
 
+def _run(worker: StreamWorker) -> WorkerStats:
+    try:
+        return worker.run(idle_exit_s=0.3)
+    finally:
+        worker.close()
+
+
 def test_a_record_whose_processing_raises_is_found_and_dead_lettered_alone(
     embedded: Container,
 ) -> None:
@@ -150,11 +158,7 @@ def test_a_record_whose_processing_raises_is_found_and_dead_lettered_alone(
     events = [*good[:17], poison, *good[17:]]
     pipeline.publish_events(embedded, events)
     states = RefusingStates(embedded.settings.home / "stream_state.db", refuse="C-POISON")
-    worker = _worker(embedded, states)
-    try:
-        stats = worker.run(idle_exit_s=0.3)
-    finally:
-        worker.close()
+    stats = _run(_worker(embedded, states))
     assert (stats.events, stats.dead_letters) == (len(good), 1)
     (letter,) = _dead_letters(embedded)
     assert letter["error"] == "processing_failed"
@@ -167,11 +171,7 @@ def test_a_failing_dependency_is_retried_and_nothing_is_dead_lettered(embedded: 
     good = good_events(10)
     pipeline.publish_events(embedded, good)
     states = RefusingStates(embedded.settings.home / "stream_state.db", outages=2)
-    worker = _worker(embedded, states)
-    try:
-        stats = worker.run(idle_exit_s=0.3)
-    finally:
-        worker.close()
+    stats = _run(_worker(embedded, states))
     assert (stats.events, stats.dead_letters) == (len(good), 0)
     _assert_features_equal_reference(embedded, good)
 

@@ -13,20 +13,14 @@ from feature_repo.events import parse_event
 from service import pipeline
 from service.bootstrap import Container
 from service.transport import DLQ_TOPIC
+from tests.unit.test_stream_poison import login
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CEILING_US = round((NOW + timedelta(minutes=5)).timestamp() * 1_000_000)
 
 
 def page_view(event_id: str, at: datetime, customer: str = "C1") -> dict:
-    return {
-        "event_id": event_id,
-        "customer_id": customer,
-        "type": "page_view",
-        "occurred_at": at.isoformat().replace("+00:00", "Z"),
-        "channel": "web",
-        "payload": {"page": "mortgage_calculator"},
-    }
+    return login(event_id, customer, at, type="page_view", payload={"page": "mortgage_calculator"})
 
 
 def test_an_event_after_the_ceiling_is_not_applied_and_later_real_events_are() -> None:
