@@ -288,6 +288,7 @@ class KafkaProducerAdapter:
             request_timeout_ms=request_timeout_ms,
             delivery_timeout_ms=max(timeout_ms, request_timeout_ms + 5),
             max_block_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
         )
         self._local = threading.local()
 
