@@ -408,6 +408,9 @@ class WindowState:
 
     def to_bytes(self) -> bytes:
         ids = "\n".join(self.seen).encode()
+        if self.seen and ids.count(b"\n") != len(self.seen) - 1:
+            # Ids of the safe pattern have no newline; one that did would corrupt the state.
+            raise ValueError("an event id contains a newline")
         times = np.fromiter(self.seen.values(), np.int64, len(self.seen))
         return b"".join(
             (

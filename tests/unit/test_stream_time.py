@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from feature_repo.aggregates import WindowState, apply_events, reference_features
 from feature_repo.events import parse_event
 from service import pipeline
@@ -71,3 +73,11 @@ def test_the_stream_dead_letters_a_future_event_and_applies_those_after_it(
     assert (
         online.values["mortgage_calculator_views_7d"] == values["mortgage_calculator_views_7d"] == 3
     )
+
+
+def test_a_window_state_refuses_an_id_that_would_corrupt_it() -> None:
+    state = WindowState(as_of_us=0, seen={"fine": 1, "evil\nid": 2})
+    with pytest.raises(ValueError, match="newline"):
+        state.to_bytes()
+    kept = WindowState(as_of_us=0, seen={"a:b.c-d_e": 1, "f": 2})
+    assert WindowState.from_bytes(kept.to_bytes()).seen == kept.seen
