@@ -408,6 +408,9 @@ class WindowState:
 
     def to_bytes(self) -> bytes:
         ids = "\n".join(self.seen).encode()
+        if self.seen and ids.count(b"\n") != len(self.seen) - 1:
+            # Ids of the safe pattern have no newline; one that did would corrupt the state.
+            raise ValueError("an event id contains a newline")
         times = np.fromiter(self.seen.values(), np.int64, len(self.seen))
         return b"".join(
             (
@@ -450,6 +453,8 @@ class Applied:
     duplicates: int = 0
     late: int = 0
     late_events: list[tuple[str, str, int]] = field(default_factory=list)  # id, customer, µs
+    #: Events after the ceiling (the server's clock plus the allowed skew): not applied.
+    future: int = 0
 
 
 def _micros(moment: datetime) -> int:
@@ -461,8 +466,15 @@ def apply_events(
     states: dict[str, WindowState],
     events: Iterable[Event],
     lateness_us: int = DEFAULT_LATENESS_US,
+    ceiling_us: int | None = None,
 ) -> Applied:
-    """Fold events, in arrival order, into ``states`` (created for new customers)."""
+    """Fold events, in arrival order, into ``states`` (created for new customers).
+
+    ``ceiling_us`` is the latest credible event time (the server's clock plus the allowed
+    skew): an event after it is not applied, and lateness is measured against the earlier of
+    the customer's latest event time and the ceiling, so a state that a wrong clock once moved
+    into the future (before the stream bounded event times) does not turn every real event
+    after it into a late one."""
     result = Applied()
     touched: dict[str, int] = {}
     rows: list[int] = []
@@ -478,7 +490,13 @@ def apply_events(
             result.duplicates += 1
             continue
         at = _micros(event.occurred_at)
-        if state.as_of_us is not None and at < state.as_of_us - lateness_us:
+        if ceiling_us is not None and at > ceiling_us:
+            result.future += 1
+            continue
+        latest = state.as_of_us
+        if latest is not None and ceiling_us is not None and latest > ceiling_us:
+            latest = state.as_of_us = ceiling_us  # the future once recorded is not credible
+        if latest is not None and at < latest - lateness_us:
             result.late += 1
             result.late_events.append((event.event_id, customer, at))
             continue

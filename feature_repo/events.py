@@ -68,6 +68,9 @@ TransactionCategory = Literal[
 SAFE_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 CustomerId = Annotated[str, Field(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=SAFE_ID_PATTERN)]
+#: Free text in an event (a login method, a consent's source): no control characters (NUL
+#: included), which no store, log line or terminal downstream should have to handle.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 # RFC 3339 section 5.6 ``date-time``: a full date, ``T``, a full time with optional fractions
 # and a mandatory offset (``Z`` or +hh:mm). Nothing else: no numbers (a Unix time), no naive
@@ -153,7 +156,7 @@ class PageViewPayload(_Payload):
 
 
 class LoginPayload(_Payload):
-    method: Annotated[str, Field(max_length=32)] = "password"
+    method: Annotated[str, Field(max_length=32, pattern=PRINTABLE_PATTERN)] = "password"
 
 
 class ApplicationPayload(_Payload):
@@ -171,7 +174,9 @@ class ContactPayload(_Payload):
 
 
 class ProfileUpdatePayload(_Payload):
-    changed: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)]
+    changed: Annotated[
+        list[Annotated[str, Field(max_length=64, pattern=PRINTABLE_PATTERN)]], Field(max_length=32)
+    ]
 
 
 class ConsentPayload(_Payload):
@@ -181,8 +186,8 @@ class ConsentPayload(_Payload):
     purpose: Literal["marketing", "profiling", "service"]
     channel: Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch", "any"]
     granted: bool
-    source: Annotated[str, Field(min_length=1, max_length=64)]
-    notice_version: Annotated[str, Field(min_length=1, max_length=32)]
+    source: Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE_PATTERN)]
+    notice_version: Annotated[str, Field(min_length=1, max_length=32, pattern=PRINTABLE_PATTERN)]
 
 
 class _EventBase(BaseModel):

@@ -56,6 +56,7 @@ from feature_repo.explain import describe
 from service.auth import Role
 from service.decisions import DecideForCustomer, DecisionMade, DecisionService, FeatureReader
 from service.errors import Conflict, NotFound
+from service.metrics import send_failures
 from service.origin import Origin
 from service.state import StateStore
 from service.transport import Producer
@@ -86,6 +87,10 @@ CONTACT_KIND: dict[str, ContactKind | None] = {
 #: Training labels from dispositions: the customer took the product, or said no.
 LABEL: dict[str, int] = {"converted": 1, "not_interested": 0}
 TICK_S = 0.05
+#: Alerts whose publication failed wait in memory for the next one (the sweep tries every
+#: second); beyond this many the oldest are given up, logged and counted. Their state is in
+#: the store either way: the inbox and the API show them; the topic is a feed.
+UNPUBLISHED_LIMIT = 10_000
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -675,6 +680,8 @@ class Alerter:
         #: The gate again, at the moment an alert reaches the RM (opened, listed, disposed).
         self.gate = gate
         self.publish = publish
+        self._unpublished: list[Alert] = []
+        self._publishing = threading.Lock()
         self.clock = clock
         self.stats = AlerterStats()
         self._pending: dict[str, tuple[float, Origin | None]] = {}
@@ -898,7 +905,7 @@ class Alerter:
             return [a.alert_id for a in regated.allowed]
 
         changed = self.store.sweep(self.policy.rm_daily_capacity, now, admit)
-        if (changed or withdrawn) and self.publish is not None:
+        if (changed or withdrawn or self._unpublished) and self.publish is not None:
             self._publish([*withdrawn, *changed])
         return [*withdrawn, *changed]
 
@@ -953,11 +960,23 @@ class Alerter:
         return regated
 
     def _publish(self, alerts: Sequence[Alert]) -> None:
+        """Publish ``alerts`` after those whose publication failed before; if this fails too,
+        keep them all (up to ``UNPUBLISHED_LIMIT``) for the next try."""
         assert self.publish is not None
-        try:  # the topic's readers are not compliance: no rules' reasons
-            self.publish([a.redacted() for a in alerts])
-        except Exception as error:  # stored already: the inbox has them; the topic lags
-            log.error("alerts: publishing %d alert(s) failed: %s", len(alerts), error)
+        with self._publishing:
+            # the topic's readers are not compliance: no rules' reasons
+            batch = [*self._unpublished, *(a.redacted() for a in alerts)]
+            try:
+                self.publish(batch)
+                self._unpublished = []
+            except Exception as error:  # stored already: the inbox has them; the topic lags
+                send_failures().labels("alert").inc(len(alerts))
+                log.error("alerts: publishing %d alert(s) failed: %s", len(batch), error)
+                self._unpublished = batch[-UNPUBLISHED_LIMIT:]
+                if len(batch) > UNPUBLISHED_LIMIT:
+                    given_up = len(batch) - UNPUBLISHED_LIMIT
+                    send_failures().labels("alert_given_up").inc(given_up)
+                    log.error("alerts: %d unpublished alert(s) given up", given_up)
 
     # -- the thread --
     def start(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import threading
 import time
@@ -35,12 +36,19 @@ from starlette.types import ASGIApp
 
 from consent.contacts import ContactMade
 from consent.model import ConsentGiven, ContactChannel, Purpose
-from feature_repo.events import CustomerId, InvalidEvent, event_to_json, parse_event
+from feature_repo.events import (
+    ConsentChangedEvent,
+    CustomerId,
+    InvalidEvent,
+    event_to_json,
+    parse_event,
+)
 from service import __version__
 from service.alerts import Alert, Outcome, shown_to
 from service.alerts import Status as AlertStatus
 from service.auth import Principal, Role
 from service.bootstrap import Container
+from service.deadletter import PRINCIPAL_HEADER
 from service.decisions import DecideForCustomer, DecisionMade
 from service.erasure import erase_customer
 from service.errors import (
@@ -58,9 +66,9 @@ from service.errors import (
     error_document,
 )
 from service.limits import BodyLimit, RateLimiter
-from service.metrics import ApiMetrics, ServerTiming, api_metrics
+from service.metrics import ApiMetrics, ServerTiming, api_metrics, send_failures
 from service.models import ModelRefresher
-from service.transport import EVENTS_TOPIC
+from service.transport import API_SEND_TIMEOUT_S, EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -536,6 +544,11 @@ Auditing = Annotated[Principal, allow("compliance")]
 ReadingConsent = Annotated[Principal, allow("channel", "rm", "compliance")]
 RecordingConsent = Annotated[Principal, allow("channel", "rm")]
 SendingEvents = Annotated[Principal, allow("channel", "admin")]
+#: Who may send ``consent_changed`` events: the channels' backends, relaying the choices their
+#: customers made in the app, on the web or at a branch. Not admin (operations), nor rm,
+#: compliance (they record consent through ``PUT /v1/customers/{id}/consents``, with their
+#: key as its author, or not at all).
+CONSENT_EVENT_ROLES: tuple[Role, ...] = ("channel",)
 GivingFeedback = Annotated[Principal, allow("channel", "rm")]
 Erasing = Annotated[Principal, allow("compliance")]
 ReadingAlerts = Annotated[Principal, allow("rm", "compliance", "admin")]
@@ -923,7 +936,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         response_model=EventsAccepted,
         responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
     )
-    def post_events(body: EventsIn, c: Wired, _: SendingEvents) -> EventsAccepted:
+    def post_events(body: EventsIn, c: Wired, who: SendingEvents) -> EventsAccepted:
         parsed, problems = [], []
         for index, raw in enumerate(body.events):
             try:
@@ -933,16 +946,29 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         if problems:
             # All or nothing: a client can fix and resend the whole batch without duplicates.
             raise InvalidEvents(details=problems)
+        if who.role not in CONSENT_EVENT_ROLES and any(
+            isinstance(e, ConsentChangedEvent) for e in parsed
+        ):
+            raise Forbidden("this key's role may not send consent_changed events")
+        # Every record carries its author: the worker keeps it (and dead letters show it).
+        author = json.dumps({"name": who.name, "role": who.role}).encode()
         topic = settings.topic(EVENTS_TOPIC)
+        # 202 only once the transport acknowledged every record; 503 within the bound.
+        deadline = time.monotonic() + API_SEND_TIMEOUT_S
         try:
             with producer_lock:  # requests run in a thread pool; one producer for all
                 producer = producer_holder.get("producer")
                 if producer is None:
-                    producer = producer_holder["producer"] = c.producer()
+                    producer = producer_holder["producer"] = c.producer(API_SEND_TIMEOUT_S)
             for event in parsed:
-                producer.send(topic, event.customer_id, event_to_json(event))
-            producer.flush()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the transport took too long to take the records")
+                producer.send(
+                    topic, event.customer_id, event_to_json(event), [(PRINCIPAL_HEADER, author)]
+                )
+            producer.flush(max(deadline - time.monotonic(), 0.01))
         except Exception as error:
+            send_failures().labels("event").inc(len(parsed))
             log.error("event publish failed: %s", error)
             raise TransportUnavailable() from error
         return EventsAccepted(accepted=len(parsed))

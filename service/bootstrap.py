@@ -35,6 +35,7 @@ from service.transport import (
     ALERTS_TOPIC,
     DLQ_TOPIC,
     EVENTS_TOPIC,
+    KAFKA_FLUSH_TIMEOUT_S,
     Consumer,
     KafkaConsumerAdapter,
     KafkaProducerAdapter,
@@ -201,9 +202,10 @@ class Container:
     def local_log(self) -> LocalLog:
         return LocalLog(self.settings.home / "events")
 
-    def producer(self) -> Producer:
+    def producer(self, timeout_s: float = KAFKA_FLUSH_TIMEOUT_S) -> Producer:
+        """A producer whose waits on the broker are bounded by ``timeout_s``."""
         if self.settings.event_transport == "kafka":
-            return KafkaProducerAdapter(self.settings.kafka_bootstrap_servers)
+            return KafkaProducerAdapter(self.settings.kafka_bootstrap_servers, timeout_s)
         return self.local_log.producer()
 
     def consumer(self, topic: str = EVENTS_TOPIC) -> Consumer:
@@ -218,6 +220,15 @@ class Container:
         if self.settings.online_store == "redis":
             return RedisStateStore(self.settings.redis_url, self.settings.feast_project)
         return SQLiteStateStore(self.settings.home / "stream_state.db")
+
+    def dead_letter_marks(self) -> StateStore:
+        """How far each partition's dead letters are written, in the stream state's kind of
+        store but apart from it: ``--reset-state`` rebuilds features, and its replay still
+        does not write the dead letters again."""
+        if self.settings.online_store == "redis":
+            project = self.settings.feast_project
+            return RedisStateStore(self.settings.redis_url, f"{project}:dead_letters")
+        return SQLiteStateStore(self.settings.home / "dead_letters.db")
 
     def alert_memory(self) -> StateStore:
         """The alerter's last scores per customer, in the stream state's kind of store."""
@@ -239,4 +250,6 @@ class Container:
             consents=self.registry,
             erasures=self.erasures,
             on_features=alerter.touched if alerter is not None else None,
+            time_bounds=self.settings.time_bounds,
+            dead_marks=self.dead_letter_marks(),
         )

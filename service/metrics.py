@@ -60,6 +60,17 @@ def stream_metrics() -> StreamMetrics:
     return StreamMetrics()
 
 
+@cache
+def send_failures() -> Counter:
+    """Sends the broker (or the local log) did not acknowledge, by what was sent (``event``,
+    ``dead_letter``, ``alert``): each is also logged, and retried or refused to its caller."""
+    return Counter(
+        "nextbest_send_failures",
+        "Records not acknowledged by the event transport, by what they were.",
+        ["what"],
+    )
+
+
 #: Fine at the low end, where a decision's latency lives, up to the second beyond which
 #: anything is an incident whatever its exact duration.
 LATENCY_BUCKETS = (

@@ -11,10 +11,11 @@ import fcntl
 import json
 import os
 import struct
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 EVENTS_TOPIC = "nextbest.events.v1"
 DLQ_TOPIC = "nextbest.events.dlq.v1"
@@ -22,11 +23,18 @@ ALERTS_TOPIC = "nextbest.alerts.v1"
 
 #: How long a Kafka producer waits for acknowledgement of a flush before the call fails.
 KAFKA_FLUSH_TIMEOUT_S = 30.0
+#: The API's producer: how long a send may wait for the broker (metadata, acknowledgement)
+#: before ``POST /v1/events`` answers 503; under the 5 s a client is promised.
+API_SEND_TIMEOUT_S = 3.0
 KAFKA_REQUEST_TIMEOUT_MS = 15_000
 #: How long the broker may hold a fetch waiting for data: low, so features stay fresh.
 KAFKA_FETCH_MAX_WAIT_MS = 100
 KAFKA_SESSION_TIMEOUT_MS = 10_000
 KAFKA_MAX_POLL_INTERVAL_MS = 60_000
+
+
+#: Record headers: (name, value) pairs, as Kafka carries them.
+Headers = Sequence[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -35,12 +43,25 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    #: None is a tombstone (a Kafka record with a null value).
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class TransportError(RuntimeError):
+    """A send was not acknowledged: refused by the broker, timed out, or not written."""
 
 
 class Producer(Protocol):
-    def send(self, topic: str, key: str | None, value: bytes) -> None: ...
-    def flush(self) -> None: ...
+    def send(self, topic: str, key: str | None, value: bytes | None, headers: Headers = ()) -> None:
+        """Buffer one record (``value`` None: a tombstone); may raise ``TransportError``."""
+        ...
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Return once every record this thread sent since its last flush is acknowledged;
+        otherwise raise ``TransportError`` (none of them may be taken as written)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -63,7 +84,11 @@ class Consumer(Protocol):
 
 
 # --- local append-only log ------------------------------------------------------------------
-_HEADER = struct.Struct(">ii")  # key length (-1: no key), value length
+_HEADER = struct.Struct(">ii")  # key length (-1: no key), value length (-1: a tombstone)
+#: A record with headers starts with this instead of a key length (which is never below -1),
+#: then key length, value length, headers length; files without headers read as before.
+_WITH_HEADERS = -2
+_LENGTHS = struct.Struct(">iii")
 
 
 class LocalLog:
@@ -83,28 +108,52 @@ class LocalLog:
         return LocalConsumer(self, topic, group)
 
 
+def _frame(key: str | None, value: bytes | None, headers: Headers) -> bytes:
+    encoded = b"" if key is None else key.encode()
+    key_length = -1 if key is None else len(encoded)
+    body = b"" if value is None else value
+    value_length = -1 if value is None else len(body)
+    if not headers:
+        return _HEADER.pack(key_length, value_length) + encoded + body
+    block = json.dumps([[name, data.hex()] for name, data in headers]).encode()
+    lengths = _LENGTHS.pack(key_length, value_length, len(block))
+    return struct.pack(">i", _WITH_HEADERS) + lengths + encoded + body + block
+
+
 class LocalProducer:
+    """Records wait in memory per thread until that thread flushes them (the API's request
+    threads share one producer): a flush writes, fsyncs and reports only its own records."""
+
     def __init__(self, log: LocalLog) -> None:
         self.log = log
-        self._pending: dict[str, list[bytes]] = {}
+        self._local = threading.local()
 
-    def send(self, topic: str, key: str | None, value: bytes) -> None:
-        encoded = b"" if key is None else key.encode()
-        header = _HEADER.pack(-1 if key is None else len(encoded), len(value))
-        self._pending.setdefault(topic, []).append(header + encoded + value)
+    def _pending(self) -> dict[str, list[bytes]]:
+        pending: dict[str, list[bytes]] | None = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = {}
+        return pending
 
-    def flush(self) -> None:
-        for topic, chunks in self._pending.items():
-            with open(self.log.path(topic), "ab") as handle:
-                # An exclusive lock keeps records from concurrent producers whole.
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    handle.write(b"".join(chunks))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-        self._pending.clear()
+    def send(self, topic: str, key: str | None, value: bytes | None, headers: Headers = ()) -> None:
+        self._pending().setdefault(topic, []).append(_frame(key, value, headers))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        pending = self._pending()
+        try:
+            for topic, chunks in list(pending.items()):
+                with open(self.log.path(topic), "ab") as handle:
+                    # An exclusive lock keeps records from concurrent producers whole.
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    try:
+                        handle.write(b"".join(chunks))
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    finally:
+                        fcntl.flock(handle, fcntl.LOCK_UN)
+                del pending[topic]
+        except OSError as error:  # a full disk, a read-only folder: nothing counts as sent
+            pending.clear()
+            raise TransportError(f"the local event log could not be written: {error}") from error
 
     def close(self) -> None:
         self.flush()
@@ -130,15 +179,11 @@ class LocalConsumer:
         with open(path, "rb") as handle:
             handle.seek(self._position)
             while len(records) < max_records:
-                header = handle.read(_HEADER.size)
-                if len(header) < _HEADER.size:
-                    break
-                key_length, value_length = _HEADER.unpack(header)
-                key = handle.read(key_length) if key_length >= 0 else None
-                value = handle.read(value_length)
-                if len(value) < value_length:
-                    break  # a record still being written; read it next time
-                records.append(Record(self.topic, 0, self._offset, key, value))
+                read = _read_record(handle)
+                if read is None:
+                    break  # the end, or a record still being written: read it next time
+                key, value, headers = read
+                records.append(Record(self.topic, 0, self._offset, key, value, headers))
                 self._offset += 1
                 self._position = handle.tell()
                 self._positions[records[-1].offset] = self._position
@@ -178,10 +223,41 @@ class LocalConsumer:
         pass
 
 
-def _event_time_ms(value: bytes) -> int:
+def _read_record(
+    handle: Any,
+) -> tuple[bytes | None, bytes | None, tuple[tuple[str, bytes], ...]] | None:
+    """The next whole record at the handle's position, or None."""
+    header = handle.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    key_length, value_length = _HEADER.unpack(header)
+    headers_length = 0
+    if key_length == _WITH_HEADERS:
+        rest = handle.read(_LENGTHS.size - _HEADER.size + 4)
+        if len(rest) < _LENGTHS.size - _HEADER.size + 4:
+            return None
+        key_length, value_length, headers_length = _LENGTHS.unpack(header[4:] + rest)
+    key = handle.read(key_length) if key_length >= 0 else None
+    if key is not None and len(key) < key_length:
+        return None
+    value = handle.read(value_length) if value_length >= 0 else None
+    if value is not None and len(value) < value_length:
+        return None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    if headers_length:
+        block = handle.read(headers_length)
+        if len(block) < headers_length:
+            return None
+        headers = tuple((name, bytes.fromhex(data)) for name, data in json.loads(block))
+    return key, value, headers
+
+
+def _event_time_ms(value: bytes | None) -> int:
     """The event time of a record, for replays by time on the local log (0 if unreadable)."""
     from datetime import datetime
 
+    if value is None:
+        return 0
     try:
         moment = json.loads(value)["occurred_at"]
         return int(datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp() * 1000)
@@ -191,25 +267,70 @@ def _event_time_ms(value: bytes) -> int:
 
 # --- Apache Kafka ---------------------------------------------------------------------------
 class KafkaProducerAdapter:
-    def __init__(self, bootstrap_servers: str) -> None:
+    """A kafka-python producer whose sends are checked: each thread's flush waits for the
+    futures of its own records and raises ``TransportError`` if any failed.
+
+    ``timeout_s`` bounds each wait on the broker: a send waiting for metadata, a flush waiting
+    for acknowledgements, and a record's whole delivery (so a refused or timed-out record is not
+    written later behind the caller's back, beyond the rare one already on the wire)."""
+
+    def __init__(self, bootstrap_servers: str, timeout_s: float = KAFKA_FLUSH_TIMEOUT_S) -> None:
         from kafka import KafkaProducer
 
+        self.timeout_s = timeout_s
+        timeout_ms = int(timeout_s * 1000)
+        request_timeout_ms = min(KAFKA_REQUEST_TIMEOUT_MS, timeout_ms - 100)
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",
             linger_ms=5,
             retries=5,
-            request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
+            request_timeout_ms=request_timeout_ms,
+            delivery_timeout_ms=max(timeout_ms, request_timeout_ms + 5),
+            max_block_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
         )
+        self._local = threading.local()
 
-    def send(self, topic: str, key: str | None, value: bytes) -> None:
-        self._producer.send(topic, key=None if key is None else key.encode(), value=value)
+    def _futures(self) -> list[Any]:
+        futures: list[Any] | None = getattr(self._local, "futures", None)
+        if futures is None:
+            futures = self._local.futures = []
+        return futures
 
-    def flush(self) -> None:
-        self._producer.flush(timeout=KAFKA_FLUSH_TIMEOUT_S)
+    def send(self, topic: str, key: str | None, value: bytes | None, headers: Headers = ()) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            future = self._producer.send(
+                topic,
+                key=None if key is None else key.encode(),
+                value=value,
+                headers=list(headers) or None,
+            )
+        except KafkaError as error:  # too large for the producer, no metadata in time
+            # The caller takes none of this thread's unflushed records as written.
+            self._local.futures = []
+            raise TransportError(f"{type(error).__name__}: {error}") from error
+        self._futures().append(future)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        from kafka.errors import KafkaError
+
+        futures, self._local.futures = self._futures(), []
+        try:
+            self._producer.flush(timeout=self.timeout_s if timeout_s is None else timeout_s)
+        except KafkaError as error:
+            raise TransportError(f"not acknowledged in time: {error}") from error
+        for future in futures:
+            if not future.is_done:
+                raise TransportError("not acknowledged in time")
+            if future.failed():
+                refused = future.exception
+                raise TransportError(f"refused: {type(refused).__name__}: {refused}")
 
     def close(self) -> None:
-        self._producer.close(timeout=KAFKA_FLUSH_TIMEOUT_S)
+        self._producer.close(timeout=self.timeout_s)
 
 
 class KafkaConsumerAdapter:
@@ -271,7 +392,7 @@ class KafkaConsumerAdapter:
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return [
-            Record(m.topic, m.partition, m.offset, m.key, m.value)
+            Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
             for messages in batches.values()
             for m in messages
         ]

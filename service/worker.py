@@ -1,24 +1,35 @@
 """The stream worker: events in, windowed aggregates out to the Feast online and offline stores.
 
-Per batch (one poll): validate every record (invalid ones go to the dead-letter topic with the
-reason and their origin), read the touched customers' states, fold the events in (duplicates
-and events later than the allowed lateness change nothing; late ones are counted and logged),
-write the states back atomically, then the features online, and buffer them for the offline
-store. Offsets are committed only after the offline buffer (and the dead letters) are durably
-written — every few seconds and at shutdown. A crash, or a rebalance,
-means redelivery, and redelivered events are recognised by their ids: at-least-once
+Per batch (one poll): validate every record (invalid ones, tombstones, oversize ones and events
+dated outside the time bounds go to the dead-letter topic with the reason and their origin),
+read the touched customers' states, fold the events in (duplicates and events later than the
+allowed lateness change nothing; late ones are counted and logged), write the states back
+atomically, then the features online, and buffer them for the offline store. Offsets are
+committed only after the offline buffer and the dead letters are durably written (the dead
+letters acknowledged by the broker) — every few seconds and at shutdown. A crash, or a
+rebalance, means redelivery, and redelivered events are recognised by their ids: at-least-once
 delivery, exactly-once effect.
+
+Poison isolation: an exception raised while processing valid events is either a dependency's
+failure (``service.deadletter.DEPENDENCY_ERRORS``: the batch is retried a few times, then the
+worker stops uncommitted, to be restarted) or the fault of some record in the batch: the batch
+is split in halves until the record that fails alone is found; it is dead-lettered with the
+error and the rest is processed. The partition always moves on.
+
+A replay does not write dead letters again: the highest offset dead-lettered (and acknowledged)
+per partition is kept in a durable store, and records up to it are known to be in the DLQ
+already.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,13 +42,20 @@ from feature_repo.aggregates import (
     apply_events,
     compute_features,
 )
-from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, parse_event
+from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, TimeBounds, parse_event
+from service.deadletter import (
+    dead_letter,
+    dead_letter_key,
+    is_dependency_failure,
+    principal_of,
+    refusal,
+)
 from service.erasure_purge import overwritten
 from service.features import OfflineBuffer, OnlineWriter
-from service.metrics import StreamMetrics
+from service.metrics import StreamMetrics, send_failures
 from service.origin import Origin
 from service.state import StateStore
-from service.transport import Consumer, Producer, Record
+from service.transport import Consumer, Producer, Record, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +73,24 @@ FLUSH_ROWS = 200_000
 LAG_INTERVAL_S = 5.0
 #: Committing may fail while the broker is away; the worker keeps going and retries.
 COMMIT_ATTEMPTS = 5
+#: A batch that meets a failing dependency (store, broker) is tried this many times, with a
+#: growing pause (about 15 s in all: well within the poll interval the group allows), before
+#: the worker stops without committing it. Dead letters are sent as often before that.
+DEPENDENCY_ATTEMPTS = 5
+
+
+def _backoff(attempt: int) -> float:
+    return min(0.5 * 2**attempt, 8.0)
+
+
+class Parsed(NamedTuple):
+    record: Record
+    event: Event
+
+    @property
+    def principal(self) -> str | None:
+        """The API key that sent the event (``POST /v1/events``), or None."""
+        return principal_of(self.record)
 
 
 @dataclass
@@ -63,6 +99,8 @@ class WorkerStats:
     duplicates: int = 0
     late: int = 0
     dead_letters: int = 0
+    #: Records a replay met again that were dead-lettered before (not written twice).
+    dead_letters_known: int = 0
     batches: int = 0
     feature_rows: int = 0
     commits: int = 0
@@ -77,6 +115,7 @@ class WorkerStats:
             "duplicates": self.duplicates,
             "late": self.late,
             "dead_letters": self.dead_letters,
+            "dead_letters_known": self.dead_letters_known,
             "batches": self.batches,
             "feature_rows": self.feature_rows,
             "commits": self.commits,
@@ -84,23 +123,6 @@ class WorkerStats:
             "erased": self.erased,
             "events_per_second": round(self.events / elapsed, 1) if elapsed > 0 else 0.0,
         }
-
-
-def dead_letter(record: Record, reason: str) -> bytes:
-    return json.dumps(
-        {
-            "error": InvalidEvent.code,
-            "reason": reason,
-            "origin": {
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-            },
-            "key": None if record.key is None else record.key.decode("utf-8", "replace"),
-            "value": record.value.decode("utf-8", "replace"),
-            "dead_lettered_at": datetime.now(UTC).isoformat(),
-        }
-    ).encode()
 
 
 class StreamWorker:
@@ -117,10 +139,13 @@ class StreamWorker:
         consents: ConsentRegistry | None = None,
         on_features: Callable[[dict[str, Origin]], None] | None = None,
         erasures: ErasureRegister | None = None,
+        time_bounds: TimeBounds | None = None,
+        dead_marks: StateStore | None = None,
     ) -> None:
         #: Customers who were erased: their events are dropped (``_without_erased``).
         self.erasures = erasures
         self._written: set[str] = set()  # customers the current batch writes
+        self._batch_erased = Erased(b"", frozenset())  # the register as the batch began
         #: Told which customers' features each batch wrote, and the event that last changed
         #: them (the alerter: ``service.alerts``).
         self.on_features = on_features
@@ -135,77 +160,190 @@ class StreamWorker:
         self.metrics = metrics
         self.stats = WorkerStats()
         self.stopping = threading.Event()
+        #: The pause before the n-th try again after a dependency failed.
+        self.backoff: Callable[[int], float] = _backoff
+        #: Events dated outside these bounds of the server's clock are dead-lettered.
+        self.time_bounds = time_bounds or TimeBounds()
+        #: Per partition, the highest offset whose dead letter is acknowledged (durable when
+        #: given a store: then a replay does not write the dead letters again).
+        self.dead_marks = dead_marks
+        self._marks: dict[str, int] = {}
         self._pending: list[Record] = []  # processed, not yet committed (last per partition)
-        self._dead_unflushed = 0
+        self._dead: list[tuple[Record, bytes]] = []  # dead letters not yet acknowledged
         self._last_flush = time.monotonic()
         self._last_lag = 0.0
 
     # --- one batch ------------------------------------------------------------------------
     def process(self, records: list[Record]) -> None:
         began = time.monotonic()
-        events: list[Event] = []
-        origins: dict[str, Origin] = {}
-        erased = self._erased()
-        for record in records:
-            try:
-                event = parse_event(record.value)
-                events.append(event)
-                if self.on_features is not None:
-                    origins[event.customer_id] = Origin(
-                        event.event_id, record.topic, record.partition, record.offset
-                    )
-            except InvalidEvent as error:
-                if self._names_erased(record, erased):
-                    continue
-                self.dlq.send(self.dlq_topic, None, dead_letter(record, error.reason))
-                self._dead_unflushed += 1
-        events = self._without_erased(events, erased)
-        self._record_consents(events)
-        events = [e for e in events if not isinstance(e, ConsentChangedEvent)]
-        customers = list(dict.fromkeys(e.customer_id for e in events))
-        if customers:
-            blobs = self.states.get_many(customers)
-            states = {
-                c: WindowState.from_bytes(b) if b is not None else WindowState()
-                for c, b in zip(customers, blobs, strict=True)
-            }
-            applied = apply_events(states, events, self.lateness_us)
-            if applied.late_events:
-                first = applied.late_events[0]
-                log.warning(
-                    "%d event(s) later than the allowed lateness were not applied "
-                    "(first: %s of %s)",
-                    applied.late,
-                    first[0],
-                    first[1],
-                )
-            written = [c for c in customers if states[c].as_of_us is not None]
-            self.states.put_many({c: states[c].to_bytes() for c in written})
-            ordered = [states[c] for c in written]
-            matrix = compute_features(ordered)
-            as_of_us = np.fromiter((s.as_of_us for s in ordered), np.int64, len(ordered))
-            self.online.write(written, as_of_us, matrix)
-            self.offline.add(written, as_of_us, matrix)
-            self._count(applied.applied, applied.duplicates, applied.late, len(written), as_of_us)
-            if self.on_features is not None and written:
-                self.on_features({c: origins[c] for c in written if c in origins})
-        self._undo_erased_meanwhile(erased)
+        queued = len(self._dead)
+        self._batch_erased = self._erased()
+        try:
+            parsed = self._without_erased(self._parse(records))
+            consents = [p for p in parsed if isinstance(p.event, ConsentChangedEvent)]
+            behaviour = [p for p in parsed if not isinstance(p.event, ConsentChangedEvent)]
+            self._isolated(self._consent_step, consents)
+            self._isolated(self._feature_step, behaviour)
+            self._undo_erased_meanwhile(self._batch_erased)
+        except BaseException:
+            del self._dead[queued:]  # the batch comes again, with its dead letters
+            raise
         self._pending.extend(records)
         self.stats.batches += 1
         if self.metrics:
             self.metrics.batches.inc()
             self.metrics.batch_seconds.observe(time.monotonic() - began)
 
+    def _parse(self, records: list[Record]) -> list[Parsed]:
+        """The records' events; the others are dead-lettered with the reason."""
+        parsed: list[Parsed] = []
+        now = datetime.now(UTC)
+        for record in records:
+            refused = refusal(record)
+            if refused is None:
+                try:
+                    event = parse_event(record.value)  # type: ignore[arg-type]
+                except InvalidEvent as error:
+                    refused = (InvalidEvent.code, error.reason)
+                except Exception as error:  # the parser choked on these bytes
+                    if is_dependency_failure(error):
+                        raise
+                    refused = (InvalidEvent.code, f"unreadable: {type(error).__name__}")
+                else:
+                    violation = self.time_bounds.violation(event.occurred_at, now)
+                    if violation is None:
+                        parsed.append(Parsed(record, event))
+                        continue
+                    refused = ("out_of_bounds", f"occurred_at: {violation}")
+            self._dead_letter(record, *refused)
+        return parsed
+
+    def _isolated(self, step: Callable[[list[Parsed]], None], items: list[Parsed]) -> None:
+        """Run ``step`` on ``items``; if it fails for a reason that is not a dependency's,
+        split the items until the record that fails alone is found, dead-letter it with the
+        error, and run the step on the rest. Steps are idempotent for what they did before
+        failing (event ids, a consent batch in one transaction), so running a half again is
+        safe."""
+        if not items:
+            return
+        try:
+            step(items)
+        except Exception as error:
+            if is_dependency_failure(error):
+                raise
+            if len(items) == 1:
+                record = items[0].record
+                log.warning(
+                    "record %s failed alone and is dead-lettered: %s: %s",
+                    dead_letter_key(record),
+                    type(error).__name__,
+                    error,
+                )
+                self._dead_letter(record, "processing_failed", f"{type(error).__name__}: {error}")
+                return
+            middle = len(items) // 2
+            self._isolated(step, items[:middle])
+            self._isolated(step, items[middle:])
+
+    def _consent_step(self, items: list[Parsed]) -> None:
+        self._record_consents([p.event for p in items])
+
+    def _feature_step(self, items: list[Parsed]) -> None:
+        events = [p.event for p in items]
+        origins = {
+            p.event.customer_id: Origin(
+                p.event.event_id, p.record.topic, p.record.partition, p.record.offset
+            )
+            for p in items
+        }
+        customers = list(dict.fromkeys(e.customer_id for e in events))
+        blobs = self.states.get_many(customers)
+        states = {
+            c: WindowState.from_bytes(b) if b is not None else WindowState()
+            for c, b in zip(customers, blobs, strict=True)
+        }
+        ceiling = datetime.now(UTC) + self.time_bounds.ahead
+        applied = apply_events(
+            states, events, self.lateness_us, round(ceiling.timestamp() * 1_000_000)
+        )
+        if applied.late_events:
+            first = applied.late_events[0]
+            log.warning(
+                "%d event(s) later than the allowed lateness were not applied (first: %s of %s)",
+                applied.late,
+                first[0],
+                first[1],
+            )
+        written = [c for c in customers if states[c].as_of_us is not None]
+        self.states.put_many({c: states[c].to_bytes() for c in written})
+        ordered = [states[c] for c in written]
+        matrix = compute_features(ordered)
+        as_of_us = np.fromiter((s.as_of_us for s in ordered), np.int64, len(ordered))
+        self.online.write(written, as_of_us, matrix)
+        self.offline.add(written, as_of_us, matrix)
+        self._count(applied.applied, applied.duplicates, applied.late, len(written), as_of_us)
+        if self.on_features is not None and written:
+            self.on_features({c: origins[c] for c in written if c in origins})
+
+    # --- dead letters ---------------------------------------------------------------------
+    def _dead_letter(self, record: Record, error: str, reason: str) -> None:
+        """Queue the dead letter of ``record``, unless a run before wrote it (a replay) or it
+        belongs to an erased customer (a letter would keep their data)."""
+        if self._names_erased(record):
+            return
+        if record.offset <= self._mark(record):
+            self.stats.dead_letters_known += 1
+            return
+        self._dead.append((record, dead_letter(record, reason, error)))
+
+    def _mark(self, record: Record) -> int:
+        name = f"{record.topic}:{record.partition}"
+        if name not in self._marks:
+            stored = self.dead_marks.get_many([name])[0] if self.dead_marks else None
+            self._marks[name] = -1 if stored is None else int(stored)
+        return self._marks[name]
+
+    def _send_dead_letters(self) -> None:
+        """Send the queued dead letters and wait for the broker to acknowledge them all; then
+        remember how far each partition's are written. Raises ``TransportError`` if they are
+        not acknowledged after ``DEPENDENCY_ATTEMPTS`` tries: their offsets must not be
+        committed."""
+        if not self._dead:
+            return
+        for attempt in range(1, DEPENDENCY_ATTEMPTS + 1):
+            try:
+                for record, letter in self._dead:
+                    self.dlq.send(self.dlq_topic, dead_letter_key(record), letter)
+                self.dlq.flush()
+                break
+            except TransportError as error:
+                log.warning("dead letters not acknowledged (attempt %d): %s", attempt, error)
+                send_failures().labels("dead_letter").inc()
+                if attempt == DEPENDENCY_ATTEMPTS or self.stopping.wait(self.backoff(attempt)):
+                    raise
+        upto: dict[str, int] = {}
+        for record, _ in self._dead:
+            name = f"{record.topic}:{record.partition}"
+            upto[name] = max(upto.get(name, -1), record.offset)
+        if self.dead_marks is not None:
+            self.dead_marks.put_many({n: str(o).encode() for n, o in upto.items()})
+        self._marks.update(upto)
+        self.stats.dead_letters += len(self._dead)
+        if self.metrics:
+            self.metrics.events.labels("dead_letter").inc(len(self._dead))
+        self._dead = []
+
     # --- erased customers: dropped, counted, never dead-lettered (a letter keeps their data) -
     def _erased(self) -> Erased:
         """The erasure register now (read before a batch and again after its writes)."""
         return self.erasures.current() if self.erasures is not None else Erased(b"", frozenset())
 
-    def _names_erased(self, record: Record, erased: Erased) -> bool:
+    def _names_erased(self, record: Record) -> bool:
         """Whether a record that failed to parse belongs to an erased customer, by its key (the
         contract's customer id) or a ``customer_id`` in its text, or is one of theirs that an
         erasure overwrote in the local log: then it is dropped, so a replay does not
         dead-letter their data (or the marker) again."""
+        erased = self._batch_erased
         if not overwritten(record.value) and (
             not erased or not erased.among(candidate_ids(record.key, record.value))
         ):
@@ -213,16 +351,16 @@ class StreamWorker:
         self._count_erased(1)
         return True
 
-    def _without_erased(self, events: list[Event], erased: Erased) -> list[Event]:
-        """``events`` without those (consent events too) of erased customers, whatever their
-        record's key: a replay from any offset never brings them back."""
-        self._written = {e.customer_id for e in events}
-        gone = erased.among(self._written)
+    def _without_erased(self, parsed: list[Parsed]) -> list[Parsed]:
+        """``parsed`` without the events (consent events too) of erased customers, whatever
+        their record's key: a replay from any offset never brings them back."""
+        self._written = {p.event.customer_id for p in parsed}
+        gone = self._batch_erased.among(self._written)
         if not gone:
-            return events
+            return parsed
         self._written -= gone
-        kept = [e for e in events if e.customer_id not in gone]
-        self._count_erased(len(events) - len(kept))
+        kept = [p for p in parsed if p.event.customer_id not in gone]
+        self._count_erased(len(parsed) - len(kept))
         return kept
 
     def _undo_erased_meanwhile(self, before: Erased) -> None:
@@ -289,13 +427,9 @@ class StreamWorker:
 
     # --- durability -----------------------------------------------------------------------
     def flush_and_commit(self) -> None:
-        """Write the offline buffer and dead letters durably, then commit what they cover."""
-        if self._dead_unflushed:
-            self.dlq.flush()
-            self.stats.dead_letters += self._dead_unflushed
-            if self.metrics:
-                self.metrics.events.labels("dead_letter").inc(self._dead_unflushed)
-            self._dead_unflushed = 0
+        """Write the dead letters (acknowledged) and the offline buffer durably, then commit
+        what they cover. Raises, committing nothing, if the dead letters are not written."""
+        self._send_dead_letters()
         self.offline.flush()
         self._last_flush = time.monotonic()
         if not self._pending:
@@ -352,7 +486,7 @@ class StreamWorker:
                 records = self.consumer.poll(BATCH_SIZE, POLL_TIMEOUT_S)
                 now = time.monotonic()
                 if records:
-                    self.process(records)
+                    self._process_retrying(records)
                     last_record = now
                 self._maybe_flush()
                 self._maybe_measure_lag()
@@ -370,7 +504,23 @@ class StreamWorker:
             self.flush_and_commit()
         return self.stats
 
+    def _process_retrying(self, records: list[Record]) -> None:
+        """``process``, tried again while a dependency fails (processing a batch twice changes
+        nothing: event ids); after ``DEPENDENCY_ATTEMPTS`` the failure stops the worker."""
+        for attempt in range(1, DEPENDENCY_ATTEMPTS + 1):
+            try:
+                self.process(records)
+                return
+            except Exception as error:
+                if not is_dependency_failure(error) or attempt == DEPENDENCY_ATTEMPTS:
+                    raise
+                log.warning("a dependency failed (attempt %d): %s", attempt, error)
+                if self.stopping.wait(self.backoff(attempt)):
+                    raise
+
     def close(self) -> None:
         self.consumer.close()
         self.dlq.close()
         self.states.close()
+        if self.dead_marks is not None:
+            self.dead_marks.close()

@@ -1,4 +1,6 @@
-from service.transport import LocalLog
+import pytest
+
+from service.transport import LocalLog, TransportError
 
 
 def test_consumer_resumes_after_the_last_commit_and_sees_new_records(tmp_path) -> None:
@@ -34,3 +36,30 @@ def test_a_half_written_record_is_not_returned(tmp_path) -> None:
     consumer = log.consumer("t", "g")
     assert [r.value for r in consumer.poll(10)] == [b"whole"]
     assert consumer.poll(10) == []
+
+
+def test_tombstones_and_headers_survive_and_old_records_still_read(tmp_path) -> None:
+    log = LocalLog(tmp_path)
+    producer = log.producer()
+    producer.send("t", "k0", b"plain")  # framed as before headers existed
+    producer.send("t", "k1", None)
+    producer.send("t", None, b"v", [("nextbest-principal", b'{"name": "a"}'), ("x", b"\x00")])
+    producer.flush()
+    with open(log.path("t"), "rb") as handle:
+        assert handle.read(13) == b"\x00\x00\x00\x02\x00\x00\x00\x05k0pla"
+    records = log.consumer("t", "g").poll(10)
+    assert [(r.key, r.value, r.headers) for r in records] == [
+        (b"k0", b"plain", ()),
+        (b"k1", None, ()),
+        (None, b"v", (("nextbest-principal", b'{"name": "a"}'), ("x", b"\x00"))),
+    ]
+
+
+def test_a_send_the_disk_refuses_fails_loudly_and_counts_as_not_written(tmp_path) -> None:
+    log = LocalLog(tmp_path)
+    log.path("t").mkdir()  # the log file cannot be opened for writing
+    producer = log.producer()
+    producer.send("t", "k", b"v")
+    with pytest.raises(TransportError, match="could not be written"):
+        producer.flush()
+    producer.flush()  # nothing left over to write (or to fail) again
