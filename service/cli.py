@@ -445,6 +445,8 @@ def score(out: Path, as_of: datetime | None) -> None:
         summary = batch_score(container, out, at)
     except (ValueError, AuditWriteFailed) as error:
         raise click.ClickException(str(error)) from None
+    finally:
+        container.close()
     summary["seconds"] = round(time.perf_counter() - started, 2)
     click.echo(json.dumps(summary))
 
