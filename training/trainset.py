@@ -88,6 +88,18 @@ def profiled_at(consents: pd.DataFrame, customer_ids: Sequence[str], at: datetim
     return set(with_profiling_consent(probe, consents)["customer_id"])
 
 
+def consenting(
+    entity: pd.DataFrame, consents: pd.DataFrame, now: datetime
+) -> tuple[pd.DataFrame, int, int]:
+    """The snapshots whose customer's profiling consent is granted at the snapshot and at
+    ``now``; how many rows lacked it at their snapshot, and how many more lack it now."""
+    allowed = with_profiling_consent(entity, consents)
+    profiled = profiled_at(consents, allowed["customer_id"].unique(), now)
+    still = allowed["customer_id"].isin(profiled)
+    kept = allowed[still].reset_index(drop=True)
+    return kept, len(entity) - len(allowed), int((~still).sum())
+
+
 def labels(
     entity: pd.DataFrame, outcomes: pd.DataFrame, needs: Sequence[str], horizon: timedelta
 ) -> pd.DataFrame:
@@ -160,12 +172,7 @@ def build(
 ) -> TrainingSet:
     """The training set of ``entity``'s snapshots, with the profiling-consent filter at each
     snapshot and at ``now`` (default: the clock, the time of training)."""
-    allowed = with_profiling_consent(entity, consents)
-    excluded = len(entity) - len(allowed)
-    profiled = profiled_at(consents, allowed["customer_id"].unique(), now or datetime.now(UTC))
-    consenting_now = allowed["customer_id"].isin(profiled)
-    withdrawn_now = int((~consenting_now).sum())
-    allowed = allowed[consenting_now].reset_index(drop=True)
+    allowed, excluded, withdrawn_now = consenting(entity, consents, now or datetime.now(UTC))
     frame = historical_features(store, allowed)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame = frame.sort_values(["event_timestamp", "customer_id"], ignore_index=True)
