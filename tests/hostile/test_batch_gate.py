@@ -9,7 +9,6 @@ customers at the same moment (the offline point-in-time row with serving's fresh
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -77,16 +76,16 @@ def stack(request, trained) -> Iterator[tuple[Container, dict[str, str], Bank]]:
         connection.execute(text(f"create schema {schema}"))
     database_url = f"{url}?options=-csearch_path%3D{schema}"
     env["NEXTBEST_DATABASE_URL"] = database_url
-    with contextlib.ExitStack() as cleanup:
-        on_pg = Container(make_settings(home, database_url=database_url, **NO_FLOOR))
-        cleanup.callback(container.close)
+    on_pg = Container(make_settings(home, database_url=database_url, **NO_FLOOR))
+    try:
         pipeline.record_consents(on_pg, bank.consents)
         on_pg.directory.upsert(from_extract(bank.customers))
         yield on_pg, env, bank
+    finally:
         on_pg.close()
-    with admin.begin() as connection:
-        connection.execute(text(f"drop schema {schema} cascade"))
-    admin.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f"drop schema {schema} cascade"))
+        admin.dispose()
 
 
 def _profiling(container: Container, customer: str, granted: bool, at: datetime) -> None:
