@@ -76,7 +76,20 @@ class Eligible:
     customers: list[str]
     #: Customers with profiling consent at the scoring time: the list, and those left out.
     profiled_at_as_of: int = 0
-    left_out: Counter[str] = field(default_factory=Counter)
+    #: Of those, no longer consenting now; missing from the customer directory; stopped by a
+    #: customer rule (one customer may be stopped by several: ``by_reason_code`` counts each).
+    withdrawn_since: int = 0
+    unknown: int = 0
+    by_rules: int = 0
+    by_reason_code: Counter[str] = field(default_factory=Counter)
+
+    def left_out(self) -> dict[str, Any]:
+        return {
+            "profiling_withdrawn_since_as_of": self.withdrawn_since,
+            "customer_unknown": self.unknown,
+            "customer_rules": self.by_rules,
+            "by_reason_code": dict(sorted(self.by_reason_code.items())),
+        }
 
 
 def eligible(container: Container, at: datetime, now: datetime) -> Eligible:
@@ -85,30 +98,24 @@ def eligible(container: Container, at: datetime, now: datetime) -> Eligible:
     registry = container.registry
     then = registry.granted_at("profiling", ANY_CHANNEL, at)
     still = registry.granted_at("profiling", ANY_CHANNEL, now)
-    left_out: Counter[str] = Counter()
-    left_out["profiling_withdrawn_since_as_of"] = len(then - still)
     profiled = sorted(then & still)
     known = container.directory.get_many(profiled)
-    left_out["customer_unknown"] = len(profiled) - len(known)
+    result = Eligible([], len(then), len(then - still), len(profiled) - len(known))
     rules = container.policy.customer_rules
     # Judged as for a sales action, which all of them judge: a campaign's list is for selling.
     action = next(a for a in container.catalog.actions.values() if a.kind == "sales")
-    kept = []
     for customer_id in profiled:
         entry = known.get(customer_id)
         if entry is None:
             continue
-        subject = Subject(
-            action=action, channel=action.channels[0], score=None, consents={}, now=now,
-            facts=entry.facts,
-        )  # fmt: skip
+        subject = Subject(action, action.channels[0], None, {}, now, facts=entry.facts)
         failed = [o.reason_code for rule in rules if (o := rule.evaluate(subject)).reason_code]
-        left_out.update(failed)
         if failed:
-            left_out["by_customer_rules"] += 1
+            result.by_rules += 1
+            result.by_reason_code.update(failed)
         else:
-            kept.append(customer_id)
-    return Eligible(kept, len(then), left_out)
+            result.customers.append(customer_id)
+    return result
 
 
 def activity_row_times(container: Container, customers: Sequence[str], at: datetime) -> pd.Series:
@@ -198,7 +205,7 @@ def batch_score(container: Container, out: Path, at: datetime) -> dict[str, Any]
         "as_of": at.astimezone(UTC).isoformat(),
         "customers_scored": len(result),
         "profiled_at_as_of": chosen.profiled_at_as_of,
-        "left_out": dict(sorted(chosen.left_out.items())),
+        "left_out": chosen.left_out(),
         "models": {
             need: {"name": m.name, "version": m.version, "run_id": m.run_id}
             for need, m in sorted(models.items())

@@ -164,7 +164,7 @@ def test_batch_scores_cover_every_profiled_customer_and_nobody_else(state, tmp_p
     allowed = profiled & set(people.loc[good, "customer_id"])
     assert set(scores["customer_id"]) == allowed
     assert summary["customers"] == len(allowed)
-    assert summary["left_out"]["by_customer_rules"] == len(profiled - allowed) > 0
+    assert summary["left_out"]["customer_rules"] == len(profiled - allowed) > 0
     assert scores["score_mortgage"].between(0, 1).all()
     assert b"nextbest.models" in pq.read_schema(out).metadata
 

@@ -147,8 +147,10 @@ def test_score_as_of_before_a_withdrawal_leaves_the_customer_out_and_is_audited(
     assert not {withdrew, no_contact, vulnerable, flagged} & scored
     left_out = summary["left_out"]
     assert left_out["profiling_withdrawn_since_as_of"] >= 1
-    assert left_out["DO_NOT_CONTACT"] >= 1 and left_out["VULNERABLE_CUSTOMER"] >= 1
-    assert left_out["AML_FLAG"] >= 1
+    codes = left_out["by_reason_code"]
+    assert codes["DO_NOT_CONTACT"] >= 1 and codes["VULNERABLE_CUSTOMER"] >= 1
+    assert codes["AML_FLAG"] >= 1 and left_out["customer_rules"] >= 3
+    assert summary["profiled_at_as_of"] >= summary["customers_scored"] + 4
     assert summary["customers_scored"] == len(scored)
 
     # One record of the run in the chain: counts, versions, the file's hash; nobody named.
