@@ -1,4 +1,6 @@
-"""The append-only, hash-chained audit log: one record per decision, kept like a payments ledger.
+"""The append-only, hash-chained audit log: one record per decision, kept like a payments ledger,
+and one per operation on many customers at once (``append_operation``: a batch scoring run, an
+erasure), which names no customer.
 
 **Hashing.** A record's hash covers its place in the chain and every column stored with it::
 
@@ -62,13 +64,16 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
-from consent.model import DecisionRecord
+from consent.model import DecisionRecord, OperationRecord
 from consent.store import asyncpg_connect_args, audit_checkpoints, audit_log, customer_keys
 
 log = logging.getLogger(__name__)
 
 GENESIS = "sha256:" + "0" * 64
 PSEUDONYM_PREFIX = "cref:"
+#: The ``customer_ref`` of an operation's record (``append_operation``): it concerns no one
+#: customer, and no pseudonym (``cref:...``) can equal it.
+OPERATION_REF = "operation"
 #: Hex digits of the HMAC kept in a pseudonym: 128 bits, far beyond any bank's customer count.
 PSEUDONYM_HEX_DIGITS = 32
 KEY_BYTES = 32
@@ -445,30 +450,25 @@ def erase_customer_key(connection: Connection, customer_id: str) -> bool:
     return bool(deleted.rowcount)
 
 
-def append_in_transaction(
-    connection: Connection, decision_id: str, customer_ref: str, body: Mapping[str, Any]
+def append_operation_in(
+    connection: Connection,
+    record: OperationRecord,
+    lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS,
 ) -> Appended:
-    """Append one record that is not a decision (its body carries a ``kind``) in the caller's
-    transaction, so it commits or rolls back with the caller's other writes (an erasure).
-    ``customer_ref`` names no customer. Takes the chain's lock, as every writer does."""
-    lock_chain(connection)
-    head = connection.exec_driver_sql(_HEAD).first()
-    seq, prev = (head.seq + 1, head.record_hash) if head else (1, GENESIS)
+    """Append an operation's record (``OperationRecord``: no customer) in the caller's
+    transaction, so it commits or rolls back with the caller's other writes (an erasure is
+    logged exactly when it happened). Its ``operation_id`` takes the decision id's place in the
+    chain, and ``OPERATION_REF`` the pseudonym's, so a customer's export never finds it. Takes
+    the chain's lock, as every writer does."""
+    lock_chain(connection, lock_timeout_seconds)
+    seq, prev, _ = _head_and_keys(connection, [])
+    body = record.model_dump_json()
     now = datetime.now(UTC)
-    text = canonical(dict(body))
-    record_hash = hash_record(prev, seq, decision_id, timestamp(now), customer_ref, text)
-    connection.execute(
-        insert(audit_log).values(
-            seq=seq,
-            decision_id=decision_id,
-            recorded_at=now,
-            customer_ref=customer_ref,
-            prev_hash=prev,
-            record_hash=record_hash,
-            body=text,
-        )
-    )
-    return Appended(seq, prev, record_hash, decision_id, customer_ref, now)
+    seq += 1
+    digest = hash_record(prev, seq, record.operation_id, timestamp(now), OPERATION_REF, body)
+    row = (seq, record.operation_id, now, OPERATION_REF, prev, digest, body)
+    connection.execute(insert(audit_log), [dict(zip(_ROW, row, strict=True))])
+    return Appended(seq, prev, digest, record.operation_id, OPERATION_REF, now)
 
 
 def _insert_if_absent(
@@ -791,6 +791,31 @@ class AuditLog:
         with self._mutex:
             self._count(len(outcomes))
         return [o for o in outcomes if isinstance(o, Appended)]
+
+    def append_operation(self, record: OperationRecord) -> Appended:
+        """Write an operation's record (``OperationRecord``: no customer) and commit before
+        returning. Its ``operation_id`` takes the decision id's place in the chain, and
+        ``OPERATION_REF`` the pseudonym's, so a customer's export never finds it. One
+        transaction under the chain's lock, like a group of decisions; operations are rare,
+        so they do not join the group commit."""
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            try:
+                with self.engine.connect() as connection:
+                    if connection.dialect.name == "sqlite":
+                        connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    appended = append_operation_in(connection, record, self.lock_timeout_seconds)
+                    connection.commit()
+            except IntegrityError as error:
+                if "decision_id" in str(error.orig):
+                    raise DuplicateDecision(str(error.orig)) from error
+                continue  # a writer without the lock took the head: try again
+            except SQLAlchemyError as error:
+                cause = getattr(error, "orig", None) or error
+                raise AuditWriteFailed(f"the audit log could not be written: {cause}") from error
+            with self._mutex:
+                self._count(1)
+            return appended
+        raise AuditWriteFailed("could not take the head of the audit chain under contention")
 
     def _count(self, written: int) -> None:
         if written:

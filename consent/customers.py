@@ -69,19 +69,32 @@ class CustomerDirectory:
             row = connection.execute(
                 select(customers).where(customers.c.customer_id == customer_id)
             ).first()
-        if row is None:
-            return None
-        return KnownCustomer(
-            row.customer_id,
-            row.household_id,
-            row.rm_id,
-            CustomerFacts.model_validate_json(row.facts),
-        )
+        return None if row is None else _known(row)
+
+    def get_many(self, customer_ids: Iterable[str]) -> dict[str, KnownCustomer]:
+        """The known ones of ``customer_ids`` (a customer missing from the result is unknown)."""
+        ids = sorted(set(customer_ids))
+        found: dict[str, KnownCustomer] = {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(ids), UPSERT_BATCH):
+                rows = connection.execute(
+                    select(customers).where(
+                        customers.c.customer_id.in_(ids[start : start + UPSERT_BATCH])
+                    )
+                )
+                found.update((row.customer_id, _known(row)) for row in rows)
+        return found
 
     @staticmethod
     def erase(connection: Connection, customer_id: str) -> int:
         result = connection.execute(delete(customers).where(customers.c.customer_id == customer_id))
         return result.rowcount
+
+
+def _known(row: Any) -> KnownCustomer:
+    return KnownCustomer(
+        row.customer_id, row.household_id, row.rm_id, CustomerFacts.model_validate_json(row.facts)
+    )
 
 
 def _value(row: dict[str, Any], name: str) -> Any:

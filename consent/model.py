@@ -256,6 +256,9 @@ class GateInputs(_Frozen):
     contacts: tuple[ContactRecord, ...] = ()
     in_flight: tuple[str, ...] = ()
     limit: int = 3
+    #: Needs with a model served (one that met the quality floor); None in records written
+    #: before decisions kept it.
+    models_served: tuple[str, ...] | None = None
 
 
 class DecisionRecord(_Frozen):
@@ -326,3 +329,28 @@ class DecisionRecord(_Frozen):
     def feature_values(self) -> dict[str, float | None]:
         """Every feature the decision read, by name."""
         return {name: value for read in self.features for name, value in read.values.items()}
+
+
+#: ``OperationRecord.record_type``: what tells an operation's record from a decision's in the log.
+OPERATION: Literal["operation"] = "operation"
+
+
+class OperationRecord(_Frozen):
+    """An audit record of an operation on the bank's data as a whole (a batch scoring run, an
+    erasure), not of a decision about one customer. It names no customer: what was done, when,
+    with which versions, and counts. In the chain like a decision record, hashed the same way;
+    readers tell the two apart by ``record_type`` (``is_operation``)."""
+
+    record_type: Literal["operation"] = OPERATION
+    operation_id: Annotated[str, Field(min_length=1, max_length=64)]
+    #: What was done, e.g. ``batch_score``, ``erasure``.
+    operation: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
+    performed_at: AwareDatetime
+    code_version: str
+    #: Counts, versions and hashes: never a customer's identity.
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+def is_operation(body: Any) -> bool:
+    """Whether an audit record's body (as exported) is an ``OperationRecord``."""
+    return isinstance(body, dict) and body.get("record_type") == OPERATION

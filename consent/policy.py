@@ -125,6 +125,9 @@ class Subject:
     #: action depends on: its model's most important ones, or its trigger's.
     stale: frozenset[str] = frozenset()
     depends_on: frozenset[str] = frozenset()
+    #: Needs with a model served: one registered under the serving alias that met the quality
+    #: floor. None: not recorded (a replay of a decision made before it was kept).
+    models_served: frozenset[str] | None = None
     #: Shared by the subjects of one decision: what rules work out from the customer alone
     #: (contact counts) is worked out once, not once per candidate.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -519,6 +522,21 @@ def _open_complaint(subject: Subject, _: NoParams) -> Verdict:
     return True, "no open complaint"
 
 
+@_rule("model.served", NoParams, _ALL)
+def _model_served(subject: Subject, _: NoParams) -> Verdict:
+    need = subject.action.need
+    if need is None:
+        return True, "not chosen by a personal model"
+    if subject.models_served is None:
+        return True, "which models were served was not recorded; the score rule judges"
+    if need in subject.models_served:
+        return True, f"a {need} model is served"
+    return False, (
+        f"no {need} model is served: none is registered, or the registered one is below the "
+        "quality floor (a model no better than chance is not used)"
+    )
+
+
 @_rule("model.min_score", NoParams, _ALL)
 def _min_score(subject: Subject, _: NoParams) -> Verdict:
     if subject.action.need is None:
@@ -618,10 +636,20 @@ def _duplicates(values: list[str]) -> list[str]:
     return sorted({v for v in values if values.count(v) > 1})
 
 
+#: The rules that judge the customer alone, whatever the action or channel: what a list of
+#: scores for outbound campaigns (``nextbest score``) honours before anyone picks from it.
+CUSTOMER_RULES = ("customer.do_not_contact", "customer.vulnerable", "customer.kyc", "customer.aml")
+
+
 class Policy:
     def __init__(self, rules: tuple[Rule, ...], version: str) -> None:
         self.rules = rules
         self.version = version
+
+    @cached_property
+    def customer_rules(self) -> tuple[Rule, ...]:
+        """This policy's rules among ``CUSTOMER_RULES`` (a policy may leave one out)."""
+        return tuple(rule for rule in self.rules if rule.id in CUSTOMER_RULES)
 
     @cached_property
     def max_contact_lookback_days(self) -> int:

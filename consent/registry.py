@@ -9,6 +9,7 @@ on the stream, and from the bank's extract (`nextbest load`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
@@ -27,12 +28,15 @@ _COLUMNS = (
 )
 
 
+#: Which entry is a customer's current choice: the one recorded last in time, ties broken by
+#: write order (``current`` and ``granted_at`` both rank by it).
+_LATEST_FIRST = (consent_history.c.recorded_at.desc(), consent_history.c.id.desc())
+
+
 def _as_record(row: object) -> ConsentGiven:
     mapping = dict(row._mapping)  # type: ignore[attr-defined]
     recorded_at = mapping["recorded_at"]
     if recorded_at.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        from datetime import UTC
-
         mapping["recorded_at"] = recorded_at.replace(tzinfo=UTC)
     return ConsentGiven.model_validate(mapping)
 
@@ -59,7 +63,7 @@ class ConsentRegistry:
                 func.row_number()
                 .over(
                     partition_by=(consent_history.c.purpose, consent_history.c.channel),
-                    order_by=(consent_history.c.recorded_at.desc(), consent_history.c.id.desc()),
+                    order_by=_LATEST_FIRST,
                 )
                 .label("rank"),
             )
@@ -70,6 +74,31 @@ class ConsentRegistry:
         with self.engine.connect() as connection:
             records = [_as_record(row) for row in connection.execute(query)]
         return {(r.purpose, r.channel): r for r in records}
+
+    def granted_at(self, purpose: str, channel: str, at: datetime) -> set[str]:
+        """Every customer whose choice for (purpose, channel) at ``at`` was a grant: the entry
+        ``current`` would have found then (recorded at or before ``at``). In one query, for
+        batch work over all customers."""
+        if at.utcoffset() is None:
+            raise ValueError("at must be an aware datetime")
+        ranked = (
+            select(
+                consent_history.c.customer_id,
+                consent_history.c.granted,
+                func.row_number()
+                .over(partition_by=consent_history.c.customer_id, order_by=_LATEST_FIRST)
+                .label("rank"),
+            )
+            .where(
+                consent_history.c.purpose == purpose,
+                consent_history.c.channel == channel,
+                consent_history.c.recorded_at <= at.astimezone(UTC),
+            )
+            .subquery()
+        )
+        query = select(ranked.c.customer_id).where(ranked.c.rank == 1, ranked.c.granted)
+        with self.engine.connect() as connection:
+            return set(connection.scalars(query))
 
     @staticmethod
     def erase(connection: Connection, customer_id: str) -> int:

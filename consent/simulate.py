@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consent.arbitration import arbitrate
-from consent.model import DecisionRecord
+from consent.model import DecisionRecord, is_operation
 from consent.policy import Catalog, Policy, Subject
 
 
@@ -60,7 +60,7 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
     """``records``: decision records as exported from the audit log (the ``record`` bodies)."""
     report = SimulationReport(policy.version)
     for body in records:
-        if "kind" in body:  # not a decision (an erasure, an operation): nothing to replay
+        if is_operation(body):  # a batch run's or an erasure's record: no decision to replay
             continue
         report.decisions += 1
         record = DecisionRecord.model_validate(body)
@@ -69,6 +69,7 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
             continue
         report.replayed += 1
         consents = {(c.purpose, c.channel): c for c in record.consents_relied_on}
+        gate = record.gate
         replayed = []
         for candidate in record.candidates:
             action = catalog.actions.get(candidate.action_id)
@@ -85,6 +86,9 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
                     facts=record.gate.facts,
                     contacts=record.gate.contacts,
                     in_flight=frozenset(record.gate.in_flight),
+                    models_served=(
+                        None if gate.models_served is None else frozenset(gate.models_served)
+                    ),
                 )
             )
             before = {r.rule_id: r.passed for r in candidate.rules}

@@ -127,7 +127,8 @@ class Container:
     @cached_property
     def models(self) -> ModelSet:
         """The served models, loaded now; ``refresh()`` follows the registry alias."""
-        models = ModelSet(self.settings.tracking_uri, self.settings.model_alias)
+        settings = self.settings
+        models = ModelSet(settings.tracking_uri, settings.model_alias, floor=settings.quality_floor)
         models.refresh()
         return models
 

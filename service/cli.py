@@ -433,7 +433,10 @@ def rollback(need: str, to_version: str | None) -> None:
     help="Score with the features as of this time (UTC); default now.",
 )
 def score(out: Path, as_of: datetime | None) -> None:
-    """Score every customer with profiling consent for every need (outbound campaigns)."""
+    """Score every customer with profiling consent (as of --as-of and now) whom the gate's
+    customer rules allow, for every served need (outbound campaigns); says how many were left
+    out and why, and logs the run in the audit log. Writes nothing if it cannot check them."""
+    from consent.audit import AuditWriteFailed
     from service.scoring import batch_score
 
     container = _container()
@@ -441,8 +444,10 @@ def score(out: Path, as_of: datetime | None) -> None:
     started = time.perf_counter()
     try:
         summary = batch_score(container, out, at)
-    except ValueError as error:
+    except (ValueError, AuditWriteFailed) as error:
         raise click.ClickException(str(error)) from None
+    finally:
+        container.close()
     summary["seconds"] = round(time.perf_counter() - started, 2)
     click.echo(json.dumps(summary))
 

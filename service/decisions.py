@@ -265,6 +265,7 @@ class DecisionService:
         in_flight = frozenset(n for n in NEEDS if (values.get(f"in_flight_{n}") or 0) > 0)
         facts = known.facts if known else None
         page = command.context.get("page")
+        served = frozenset(models)
         candidates = []
         memo: dict[Any, Any] = {}  # what the rules work out once per decision
         for action in self.catalog.actions.values():
@@ -292,6 +293,7 @@ class DecisionService:
                     in_flight=in_flight,
                     stale=stale,
                     depends_on=depends_on,
+                    models_served=served,
                     memo=memo,
                 )
             )
@@ -357,6 +359,7 @@ class DecisionService:
                 contacts=contacts,
                 in_flight=tuple(sorted(in_flight)),
                 limit=command.limit,
+                models_served=tuple(sorted(served)),
             ),
         )
         return record, reasons

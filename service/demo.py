@@ -81,6 +81,8 @@ def _set_up(container: Container, spec: BankSpec, started: float) -> None:
         f"trained {len(report.models)} need models on {report.rows} point-in-time rows "
         f"(test ROC AUC: {trained})",
     )
+    for need, why in sorted(report.below_floor.items()):
+        _say(started, f"not serving the {need} model, {why}: its actions are withheld")
 
 
 def _examples(container: Container) -> list[tuple[str, str]]:

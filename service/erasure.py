@@ -4,10 +4,10 @@ In one transaction of the operational store: the audit pseudonym key (after whic
 records can no longer be tied to the person, and the chain still verifies), the consent history,
 the contact history, the directory entry and the alerts are deleted, the customer is entered in
 the erasure register (``consent/erasure.py``: what keeps a replay, a load or a backfill from
-bringing them back) and the erasure is appended to the audit log without the identity (a record
-of ``kind`` "erasure": a random id, the register's reference, who erased, the counts). Then the
-online features of every view, the stream's window state, the offline feature history, the
-dead letters and, on the local event log, the customer's raw events
+bringing them back) and the erasure is appended to the audit log without the identity (an
+operation record, ``erasure``: a random id, the register's reference, who erased, the
+counts). Then the online features of every view, the stream's window state, the offline
+feature history, the dead letters and, on the local event log, the customer's raw events
 (``service/erasure_purge.py``). Erasing twice is harmless, so a failure half way is fixed by
 running it again.
 """
@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from consent.audit import append_in_transaction, erase_customer_key
+from consent.audit import append_operation_in, erase_customer_key
 from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory
 from consent.erasure import record_erasure
+from consent.model import OperationRecord
 from consent.registry import ConsentRegistry
+from service import __version__ as CODE_VERSION
 from service.alerts import AlertStore
 from service.erasure_purge import naming, purge_kafka_topic, purge_offline, redact_local_log
 from service.transport import DLQ_TOPIC, EVENTS_TOPIC
@@ -35,10 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-#: ``kind`` of the audit record of an erasure (decision records have none).
-ERASURE_KIND = "erasure"
-#: The audit log's ``customer_ref`` of such a record: it names nobody.
-ERASURE_REF = "erasure"
+#: ``OperationRecord.operation`` of an erasure's audit record.
+ERASURE = "erasure"
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,14 @@ def erase_customer(container: Container, customer_id: str, principal: str) -> Cu
             "directory_entry": directory,
             "alerts": alerts,
         }
-        body = {
-            "kind": ERASURE_KIND,
-            "erasure_id": erasure_id,
-            "register_ref": ref,
-            "erased_at": datetime.now(UTC).isoformat(),
-            "principal": principal,
-            "counts": counts,
-        }
-        append_in_transaction(connection, erasure_id, ERASURE_REF, body)
+        record = OperationRecord(
+            operation_id=erasure_id,
+            operation=ERASURE,
+            performed_at=datetime.now(UTC),
+            code_version=CODE_VERSION,
+            details={"register_ref": ref, "principal": principal, "counts": counts},
+        )
+        append_operation_in(connection, record)
     # From here on the register keeps the stream from writing the customer again.
     container.features.erase(customer_id)
     for states in (container.state_store(), container.alert_memory()):

@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from feature_repo.events import NEEDS
 from training.need_model import Calibration, registered_name
+from training.quality import QualityFloor
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +179,20 @@ class ModelSet(Mapping[str, NeedModel]):
     """The models being served, following ``alias`` in the registry. Reads see one consistent
     dict; ``refresh`` swaps in changed versions and never drops a loaded model on an error."""
 
-    def __init__(self, tracking_uri: str, alias: str, needs: tuple[str, ...] = NEEDS) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        alias: str,
+        needs: tuple[str, ...] = NEEDS,
+        floor: QualityFloor | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.alias = alias
         self.needs = needs
+        self.floor = floor or QualityFloor()
         self._models: dict[str, NeedModel] = {}
+        #: Versions the alias points at that are below the floor: need -> (version, why).
+        self._refused: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def __getitem__(self, need: str) -> NeedModel:
@@ -207,6 +217,10 @@ class ModelSet(Mapping[str, NeedModel]):
     def versions(self) -> dict[str, str]:
         return {need: m.version for need, m in self._models.items()}
 
+    def refused(self) -> dict[str, str]:
+        """Needs whose aliased version is not served because it is below the quality floor."""
+        return {need: f"version {v}: {why}" for need, (v, why) in self._refused.items()}
+
     def refresh(self) -> dict[str, str]:
         """Load whatever the alias points at now; returns the needs that changed (need ->
         version, "" when the alias was removed)."""
@@ -221,6 +235,7 @@ class ModelSet(Mapping[str, NeedModel]):
                     version = str(client.get_model_version_by_alias(name, self.alias).version)
                 except MlflowException as error:
                     if _missing(error):
+                        self._refused.pop(need, None)
                         if need in current:
                             del current[need]
                             changed[need] = ""
@@ -233,7 +248,18 @@ class ModelSet(Mapping[str, NeedModel]):
                 loaded = current.get(need)
                 if loaded is not None and loaded.version == version:
                     continue
+                if self._refused.get(need, ("",))[0] == version:
+                    continue  # below the floor, and said so when the alias moved to it
                 try:
+                    shortfall = self._shortfall(client, name, version)
+                    if shortfall is not None:
+                        # The alias was moved to it on purpose: the earlier version is not
+                        # served instead, the need's actions are withheld (NO_MODEL).
+                        log.error("not serving %s version %s: %s", name, version, shortfall)
+                        self._refused[need] = (version, shortfall)
+                        if current.pop(need, None) is not None:
+                            changed[need] = ""
+                        continue
                     current[need] = load_version(client, need, version)
                 except Exception as error:
                     log.error(
@@ -244,9 +270,17 @@ class ModelSet(Mapping[str, NeedModel]):
                     )
                     continue
                 changed[need] = version
+                self._refused.pop(need, None)
                 log.info("serving %s version %s (%s)", name, version, self.alias)
             self._models = current
             return changed
+
+    def _shortfall(self, client: MlflowClient, name: str, version: str) -> str | None:
+        """Why the version is below the floor, from its training run's test metrics."""
+        run_id = client.get_model_version(name, version).run_id
+        if run_id is None:
+            return self.floor.shortfall(None, None)
+        return self.floor.shortfall_of_run(client.get_run(run_id).data.metrics)
 
 
 def _missing(error: MlflowException) -> bool:

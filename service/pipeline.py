@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,6 +161,10 @@ class TrainReport:
     horizon_days: int
     fingerprint: str
     seconds: dict[str, float]
+    #: Needs whose model was registered but not promoted, with why (below the quality floor).
+    below_floor: dict[str, str] = field(default_factory=dict)
+    #: Rows left out because the customer's profiling consent is withdrawn now.
+    excluded_withdrawn_now: int = 0
 
 
 def bank_training_set(
@@ -239,7 +243,8 @@ def train_from_bank(
     )
     trainer = need_model.Trainer(data, dask_client=dask_client)
     settings = container.settings
-    models, evaluations, skipped = [], {}, {}
+    floor = settings.quality_floor
+    models, evaluations, skipped, below_floor = [], {}, {}, {}
     for need in needs:
         began = time.perf_counter()
         try:
@@ -256,6 +261,10 @@ def train_from_bank(
             skipped[need] = str(error)
             continue
         seconds[f"fit_{need}"] = time.perf_counter() - began
+        shortfall = floor.shortfall(fitted.evaluation.roc_auc, fitted.evaluation.top_decile_lift)
+        if shortfall is not None:
+            log.warning("registering %s without promoting it: %s", need, shortfall)
+            below_floor[need] = shortfall
         began = time.perf_counter()
         models.append(
             need_model.register(
@@ -263,8 +272,9 @@ def train_from_bank(
                 data,
                 settings.tracking_uri,
                 settings.artifact_root,
-                alias or settings.model_alias,
+                None if shortfall else alias or settings.model_alias,
                 tags,
+                need_model.quality_tags(shortfall),
             )
         )
         seconds[f"register_{need}"] = time.perf_counter() - began
@@ -278,6 +288,8 @@ def train_from_bank(
         horizon_days,
         data.fingerprint,
         seconds,
+        below_floor,
+        data.excluded_withdrawn_now,
     )
 
 
@@ -285,11 +297,12 @@ def report_dict(report: TrainReport) -> dict[str, Any]:
     """What ``nextbest train`` prints: per need the registered version and its test figures."""
     keys = (
         *("roc_auc", "oracle_roc_auc", "oracle_ratio", "pr_auc", "top_decile_capture"),
-        *("brier", "calibration_error", "positives", "rows"),
+        *("top_decile_lift", "brier", "calibration_error", "positives", "rows"),
     )
     return {
         "rows": report.rows,
         "excluded_without_profiling": report.excluded_without_profiling,
+        "excluded_profiling_withdrawn_now": report.excluded_withdrawn_now,
         "horizon_days": report.horizon_days,
         "training_set_fingerprint": report.fingerprint,
         "models": {
@@ -299,9 +312,13 @@ def report_dict(report: TrainReport) -> dict[str, Any]:
                 "run_id": m.run_id,
                 **{k: report.evaluations[m.need][k] for k in keys},
                 "fairness_ratio": (report.evaluations[m.need]["fairness"] or {}).get("ratio"),
+                "promoted": m.need not in report.below_floor,
             }
             for m in report.models
         },
+        # Registered, not promoted: the need's actions are withheld (NO_MODEL) unless an
+        # earlier champion that met the floor keeps serving.
+        "below_floor": report.below_floor,
         "skipped": report.skipped,
         "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
     }

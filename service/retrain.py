@@ -8,6 +8,9 @@ which can only favour the champion (the safe direction).
 
 The challenger is promoted only when
 
+- it meets the quality floor on its test window (``training/quality.py``, set by
+  ``NEXTBEST_MODEL_MIN_ROC_AUC`` and ``NEXTBEST_MODEL_MIN_TOP_DECILE_LIFT``): a model no better
+  than chance is never promoted, not even as a need's first model;
 - its ROC AUC on that holdout beats the champion's by at least ``min_gain``, and
 - the fairness check passes: for each attribute (gender, age band) its selection-rate ratio at
   the delivery threshold is not more than ``fairness_tolerance`` below the champion's (no new
@@ -97,10 +100,14 @@ def judge(
     champion_fairness: dict[str, float] | None,
     min_gain: float,
     fairness_tolerance: float,
+    shortfall: str | None = None,
 ) -> Verdict:
-    """The promotion rule, on figures measured on one holdout."""
+    """The promotion rule, on figures measured on one holdout; ``shortfall``: why the
+    challenger is below the quality floor (None: it is not)."""
     fair, why_fair = _fairness_ok(challenger_fairness, champion_fairness, fairness_tolerance)
-    if champion_version is None or champion_auc is None:
+    if shortfall is not None:
+        promoted, reason = False, shortfall
+    elif champion_version is None or champion_auc is None:
         promoted = fair
         reason = "first model for this need" if fair else f"fairness check failed: {why_fair}"
     elif challenger_auc < champion_auc + min_gain:
@@ -157,6 +164,9 @@ def retrain(
         except ValueError as error:
             log.warning("no challenger for %s: %s", need, error)
             continue
+        shortfall = settings.quality_floor.shortfall(
+            fitted.evaluation.roc_auc, fitted.evaluation.top_decile_lift
+        )
         challenger = need_model.register(
             fitted,
             data,
@@ -164,6 +174,7 @@ def retrain(
             settings.artifact_root,
             CHALLENGER,
             {"role": CHALLENGER},
+            need_model.quality_tags(shortfall),
         )
         name = need_model.registered_name(need)
         champion_version = _alias_version(client, name, CHAMPION)
@@ -196,6 +207,7 @@ def retrain(
             champion_fairness,
             min_gain,
             fairness_tolerance,
+            shortfall,
         )
         if verdict.promoted:
             if champion_version is not None:

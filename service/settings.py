@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.events import TimeBounds
+from training.quality import DEFAULT_MIN_ROC_AUC, DEFAULT_MIN_TOP_DECILE_LIFT, QualityFloor
 
 PREFIX = "NEXTBEST_"
 
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
     model_alias: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")] = "champion"
     #: How often a running API asks the registry where the alias points (0: never).
     model_refresh_seconds: Annotated[float, Field(ge=0, le=86_400)] = 30.0
+    #: The quality floor (training/quality.py): a model whose test figures fall below it is
+    #: neither promoted nor served, and its need's actions are withheld (``NO_MODEL``).
+    model_min_roc_auc: Annotated[float, Field(ge=0, le=1)] = DEFAULT_MIN_ROC_AUC
+    model_min_top_decile_lift: Annotated[float, Field(ge=0, le=10)] = DEFAULT_MIN_TOP_DECILE_LIFT
 
     #: JSON file of API keys and roles (see service/auth.py); development generates one.
     api_keys_file: Path | None = None
@@ -89,6 +94,10 @@ class Settings(BaseSettings):
             ahead=timedelta(seconds=self.max_clock_skew_seconds),
             behind=timedelta(days=self.max_event_age_days),
         )
+
+    @property
+    def quality_floor(self) -> QualityFloor:
+        return QualityFloor(self.model_min_roc_auc, self.model_min_top_decile_lift)
 
     @property
     def operational_url(self) -> str:

@@ -1,7 +1,7 @@
 """How good a need model is, measured on a later window it never saw.
 
 - ranking: ROC AUC, PR AUC, capture in the top decile (share of all positives found by
-  contacting the 10% highest scores);
+  contacting the 10% highest scores) and the lift it gives over contacting at random;
 - probabilities: Brier score and expected calibration error (ECE: the row-weighted gap between
   mean predicted and observed rate over ten equal-count bins);
 - against the generator's oracle, when the bank is synthetic: the oracle's ROC AUC on the same
@@ -43,6 +43,13 @@ def top_decile_capture(y: np.ndarray, p: np.ndarray) -> float:
         return float("nan")
     top = np.argsort(-p, kind="stable")[: max(1, len(p) // 10)]
     return float(y[top].sum() / y.sum())
+
+
+def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
+    """``top_decile_capture`` over the share of rows contacted: 1 is what chance finds."""
+    if len(p) == 0:
+        return float("nan")
+    return top_decile_capture(y, p) * len(p) / max(1, len(p) // 10)
 
 
 def calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
@@ -98,6 +105,7 @@ class Evaluation:
     calibration_error: float
     oracle_roc_auc: float | None = None
     oracle_ratio: float | None = None
+    top_decile_lift: float = float("nan")
     fairness: Fairness | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -110,6 +118,7 @@ class Evaluation:
             "roc_auc": self.roc_auc,
             "pr_auc": self.pr_auc,
             "top_decile_capture": self.top_decile_capture,
+            "top_decile_lift": self.top_decile_lift,
             "brier": self.brier,
             "calibration_error": self.calibration_error,
             "oracle_roc_auc": self.oracle_roc_auc,
@@ -144,6 +153,7 @@ def evaluate(
         roc_auc=float(roc_auc_score(y, p)) if both else float("nan"),
         pr_auc=float(average_precision_score(y, p)) if both else float("nan"),
         top_decile_capture=top_decile_capture(y, p),
+        top_decile_lift=top_decile_lift(y, p),
         brier=float(brier_score_loss(y, p)) if len(y) else float("nan"),
         calibration_error=calibration_error(y, p) if len(y) else float("nan"),
     )

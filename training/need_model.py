@@ -324,6 +324,13 @@ class TrainedModel:
     metrics: dict[str, float]
 
 
+def quality_tags(shortfall: str | None) -> dict[str, str]:
+    """The registered version's tags saying whether it met the quality floor, and why not."""
+    if shortfall is None:
+        return {"quality_floor": "met"}
+    return {"quality_floor": "below", "quality_floor_reason": shortfall[:5000]}
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -339,10 +346,12 @@ def register(
     data: TrainingSet,
     tracking_uri: str,
     artifact_root: Path,
-    alias: str,
+    alias: str | None,
     tags: Mapping[str, str] | None = None,
+    version_tags: Mapping[str, str] | None = None,
 ) -> TrainedModel:
-    """Log the run (parameters, fingerprint, metrics, plots, model) and point ``alias`` at it."""
+    """Log the run (parameters, fingerprint, metrics, plots, model), tag the registered version
+    with ``version_tags`` and point ``alias`` at it (None: no alias, e.g. below the floor)."""
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, experiment_name(fitted.need), artifact_root)
@@ -408,5 +417,8 @@ def register(
                 registered_model_name=name,
             )
     version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, alias, version)
+    for key, value in (version_tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias is not None:
+        client.set_registered_model_alias(name, alias, version)
     return TrainedModel(fitted.need, name, version, run.info.run_id, metrics)

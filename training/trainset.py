@@ -6,7 +6,9 @@ for, or opened, a product of the need within ``horizon_days`` after the snapshot
 
 Customers whose latest ``profiling`` consent entry at the snapshot is not a grant (withdrawn, or
 never given: unknown is a no) are left out *before* Feast is asked for anything, so their data
-never reaches a training set; how many rows that removed is reported.
+never reaches a training set; how many rows that removed is reported. So are customers whose
+profiling consent is withdrawn at training time: an objection covers the data from before it
+too, so a customer who objected after a snapshot is in none of the snapshots.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,8 @@ class TrainingSet:
     excluded_without_profiling: int
     fingerprint: str
     feature_views: dict[str, str] = field(default_factory=dict)
+    #: Rows (consenting at their snapshot) left out because the consent is withdrawn now.
+    excluded_withdrawn_now: int = 0
 
     @property
     def features(self) -> list[str]:
@@ -74,6 +78,26 @@ def with_profiling_consent(entity: pd.DataFrame, consents: pd.DataFrame) -> pd.D
     ordered = entity.sort_values("event_timestamp", kind="stable")
     joined = pd.merge_asof(ordered, profiling, on="event_timestamp", by="customer_id")
     return joined[joined["granted"].eq(True)].drop(columns="granted").reset_index(drop=True)
+
+
+def profiled_at(consents: pd.DataFrame, customer_ids: Sequence[str], at: datetime) -> set[str]:
+    """Those of ``customer_ids`` whose latest profiling entry at ``at`` is a grant."""
+    if len(customer_ids) == 0:
+        return set()
+    probe = snapshots(customer_ids, [at])
+    return set(with_profiling_consent(probe, consents)["customer_id"])
+
+
+def consenting(
+    entity: pd.DataFrame, consents: pd.DataFrame, now: datetime
+) -> tuple[pd.DataFrame, int, int]:
+    """The snapshots whose customer's profiling consent is granted at the snapshot and at
+    ``now``; how many rows lacked it at their snapshot, and how many more lack it now."""
+    allowed = with_profiling_consent(entity, consents)
+    profiled = profiled_at(consents, allowed["customer_id"].unique(), now)
+    still = allowed["customer_id"].isin(profiled)
+    kept = allowed[still].reset_index(drop=True)
+    return kept, len(entity) - len(allowed), int((~still).sum())
 
 
 def labels(
@@ -144,9 +168,11 @@ def build(
     outcomes: pd.DataFrame,
     horizon_days: int = DEFAULT_HORIZON_DAYS,
     needs: Sequence[str] = NEEDS,
+    now: datetime | None = None,
 ) -> TrainingSet:
-    allowed = with_profiling_consent(entity, consents)
-    excluded = len(entity) - len(allowed)
+    """The training set of ``entity``'s snapshots, with the profiling-consent filter at each
+    snapshot and at ``now`` (default: the clock, the time of training)."""
+    allowed, excluded, withdrawn_now = consenting(entity, consents, now or datetime.now(UTC))
     frame = historical_features(store, allowed)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame = frame.sort_values(["event_timestamp", "customer_id"], ignore_index=True)
@@ -154,4 +180,4 @@ def build(
     frame = pd.concat([frame, labels(frame, outcomes, needs, horizon)], axis=1)
     views = view_versions(store)
     digest = fingerprint(frame, horizon_days, views)
-    return TrainingSet(frame, horizon_days, excluded, digest, views)
+    return TrainingSet(frame, horizon_days, excluded, digest, views, withdrawn_now)

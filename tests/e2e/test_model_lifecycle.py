@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from feature_repo.aggregates import FEATURE_NAMES
 from service import pipeline, retrain
 from service.api import create_app
 from service.bootstrap import Container
+from service.decisions import DecideForCustomer
 from service.scoring import batch_score
 from tests.conftest import key_headers, make_settings
 from training import trainset
@@ -155,9 +157,14 @@ def test_batch_scores_cover_every_profiled_customer_and_nobody_else(state, tmp_p
     consents = pd.read_parquet(bank_dir / "consents.parquet")
     profiling = consents[consents["purpose"] == "profiling"].sort_values("recorded_at")
     latest = profiling.groupby("customer_id").tail(1)
-    allowed = set(latest.loc[latest["granted"], "customer_id"])
+    profiled = set(latest.loc[latest["granted"], "customer_id"])
+    # The gate's customer rules leave out the vulnerable, the AML-flagged and KYC incomplete.
+    people = pd.read_parquet(bank_dir / "customers.parquet")
+    good = people["kyc_status"].eq("complete") & ~people["vulnerable"] & ~people["aml_flag"]
+    allowed = profiled & set(people.loc[good, "customer_id"])
     assert set(scores["customer_id"]) == allowed
     assert summary["customers"] == len(allowed)
+    assert summary["left_out"]["customer_rules"] == len(profiled - allowed) > 0
     assert scores["score_mortgage"].between(0, 1).all()
     assert b"nextbest.models" in pq.read_schema(out).metadata
 
@@ -171,17 +178,26 @@ def test_training_sets_never_hold_customers_without_profiling_consent(state) -> 
     customers = pd.read_parquet(bank_dir / "customers.parquet", columns=["customer_id"])
     times = sorted(data.frame["event_timestamp"].unique())
     entity = trainset.snapshots(customers["customer_id"].tolist(), times)
-    checked = excluded = 0
-    for at in times:
-        stamp = pd.Timestamp(at)
+
+    def granted_at(stamp: pd.Timestamp) -> set[str]:
         known = profiling[profiling["recorded_at"] <= stamp].sort_values("recorded_at")
         latest = known.groupby("customer_id").tail(1)
-        allowed = set(latest.loc[latest["granted"], "customer_id"])
-        present = set(data.frame.loc[data.frame["event_timestamp"] == stamp, "customer_id"])
-        assert present == allowed, stamp  # nobody else, and every one of them
+        return set(latest.loc[latest["granted"], "customer_id"])
+
+    # Consent at training time too: the bank's history ends before now.
+    still = granted_at(pd.Timestamp.now(tz="UTC"))
+    checked = excluded = withdrawn = 0
+    for at in times:
+        allowed = granted_at(pd.Timestamp(at))
+        rows = data.frame["event_timestamp"] == pd.Timestamp(at)
+        present = set(data.frame.loc[rows, "customer_id"])
+        assert present == allowed & still, at  # nobody else, and every one of them
         checked += len(present)
         excluded += len(customers) - len(allowed)
-    assert data.excluded_without_profiling == excluded == len(entity) - checked
+        withdrawn += len(allowed - still)
+    assert data.excluded_without_profiling == excluded
+    assert data.excluded_withdrawn_now == withdrawn > 0  # the bank has later objections
+    assert excluded + withdrawn == len(entity) - checked
     never = set(customers["customer_id"]) - set(profiling["customer_id"])
     withdrawn = set(profiling.loc[~profiling["granted"], "customer_id"])
     assert never and withdrawn  # the bank has both kinds
@@ -212,3 +228,36 @@ def test_training_rows_hold_the_features_as_of_their_snapshot(state) -> None:
         rtol=1e-9,
         atol=1e-9,
     )
+
+
+def test_a_model_below_the_floor_is_neither_promoted_nor_served(state) -> None:
+    container, bank_dir = state
+    client = MlflowClient(container.settings.tracking_uri)
+    name = "nextbest-mortgage"
+    before = client.get_model_version_by_alias(name, "champion").version
+    strict = Container(make_settings(container.settings.home, model_min_roc_auc="0.999"))
+    try:
+        report = pipeline.train_from_bank(strict, bank_dir, NEEDS)
+        (model,) = report.models
+        assert report.below_floor["mortgage"].startswith("below the quality floor: test ROC AUC")
+        printed = pipeline.report_dict(report)
+        assert printed["models"]["mortgage"]["promoted"] is False
+        assert printed["below_floor"] == report.below_floor
+        assert client.get_model_version(name, model.version).tags["quality_floor"] == "below"
+        assert client.get_model_version_by_alias(name, "champion").version == before
+
+        (verdict,) = retrain.retrain(strict, bank_dir, NEEDS, min_gain=-1.0)
+        assert not verdict.promoted and verdict.reason.startswith("below the quality floor")
+        assert client.get_model_version_by_alias(name, "champion").version == before
+
+        # Pointed at by hand, it is still not served: the need's actions are withheld.
+        client.set_registered_model_alias(name, "champion", model.version)
+        strict.models.refresh()
+        assert "mortgage" not in strict.models and "mortgage" in strict.models.refused()
+        customer = sorted(strict.registry.granted_at("profiling", "any", datetime.now(UTC)))[0]
+        record = strict.decisions.decide(DecideForCustomer(customer, "rm")).record
+        (mortgage,) = [c for c in record.candidates if c.action_id == "mortgage_consultation"]
+        assert "NO_MODEL" in mortgage.suppressed_by and mortgage.score is None
+    finally:
+        client.set_registered_model_alias(name, "champion", before)
+        strict.close()

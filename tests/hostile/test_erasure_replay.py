@@ -205,9 +205,10 @@ def test_an_erased_customer_stays_gone_after_a_full_replay(stack: Container) -> 
         rows = connection.execute(select(audit_log)).all()
         register = connection.execute(select(erasure_register)).all()
     bodies = [json.loads(row.body) for row in rows]
-    (record,) = [b for b in bodies if b.get("kind") == "erasure"]
-    assert record["erasure_id"] == report["erasure_id"]
-    assert record["principal"].startswith("compliance:")
-    assert record["counts"]["consent_entries"] == 2
-    assert [r.ref for r in register] == [record["register_ref"]]
+    (record,) = [b for b in bodies if b.get("operation") == "erasure"]
+    assert record["operation_id"] == report["erasure_id"]
+    details = record["details"]
+    assert details["principal"].startswith("compliance:")
+    assert details["counts"]["consent_entries"] == 2
+    assert [r.ref for r in register] == [details["register_ref"]]
     assert not any(mentions(str(tuple(row)), ERASED) for row in [*rows, *register])

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, delete, func, select, text
 
 from consent.audit import (
+    OPERATION_REF,
     AuditLog,
     AuditWriteFailed,
     Checkpoint,
@@ -34,6 +35,7 @@ from tests.unit.test_audit import (
     assert_one_chain,
     hammer,
     key_count,
+    operation,
     other_engine,
     record,
     rich,
@@ -374,3 +376,23 @@ def test_on_an_event_loop_a_writer_whose_connection_was_ended_opens_a_new_one(
     assert first.seq == 1
     assert isinstance(failed, AuditWriteFailed)
     assert after.seq == 2 and [r.seq for r in rows(pg)] == [1, 2] and log.verify().ok
+
+
+def test_operation_records_and_group_commits_make_one_chain(log: AuditLog, pg: Engine) -> None:
+    """A batch run's record (its own transaction) among decisions written by the database's
+    append function, from another process: one chain, and the operation names nobody."""
+    second = AuditLog(other_engine(pg))
+    ops: list[str] = []
+
+    def operate() -> None:
+        for _ in range(10):
+            ops.append(second.append_operation(operation()).decision_id)
+
+    worker = threading.Thread(target=operate)
+    worker.start()
+    appended = hammer([log], threads=4, each=50)
+    worker.join()
+    assert_one_chain(pg, log, appended + ops)
+    assert {r.customer_ref for r in rows(pg) if r.decision_id in ops} == {OPERATION_REF}
+    assert verify_export(log.export()).ok
+    second.engine.dispose()

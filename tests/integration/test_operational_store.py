@@ -85,3 +85,48 @@ def test_tampering_is_found_on_every_backend(operational_engine) -> None:
         )
     result = log.verify()
     assert not result.ok and result.first_bad_seq == 2
+
+
+def test_everyone_granted_at_a_time_is_who_current_would_have_found(operational_engine) -> None:
+    """``granted_at`` (batch scoring's one query over all customers) ranks entries as
+    ``current`` does: the latest recorded at or before the time wins, ties by write order."""
+    registry = ConsentRegistry(operational_engine)
+
+    def profiling(customer: str, granted: bool, at: datetime) -> ConsentGiven:
+        return entry(granted, at).model_copy(
+            update={"customer_id": customer, "purpose": "profiling", "channel": "any"}
+        )
+
+    registry.record(
+        [
+            profiling("A", True, T0),
+            profiling("A", False, T0 + timedelta(days=2)),  # withdrew later
+            profiling("B", False, T0),
+            profiling("B", True, T0 + timedelta(days=1)),
+            profiling("C", True, T0 + timedelta(days=1)),
+            profiling("C", False, T0 + timedelta(days=1)),  # same moment: written last wins
+            profiling("D", True, T0 + timedelta(days=3)),  # granted only later
+        ]
+    )
+    registry.record([entry(True, T0).model_copy(update={"customer_id": "E"})])  # marketing only
+    at_day = {d: registry.granted_at("profiling", "any", T0 + timedelta(days=d)) for d in range(4)}
+    assert at_day == {0: {"A"}, 1: {"A", "B"}, 2: {"B"}, 3: {"B", "D"}}
+    now = datetime.now(UTC)
+    assert registry.granted_at("profiling", "any", now) == {
+        c for c in "ABCDE" if (r := registry.current(c).get(("profiling", "any"))) and r.granted
+    }
+
+
+def test_the_directory_reads_many_customers_as_it_reads_one(operational_engine) -> None:
+    from consent.customers import CustomerDirectory, KnownCustomer
+    from consent.model import CustomerFacts
+
+    directory = CustomerDirectory(operational_engine)
+    people = [
+        KnownCustomer(f"K{i}", None, "RM1", CustomerFacts(age=30 + i, vulnerable=i % 2 == 0))
+        for i in range(7)
+    ]
+    directory.upsert(people)
+    found = directory.get_many([f"K{i}" for i in range(10)])
+    assert set(found) == {p.customer_id for p in people}  # K7..K9 unknown
+    assert all(found[p.customer_id] == directory.get(p.customer_id) == p for p in people)

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, create_engine, delete, func, insert, select, upda
 
 from consent.audit import (
     GENESIS,
+    OPERATION_REF,
     AuditLog,
     AuditWriteFailed,
     Checkpoint,
@@ -37,7 +38,9 @@ from consent.model import (
     DecisionRecord,
     FeatureValue,
     ModelUsed,
+    OperationRecord,
     RuleOutcome,
+    is_operation,
 )
 from consent.store import (
     audit_checkpoints,
@@ -903,3 +906,76 @@ def test_an_id_that_is_also_a_word_of_the_record_is_written(log: AuditLog) -> No
     for customer in ("protection", "rm", "0"):
         appended = log.append(rich(customer))
         assert appended.customer_ref.startswith("cref:")
+
+
+# --- operation records (no customer) ---
+
+
+def operation(**details: Any) -> OperationRecord:
+    """A batch run's record (the integration tests use it too)."""
+    return OperationRecord(
+        operation_id=f"batch_score-{uuid.uuid4()}",
+        operation="batch_score",
+        performed_at=datetime.now(UTC),
+        code_version="test",
+        details={"customers_scored": 3, **details},
+    )
+
+
+def test_an_operation_record_joins_the_chain_and_names_nobody(
+    log: AuditLog, engine: Engine
+) -> None:
+    first = log.append(rich("C0012345"))
+    done = log.append_operation(operation(output_sha256="sha256:" + "a" * 64))
+    last = log.append(record("C0012345"))
+    assert (first.seq, done.seq, last.seq) == (1, 2, 3)
+    assert done.prev_hash == first.record_hash and last.prev_hash == done.record_hash
+    assert done.customer_ref == OPERATION_REF and key_count(engine) == 1
+    result = log.verify()
+    assert result.ok and result.records == 3
+    stored = log.get(done.decision_id)
+    assert stored is not None and is_operation(stored["record"])
+    assert stored["record"]["details"]["output_sha256"] == "sha256:" + "a" * 64
+    # A customer's export never holds it; the whole log's export verifies with it.
+    assert [e["seq"] for e in log.export("C0012345")] == [1, 3]
+    assert verify_export(log.export()).ok
+    # Changing its body is found like any other record's.
+    with engine.begin() as connection:
+        connection.execute(
+            update(audit_log).where(audit_log.c.seq == 2).values(body=rows(engine)[1].body + " ")
+        )
+    assert log.verify().first_bad_seq == 2
+
+
+def test_an_operation_id_is_written_once(log: AuditLog) -> None:
+    once = operation()
+    log.append_operation(once)
+    with pytest.raises(DuplicateDecision):
+        log.append_operation(once)
+    assert log.verify().records == 1
+
+
+def test_operations_and_decisions_from_threads_make_one_chain(
+    log: AuditLog, engine: Engine
+) -> None:
+    ops: list[str] = []
+
+    def operate() -> None:
+        for _ in range(10):
+            ops.append(log.append_operation(operation()).decision_id)
+
+    worker = threading.Thread(target=operate)
+    worker.start()
+    appended = hammer([log], threads=3, each=20)
+    worker.join()
+    assert_one_chain(engine, log, appended + ops)
+
+
+def test_a_replay_of_the_log_skips_operation_records(log: AuditLog) -> None:
+    from consent.policy import Catalog, Policy
+    from consent.simulate import replay
+
+    log.append(record())
+    log.append_operation(operation())
+    report = replay((e["record"] for e in log.export()), Policy.load(), Catalog.load())
+    assert report.decisions == 1

@@ -62,8 +62,10 @@ def test_the_erasure_is_in_the_audit_log_without_the_identity_and_the_chain_veri
     with embedded.engine.connect() as connection:
         (row,) = connection.execute(select(audit_log)).all()
     body = json.loads(row.body)
-    assert body["kind"] == "erasure" and body["erasure_id"] == erased.erasure_id == row.decision_id
-    assert body["principal"] == "compliance:officer-1"
+    assert body["record_type"] == "operation" and body["operation"] == "erasure"
+    assert body["operation_id"] == erased.erasure_id == row.decision_id
+    assert row.customer_ref == "operation"
+    assert body["details"]["principal"] == "compliance:officer-1"
     assert GONE not in str(tuple(row))
     # What-if replays skip records that are not decisions.
     report = replay([body], embedded.policy, embedded.catalog)

@@ -258,6 +258,13 @@ CASES = [
     case("open complaint: no sales", MORTGAGE, "OPEN_COMPLAINT", facts={"open_complaint": True}),
     case("open complaint: service goes", SERVICE, None, channel="email",
          facts={"open_complaint": True}),
+    # model.served
+    case("no model served for the need", MORTGAGE, "NO_MODEL",
+         models_served=frozenset({"investment"})),
+    case("a model served for the need", MORTGAGE, None, models_served=frozenset({"mortgage"})),
+    case("no model served: service goes", SERVICE, None, channel="email",
+         models_served=frozenset()),
+    case("models served not recorded", MORTGAGE, None, models_served=None),
     # model.min_score
     case("score below threshold", MORTGAGE, "SCORE_BELOW_THRESHOLD", score=0.049),
     case("score at threshold", MORTGAGE, None, score=0.05),
