@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from consent.customers import from_extract
 from consent.model import ConsentGiven
+from consent.registry import LOAD_RECORDER
 from consent.store import consent_history
 from feature_repo.aggregates import MAX_DAYS
 from feature_repo.definitions import ACTIVITY_VIEW
@@ -37,9 +38,15 @@ WARM_UP_DAYS = MAX_DAYS
 
 
 def record_consents(container: Container, consents: pd.DataFrame) -> int:
+    # The extract is the bank's own record: its time is both when the bank recorded a choice
+    # and when the customer gave it.
     entries = [
         ConsentGiven.model_validate(
-            {**row, "recorded_at": pd.Timestamp(row["recorded_at"]).to_pydatetime()}
+            {
+                **row,
+                "recorded_at": pd.Timestamp(row["recorded_at"]).to_pydatetime(),
+                "recorded_by": LOAD_RECORDER,
+            }
         )
         for row in consents.to_dict("records")
     ]

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from consent.model import ConsentGiven
-from consent.registry import ConsentRegistry
+from consent.registry import STREAM_RECORDER, ConsentRegistry
 from feature_repo.aggregates import (
     DEFAULT_LATENESS_US,
     WindowState,
@@ -185,16 +185,23 @@ class StreamWorker:
 
     def _record_consents(self, events: list[Event]) -> None:
         """Consent choices go to the registry before their offsets can be committed; if the
-        write fails the batch is not committed, so nothing is lost."""
+        write fails the batch is not committed, so nothing is lost. The bank records them now
+        (``recorded_at``, what orders the history), the event's own time is kept as when the
+        customer gave them, and each event is recorded once: a redelivery or a replay from an
+        old offset cannot record an old grant again, after (and so over) a later withdrawal."""
+        now = datetime.now(UTC)
         entries = [
             ConsentGiven(
                 customer_id=e.customer_id,
                 purpose=e.payload.purpose,
                 channel=e.payload.channel,
                 granted=e.payload.granted,
-                recorded_at=e.occurred_at,
+                recorded_at=now,
+                given_at=e.occurred_at,
                 source=e.payload.source,
                 notice_version=e.payload.notice_version,
+                recorded_by=STREAM_RECORDER,
+                event_id=e.event_id,
             )
             for e in events
             if isinstance(e, ConsentChangedEvent)
@@ -203,8 +210,7 @@ class StreamWorker:
             return
         if self.consents is None:
             raise RuntimeError("consent events on the stream but no consent registry is wired")
-        self.consents.record(entries)
-        self.stats.consents += len(entries)
+        self.stats.consents += self.consents.record(entries)
 
     def _count(
         self, applied: int, duplicates: int, late: int, rows: int, as_of_us: np.ndarray

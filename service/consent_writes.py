@@ -1,0 +1,88 @@
+"""Recording a customer's consent choices through the API: who may, and what is kept.
+
+The rules (also in ``service/auth.py`` and the README):
+
+- Only ``channel`` and ``rm`` keys record consents (the routes' roles).
+- Every entry keeps the key that recorded it (``recorded_by``: ``<role>:<key name>``), set
+  here from the authenticated key, never from the request; ``source`` is the client's own label
+  of where the choice was captured (``app_settings``, ``branch_form``).
+- A withdrawal is taken from every recording key, for any customer: refusing one is never the
+  safe side.
+- A grant from an ``rm`` key only for a customer that relationship manager manages (the
+  directory's ``rm_id``): an RM cannot opt someone else's customer in. A ``channel`` key acts
+  for the customer signed in to the bank's app, web or contact centre, and may grant.
+- The bank records each entry now (``recorded_at``, what orders the history); the time the
+  client says the customer gave it is kept as ``given_at``, within the server's time bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from consent.customers import CustomerDirectory
+from consent.model import ANY_CHANNEL, ConsentGiven, Purpose
+from consent.registry import recorder
+from feature_repo.events import TimeBounds
+from service.auth import Principal
+from service.errors import Forbidden, InvalidRequest
+
+
+@dataclass(frozen=True)
+class RecordConsentChoice:
+    """A client asks to record one choice of the customer."""
+
+    purpose: Purpose
+    channel: str | None
+    granted: bool
+    source: str
+    notice_version: str
+    given_at: datetime | None = None
+
+
+def consent_entries(
+    customer_id: str,
+    choices: Sequence[RecordConsentChoice],
+    principal: Principal,
+    directory: CustomerDirectory,
+    bounds: TimeBounds,
+    now: datetime,
+) -> list[ConsentGiven]:
+    """The history entries for ``choices``, or the error that refuses them all (nothing is
+    recorded when one choice is refused)."""
+    entries = []
+    for index, choice in enumerate(choices):
+        if choice.given_at is not None:
+            reason = bounds.violation(choice.given_at, now)
+            if reason is not None:
+                raise InvalidRequest(
+                    f"consents[{index}].given_at: {reason}",
+                    details=[{"field": f"consents.{index}.given_at", "reason": reason}],
+                )
+        channel = choice.channel or ANY_CHANNEL
+        if (choice.purpose == "profiling") != (channel == ANY_CHANNEL):
+            raise InvalidRequest(
+                "profiling consent takes no channel; marketing and service consents need one"
+            )
+        entries.append(
+            ConsentGiven(
+                customer_id=customer_id,
+                purpose=choice.purpose,
+                channel=channel,  # type: ignore[arg-type]  # ContactChannel, checked by the model
+                granted=choice.granted,
+                recorded_at=now,
+                given_at=choice.given_at or now,
+                source=choice.source,
+                notice_version=choice.notice_version,
+                recorded_by=recorder(principal.role, principal.name),
+            )
+        )
+    if principal.role == "rm" and any(e.granted for e in entries):
+        known = directory.get(customer_id)
+        if known is None or known.rm_id != principal.rm_id:
+            raise Forbidden(
+                "a relationship manager may record a grant only for their own customers; "
+                "withdrawals are taken for anyone"
+            )
+    return entries
