@@ -49,7 +49,7 @@ _PG_READ = (
     "SELECT "
     "(SELECT coalesce(json_agg(json_build_array("
     "id, customer_id, purpose, channel, granted, recorded_at, source, notice_version, "
-    "given_at, recorded_by)), '[]') "
+    "given_at, recorded_by, event_id)), '[]') "
     "FROM (SELECT DISTINCT ON (purpose, channel) * "
     f"FROM {consent_history.name} WHERE customer_id = %(id)s "
     "ORDER BY purpose, channel, recorded_at DESC, id DESC) AS latest), "
@@ -73,6 +73,7 @@ _CONSENT_FIELDS = (
     "notice_version",
     "given_at",
     "recorded_by",
+    "event_id",
 )
 
 

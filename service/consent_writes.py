@@ -13,18 +13,21 @@ The rules (also in ``service/auth.py`` and the README):
   for the customer signed in to the bank's app, web or contact centre, and may grant.
 - The bank records each entry now (``recorded_at``, what orders the history); the time the
   client says the customer gave it is kept as ``given_at``, within the server's time bounds.
+
+Consent events on the stream (``stream_entries``) are recorded the same way: now, by
+``stream``, with the event's time as ``given_at``, and once per event id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from consent.customers import CustomerDirectory
 from consent.model import ANY_CHANNEL, ConsentGiven, Purpose
-from consent.registry import recorder
-from feature_repo.events import TimeBounds
+from consent.registry import STREAM_RECORDER, recorder
+from feature_repo.events import ConsentChangedEvent, Event, TimeBounds
 from service.auth import Principal
 from service.errors import Forbidden, InvalidRequest
 
@@ -86,3 +89,24 @@ def consent_entries(
                 "withdrawals are taken for anyone"
             )
     return entries
+
+
+def stream_entries(events: Iterable[Event], now: datetime) -> list[ConsentGiven]:
+    """The history entries for the consent events among ``events``, recorded at ``now`` (the
+    worker's clock), each carrying its event id so that it is recorded once."""
+    return [
+        ConsentGiven(
+            customer_id=e.customer_id,
+            purpose=e.payload.purpose,
+            channel=e.payload.channel,
+            granted=e.payload.granted,
+            recorded_at=now,
+            given_at=e.occurred_at,
+            source=e.payload.source,
+            notice_version=e.payload.notice_version,
+            recorded_by=STREAM_RECORDER,
+            event_id=e.event_id,
+        )
+        for e in events
+        if isinstance(e, ConsentChangedEvent)
+    ]

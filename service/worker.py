@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from consent.model import ConsentGiven
-from consent.registry import STREAM_RECORDER, ConsentRegistry
+from consent.registry import ConsentRegistry
 from feature_repo.aggregates import (
     DEFAULT_LATENESS_US,
     WindowState,
@@ -31,6 +30,7 @@ from feature_repo.aggregates import (
     compute_features,
 )
 from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, parse_event
+from service.consent_writes import stream_entries
 from service.features import OfflineBuffer, OnlineWriter
 from service.metrics import StreamMetrics
 from service.origin import Origin
@@ -189,23 +189,7 @@ class StreamWorker:
         (``recorded_at``, what orders the history), the event's own time is kept as when the
         customer gave them, and each event is recorded once: a redelivery or a replay from an
         old offset cannot record an old grant again, after (and so over) a later withdrawal."""
-        now = datetime.now(UTC)
-        entries = [
-            ConsentGiven(
-                customer_id=e.customer_id,
-                purpose=e.payload.purpose,
-                channel=e.payload.channel,
-                granted=e.payload.granted,
-                recorded_at=now,
-                given_at=e.occurred_at,
-                source=e.payload.source,
-                notice_version=e.payload.notice_version,
-                recorded_by=STREAM_RECORDER,
-                event_id=e.event_id,
-            )
-            for e in events
-            if isinstance(e, ConsentChangedEvent)
-        ]
+        entries = stream_entries(events, datetime.now(UTC))
         if not entries:
             return
         if self.consents is None:
