@@ -69,11 +69,13 @@ class ConsentRegistry:
             dialect = connection.dialect.name
             if dialect not in _UPSERTS:
                 raise NotImplementedError(f"no conflict-free insert for {dialect}")
-            statement = _UPSERTS[dialect](consent_history).on_conflict_do_nothing(
-                index_elements=["event_id"]
+            statement = (
+                _UPSERTS[dialect](consent_history)
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(consent_history.c.id)
             )
-            # One row per statement: executemany's rowcount is not reliable on every driver.
-            return sum(connection.execute(statement, row).rowcount for row in rows)
+            # Counted by what was returned: rowcount is not reliable for this on every driver.
+            return len(connection.execute(statement, rows).all())
 
     def current(self, customer_id: str) -> dict[tuple[str, str], ConsentGiven]:
         """The latest choice per (purpose, channel): the entry the bank recorded last wins
