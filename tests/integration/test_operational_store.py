@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import StatementError
 
 from consent.audit import AuditLog
@@ -91,11 +91,15 @@ def test_tampering_is_found_on_every_backend(operational_engine) -> None:
 
 def test_every_stored_time_is_utc_whatever_offset_it_came_with(operational_engine) -> None:
     # SQLite keeps a datetime's wall clock and drops its offset: a +14:00 time written as given
-    # read back fourteen hours late, and beat a withdrawal recorded after it.
-    registry = ConsentRegistry(operational_engine)
+    # read back fourteen hours late, and beat a withdrawal recorded after it. Written here
+    # through the table itself, as the stores' other writers do (contacts, alerts, the audit).
     kiribati = timezone(timedelta(hours=14))
-    granted = T0.astimezone(kiribati)  # the same instant as T0, written as 14:00 local time
-    registry.record([entry(True, granted)])
+    granted = entry(True, T0).model_dump(exclude={"id"})
+    with operational_engine.begin() as connection:
+        connection.execute(
+            insert(consent_history), [{**granted, "recorded_at": T0.astimezone(kiribati)}]
+        )
+    registry = ConsentRegistry(operational_engine)
     registry.record([entry(False, T0 + timedelta(minutes=1))])
     first, _ = registry.history("C42")
     assert first.recorded_at == T0 and first.recorded_at.utcoffset() == timedelta(0)
