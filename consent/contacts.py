@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, insert, or_, select
 
@@ -29,6 +29,8 @@ class ContactMade:
     action_id: str | None = None
     need: str | None = None
     decision_id: str | None = None
+    #: Who reported it: ``<role>:<API key name>`` for feedback; None for the bank's own.
+    recorded_by: str | None = None
 
 
 class ContactHistory:
@@ -64,7 +66,7 @@ class ContactHistory:
             rows = connection.execute(query).all()
         return tuple(
             ContactRecord(
-                occurred_at=_aware(row.occurred_at),
+                occurred_at=row.occurred_at,
                 channel=row.channel,
                 kind=row.kind,
                 action_id=row.action_id,
@@ -80,8 +82,3 @@ class ContactHistory:
             delete(contact_history).where(contact_history.c.customer_id == customer_id)
         )
         return result.rowcount
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were stored as UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -44,17 +45,45 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+#: An aware moment, kept in UTC whatever offset it came with (every stored time is UTC).
+UtcTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
 class ConsentGiven(_Frozen):
-    """One entry of a customer's consent history (granted or withdrawn), never overwritten."""
+    """One entry of a customer's consent history (granted or withdrawn), never overwritten.
+
+    ``recorded_at`` is when the bank recorded it (the registry's clock): the history is ordered
+    by it, so the entry recorded last is the customer's current choice and a withdrawal always
+    wins over a grant recorded before it. ``given_at`` is when the customer gave it, as the
+    device, the upstream system or the form says: kept as evidence, never used to order (a
+    clock that runs ahead would otherwise pin a choice). Without one it is ``recorded_at``."""
 
     customer_id: Annotated[str, Field(min_length=1, max_length=64)]
     purpose: Purpose
     channel: ContactChannel | Literal["any"]
     granted: bool
-    recorded_at: AwareDatetime
+    recorded_at: UtcTime
     source: Annotated[str, Field(min_length=1, max_length=64)]
     notice_version: Annotated[str, Field(min_length=1, max_length=32)]
     id: int | None = None
+    given_at: UtcTime | None = None
+    #: Who recorded it: ``<role>:<API key name>`` for the API, ``stream`` or ``load``.
+    recorded_by: Annotated[str, Field(max_length=80)] | None = None
+    #: The stream event it came from (one entry per event, however often it is delivered). Not
+    #: in decision records: an upstream id may spell anything, a customer id included, and the
+    #: audit log must not keep one outside its pseudonym.
+    event_id: str | None = Field(default=None, max_length=128, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _given_defaults_to_recorded(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("given_at") is None:
+            return {**data, "given_at": data.get("recorded_at")}
+        return data
 
 
 #: The longest cool-off an action may declare: the gate reads this much contact history, so a

@@ -48,7 +48,8 @@ READ_POOL_OVERFLOW = 16
 _PG_READ = (
     "SELECT "
     "(SELECT coalesce(json_agg(json_build_array("
-    "id, customer_id, purpose, channel, granted, recorded_at, source, notice_version)), '[]') "
+    "id, customer_id, purpose, channel, granted, recorded_at, source, notice_version, "
+    "given_at, recorded_by, event_id)), '[]') "
     "FROM (SELECT DISTINCT ON (purpose, channel) * "
     f"FROM {consent_history.name} WHERE customer_id = %(id)s "
     "ORDER BY purpose, channel, recorded_at DESC, id DESC) AS latest), "
@@ -70,6 +71,9 @@ _CONSENT_FIELDS = (
     "recorded_at",
     "source",
     "notice_version",
+    "given_at",
+    "recorded_by",
+    "event_id",
 )
 
 
@@ -271,7 +275,8 @@ def _gate_read(
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    """In UTC: PostgreSQL's JSON writes times in the session's zone."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def gate_reads(

@@ -8,13 +8,31 @@ on the stream, and from the bank's extract (`nextbest load`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from consent.model import ConsentGiven
 from consent.store import consent_history
+
+#: ``recorded_by`` of entries recorded from the event stream and from the bank's extract
+#: (``nextbest load``); the API records ``<role>:<key name>`` (``recorder``).
+STREAM_RECORDER = "stream"
+LOAD_RECORDER = "load"
+
+
+def recorder(role: str, name: str) -> str:
+    """``recorded_by`` of what an API key wrote."""
+    return f"{role}:{name}"
+
+
+#: The insert that skips a row whose unique key is already there, per backend.
+_UPSERTS: dict[str, Callable[[Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
 
 _COLUMNS = (
     consent_history.c.id,
@@ -25,6 +43,9 @@ _COLUMNS = (
     consent_history.c.recorded_at,
     consent_history.c.source,
     consent_history.c.notice_version,
+    consent_history.c.given_at,
+    consent_history.c.recorded_by,
+    consent_history.c.event_id,
 )
 
 
@@ -34,11 +55,7 @@ _LATEST_FIRST = (consent_history.c.recorded_at.desc(), consent_history.c.id.desc
 
 
 def _as_record(row: object) -> ConsentGiven:
-    mapping = dict(row._mapping)  # type: ignore[attr-defined]
-    recorded_at = mapping["recorded_at"]
-    if recorded_at.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        mapping["recorded_at"] = recorded_at.replace(tzinfo=UTC)
-    return ConsentGiven.model_validate(mapping)
+    return ConsentGiven.model_validate(dict(row._mapping))  # type: ignore[attr-defined]
 
 
 class ConsentRegistry:
@@ -46,17 +63,31 @@ class ConsentRegistry:
         self.engine = engine
 
     def record(self, entries: Iterable[ConsentGiven]) -> int:
-        rows = [e.model_dump(exclude={"id"}) for e in entries]
+        """Append ``entries``; one that carries the id of a stream event already recorded is
+        skipped (a redelivery, a replay). Returns how many were appended."""
+        rows = [e.model_dump(exclude={"id"}) | {"event_id": e.event_id} for e in entries]
         if not rows:
             return 0
         with self.engine.begin() as connection:
-            connection.execute(insert(consent_history), rows)
-        return len(rows)
+            if not any(row["event_id"] for row in rows):
+                connection.execute(insert(consent_history), rows)
+                return len(rows)
+            dialect = connection.dialect.name
+            if dialect not in _UPSERTS:
+                raise NotImplementedError(f"no conflict-free insert for {dialect}")
+            statement = (
+                _UPSERTS[dialect](consent_history)
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(consent_history.c.id)
+            )
+            # Counted by what was returned: rowcount is not reliable for this on every driver.
+            return len(connection.execute(statement, rows).all())
 
     def current(self, customer_id: str) -> dict[tuple[str, str], ConsentGiven]:
-        """The latest choice per (purpose, channel): the entry recorded last in time wins, ties
-        broken by write order. Ordering by time, not by write order, keeps an old choice that
-        arrives late (a redelivered event, a reloaded extract) from overriding a newer one."""
+        """The latest choice per (purpose, channel): the entry the bank recorded last wins
+        (``recorded_at``, the registry's clock, never a time from outside), ties broken by
+        write order. Ordering by that time, not by write order, keeps a reloaded extract (whose
+        entries keep the extract's own times) from overriding choices recorded since."""
         ranked = (
             select(
                 *_COLUMNS,

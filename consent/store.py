@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -10,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Dialect,
     Engine,
     Float,
     Index,
@@ -19,11 +21,40 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     create_engine,
     event,
+    inspect,
 )
+from sqlalchemy.exc import OperationalError
 
 metadata = MetaData()
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment, stored as UTC on every backend and read back as an aware UTC datetime.
+
+    SQLite keeps a datetime as its wall-clock text and drops the offset, so a ``+14:00`` time
+    stored as given would read back fourteen hours late; PostgreSQL hands ``timestamptz`` back
+    in the session's zone. Converting on the way in and out makes both the same. A naive
+    datetime is refused: which zone it meant is unknown, and guessing is how times shift."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"the operational store takes aware datetimes only, not {value!r}")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # SQLite's text has no offset: it was written as UTC above.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 consent_history = Table(
     "consent_history",
@@ -35,9 +66,19 @@ consent_history = Table(
     Column("purpose", String(16), nullable=False),
     Column("channel", String(16), nullable=False),
     Column("granted", Boolean, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # When the bank recorded the entry (the registry's clock as it accepted it): what orders
+    # the history, so a withdrawal always wins over a grant recorded before it, whatever time a
+    # device claims.
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    # When the customer gave it (an event's occurred_at, the API body's time): evidence only.
+    # Unknown (NULL) for entries written before it was kept: read as recorded_at.
+    Column("given_at", UtcDateTime(), nullable=True),
     Column("source", String(64), nullable=False),
     Column("notice_version", String(32), nullable=False),
+    # Who recorded it: ``<role>:<API key name>``, or the stream or the loader.
+    Column("recorded_by", String(80), nullable=True),
+    # The stream event it came from: a redelivery or a replay records it only once.
+    Column("event_id", String(128), nullable=True, unique=True),
     Index("ix_consent_customer", "customer_id", "purpose", "channel", "id"),
 )
 
@@ -50,7 +91,7 @@ customers = Table(
     Column("household_id", String(64), nullable=True, index=True),
     Column("rm_id", String(64), nullable=True, index=True),
     Column("facts", Text, nullable=False),  # CustomerFacts as JSON
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 contact_history = Table(
@@ -63,12 +104,14 @@ contact_history = Table(
     ),
     Column("customer_id", String(64), nullable=False),
     Column("household_id", String(64), nullable=True),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
     Column("channel", String(16), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("action_id", String(64), nullable=True),
     Column("need", String(16), nullable=True),
     Column("decision_id", String(64), nullable=True),
+    # Who reported it (feedback: ``<role>:<API key name>``); None for the bank's own contacts.
+    Column("recorded_by", String(80), nullable=True),
     Index("ix_contact_customer", "customer_id", "occurred_at"),
     Index("ix_contact_household", "household_id", "occurred_at"),
 )
@@ -83,7 +126,7 @@ audit_log = Table(
         "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     ),
     Column("decision_id", String(64), nullable=False, unique=True),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
     # A pseudonym ("cref:...") from the customer's key in customer_keys, never the customer id.
     Column("customer_ref", String(128), nullable=False),
     Column("prev_hash", String(80), nullable=False, unique=True),
@@ -124,7 +167,7 @@ customer_keys = Table(
     metadata,
     Column("customer_id", String(64), primary_key=True),
     Column("key", LargeBinary(32), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 audit_checkpoints = Table(
@@ -137,7 +180,7 @@ audit_checkpoints = Table(
     ),
     Column("head_hash", String(80), nullable=False),
     Column("records", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
-    Column("taken_at", DateTime(timezone=True), nullable=False),
+    Column("taken_at", UtcDateTime(), nullable=False),
 )
 
 
@@ -177,13 +220,13 @@ alerts = Table(
     Column("score", Float, nullable=True),
     Column("priority", Float, nullable=False),
     Column("status", String(16), nullable=False),  # queued | open | closed | expired
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("opened_at", DateTime(timezone=True), nullable=True),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("opened_at", UtcDateTime(), nullable=True),
+    Column("expires_at", UtcDateTime(), nullable=False),
     Column("body", Text, nullable=False),  # the rest as JSON: reasons, talking points, triggers
     Column("disposition", String(32), nullable=True),
     Column("disposition_note", Text, nullable=True),
-    Column("disposed_at", DateTime(timezone=True), nullable=True),
+    Column("disposed_at", UtcDateTime(), nullable=True),
     Column("disposed_by", String(64), nullable=True),
     Index("ix_alerts_rm", "rm_id", "status", "created_at"),
     Index("ix_alerts_customer", "customer_id", "topic", "created_at"),
@@ -229,4 +272,45 @@ def connect(url: str) -> Engine:
         # time (measured under load: 5% of the process's time).
         engine = create_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=24)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+#: Columns added since the first release of each table, as ``ALTER TABLE ... ADD COLUMN``
+#: clauses: a store made before them (the demo's SQLite, a dev PostgreSQL) gains them at
+#: connect.
+_ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    consent_history.name: (
+        ("given_at", "TIMESTAMP WITH TIME ZONE"),
+        ("recorded_by", "VARCHAR(80)"),
+        ("event_id", "VARCHAR(128)"),
+    ),
+    contact_history.name: (("recorded_by", "VARCHAR(80)"),),
+}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a store made by an earlier version up to these tables; idempotent, and safe
+    when several processes start at once (PostgreSQL: ``IF NOT EXISTS``; on SQLite a column
+    another process added since we looked fails as a duplicate and is skipped)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspect(engine).get_columns(table)}
+        missing = [(name, kind) for name, kind in columns if name not in present]
+        for name, kind in missing:
+            _add_column(engine, table, name, kind)
+        if missing and table == consent_history.name:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(
+                    f"CREATE UNIQUE INDEX IF NOT EXISTS ux_{table}_event_id ON {table} (event_id)"
+                )
+
+
+def _add_column(engine: Engine, table: str, name: str, kind: str) -> None:
+    postgres = engine.dialect.name == "postgresql"
+    clause = f"ADD COLUMN IF NOT EXISTS {name}" if postgres else f"ADD COLUMN {name}"
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"ALTER TABLE {table} {clause} {kind}")
+    except OperationalError as error:
+        if "duplicate column" not in str(error).lower():
+            raise

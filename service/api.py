@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -30,16 +30,18 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from consent.contacts import ContactMade
-from consent.model import ConsentGiven, ContactChannel, Purpose
+from consent.model import ContactChannel, Purpose
+from consent.registry import recorder
 from feature_repo.events import (
     ConsentChangedEvent,
     CustomerId,
     InvalidEvent,
+    Rfc3339Time,
     event_to_json,
     parse_event,
 )
@@ -48,6 +50,7 @@ from service.alerts import Alert, Outcome, shown_to
 from service.alerts import Status as AlertStatus
 from service.auth import Principal, Role
 from service.bootstrap import Container
+from service.consent_writes import RecordConsentChoice, consent_entries
 from service.deadletter import PRINCIPAL_HEADER
 from service.decisions import DecideForCustomer, DecisionMade
 from service.erasure import erase_customer
@@ -80,9 +83,6 @@ log = logging.getLogger(__name__)
 DECISION_THREADS = 16
 
 MAX_EVENTS_PER_REQUEST = 500
-#: A consent choice may carry its own time (recorded elsewhere first), but not a future one:
-#: the latest choice wins, and a future time would pin it.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 DecisionId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
@@ -164,9 +164,17 @@ class ConsentIn(_Request):
     purpose: Purpose
     channel: ContactChannel | None = Field(None, description="Omit for profiling.")
     granted: bool
-    source: Annotated[str, Field(min_length=1, max_length=64)]
+    source: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        description="Where the choice was captured (e.g. app_settings): the client's label. "
+        "Who recorded it is the API key, kept as recorded_by."
+    )
     notice_version: Annotated[str, Field(min_length=1, max_length=32)]
-    recorded_at: AwareDatetime | None = None
+    given_at: Rfc3339Time | None = Field(
+        None,
+        description="When the customer gave it, if before now: kept as evidence, within the "
+        "server's clock skew ahead and history horizon behind. The bank's own time "
+        "(recorded_at, now) is what orders the history.",
+    )
 
 
 class ConsentsIn(_Request):
@@ -216,7 +224,10 @@ class FeedbackIn(_Request):
     channel: ContactChannel
     kind: Literal["impression", "accept", "decline", "dismiss"]
     decision_id: Annotated[str, Field(max_length=64)] | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Rfc3339Time | None = Field(
+        None,
+        description="Default now; within the server's clock skew ahead and history horizon behind.",
+    )
 
 
 class EventsIn(_Request):
@@ -291,15 +302,22 @@ class ConsentOut(BaseModel):
     purpose: Purpose
     channel: ContactChannel | Literal["any"]
     granted: bool
-    recorded_at: datetime
+    recorded_at: datetime = Field(description="When the bank recorded it (UTC): what orders.")
+    given_at: datetime = Field(description="When the customer gave it, as told (UTC).")
     source: str
     notice_version: str
+    recorded_by: str | None = Field(
+        description="Who recorded it: <role>:<API key name>, stream or load."
+    )
 
 
 class CustomerConsents(BaseModel):
     customer_id: str
     consents: list[ConsentOut]
     note: str
+    history: list[ConsentOut] | None = Field(
+        None, description="Every entry, in the order written (with ?history=true)."
+    )
 
 
 class CustomerErasedOut(BaseModel):
@@ -743,9 +761,10 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             problem=result.problem,
         )
 
-    def consents_of(c: Container, customer_id: str) -> CustomerConsents:
+    def consents_of(c: Container, customer_id: str, history: bool = False) -> CustomerConsents:
         try:
             current = c.registry.current(customer_id)
+            entries = c.registry.history(customer_id) if history else None
         except Exception as error:
             log.error("consent read failed: %s", error)
             raise StoreUnavailable("consent cannot be read right now") from error
@@ -753,6 +772,9 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             customer_id=customer_id,
             consents=[ConsentOut.model_validate(r, from_attributes=True) for r in current.values()],
             note="purposes and channels not listed are unknown, which counts as no consent",
+            history=None
+            if entries is None
+            else [ConsentOut.model_validate(r, from_attributes=True) for r in entries],
         )
 
     @app.get(
@@ -760,8 +782,15 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         response_model=CustomerConsents,
         responses=_errors(*_V1_ERRORS, 500, 503),
     )
-    def get_consents(customer_id: CustomerId, c: Wired, _: ReadingConsent) -> CustomerConsents:
-        return consents_of(c, customer_id)
+    def get_consents(
+        customer_id: CustomerId,
+        c: Wired,
+        _: ReadingConsent,
+        history: Annotated[
+            bool, Query(description="Add every entry, in the order written.")
+        ] = False,
+    ) -> CustomerConsents:
+        return consents_of(c, customer_id, history)
 
     @app.put(
         "/v1/customers/{customer_id}/consents",
@@ -769,31 +798,23 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
     )
     def put_consents(
-        customer_id: CustomerId, body: ConsentsIn, c: Wired, _: RecordingConsent
+        customer_id: CustomerId, body: ConsentsIn, c: Wired, principal: RecordingConsent
     ) -> CustomerConsents:
-        now = datetime.now(UTC)
-        entries = []
-        for item in body.consents:
-            if item.recorded_at is not None and item.recorded_at > now + MAX_CLOCK_SKEW:
-                raise InvalidRequest("recorded_at lies in the future")
-            channel = item.channel or "any"
-            if (item.purpose == "profiling") != (channel == "any"):
-                raise InvalidRequest(
-                    "profiling consent takes no channel; marketing and service consents need one"
-                )
-            entries.append(
-                ConsentGiven(
-                    customer_id=customer_id,
-                    purpose=item.purpose,
-                    channel=channel,
-                    granted=item.granted,
-                    recorded_at=item.recorded_at or now,
-                    source=item.source,
-                    notice_version=item.notice_version,
-                )
-            )
+        """Rules (service/consent_writes.py): a withdrawal from any recording key; a grant from
+        an RM key only for their own customers; ``recorded_by`` is the key."""
+        choices = [RecordConsentChoice(**item.model_dump()) for item in body.consents]
         try:
+            entries = consent_entries(
+                customer_id,
+                choices,
+                principal,
+                c.directory,
+                c.settings.time_bounds,
+                datetime.now(UTC),
+            )
             c.registry.record(entries)
+        except NextBestError:
+            raise
         except Exception as error:
             log.error("consent write failed: %s", error)
             raise StoreUnavailable() from error
@@ -822,15 +843,22 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         response_model=FeedbackRecorded,
         responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 500, 503),
     )
-    def feedback(body: FeedbackIn, c: Wired, _: GivingFeedback) -> FeedbackRecorded:
+    def feedback(body: FeedbackIn, c: Wired, principal: GivingFeedback) -> FeedbackRecorded:
         """What the customer saw and answered: it feeds contact caps, cool-offs and "already
         declined"."""
         action = c.catalog.actions.get(body.action_id)
         if action is None:
             raise InvalidRequest(f"unknown action {body.action_id!r}")
         now = datetime.now(UTC)
-        if body.occurred_at is not None and body.occurred_at > now + MAX_CLOCK_SKEW:
-            raise InvalidRequest("occurred_at lies in the future")
+        reason = (
+            None
+            if body.occurred_at is None
+            else c.settings.time_bounds.violation(body.occurred_at, now)
+        )
+        if reason is not None:
+            raise InvalidRequest(
+                f"occurred_at: {reason}", details=[{"field": "occurred_at", "reason": reason}]
+            )
         try:
             known = c.directory.get(body.customer_id)
             c.contacts.record(
@@ -844,6 +872,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
                         action_id=action.id,
                         need=action.need,
                         decision_id=body.decision_id,
+                        recorded_by=recorder(principal.role, principal.name),
                     )
                 ]
             )

@@ -4,6 +4,14 @@ Roles: ``channel`` (apps, web, contact centre: decisions, events, consents), ``r
 relationship manager: decisions and consents, their own alerts), ``compliance`` (the only role that
 reads audit records and why actions were suppressed) and ``admin`` (operations).
 
+Consents (``service/consent_writes.py``; each rule has a positive and a negative test in
+``tests/integration/test_authorship.py``): only ``channel`` and ``rm`` keys record them; a
+withdrawal is taken from either for any customer, since refusing one is never the safe side; a
+grant from an ``rm`` key only for a customer whose directory entry names that key's ``rm_id``
+(a ``channel`` key acts for the customer signed in to the bank's app, web or contact centre).
+Every consent entry and every feedback keeps the key that wrote it (``recorded_by``,
+``<role>:<key name>``), taken from the authenticated key, never from the request.
+
 Keys live in a JSON file (``NEXTBEST_API_KEYS_FILE``): ``{"keys": [{"name": ..., "role": ...,
 "sha256": <hex of the key>, "rm_id": ...}]}``. Only hashes are needed. In development, when no
 file is configured, one key per role is generated into ``<home>/api-keys.json`` (plain keys

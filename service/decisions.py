@@ -41,7 +41,7 @@ from feature_repo.definitions import SCORING_FEATURES, VIEW_OF
 from feature_repo.explain import describe
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable, InvalidRequest
-from service.features import OnlineFeatures
+from service.features import OnlineFeatures, feature_age
 from service.metrics import ServedModel
 
 if TYPE_CHECKING:
@@ -382,7 +382,7 @@ class DecisionService:
             reads.append(
                 FeaturesRead.model_construct(  # ours, already the right types
                     as_of=as_of,
-                    age_seconds=None if as_of is None else round((now - as_of).total_seconds(), 3),
+                    age_seconds=None if as_of is None else round(feature_age(as_of, now), 3),
                     values={n: online.values[n] for n in names if n in online.values},
                 )
             )

@@ -47,6 +47,14 @@ from feature_repo.profile import PROFILE_FEATURE_NAMES
 from feature_repo.store import StoreLocation
 
 
+def feature_age(moment: datetime, now: datetime) -> float:
+    """Seconds between a feature row's time and ``now``, never negative. A row stamped in the
+    future (a host's clock ahead, an upstream time the bounds let through) is as old as it is
+    far from now: jitter between hosts reads as a few seconds, and a row from 2099 is stale,
+    never fresh forever."""
+    return abs((now - moment).total_seconds())
+
+
 @dataclass(frozen=True)
 class OnlineFeatures:
     customer_id: str
@@ -63,7 +71,7 @@ class OnlineFeatures:
     def age_of(self, name: str, now: datetime) -> float | None:
         """Seconds since the feature's row was computed (None: no row)."""
         moment = self.as_of_by_view.get(VIEW_OF[name])
-        return None if moment is None else (now - moment).total_seconds()
+        return None if moment is None else feature_age(moment, now)
 
     def fresh(self, now: datetime) -> tuple[dict[str, float | None], frozenset[str]]:
         """The values with every feature older than its allowed age (``MAX_AGE``) treated as
@@ -73,7 +81,7 @@ class OnlineFeatures:
             limits = _LIMITS.get(view)
             if moment is None or not limits:
                 continue
-            age = (now - moment).total_seconds()
+            age = feature_age(moment, now)
             # The view's features whose allowed age is under this row's age.
             over = bisect.bisect_left(limits[0], age)
             stale.update(n for n in limits[1][:over] if n in self.values)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from consent.customers import from_extract
 from consent.erasure import Erased
 from consent.model import ConsentGiven
+from consent.registry import LOAD_RECORDER
 from consent.store import consent_history
 from feature_repo.aggregates import MAX_DAYS
 from feature_repo.definitions import ACTIVITY_VIEW
@@ -60,10 +61,16 @@ def without_erased_records(container: Container, records: Iterable[Keyed]) -> It
 
 
 def record_consents(container: Container, consents: pd.DataFrame) -> int:
+    # The extract is the bank's own record: its time is both when the bank recorded a choice
+    # and when the customer gave it.
     consents = without_erased(container, consents)
     entries = [
         ConsentGiven.model_validate(
-            {**row, "recorded_at": pd.Timestamp(row["recorded_at"]).to_pydatetime()}
+            {
+                **row,
+                "recorded_at": pd.Timestamp(row["recorded_at"]).to_pydatetime(),
+                "recorded_by": LOAD_RECORDER,
+            }
         )
         for row in consents.to_dict("records")
     ]

@@ -23,6 +23,7 @@ already.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,8 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from consent.erasure import Erased, ErasureRegister, candidate_ids
-from consent.model import ConsentGiven
-from consent.registry import ConsentRegistry
+from consent.registry import ConsentRegistry, recorder
 from feature_repo.aggregates import (
     DEFAULT_LATENESS_US,
     WindowState,
@@ -43,6 +43,7 @@ from feature_repo.aggregates import (
     compute_features,
 )
 from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, TimeBounds, parse_event
+from service.consent_writes import stream_entries
 from service.deadletter import (
     dead_letter,
     dead_letter_key,
@@ -91,6 +92,18 @@ class Parsed(NamedTuple):
     def principal(self) -> str | None:
         """The API key that sent the event (``POST /v1/events``), or None."""
         return principal_of(self.record)
+
+    @property
+    def sender(self) -> str | None:
+        """``<role>:<key name>`` of the API key that sent the event, or None."""
+        principal = self.principal
+        if principal is None:
+            return None
+        try:
+            who = json.loads(principal)
+            return recorder(str(who["role"]), str(who["name"]))
+        except (ValueError, TypeError, KeyError):
+            return None
 
 
 @dataclass
@@ -246,7 +259,7 @@ class StreamWorker:
             self._isolated(step, items[middle:])
 
     def _consent_step(self, items: list[Parsed]) -> None:
-        self._record_consents([p.event for p in items])
+        self._record_consents([(p.event, p.sender) for p in items])
 
     def _feature_step(self, items: list[Parsed]) -> None:
         events = [p.event for p in items]
@@ -386,28 +399,18 @@ class StreamWorker:
         if self.metrics:
             self.metrics.events.labels("erased").inc(dropped)
 
-    def _record_consents(self, events: list[Event]) -> None:
+    def _record_consents(self, events: list[tuple[Event, str | None]]) -> None:
         """Consent choices go to the registry before their offsets can be committed; if the
-        write fails the batch is not committed, so nothing is lost."""
-        entries = [
-            ConsentGiven(
-                customer_id=e.customer_id,
-                purpose=e.payload.purpose,
-                channel=e.payload.channel,
-                granted=e.payload.granted,
-                recorded_at=e.occurred_at,
-                source=e.payload.source,
-                notice_version=e.payload.notice_version,
-            )
-            for e in events
-            if isinstance(e, ConsentChangedEvent)
-        ]
+        write fails the batch is not committed, so nothing is lost. The bank records them now
+        (``recorded_at``, what orders the history), the event's own time is kept as when the
+        customer gave them, and each event is recorded once: a redelivery or a replay from an
+        old offset cannot record an old grant again, after (and so over) a later withdrawal."""
+        entries = stream_entries(events, datetime.now(UTC))
         if not entries:
             return
         if self.consents is None:
             raise RuntimeError("consent events on the stream but no consent registry is wired")
-        self.consents.record(entries)
-        self.stats.consents += len(entries)
+        self.stats.consents += self.consents.record(entries)
 
     def _count(
         self, applied: int, duplicates: int, late: int, rows: int, as_of_us: np.ndarray

@@ -144,7 +144,7 @@ def test_only_compliance_sees_why_actions_were_suppressed(api) -> None:
 
 def test_a_future_consent_time_is_refused(api) -> None:
     container, client = api
-    body = {"consents": [{**CONSENT["consents"][0], "recorded_at": "2099-01-01T00:00:00Z"}]}
+    body = {"consents": [{**CONSENT["consents"][0], "given_at": "2099-01-01T00:00:00Z"}]}
     response = client.put(
         f"/v1/customers/{CUSTOMER}/consents", json=body, headers=key_headers(container, "channel")
     )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
-from sqlalchemy import update
+import pytest
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.exc import StatementError
 
 from consent.audit import AuditLog
 from consent.model import ConsentGiven
 from consent.registry import ConsentRegistry
-from consent.store import audit_log, connect
+from consent.store import audit_log, connect, consent_history
 from tests.unit.test_audit import record
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -130,3 +132,77 @@ def test_the_directory_reads_many_customers_as_it_reads_one(operational_engine) 
     found = directory.get_many([f"K{i}" for i in range(10)])
     assert set(found) == {p.customer_id for p in people}  # K7..K9 unknown
     assert all(found[p.customer_id] == directory.get(p.customer_id) == p for p in people)
+
+
+def test_every_stored_time_is_utc_whatever_offset_it_came_with(operational_engine) -> None:
+    # SQLite keeps a datetime's wall clock and drops its offset: a +14:00 time written as given
+    # read back fourteen hours late, and beat a withdrawal recorded after it. Written here
+    # through the table itself, as the stores' other writers do (contacts, alerts, the audit).
+    kiribati = timezone(timedelta(hours=14))
+    granted = entry(True, T0).model_dump(exclude={"id"})
+    with operational_engine.begin() as connection:
+        connection.execute(
+            insert(consent_history), [{**granted, "recorded_at": T0.astimezone(kiribati)}]
+        )
+    registry = ConsentRegistry(operational_engine)
+    registry.record([entry(False, T0 + timedelta(minutes=1))])
+    first, _ = registry.history("C42")
+    assert first.recorded_at == T0 and first.recorded_at.utcoffset() == timedelta(0)
+    assert registry.current("C42")[("marketing", "rm")].granted is False
+    with operational_engine.connect() as connection:
+        stored = connection.execute(select(consent_history.c.recorded_at)).scalars().all()
+    assert stored == [T0, T0 + timedelta(minutes=1)]
+    assert {t.tzinfo for t in stored} == {UTC}
+
+
+def test_a_naive_time_is_refused_rather_than_guessed(operational_engine) -> None:
+    registry = ConsentRegistry(operational_engine)
+    with pytest.raises(StatementError, match="aware datetimes only"):
+        registry.record(
+            [entry(True, T0).model_copy(update={"recorded_at": T0.replace(tzinfo=None)})]
+        )
+    assert registry.history("C42") == []
+
+
+def test_a_store_made_before_given_at_gains_the_new_columns_at_connect(
+    operational_engine,
+) -> None:
+    # The table as the first release made it: no given_at, recorded_by or event_id.
+    postgres = operational_engine.dialect.name == "postgresql"
+    with operational_engine.begin() as connection:
+        connection.execute(text("DROP TABLE consent_history"))
+        connection.execute(
+            text(
+                f"CREATE TABLE consent_history (id {'BIGSERIAL' if postgres else 'INTEGER'} "
+                "PRIMARY KEY, customer_id VARCHAR(64) "
+                "NOT NULL, purpose VARCHAR(16) NOT NULL, channel VARCHAR(16) NOT NULL, granted "
+                "BOOLEAN NOT NULL, recorded_at TIMESTAMP WITH TIME ZONE NOT NULL, source "
+                "VARCHAR(64) NOT NULL, notice_version VARCHAR(32) NOT NULL)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO consent_history (id, customer_id, purpose, channel, granted, "
+                "recorded_at, source, notice_version) VALUES (1000, 'C42', 'marketing', 'rm', "
+                "true, :at, 'old', 'v0')"
+            ),
+            {
+                "at": T0
+                if operational_engine.dialect.name == "postgresql"
+                else "2026-11-01 00:00:00"
+            },
+        )
+    url = operational_engine.url.render_as_string(hide_password=False)
+    for _ in range(2):  # idempotent
+        engine = connect(url)
+        registry = ConsentRegistry(engine)
+        (old,) = registry.history("C42")
+        assert (old.recorded_at, old.given_at, old.recorded_by) == (T0, T0, None)
+        engine.dispose()
+    engine = connect(url)
+    registry = ConsentRegistry(engine)
+    later = entry(False, T0 + timedelta(hours=1)).model_copy(update={"event_id": "e1"})
+    assert registry.record([later]) == 1
+    assert registry.record([later]) == 0  # the unique event id holds on the old table too
+    assert registry.current("C42")[("marketing", "rm")].granted is False
+    engine.dispose()

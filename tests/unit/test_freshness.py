@@ -49,3 +49,21 @@ def test_stale_features_withhold_what_depends_on_them_and_say_why(embedded) -> N
 def test_a_feature_just_within_its_age_is_used(embedded) -> None:
     made = _decide(embedded, timedelta(days=3))  # 7-day windows fine, 1-day ones stale
     assert "mortgage_consultation" in made.record.delivered  # depends on 7-day views and age
+
+
+def test_a_row_from_the_future_is_never_fresh_forever_and_no_age_is_negative(embedded) -> None:
+    # A row stamped five days ahead (a clock that ran ahead upstream) had a negative age, which
+    # is under every allowed age: it looked fresh until the day it names.
+    record = _decide(embedded, timedelta(days=-5)).record
+    assert not any(c.delivered for c in record.candidates if c.kind == "sales")
+    assert "FEATURES_STALE" in record.reason_codes
+    ages = [read.age_seconds for read in record.features if read.age_seconds is not None]
+    assert ages and min(ages) >= 0
+
+
+def test_a_row_a_moment_ahead_reads_as_a_moment_old(embedded) -> None:
+    # Clocks of hosts differ by a little: such a row is as fresh as it is close to now.
+    record = _decide(embedded, timedelta(seconds=-2)).record
+    assert "mortgage_consultation" in record.delivered
+    ages = {name: read.age_seconds for read in record.features for name in read.values}
+    assert 0 <= ages["property_views_7d"] < 60

@@ -1,6 +1,7 @@
 """The stream worker on the embedded defaults: local event log into the Feast SQLite store."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -73,17 +74,24 @@ def _consent_event(customer: str, granted: bool, at: str, event_id: str) -> dict
     }
 
 
-def test_consent_events_reach_the_registry_and_a_late_old_choice_does_not_win(embedded) -> None:
+def test_consent_events_reach_the_registry_once_each_and_the_last_recorded_wins(
+    embedded,
+) -> None:
     events = [
         _consent_event("C9", True, "2026-11-01T09:00:00Z", "c1"),
         _consent_event("C9", False, "2026-11-02T09:00:00Z", "c2"),
-        # The grant again, redelivered or arriving late: older than the withdrawal.
-        _consent_event("C9", True, "2026-11-01T09:00:00Z", "c1-again"),
+        # The grant redelivered (a producer's retry, a replay): the same event, recorded once,
+        # so it cannot come back after the withdrawal and win.
+        _consent_event("C9", True, "2026-11-01T09:00:00Z", "c1"),
     ]
     pipeline.publish_events(embedded, events)
     stats = pipeline.stream_until_idle(embedded, idle_s=0.2)
-    assert stats.consents == 3 and stats.events == 0  # consent is not behaviour
+    assert stats.consents == 2 and stats.events == 0  # consent is not behaviour
     current = embedded.registry.current("C9")[("marketing", "email")]
     assert current.granted is False
     assert current.source == "app_settings" and current.notice_version == "2026-10"
-    assert len(embedded.registry.history("C9")) == 3  # history is kept, never overwritten
+    # The bank's time orders; the event's time is kept as when the customer gave it.
+    assert current.given_at == datetime(2026, 11, 2, 9, tzinfo=UTC)
+    assert current.recorded_at > current.given_at and current.recorded_by == "stream"
+    history = embedded.registry.history("C9")
+    assert [e.event_id for e in history] == ["c1", "c2"]  # kept, never overwritten
