@@ -38,6 +38,7 @@ shows it. ``checkpoint()`` stores the head (and can be handed to an outside part
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -62,6 +63,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
+from consent.breaker import Breaker, StoreNotAnswering
 from consent.model import DecisionRecord
 from consent.store import asyncpg_connect_args, audit_checkpoints, audit_log, customer_keys
 
@@ -82,6 +84,9 @@ MAX_APPEND_ATTEMPTS = 50
 #: How long a writer waits for the chain's lock on PostgreSQL before failing the batch (SQLite
 #: waits for its busy timeout, set in consent/store.py).
 LOCK_TIMEOUT_SECONDS = 10.0
+#: Records that may wait for the event loop's writer at once; beyond, an append fails at
+#: once (the API bounds its decisions in flight well below this: it is the last line).
+MAX_WAITING = 4 * MAX_BATCH
 #: Records read per query when verifying or exporting: the log is never loaded whole.
 READ_BATCH = 1000
 #: First key of the PostgreSQL advisory lock; the second is the audit table's oid, so each
@@ -1058,6 +1063,17 @@ class AuditLog:
             return [_checkpoint(row) for row in rows]
 
 
+#: What says the database is not answering (a timeout on either side, a lost connection),
+#: rather than that a group was refused (a duplicate decision, the chain's lock under
+#: contention).
+_STALLED = (
+    OSError,  # TimeoutError among them
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.QueryCanceledError,
+)
+
+
 class _AsyncWriter:
     """Group commit on one event loop: the callers' records wait in a queue; one task writes
     whatever is waiting in one call of the append function, settles each caller's future, and
@@ -1069,13 +1085,29 @@ class _AsyncWriter:
         self.queue: deque[tuple[_Request, asyncio.Future[Appended]]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.connection: asyncpg.Connection | None = None
+        # A group that timed out or lost its connection trips it: the records waiting behind
+        # it, and new ones, fail at once instead of each waiting for a stalled database.
+        self.breaker = Breaker("the audit log")
 
     async def append(self, request: _Request) -> Appended:
+        if len(self.queue) >= MAX_WAITING:
+            raise AuditWriteFailed("too many records are waiting for the audit log")
+        try:
+            self.breaker.admit()
+        except StoreNotAnswering as error:
+            raise AuditWriteFailed(str(error)) from error
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self.queue.append((request, future))
+        entry = (request, future)
+        self.queue.append(entry)
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Its caller gave up before a group took it: it is never written.
+            with contextlib.suppress(ValueError):
+                self.queue.remove(entry)
+            raise
 
     async def _drain(self) -> None:
         try:
@@ -1119,17 +1151,21 @@ class _AsyncWriter:
     async def _commit(self, requests: Sequence[_Request]) -> list[Appended]:
         call = _append_call(requests, self.log.lock_timeout_seconds)
         try:
+            self.breaker.admit()
             if self.connection is None or self.connection.is_closed():
                 self.connection = await asyncpg.connect(**self.connect_args)
             rows = await self.connection.fetch(_PG_APPEND_ASYNC, *call)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             if isinstance(error, asyncpg.UndefinedFunctionError):
                 self.log._function = None  # dropped since: made again for the next group
+            if isinstance(error, _STALLED) and not isinstance(error, StoreNotAnswering):
+                self.breaker.failed()
             self.abandon()  # its state is unknown: the next group opens a new one
             raise _asyncpg_as_sqlalchemy(error) from error
         except BaseException:
             self.abandon()
             raise
+        self.breaker.succeeded()
         return _appended(call, [tuple(row) for row in rows], requests)
 
     def abandon(self) -> None:
