@@ -1131,8 +1131,18 @@ class _AsyncWriter:
                             future.set_result(outcome)
                     with self.log._mutex:
                         self.log._count(sum(isinstance(o, Appended) for o in outcomes))
+                if self.breaker.tripped:
+                    self._fail_waiting()
         finally:
             self.task = None
+
+    def _fail_waiting(self) -> None:
+        """The group before them found the database not answering: the records waiting behind
+        it fail now rather than each waiting for it in turn."""
+        while self.queue:
+            _, future = self.queue.popleft()
+            if not future.done():
+                future.set_exception(AuditWriteFailed("the audit log is not answering"))
 
     async def _write(self, requests: Sequence[_Request]) -> list[Appended | BaseException]:
         """``AuditLog._write`` for one group, awaiting the database instead of blocking."""
@@ -1151,7 +1161,6 @@ class _AsyncWriter:
     async def _commit(self, requests: Sequence[_Request]) -> list[Appended]:
         call = _append_call(requests, self.log.lock_timeout_seconds)
         try:
-            self.breaker.admit()
             if self.connection is None or self.connection.is_closed():
                 self.connection = await asyncpg.connect(**self.connect_args)
             rows = await self.connection.fetch(_PG_APPEND_ASYNC, *call)

@@ -182,7 +182,7 @@ class PostgresGateReads(GateReads):
         for attempt in (1, 2):
             try:
                 connection = await pool.take()
-            except (TimeoutError, *_CONNECTION_LOST):
+            except (TimeoutError, asyncio.CancelledError, *_CONNECTION_LOST):
                 self._stalled(pool)
                 raise
             try:
@@ -197,8 +197,14 @@ class PostgresGateReads(GateReads):
                     self._stalled(pool)
                     raise
                 continue
+            except asyncio.CancelledError:
+                # The decision's deadline passed before the database answered: as good a sign
+                # of a stall as a timeout of its own (and the connection's state is unknown).
+                connection.terminate()
+                self._stalled(pool)
+                raise
             except BaseException:
-                connection.terminate()  # cancelled mid-read: its state is unknown
+                connection.terminate()
                 raise
             pool.give_back(connection)
             self.breaker.succeeded()
