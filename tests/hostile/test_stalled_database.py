@@ -28,7 +28,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-import pytest
 from sqlalchemy import make_url
 
 from bench.decide import ApiServer, Load, Outcome, open_loop
