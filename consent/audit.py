@@ -63,7 +63,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
-from consent.breaker import Breaker, StoreNotAnswering
+from consent.breaker import Breaker, StoreNotAnswering, close_or_drop
 from consent.model import DecisionRecord
 from consent.store import asyncpg_connect_args, audit_checkpoints, audit_log, customer_keys
 
@@ -1186,7 +1186,7 @@ class _AsyncWriter:
     async def close(self) -> None:
         connection, self.connection = self.connection, None
         if connection is not None:
-            await connection.close()
+            await close_or_drop(connection)
 
 
 def _aware(at: datetime) -> datetime:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import asyncpg
+
 #: How long callers are refused after a failure before one of them tries again.
 COOL_DOWN_S = 0.5
 
@@ -57,3 +59,12 @@ class Breaker:
 
     def succeeded(self) -> None:
         self._tripped = False
+
+
+async def close_or_drop(connection: asyncpg.Connection) -> None:
+    """Close ``connection`` politely, or drop it if the goodbye is not answered in time (its
+    ``command_timeout``): a process must be able to stop while its database is stalled."""
+    try:
+        await connection.close()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):  # TimeoutError among them
+        connection.terminate()

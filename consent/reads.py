@@ -29,7 +29,7 @@ import asyncpg
 from psycopg import OperationalError as _PsycopgOperational
 from sqlalchemy import Engine
 
-from consent.breaker import Breaker
+from consent.breaker import Breaker, close_or_drop
 from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory, KnownCustomer
 from consent.model import ConsentGiven, ContactRecord, CustomerFacts
@@ -280,7 +280,7 @@ class _AsyncPool:
 
     async def close(self) -> None:
         while self.idle:
-            await self.idle.pop().close()
+            await close_or_drop(self.idle.pop())
 
 
 def _gate_read(
