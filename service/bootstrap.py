@@ -26,7 +26,7 @@ from service.auth import AuthConfigError, KeyRing, development_keys
 from service.decisions import DecisionService
 from service.features import FeastFeatures, OfflineBuffer
 from service.metrics import stream_metrics
-from service.models import ModelSet, bound_mlflow_waits
+from service.models import ModelSet
 from service.settings import Settings
 from service.state import RedisStateStore, SQLiteStateStore, StateStore
 from service.transport import (
@@ -120,7 +120,6 @@ class Container:
     @cached_property
     def models(self) -> ModelSet:
         """The served models, loaded now; ``refresh()`` follows the registry alias."""
-        bound_mlflow_waits()
         models = ModelSet(self.settings.tracking_uri, self.settings.model_alias)
         models.refresh()
         return models

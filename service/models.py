@@ -11,10 +11,9 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -175,26 +174,6 @@ def load_version(client: MlflowClient, need: str, version: str) -> NeedModel:
     )
 
 
-#: MLflow's HTTP client waits 120 s for an answer and retries 7 times with a growing backoff
-#: (many minutes for a registry that stopped answering). A serving process asks the registry at
-#: start and on every refresh: these bound each request, so a refresh that finds the registry
-#: stalled gives up within about ``(retries + 1) * timeout`` plus a second of backoff, and the
-#: loaded models keep serving.
-MLFLOW_HTTP_BOUNDS = {
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": 5,
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": 1,
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
-}
-
-
-def bound_mlflow_waits(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Set ``MLFLOW_HTTP_BOUNDS`` where MLflow reads them: its client takes them only from the
-    environment (``mlflow.environment_variables``, read at each request). An operator's own
-    values win."""
-    for name, value in MLFLOW_HTTP_BOUNDS.items():
-        environ.setdefault(name, str(value))
-
-
 class ModelSet(Mapping[str, NeedModel]):
     """The models being served, following ``alias`` in the registry. Reads see one consistent
     dict; ``refresh`` swaps in changed versions and never drops a loaded model on an error."""
@@ -249,7 +228,7 @@ class ModelSet(Mapping[str, NeedModel]):
                     log.warning("model registry unreachable, keeping the loaded models: %s", error)
                     break
                 except Exception as error:  # a registry that cannot be reached at all
-                    # One bounded wait per refresh, not one per need (``bound_mlflow_waits``).
+                    # One bounded wait per refresh (service/__init__.py), not one per need.
                     log.warning("model registry unreachable, keeping the loaded models: %s", error)
                     break
                 loaded = current.get(need)
