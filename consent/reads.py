@@ -35,7 +35,9 @@ from consent.customers import CustomerDirectory, KnownCustomer
 from consent.model import ConsentGiven, ContactRecord, CustomerFacts
 from consent.registry import ConsentRegistry
 from consent.store import (
+    DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
     DECISION_SERVER_BOUNDS,
+    ServerNotAnswering,
     asyncpg_connect_args,
     bounded_engine,
     consent_history,
@@ -133,6 +135,7 @@ class PostgresGateReads(GateReads):
         self.engine: Engine = bounded_engine(
             url,
             bounds=DECISION_SERVER_BOUNDS,
+            connect_timeout=DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
             isolation_level="AUTOCOMMIT",
             pool_size=READ_POOL_SIZE,
             max_overflow=READ_POOL_OVERFLOW,
@@ -146,19 +149,22 @@ class PostgresGateReads(GateReads):
         )
 
     def read(self, customer_id: str, now: datetime, days: int) -> GateRead:
+        self.breaker.admit()
         since = now - timedelta(days=days)
         for attempt in (1, 2):
             fairy = self.engine.raw_connection()
             try:
                 raw: Any = fairy.driver_connection
                 row = raw.execute(_PG_READ, {"id": customer_id, "since": since}).fetchone()
-            except _PsycopgOperational:
+            except _PsycopgOperational as error:
                 fairy.invalidate()  # closed, not pooled again
-                if attempt == 2:
+                if attempt == 2 or isinstance(error, ServerNotAnswering):
+                    self.breaker.failed()  # no new connection does better than the bound
                     raise
                 continue
             finally:
                 fairy.close()
+            self.breaker.succeeded()
             return _gate_read(customer_id, *row)
         raise AssertionError("unreachable")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     DDL,
     BigInteger,
@@ -176,8 +178,10 @@ alerts = Table(
 # these; each is a named constant, and a URL that sets the same parameter wins. ---
 
 #: How long a new psycopg connection may take (libpq's ``connect_timeout``: whole seconds,
-#: and libpq makes anything under 2 into 2). A URL's own ``connect_timeout`` wins.
+#: and libpq makes anything under 2 into 2); the decision path's, the shortest. A URL's own
+#: ``connect_timeout`` wins.
 CONNECT_TIMEOUT_S = 5
+DECISION_PSYCOPG_CONNECT_TIMEOUT_S = 2
 #: How long a thread waits for one of the pool's connections before giving up.
 POOL_TIMEOUT_S = 5.0
 #: Server-side bounds of every connection, sent at startup in ``options`` (the URL's own
@@ -218,16 +222,69 @@ def with_bounds(options: Any, bounds: dict[str, float]) -> str:
     return f"{ours} {options}" if isinstance(options, str) and options else ours
 
 
-def bounded_engine(url: str, bounds: dict[str, float] = SERVER_BOUNDS, **kwargs: Any) -> Engine:
+#: How much longer than the server's ``statement_timeout`` a psycopg connection waits for an
+#: answer: when the network works the server's cancellation comes first; a stalled network
+#: never delivers it, and then the client gives up and closes the connection.
+CLIENT_GRACE_S = 1.0
+
+
+class ServerNotAnswering(psycopg.OperationalError):
+    """The server did not answer within the client's bound; the connection is closed."""
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """psycopg's connection with a bound on every wait for the server (psycopg's own ``wait``
+    timeout). Past it the connection is closed and the caller gets an ``OperationalError`` on
+    a closed connection, which SQLAlchemy takes for a disconnect: the pool drops it."""
+
+    #: Seconds; None waits as long as psycopg would (the operator turned the timeout off).
+    client_timeout_s: float | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return super().wait(
+                gen, interval, self.client_timeout_s if timeout is None else timeout
+            )
+        except psycopg.errors._WaitTimeout:  # psycopg's own name for it, as its code uses it
+            self.close()
+            raise ServerNotAnswering(
+                f"the server did not answer within {self.client_timeout_s} s; connection closed"
+            ) from None
+
+
+_STATEMENT_TIMEOUT = re.compile(r"(?:-c\s*|--)statement_timeout=(\d+(?:\.\d+)?)([a-z]*)")
+_UNIT_MS = {"": 1.0, "us": 0.001, "ms": 1.0, "s": 1e3, "min": 6e4, "h": 3.6e6, "d": 8.64e7}
+
+
+def client_bound(options: str) -> float | None:
+    """The client's bound for connections started with ``options``: the last
+    ``statement_timeout`` there (the server's) plus ``CLIENT_GRACE_S``; None if it is 0 (off)."""
+    found = _STATEMENT_TIMEOUT.findall(options)
+    if not found:
+        return STATEMENT_TIMEOUT_S + CLIENT_GRACE_S
+    value, unit = found[-1]
+    milliseconds = float(value) * _UNIT_MS.get(unit, 1.0)
+    return None if milliseconds == 0 else milliseconds / 1000 + CLIENT_GRACE_S
+
+
+def bounded_engine(
+    url: str,
+    bounds: dict[str, float] = SERVER_BOUNDS,
+    connect_timeout: int = CONNECT_TIMEOUT_S,
+    **kwargs: Any,
+) -> Engine:
     """A PostgreSQL engine (psycopg) whose every wait is bounded: the connection, a checkout
-    from the pool, and each statement and lock on the server (``bounds``), each unless the
-    URL says otherwise."""
+    from the pool, each statement and lock on the server (``bounds``), each unless the URL
+    says otherwise, and each wait for an answer on the client (``BoundedConnection``)."""
     engine = create_engine(url, pool_timeout=POOL_TIMEOUT_S, **kwargs)
 
     @event.listens_for(engine, "do_connect")
-    def _bounds(_dialect, _record, _args, params):  # type: ignore[no-untyped-def]
+    def _bounds(_dialect, _record, args, params):  # type: ignore[no-untyped-def]
         params["options"] = with_bounds(params.get("options"), bounds)
-        params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        params.setdefault("connect_timeout", connect_timeout)
+        connection = BoundedConnection.connect(*args, **params)
+        connection.client_timeout_s = client_bound(params["options"])
+        return connection
 
     return engine
 

@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from consent.audit import AuditLog, AuditWriteFailed
 from consent.breaker import StoreNotAnswering
@@ -30,7 +31,15 @@ from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory, KnownCustomer
 from consent.reads import PostgresGateReads
 from consent.registry import ConsentRegistry
-from consent.store import DECISION_STATEMENT_TIMEOUT_S, asyncpg_connect_args, connect
+from consent.store import (
+    CLIENT_GRACE_S,
+    DECISION_STATEMENT_TIMEOUT_S,
+    STATEMENT_TIMEOUT_S,
+    ServerNotAnswering,
+    asyncpg_connect_args,
+    client_bound,
+    connect,
+)
 from service.api import create_app
 from service.bootstrap import Container
 from tests.conftest import key_headers, make_settings
@@ -121,6 +130,66 @@ def test_the_decision_paths_connections_have_tighter_bounds_and_the_url_wins(pg:
         assert asyncpg_connect_args(own)["timeout"] == 3.0
     finally:
         own.dispose()
+
+
+@pytest.mark.parametrize(
+    ("options", "bound"),
+    [
+        ("-csearch_path=x", STATEMENT_TIMEOUT_S + CLIENT_GRACE_S),
+        ("-c statement_timeout=1000 -csearch_path=x", 1.0 + CLIENT_GRACE_S),
+        ("-c statement_timeout=1000 -c statement_timeout=2min", 120.0 + CLIENT_GRACE_S),
+        ("-c statement_timeout=1000 --statement_timeout=2500ms", 2.5 + CLIENT_GRACE_S),
+        ("-c statement_timeout=1000 -cstatement_timeout=0", None),
+    ],
+)
+def test_the_clients_bound_follows_the_servers_last_statement_timeout(
+    options: str, bound: float | None
+) -> None:
+    assert client_bound(options) == bound
+
+
+def test_a_stalled_psycopg_statement_ends_on_the_client_and_its_connection_is_dropped(
+    proxied: tuple[TcpProxy, str],
+) -> None:
+    proxy, url = proxied
+    # The client's bound: 1.5 s; the pool's ping finds the connection stuck, and a new one is
+    # not made either (2 s, libpq's shortest).
+    engine = connect(f"{url}%20-c%20statement_timeout%3D500&connect_timeout=2")
+    try:
+        with engine.connect() as connection:
+            before = connection.exec_driver_sql("select pg_backend_pid()").scalar()
+        proxy.stall()
+        began = time.monotonic()
+        with pytest.raises(OperationalError), engine.connect() as connection:
+            connection.exec_driver_sql("select 1")  # the pooled connection, stuck
+        assert time.monotonic() - began < 0.5 + CLIENT_GRACE_S + 2 + 1.0
+        proxy.resume()
+        with engine.connect() as connection:  # on a new connection: the stuck one was dropped
+            assert connection.exec_driver_sql("select pg_backend_pid()").scalar() != before
+    finally:
+        proxy.resume()
+        engine.dispose()
+
+
+def test_a_stalled_gate_read_in_a_thread_is_bounded_too(
+    pg: Engine, proxied: tuple[TcpProxy, str]
+) -> None:
+    proxy, url = proxied
+    reads = _reads(pg, url)
+    now = datetime.now(UTC)
+    try:
+        reads.read("C1", now, 30)
+        proxy.stall()
+        began = time.monotonic()
+        with pytest.raises(ServerNotAnswering):
+            reads.read("C1", now, 30)
+        # The decision path's bound (1 s on the server) and the client's grace, once: no retry.
+        assert time.monotonic() - began < DECISION_STATEMENT_TIMEOUT_S + CLIENT_GRACE_S + 1.0
+        with pytest.raises(StoreNotAnswering):
+            reads.read("C1", now, 30)
+    finally:
+        proxy.resume()
+        reads.close()
 
 
 def _reads(engine: Engine, url: str) -> PostgresGateReads:
