@@ -207,7 +207,7 @@ def test_a_stalled_database_gets_fast_503s_bounded_memory_and_recovery(
     after = [o for o in answered if o.on_wire >= resumed]
     latencies = [o.client_ms / 1000 for o in during if o.status is not None]
     first_503 = min(
-        (o.done for o in answered if o.status == 503 and o.done >= stalled), default=None
+        (o.done for o in answered if o.status == 503 and o.on_wire >= stalled), default=None
     )
     first_ok_after = min((o.done for o in after if o.status == 200), default=None)
     figures = {
