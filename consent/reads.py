@@ -277,7 +277,7 @@ class _AsyncPool:
         if len(self.idle) < self.keep:
             self.idle.append(connection)
         else:
-            asyncio.get_running_loop().create_task(connection.close())
+            asyncio.get_running_loop().create_task(close_or_drop(connection))
 
     def discard(self) -> None:
         """Drop the kept connections without a goodbye they might never answer."""
