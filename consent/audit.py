@@ -40,6 +40,7 @@ shows it. ``checkpoint()`` stores the head (and can be handed to an outside part
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -64,6 +65,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
+from consent.breaker import Breaker, StoreNotAnswering, close_or_drop
 from consent.model import DecisionRecord, OperationRecord
 from consent.store import asyncpg_connect_args, audit_checkpoints, audit_log, customer_keys
 
@@ -87,6 +89,9 @@ MAX_APPEND_ATTEMPTS = 50
 #: How long a writer waits for the chain's lock on PostgreSQL before failing the batch (SQLite
 #: waits for its busy timeout, set in consent/store.py).
 LOCK_TIMEOUT_SECONDS = 10.0
+#: Records that may wait for the event loop's writer at once; beyond, an append fails at
+#: once (the API bounds its decisions in flight well below this: it is the last line).
+MAX_WAITING = 4 * MAX_BATCH
 #: Records read per query when verifying or exporting: the log is never loaded whole.
 READ_BATCH = 1000
 #: First key of the PostgreSQL advisory lock; the second is the audit table's oid, so each
@@ -1109,6 +1114,17 @@ class AuditLog:
             return [_checkpoint(row) for row in rows]
 
 
+#: What says the database is not answering (a timeout on either side, a lost connection),
+#: rather than that a group was refused (a duplicate decision, the chain's lock under
+#: contention).
+_STALLED = (
+    OSError,  # TimeoutError among them
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.QueryCanceledError,
+)
+
+
 class _AsyncWriter:
     """Group commit on one event loop: the callers' records wait in a queue; one task writes
     whatever is waiting in one call of the append function, settles each caller's future, and
@@ -1120,13 +1136,29 @@ class _AsyncWriter:
         self.queue: deque[tuple[_Request, asyncio.Future[Appended]]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.connection: asyncpg.Connection | None = None
+        # A group that timed out or lost its connection trips it: the records waiting behind
+        # it, and new ones, fail at once instead of each waiting for a stalled database.
+        self.breaker = Breaker("the audit log")
 
     async def append(self, request: _Request) -> Appended:
+        if len(self.queue) >= MAX_WAITING:
+            raise AuditWriteFailed("too many records are waiting for the audit log")
+        try:
+            self.breaker.admit()
+        except StoreNotAnswering as error:
+            raise AuditWriteFailed(str(error)) from error
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self.queue.append((request, future))
+        entry = (request, future)
+        self.queue.append(entry)
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Its caller gave up before a group took it: it is never written.
+            with contextlib.suppress(ValueError):
+                self.queue.remove(entry)
+            raise
 
     async def _drain(self) -> None:
         try:
@@ -1150,8 +1182,18 @@ class _AsyncWriter:
                             future.set_result(outcome)
                     with self.log._mutex:
                         self.log._count(sum(isinstance(o, Appended) for o in outcomes))
+                if self.breaker.tripped:
+                    self._fail_waiting()
         finally:
             self.task = None
+
+    def _fail_waiting(self) -> None:
+        """The group before them found the database not answering: the records waiting behind
+        it fail now rather than each waiting for it in turn."""
+        while self.queue:
+            _, future = self.queue.popleft()
+            if not future.done():
+                future.set_exception(AuditWriteFailed("the audit log is not answering"))
 
     async def _write(self, requests: Sequence[_Request]) -> list[Appended | BaseException]:
         """``AuditLog._write`` for one group, awaiting the database instead of blocking."""
@@ -1176,11 +1218,14 @@ class _AsyncWriter:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             if isinstance(error, asyncpg.UndefinedFunctionError):
                 self.log._function = None  # dropped since: made again for the next group
+            if isinstance(error, _STALLED) and not isinstance(error, StoreNotAnswering):
+                self.breaker.failed()
             self.abandon()  # its state is unknown: the next group opens a new one
             raise _asyncpg_as_sqlalchemy(error) from error
         except BaseException:
             self.abandon()
             raise
+        self.breaker.succeeded()
         return _appended(call, [tuple(row) for row in rows], requests)
 
     def abandon(self) -> None:
@@ -1192,7 +1237,7 @@ class _AsyncWriter:
     async def close(self) -> None:
         connection, self.connection = self.connection, None
         if connection is not None:
-            await connection.close()
+            await close_or_drop(connection)
 
 
 def _aware(at: datetime) -> datetime:

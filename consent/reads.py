@@ -27,13 +27,23 @@ from typing import Any
 
 import asyncpg
 from psycopg import OperationalError as _PsycopgOperational
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
+from consent.breaker import Breaker, close_or_drop
 from consent.contacts import ContactHistory
 from consent.customers import CustomerDirectory, KnownCustomer
 from consent.model import ConsentGiven, ContactRecord, CustomerFacts
 from consent.registry import ConsentRegistry
-from consent.store import asyncpg_connect_args, consent_history, contact_history, customers
+from consent.store import (
+    DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
+    DECISION_SERVER_BOUNDS,
+    ServerNotAnswering,
+    asyncpg_connect_args,
+    bounded_engine,
+    consent_history,
+    contact_history,
+    customers,
+)
 
 #: Connections the PostgreSQL reader keeps (a decision holds one for a single round trip): as
 #: many as decisions an API process runs at once (``service.api.DECISION_THREADS``). Beyond
@@ -126,13 +136,16 @@ class PostgresGateReads(GateReads):
         url: str,
     ) -> None:
         super().__init__(registry, directory, contacts)
-        self.engine: Engine = create_engine(
+        self.engine: Engine = bounded_engine(
             url,
+            bounds=DECISION_SERVER_BOUNDS,
+            connect_timeout=DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
             isolation_level="AUTOCOMMIT",
             pool_size=READ_POOL_SIZE,
             max_overflow=READ_POOL_OVERFLOW,
             pool_reset_on_return=None,
         )
+        self.breaker = Breaker("the gate's read")
         # Asyncio connections belong to the loop they were opened on (the API has one per
         # process; tests run several).
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncPool] = (
@@ -140,19 +153,22 @@ class PostgresGateReads(GateReads):
         )
 
     def read(self, customer_id: str, now: datetime, days: int) -> GateRead:
+        self.breaker.admit()
         since = now - timedelta(days=days)
         for attempt in (1, 2):
             fairy = self.engine.raw_connection()
             try:
                 raw: Any = fairy.driver_connection
                 row = raw.execute(_PG_READ, {"id": customer_id, "since": since}).fetchone()
-            except _PsycopgOperational:
+            except _PsycopgOperational as error:
                 fairy.invalidate()  # closed, not pooled again
-                if attempt == 2:
+                if attempt == 2 or isinstance(error, ServerNotAnswering):
+                    self.breaker.failed()  # no new connection does better than the bound
                     raise
                 continue
             finally:
                 fairy.close()
+            self.breaker.succeeded()
             return _gate_read(customer_id, *row)
         raise AssertionError("unreachable")
 
@@ -166,22 +182,42 @@ class PostgresGateReads(GateReads):
     async def read_async(self, customer_id: str, now: datetime, days: int) -> GateRead:
         """``read`` without a thread: on asyncpg connections of the running loop, kept like
         the pool's (``READ_POOL_SIZE`` idle at most); a connection that fails is dropped and
-        the read retried once on a new one."""
+        the read retried once on a new one. Each wait is bounded (``consent.store``'s
+        ``DECISION_*``); a timeout or a lost connection trips the breaker, which refuses reads
+        at once until a probe is answered, and drops the kept connections, which may be stuck
+        behind the same stalled network."""
+        self.breaker.admit()
         pool = self._pool()
         since = now - timedelta(days=days)
         for attempt in (1, 2):
-            connection = await pool.take()
+            try:
+                connection = await pool.take()
+            except (TimeoutError, asyncio.CancelledError, *_CONNECTION_LOST):
+                self._stalled(pool)
+                raise
             try:
                 row = await connection.fetchrow(_PG_READ_ASYNC, customer_id, since)
+            except (TimeoutError, asyncpg.QueryCanceledError):  # no new connection does better
+                connection.terminate()
+                self._stalled(pool)
+                raise
             except _CONNECTION_LOST:
                 connection.terminate()
                 if attempt == 2:
+                    self._stalled(pool)
                     raise
                 continue
+            except asyncio.CancelledError:
+                # The decision's deadline passed before the database answered: as good a sign
+                # of a stall as a timeout of its own (and the connection's state is unknown).
+                connection.terminate()
+                self._stalled(pool)
+                raise
             except BaseException:
-                connection.terminate()  # cancelled mid-read: its state is unknown
+                connection.terminate()
                 raise
             pool.give_back(connection)
+            self.breaker.succeeded()
             assert row is not None, "the statement always returns one row"
             consents, known, contacts = row
             return _gate_read(
@@ -191,6 +227,10 @@ class PostgresGateReads(GateReads):
                 json.loads(contacts),
             )
         raise AssertionError("unreachable")
+
+    def _stalled(self, pool: _AsyncPool) -> None:
+        self.breaker.failed()
+        pool.discard()
 
     def _pool(self) -> _AsyncPool:
         loop = asyncio.get_running_loop()
@@ -241,11 +281,16 @@ class _AsyncPool:
         if len(self.idle) < self.keep:
             self.idle.append(connection)
         else:
-            asyncio.get_running_loop().create_task(connection.close())
+            asyncio.get_running_loop().create_task(close_or_drop(connection))
+
+    def discard(self) -> None:
+        """Drop the kept connections without a goodbye they might never answer."""
+        while self.idle:
+            self.idle.pop().terminate()
 
     async def close(self) -> None:
         while self.idle:
-            await self.idle.pop().close()
+            await close_or_drop(self.idle.pop())
 
 
 def _gate_read(

@@ -11,7 +11,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # MLflow's HTTP client retries 7 times with exponential backoff (minutes) by default: a registry
 # that does not answer would hold a model refresh that long. Fail fast; the next refresh retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.5")
+# MLflow reads the backoff factor as an integer: "0.5" failed every request to a registry
+# server before it was sent (models never loaded over HTTP).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 # Importing Feast points PROMETHEUS_MULTIPROC_DIR at a temporary folder of its own (which
 # prometheus_client then uses for every metric, as files, removed when that process exits) and

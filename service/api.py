@@ -62,6 +62,7 @@ from service.errors import (
     InvalidRequest,
     NextBestError,
     NotFound,
+    Overloaded,
     RateLimited,
     StoreUnavailable,
     TransportUnavailable,
@@ -81,6 +82,10 @@ log = logging.getLogger(__name__)
 #: connections. Under the GIL more threads add no CPU, only waiting; 4, 8 and 32 measured the
 #: same as 16.
 DECISION_THREADS = 16
+#: How long a decision on the event loop may take in all, its wait for a turn included: the
+#: gate's read and the audit append have bounds of their own (``consent.store``), this is the
+#: whole, so a client is answered (503 ``overloaded``) within about two seconds whatever stalls.
+DECISION_DEADLINE_S = 1.5
 
 MAX_EVENTS_PER_REQUEST = 500
 DecisionId = Annotated[str, Path(min_length=1, max_length=64)]
@@ -600,6 +605,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
 
     producer_holder: dict[str, Any] = {}
     producer_lock = threading.Lock()
+    in_flight = 0  # decisions taken on and not yet answered (this process has one event loop)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
@@ -706,11 +712,23 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             limit=body.limit,
             context=body.context.model_dump(exclude_none=True),
         )
-        if c.decisions.asynchronous:  # PostgreSQL and Redis: on the event loop, no thread
-            async with decision_limiter():
-                made = await c.decisions.decide_async(command)
-        else:
-            made = await to_thread.run_sync(c.decisions.decide, command, limiter=decision_limiter())
+        nonlocal in_flight
+        if in_flight >= settings.max_decisions_in_flight:
+            raise Overloaded()
+        in_flight += 1
+        try:
+            if c.decisions.asynchronous:  # PostgreSQL and Redis: on the event loop, no thread
+                async with asyncio.timeout(DECISION_DEADLINE_S):
+                    async with decision_limiter():
+                        made = await c.decisions.decide_async(command)
+            else:
+                made = await to_thread.run_sync(
+                    c.decisions.decide, command, limiter=decision_limiter()
+                )
+        except TimeoutError:  # the deadline's: the stages' own become ConsentUnavailable etc.
+            raise Overloaded("the decision did not finish in time; nothing was delivered") from None
+        finally:
+            in_flight -= 1
         metrics.observe_decision(made.record)
         # Serialised here: the response was built and validated by its model just now, and
         # FastAPI would validate it all over again (the schema stays the declared model's).

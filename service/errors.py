@@ -24,6 +24,7 @@ ErrorCode = Literal[
     "audit_unavailable",
     "store_unavailable",
     "transport_unavailable",
+    "overloaded",
     "internal_error",
 ]
 
@@ -119,3 +120,15 @@ class StoreUnavailable(NextBestError):
 
     code, status = "store_unavailable", 503
     message = "the operational store is unavailable; nothing was changed, send it again"
+
+
+class Overloaded(NextBestError):
+    """The process has as many decisions in flight as it may, or one did not finish in time
+    (a database that stalled): nothing was delivered, and ``Retry-After`` says when to retry."""
+
+    code, status = "overloaded", 503
+    message = "too many decisions are in progress; nothing was delivered, try again shortly"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": "1"}

@@ -240,11 +240,12 @@ class ModelSet(Mapping[str, NeedModel]):
                             del current[need]
                             changed[need] = ""
                         continue
-                    log.warning("model registry unreachable, keeping %s: %s", need, error)
-                    continue
+                    log.warning("model registry unreachable, keeping the loaded models: %s", error)
+                    break
                 except Exception as error:  # a registry that cannot be reached at all
-                    log.warning("model registry unreachable, keeping %s: %s", need, error)
-                    continue
+                    # One bounded wait per refresh (service/__init__.py), not one per need.
+                    log.warning("model registry unreachable, keeping the loaded models: %s", error)
+                    break
                 loaded = current.get(need)
                 if loaded is not None and loaded.version == version:
                     continue

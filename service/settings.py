@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     #: (per process: N replicas allow N times as much).
     rate_limit_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 1000.0
     rate_limit_burst: Annotated[int, Field(ge=1, le=10_000_000)] = 2000
+    #: Decisions a process takes on at once (running or waiting for a turn); one more gets
+    #: 503 ``overloaded`` at once, so a stalled database cannot make requests pile up.
+    max_decisions_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 128
     #: Largest request body accepted (413 beyond): 500 events fit with room to spare.
     max_request_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 

@@ -7,11 +7,9 @@ and Redis) and in worker threads (the other stores)."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from service.bootstrap import Container
 from tests.conftest import IN_CI, key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all
 from tests.integration.conftest import fresh_schema
+from tests.proxy import TcpProxy
 
 CUSTOMERS = [f"C{n:07d}" for n in range(1, 21)]
 
@@ -174,59 +173,6 @@ def test_stale_features_withhold_the_action_and_the_response_says_why(embedded) 
             assert "overdraft_warning" in delivered and "FEATURES_STALE" not in notices
 
 
-class _Proxy:
-    """A TCP proxy to ``target`` on a port of its own that the test can cut (every connection
-    reset, new ones refused) and restore: a database that goes away and comes back."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = _free_port()
-        self.sockets: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-        self.lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.create_server(("127.0.0.1", self.port))
-        self.listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                return  # cut
-            with self.lock:
-                self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        assert self.listener is not None
-        with contextlib.suppress(OSError):  # wakes the accepting thread (close alone does not)
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        with self.lock:
-            for end in self.sockets:
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-                end.close()
-            self.sockets.clear()
-
-
 @pytest.mark.parametrize("online_store", ["redis", "sqlite"])
 def test_the_operational_store_going_away_means_503_and_nothing_delivered(
     online_store: str, postgres_url: str, redis_url: str, tmp_path: Path
@@ -234,7 +180,7 @@ def test_the_operational_store_going_away_means_503_and_nothing_delivered(
     """Consent cannot be checked: every decision is a 503 with a stable code, nothing is
     delivered and nothing is logged; decisions come back by themselves with the database."""
     base = make_url(postgres_url)
-    proxy = _Proxy((base.host or "127.0.0.1", base.port or 5432))
+    proxy = TcpProxy((base.host or "127.0.0.1", base.port or 5432))
     proxy.start()
     with fresh_schema(postgres_url) as engine:
         schema = engine.url.query["options"]
