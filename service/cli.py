@@ -74,7 +74,8 @@ def main() -> None:
     "--end",
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
     default=None,
-    help="Last moment of the history (UTC); default 2026-11-01.",
+    help="Last moment of the history (UTC); default: today at 00:00 UTC, so the history lies "
+    "within the time bounds the stream takes (NEXTBEST_MAX_EVENT_AGE_DAYS).",
 )
 @click.option(
     "--malformed-fraction",
@@ -103,13 +104,13 @@ def generate(
     """Write a synthetic bank as Parquet in OUT: profiles, consents, events, outcomes and the
     ground truth, with a summary (base rates, oracle AUC per need) in OUT/bank.json."""
     from training.bank import BankSpec, write_bank
-    from training.bank.spec import DEFAULT_END
 
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     spec = BankSpec(
         seed=seed,
         customers=customers,
         days=days,
-        end=end.replace(tzinfo=UTC) if end else DEFAULT_END,
+        end=end.replace(tzinfo=UTC) if end else today,
         malformed_fraction=malformed_fraction,
     )
     began = time.monotonic()

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine, text
 from service.auth import DEV_KEYS_FILE, Role, plain_key
 from service.bootstrap import Container
 from service.settings import Settings, load_settings
+from training.bank.spec import DEFAULT_END
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -51,7 +53,13 @@ def chromium_path() -> str:
 
 
 def make_settings(home: Path, **overrides: str) -> Settings:
-    environ = {"NEXTBEST_HOME": str(home)}
+    # Test banks end on a fixed day (BankSpec's DEFAULT_END, for reproducible data): the
+    # horizon of history the stream takes is stretched by the days since, so they stay in
+    # bounds however long after it the suite runs. Tests of the horizon set it themselves.
+    horizon = (datetime.now(UTC) - DEFAULT_END).days + int(
+        Settings.model_fields["max_event_age_days"].default
+    )
+    environ = {"NEXTBEST_HOME": str(home), "NEXTBEST_MAX_EVENT_AGE_DAYS": str(max(horizon, 1))}
     environ.update({f"NEXTBEST_{k.upper()}": v for k, v in overrides.items()})
     return load_settings(environ)
 
