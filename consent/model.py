@@ -256,6 +256,12 @@ class GateInputs(_Frozen):
     contacts: tuple[ContactRecord, ...] = ()
     in_flight: tuple[str, ...] = ()
     limit: int = 3
+    #: Freshness as the gate saw it (``features.fresh``): the features each scored need's model
+    #: depends on, by need (an action without a served model depends on its trigger's features,
+    #: which the catalog gives), and which of the features any candidate depends on were stale.
+    #: None in records written before decisions kept them: their freshness verdicts stand.
+    depends_on: dict[str, tuple[str, ...]] | None = None
+    stale: tuple[str, ...] = ()
 
 
 class DecisionRecord(_Frozen):

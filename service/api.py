@@ -41,7 +41,7 @@ from service.alerts import Alert, Outcome
 from service.alerts import Status as AlertStatus
 from service.auth import Principal, Role
 from service.bootstrap import Container
-from service.decisions import DecideForCustomer, DecisionMade
+from service.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionMade
 from service.erasure import erase_customer
 from service.errors import (
     HTTP_STATUS_CODES,
@@ -124,7 +124,7 @@ class ActionOut(BaseModel):
 class NoticeOut(BaseModel):
     """Something about the decision everyone may know: data out of date, a degraded answer."""
 
-    code: Literal["FEATURES_STALE", "DEGRADED"]
+    code: Literal["FEATURES_STALE", "DEGRADED", "CUSTOMER_UNKNOWN"]
     message: str
 
 
@@ -405,6 +405,13 @@ def _response(made: DecisionMade, container: Container, principal: Principal) ->
             NoticeOut(
                 code="FEATURES_STALE",
                 message=f"withheld because the customer's data is out of date: {', '.join(stale)}",
+            )
+        )
+    if CUSTOMER_UNKNOWN in record.reason_codes:
+        notices.append(
+            NoticeOut(
+                code=CUSTOMER_UNKNOWN,
+                message="the customer is not in the bank's directory: nothing is offered",
             )
         )
     if record.fallback is not None:
