@@ -29,13 +29,30 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp
 
 from consent.contacts import ContactMade
 from consent.model import ConsentGiven, ContactChannel, Purpose
-from feature_repo.events import CustomerId, InvalidEvent, event_to_json, parse_event
+from consent.policy import Catalog
+from feature_repo.events import (
+    JSON_INTEGER,
+    CustomerId,
+    Event,
+    InvalidEvent,
+    Rfc3339Time,
+    event_to_json,
+    parse_event,
+)
 from service import __version__
 from service.alerts import Alert, Outcome
 from service.alerts import Status as AlertStatus
@@ -76,6 +93,13 @@ MAX_EVENTS_PER_REQUEST = 500
 #: the latest choice wins, and a future time would pin it.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 DecisionId = Annotated[str, Path(min_length=1, max_length=64)]
+#: How the published schema states the time bounds (a business rule relative to the server's
+#: clock that no fixed schema can express).
+TIME_BOUNDS = (
+    "An RFC 3339 date-time with an offset. It must lie within the server's bounds: at most "
+    "NEXTBEST_MAX_CLOCK_SKEW_SECONDS ahead of its clock and NEXTBEST_MAX_EVENT_AGE_DAYS behind "
+    "it; outside them the request is refused with 422."
+)
 
 
 class _Request(BaseModel):
@@ -94,7 +118,7 @@ class DecisionRequest(_Request):
 
     customer_id: CustomerId
     channel: ContactChannel
-    limit: Annotated[int, Field(ge=1, le=10)] = 3
+    limit: Annotated[int, Field(ge=1, le=10), JSON_INTEGER] = 3
     context: DecisionContext = Field(default_factory=DecisionContext)
 
 
@@ -153,12 +177,27 @@ class DecisionResponse(BaseModel):
 
 
 class ConsentIn(_Request):
-    purpose: Purpose
-    channel: ContactChannel | None = Field(None, description="Omit for profiling.")
-    granted: bool
+    granted: StrictBool
     source: Annotated[str, Field(min_length=1, max_length=64)]
     notice_version: Annotated[str, Field(min_length=1, max_length=32)]
-    recorded_at: AwareDatetime | None = None
+    recorded_at: Rfc3339Time | None = Field(None, description=TIME_BOUNDS)
+
+
+class ChannelConsentIn(ConsentIn):
+    """Marketing and service consent are given per channel."""
+
+    purpose: Literal["marketing", "service"]
+    channel: ContactChannel
+
+
+class ProfilingConsentIn(ConsentIn):
+    """Profiling is not tied to a channel: none is given."""
+
+    purpose: Literal["profiling"]
+    channel: None = Field(None, description="Profiling takes no channel.")
+
+
+AnyConsentIn = Annotated[ChannelConsentIn | ProfilingConsentIn, Field(discriminator="purpose")]
 
 
 class ConsentsIn(_Request):
@@ -186,7 +225,7 @@ class ConsentsIn(_Request):
         }
     )
 
-    consents: Annotated[list[ConsentIn], Field(min_length=1, max_length=50)]
+    consents: Annotated[list[AnyConsentIn], Field(min_length=1, max_length=50)]
 
 
 class FeedbackIn(_Request):
@@ -208,7 +247,7 @@ class FeedbackIn(_Request):
     channel: ContactChannel
     kind: Literal["impression", "accept", "decline", "dismiss"]
     decision_id: Annotated[str, Field(max_length=64)] | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Rfc3339Time | None = Field(None, description=TIME_BOUNDS)
 
 
 class EventsIn(_Request):
@@ -438,6 +477,40 @@ def _response(made: DecisionMade, container: Container, principal: Principal) ->
     )
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method the routes on the request's path take."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
+def _publish_catalog_and_events(app: FastAPI, catalog: Catalog) -> None:
+    """What the request models cannot say by themselves, added to the published document: the
+    action ids feedback may name (the catalog is data, loaded at start), and the event
+    contract (``feature_repo.events.Event``, by which each event of a batch is validated)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        schemas = document["components"]["schemas"]
+        schemas["FeedbackIn"]["properties"]["action_id"]["enum"] = sorted(catalog.actions)
+        event = TypeAdapter(Event).json_schema(ref_template="#/components/schemas/{model}")
+        definitions = event.pop("$defs")
+        if set(definitions) & set(schemas):
+            raise RuntimeError(f"event schemas clash with {set(definitions) & set(schemas)}")
+        schemas.update(definitions)
+        schemas["Event"] = event
+        events = schemas["EventsIn"]["properties"]["events"]
+        events["items"] = {"$ref": "#/components/schemas/Event"}
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 async def get_container(request: Request) -> Container:
     return request.app.state.container  # type: ignore[no-any-return]
 
@@ -593,6 +666,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         settings.rate_limit_per_second, settings.rate_limit_burst, clock
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    _publish_catalog_and_events(app, container.catalog)
     # The served set at scrape time; read lazily, since the first read loads the models.
     metrics.serving(lambda: container.models.values())
 
@@ -601,7 +675,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         return _error(error.status, error.code, error.message, error.details, error.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         # The framework's own errors (no route, wrong method, unreadable or oversized body) in
         # our shape, with our wording: their detail texts are not ours to keep stable.
         code, message = HTTP_STATUS_CODES.get(
@@ -610,7 +684,12 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             if error.status_code >= 500
             else ("invalid_request", "the request is not valid"),
         )
-        return _error(error.status_code, code, message, headers=error.headers)
+        headers = error.headers
+        if error.status_code == 405:
+            # Starlette names the methods of the first route on the path; a path served by
+            # several routes (GET and PUT consents) takes all of them (RFC 9110, 15.5.6).
+            headers = {**(headers or {}), "Allow": _allowed_methods(app, request)}
+        return _error(error.status_code, code, message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
