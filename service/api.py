@@ -119,7 +119,11 @@ class DecisionRequest(_Request):
     customer_id: CustomerId
     channel: ContactChannel
     limit: Annotated[int, Field(ge=1, le=10), JSON_INTEGER] = 3
-    context: DecisionContext = Field(default_factory=DecisionContext)
+    context: DecisionContext = Field(
+        default_factory=DecisionContext,
+        description="Must not carry the customer id: it would be written to the audit log in "
+        "clear and outlive an erasure. A context naming it is refused with 422.",
+    )
 
 
 class ReasonOut(BaseModel):
