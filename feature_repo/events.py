@@ -69,6 +69,11 @@ TransactionCategory = Literal[
 #: Ids from outside are restricted to this safe alphabet: no control characters, no
 #: separators of our own stores' keys, nothing a log line or a terminal could misread.
 SAFE_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+#: Free text from outside (a consent's source, a note): no control characters, which no store
+#: keeps faithfully (PostgreSQL refuses NUL) and a log line or terminal could misread. A note
+#: may break lines (``NOTE_PATTERN``).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+NOTE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 CustomerId = Annotated[str, Field(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=SAFE_ID_PATTERN)]
 
@@ -195,7 +200,7 @@ class PageViewPayload(_Payload):
 
 
 class LoginPayload(_Payload):
-    method: Annotated[str, Field(max_length=32)] = "password"
+    method: Annotated[str, Field(max_length=32, pattern=TEXT_PATTERN)] = "password"
 
 
 class ApplicationPayload(_Payload):
@@ -213,7 +218,9 @@ class ContactPayload(_Payload):
 
 
 class ProfileUpdatePayload(_Payload):
-    changed: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)]
+    changed: Annotated[
+        list[Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)]], Field(max_length=32)
+    ]
 
 
 class ConsentPayload(_Payload):
@@ -223,8 +230,8 @@ class ConsentPayload(_Payload):
     purpose: Literal["marketing", "profiling", "service"]
     channel: Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch", "any"]
     granted: StrictBool
-    source: Annotated[str, Field(min_length=1, max_length=64)]
-    notice_version: Annotated[str, Field(min_length=1, max_length=32)]
+    source: Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
+    notice_version: Annotated[str, Field(min_length=1, max_length=32, pattern=TEXT_PATTERN)]
 
 
 class _EventBase(BaseModel):

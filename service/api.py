@@ -46,6 +46,9 @@ from consent.model import ConsentGiven, ContactChannel, Purpose
 from consent.policy import Catalog
 from feature_repo.events import (
     JSON_INTEGER,
+    NOTE_PATTERN,
+    SAFE_ID_PATTERN,
+    TEXT_PATTERN,
     CustomerId,
     Event,
     InvalidEvent,
@@ -92,7 +95,7 @@ MAX_EVENTS_PER_REQUEST = 500
 #: A consent choice may carry its own time (recorded elsewhere first), but not a future one:
 #: the latest choice wins, and a future time would pin it.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-DecisionId = Annotated[str, Path(min_length=1, max_length=64)]
+DecisionId = Annotated[str, Path(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
 #: How the published schema states the time bounds (a business rule relative to the server's
 #: clock that no fixed schema can express).
 TIME_BOUNDS = (
@@ -107,8 +110,8 @@ class _Request(BaseModel):
 
 
 class DecisionContext(_Request):
-    page: Annotated[str, Field(max_length=64)] | None = None
-    event_id: Annotated[str, Field(max_length=128)] | None = None
+    page: Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)] | None = None
+    event_id: Annotated[str, Field(max_length=128, pattern=TEXT_PATTERN)] | None = None
 
 
 class DecisionRequest(_Request):
@@ -182,8 +185,8 @@ class DecisionResponse(BaseModel):
 
 class ConsentIn(_Request):
     granted: StrictBool
-    source: Annotated[str, Field(min_length=1, max_length=64)]
-    notice_version: Annotated[str, Field(min_length=1, max_length=32)]
+    source: Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
+    notice_version: Annotated[str, Field(min_length=1, max_length=32, pattern=TEXT_PATTERN)]
     recorded_at: Rfc3339Time | None = Field(None, description=TIME_BOUNDS)
 
 
@@ -250,7 +253,7 @@ class FeedbackIn(_Request):
     action_id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
     channel: ContactChannel
     kind: Literal["impression", "accept", "decline", "dismiss"]
-    decision_id: Annotated[str, Field(max_length=64)] | None = None
+    decision_id: Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)] | None = None
     occurred_at: Rfc3339Time | None = Field(None, description=TIME_BOUNDS)
 
 
@@ -361,7 +364,7 @@ class DispositionIn(_Request):
     )
 
     outcome: Outcome
-    note: Annotated[str, Field(max_length=1000)] | None = None
+    note: Annotated[str, Field(max_length=1000, pattern=NOTE_PATTERN)] | None = None
 
 
 class EventsAccepted(BaseModel):
@@ -614,7 +617,7 @@ GivingFeedback = Annotated[Principal, allow("channel", "rm")]
 Erasing = Annotated[Principal, allow("compliance")]
 ReadingAlerts = Annotated[Principal, allow("rm", "compliance", "admin")]
 DisposingAlerts = Annotated[Principal, allow("rm", "admin")]
-RmId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+RmId = Annotated[str, Field(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
 
 
 class _TimedApp(FastAPI):
@@ -966,7 +969,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 404, 409, 500, 503),
     )
     def dispose_alert(
-        alert_id: Annotated[str, Path(min_length=1, max_length=64)],
+        alert_id: Annotated[str, Path(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)],
         body: DispositionIn,
         c: Wired,
         who: DisposingAlerts,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from consent.customers import KnownCustomer
 from service.api import create_app
 from service.auth import ROLES
 from service.bootstrap import Container
-from tests.conftest import key_headers, make_settings
+from tests.conftest import key_headers, make_settings, postgres_schema
 from tests.doubles import GOOD_STANDING, grant_all
 
 CUSTOMER = "C0000042"
@@ -74,16 +75,18 @@ def _times_within_bounds(container: Container) -> st.SearchStrategy[str]:
     )
 
 
-@pytest.fixture
-def contract_container(tmp_path: Path) -> Iterator[Container]:
-    # No rate limit in the way: thousands of generated requests per key in a few seconds.
-    container = Container(
-        make_settings(
-            tmp_path / "home", rate_limit_per_second="1000000", rate_limit_burst="1000000"
-        )
-    )
-    yield container
-    container.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def contract_container(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Container]:
+    """The API's operational store on SQLite, then on the real PostgreSQL (its own schema)."""
+    with ExitStack() as stack:
+        # No rate limit in the way: thousands of generated requests per key in a few seconds.
+        overrides = {"rate_limit_per_second": "1000000", "rate_limit_burst": "1000000"}
+        if request.param == "postgresql":
+            postgres_url = request.getfixturevalue("postgres_url")
+            _, overrides["database_url"] = stack.enter_context(postgres_schema(postgres_url))
+        container = Container(make_settings(tmp_path / "home", **overrides))
+        stack.callback(container.close)
+        yield container
 
 
 @pytest.fixture
