@@ -493,6 +493,22 @@ def _allowed_methods(app: FastAPI, request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+async def _single_query_values(request: Request) -> None:
+    """No query parameter is a list: one given twice is refused, not read as its last value
+    (which would let an invalid first value through unseen)."""
+    repeated = sorted(
+        {
+            k
+            for k, _ in request.query_params.multi_items()
+            if len(request.query_params.getlist(k)) > 1
+        }
+    )
+    if repeated:
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": "given more than once"} for name in repeated]
+        )
+
+
 def _publish_catalog_and_events(app: FastAPI, catalog: Catalog) -> None:
     """What the request models cannot say by themselves, added to the published document: the
     action ids feedback may name (the catalog is data, loaded at start), and the event
@@ -665,7 +681,13 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         if producer is not None:
             producer.close()
 
-    app = _TimedApp(title="NextBest", version=__version__, docs_url="/docs", lifespan=lifespan)
+    app = _TimedApp(
+        title="NextBest",
+        version=__version__,
+        docs_url="/docs",
+        lifespan=lifespan,
+        dependencies=[Depends(_single_query_values)],
+    )
     metrics: ApiMetrics = api_metrics()
     app.state.container = container
     app.state.metrics = metrics
