@@ -288,6 +288,12 @@ class GateInputs(_Frozen):
     #: Needs with a model served (one that met the quality floor); None in records written
     #: before decisions kept it.
     models_served: tuple[str, ...] | None = None
+    #: Freshness as the gate saw it (``features.fresh``): the features each scored need's model
+    #: depends on, by need (an action without a served model depends on its trigger's features,
+    #: which the catalog gives), and which of the features any candidate depends on were stale.
+    #: None in records written before decisions kept them: their freshness verdicts stand.
+    depends_on: dict[str, tuple[str, ...]] | None = None
+    stale: tuple[str, ...] = ()
 
 
 class DecisionRecord(_Frozen):

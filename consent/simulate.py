@@ -1,7 +1,8 @@
 """What-if: replay recorded decisions under another policy.
 
 Every decision record keeps what the gate saw (consents relied on, customer facts, contact
-history, applications in flight, scores, the time). Replaying re-evaluates each candidate under
+history, applications in flight, scores, which features were stale and which each action
+depended on, the time). Replaying re-evaluates each candidate under
 the new policy, re-arbitrates with the recorded priorities and limit, and counts what changes:
 actions that would be delivered and were not (added), delivered and would not be (removed), and
 per rule how many candidates it newly suppresses or newly lets through.
@@ -15,8 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consent.arbitration import arbitrate
-from consent.model import DecisionRecord, is_operation
+from consent.model import Action, DecisionRecord, GateInputs, is_operation
 from consent.policy import Catalog, Policy, Subject
+
+#: The rule whose inputs (features' freshness) older records did not keep.
+FRESHNESS_RULE = "features.fresh"
 
 
 @dataclass
@@ -70,6 +74,7 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
         report.replayed += 1
         consents = {(c.purpose, c.channel): c for c in record.consents_relied_on}
         gate = record.gate
+        stale = frozenset(gate.stale)
         replayed = []
         for candidate in record.candidates:
             action = catalog.actions.get(candidate.action_id)
@@ -83,14 +88,22 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
                     score=candidate.score,
                     consents=consents,
                     now=record.decided_at,
-                    facts=record.gate.facts,
-                    contacts=record.gate.contacts,
-                    in_flight=frozenset(record.gate.in_flight),
+                    facts=gate.facts,
+                    contacts=gate.contacts,
+                    in_flight=frozenset(gate.in_flight),
+                    stale=stale,
+                    depends_on=_depends_on(gate, action),
                     models_served=(
                         None if gate.models_served is None else frozenset(gate.models_served)
                     ),
                 )
             )
+            if gate.depends_on is None:  # not recorded: the freshness verdict stands
+                recorded = {r.rule_id: r for r in candidate.rules}
+                outcomes = tuple(
+                    recorded.get(o.rule_id, o) if o.rule_id == FRESHNESS_RULE else o
+                    for o in outcomes
+                )
             before = {r.rule_id: r.passed for r in candidate.rules}
             for outcome in outcomes:
                 was = before.get(outcome.rule_id, True)
@@ -105,7 +118,7 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
                     report.newly_allowed[rule_id] += 1
             replayed.append(candidate.model_copy(update={"rules": outcomes}))
             report.candidates += 1
-        after = arbitrate(replayed, record.gate.limit)
+        after = arbitrate(replayed, gate.limit)
         before_set, after_set = set(record.delivered), set(after)
         report.delivered_before += len(before_set)
         report.delivered_after += len(after_set)
@@ -120,3 +133,11 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
                 if not rule.passed:
                     report.removed_by_rule[rule.rule_id] += 1
     return report
+
+
+def _depends_on(gate: GateInputs, action: Action) -> frozenset[str]:
+    """The features ``action`` depended on when it was decided: its need's served model's, as
+    recorded, or else its trigger's (as ``DecisionService`` works them out)."""
+    if gate.depends_on is not None and action.need in gate.depends_on:
+        return frozenset(gate.depends_on[action.need])
+    return frozenset(c.feature for c in action.when)

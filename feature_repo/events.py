@@ -19,8 +19,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_serializer,
 )
 
@@ -66,11 +69,13 @@ TransactionCategory = Literal[
 #: Ids from outside are restricted to this safe alphabet: no control characters, no
 #: separators of our own stores' keys, nothing a log line or a terminal could misread.
 SAFE_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+#: Free text from outside (a consent's source, a note): no control characters, which no store
+#: keeps faithfully (PostgreSQL refuses NUL) and a log line or terminal could misread. A note
+#: may break lines (``NOTE_PATTERN``).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+NOTE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 CustomerId = Annotated[str, Field(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=SAFE_ID_PATTERN)]
-#: Free text in an event (a login method, a consent's source): no control characters (NUL
-#: included), which no store, log line or terminal downstream should have to handle.
-PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 # RFC 3339 section 5.6 ``date-time``: a full date, ``T``, a full time with optional fractions
 # and a mandatory offset (``Z`` or +hh:mm). Nothing else: no numbers (a Unix time), no naive
@@ -135,12 +140,51 @@ class TimeBounds:
         return None
 
 
+#: An amount as the contract writes it: a decimal string, at most 16 digits and 2 decimals, no
+#: sign, no exponent, no spaces. A JSON number is not taken: a float cannot carry cents exactly.
+AMOUNT_PATTERN = r"^\d{1,16}(\.\d{1,2})?$"
+_AMOUNT = re.compile(AMOUNT_PATTERN)
+
+
+def _amount_string(value: object) -> object:
+    """Refuse what pydantic's Decimal would otherwise take (numbers, ``"1e5"``, ``" 5 "``),
+    so the event accepts exactly what its published schema allows."""
+    if isinstance(value, Decimal):  # from our own code, not from the wire
+        return value
+    if not isinstance(value, str) or _AMOUNT.match(value) is None:
+        raise ValueError('must be a decimal string such as "600000.00"')
+    return value
+
+
+def _json_integer(value: object) -> object:
+    """An integer as JSON Schema counts one (``1`` or ``1.0``), and not what pydantic would
+    also take for it (``true``, ``"1"``)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if type(value) is not int:
+        raise ValueError("must be an integer")
+    return value
+
+
+#: Put after an ``int``'s constraints (``Annotated[int, Field(ge=1), JSON_INTEGER]``; placed
+#: before them it hides them from the JSON schema): takes integers exactly as the published
+#: schema's ``integer`` allows them.
+JSON_INTEGER = BeforeValidator(_json_integer)
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount_string),
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN}),
+]
+
+
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TransactionPayload(_Payload):
-    amount: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
+    amount: Amount
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     direction: Literal["credit", "debit"]
     category: TransactionCategory
@@ -152,11 +196,11 @@ class TransactionPayload(_Payload):
 
 class PageViewPayload(_Payload):
     page: Page
-    seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    seconds: Annotated[StrictFloat, Field(ge=0, le=86_400)] = 0.0
 
 
 class LoginPayload(_Payload):
-    method: Annotated[str, Field(max_length=32, pattern=PRINTABLE_PATTERN)] = "password"
+    method: Annotated[str, Field(max_length=32, pattern=TEXT_PATTERN)] = "password"
 
 
 class ApplicationPayload(_Payload):
@@ -175,7 +219,7 @@ class ContactPayload(_Payload):
 
 class ProfileUpdatePayload(_Payload):
     changed: Annotated[
-        list[Annotated[str, Field(max_length=64, pattern=PRINTABLE_PATTERN)]], Field(max_length=32)
+        list[Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)]], Field(max_length=32)
     ]
 
 
@@ -185,9 +229,9 @@ class ConsentPayload(_Payload):
 
     purpose: Literal["marketing", "profiling", "service"]
     channel: Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch", "any"]
-    granted: bool
-    source: Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE_PATTERN)]
-    notice_version: Annotated[str, Field(min_length=1, max_length=32, pattern=PRINTABLE_PATTERN)]
+    granted: StrictBool
+    source: Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
+    notice_version: Annotated[str, Field(min_length=1, max_length=32, pattern=TEXT_PATTERN)]
 
 
 class _EventBase(BaseModel):
@@ -197,7 +241,7 @@ class _EventBase(BaseModel):
     customer_id: CustomerId
     occurred_at: Rfc3339Time
     channel: Channel
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Annotated[Literal[1], BeforeValidator(_json_integer)] = SCHEMA_VERSION
 
     @field_serializer("occurred_at")
     def _rfc3339(self, occurred_at: datetime) -> str:

@@ -30,16 +30,30 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp
 
 from consent.contacts import ContactMade
 from consent.model import ContactChannel, Purpose
+from consent.policy import Catalog
 from consent.registry import recorder
 from feature_repo.events import (
+    JSON_INTEGER,
+    NOTE_PATTERN,
+    SAFE_ID_PATTERN,
+    TEXT_PATTERN,
     ConsentChangedEvent,
     CustomerId,
+    Event,
     InvalidEvent,
     Rfc3339Time,
     event_to_json,
@@ -52,7 +66,7 @@ from service.auth import Principal, Role
 from service.bootstrap import Container
 from service.consent_writes import RecordConsentChoice, consent_entries
 from service.deadletter import PRINCIPAL_HEADER
-from service.decisions import DecideForCustomer, DecisionMade
+from service.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionMade
 from service.erasure import erase_customer
 from service.errors import (
     HTTP_STATUS_CODES,
@@ -88,7 +102,14 @@ DECISION_THREADS = 16
 DECISION_DEADLINE_S = 1.5
 
 MAX_EVENTS_PER_REQUEST = 500
-DecisionId = Annotated[str, Path(min_length=1, max_length=64)]
+DecisionId = Annotated[str, Path(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
+#: How the published schema states the time bounds (a business rule relative to the server's
+#: clock that no fixed schema can express).
+TIME_BOUNDS = (
+    "An RFC 3339 date-time with an offset. It must lie within the server's bounds: at most "
+    "NEXTBEST_MAX_CLOCK_SKEW_SECONDS ahead of its clock and NEXTBEST_MAX_EVENT_AGE_DAYS behind "
+    "it; outside them the request is refused with 422."
+)
 
 
 class _Request(BaseModel):
@@ -96,8 +117,8 @@ class _Request(BaseModel):
 
 
 class DecisionContext(_Request):
-    page: Annotated[str, Field(max_length=64)] | None = None
-    event_id: Annotated[str, Field(max_length=128)] | None = None
+    page: Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)] | None = None
+    event_id: Annotated[str, Field(max_length=128, pattern=TEXT_PATTERN)] | None = None
 
 
 class DecisionRequest(_Request):
@@ -107,8 +128,12 @@ class DecisionRequest(_Request):
 
     customer_id: CustomerId
     channel: ContactChannel
-    limit: Annotated[int, Field(ge=1, le=10)] = 3
-    context: DecisionContext = Field(default_factory=DecisionContext)
+    limit: Annotated[int, Field(ge=1, le=10), JSON_INTEGER] = 3
+    context: DecisionContext = Field(
+        default_factory=DecisionContext,
+        description="Must not carry the customer id: it would be written to the audit log in "
+        "clear and outlive an erasure. A context naming it is refused with 422.",
+    )
 
 
 class ReasonOut(BaseModel):
@@ -137,7 +162,7 @@ class ActionOut(BaseModel):
 class NoticeOut(BaseModel):
     """Something about the decision everyone may know: data out of date, a degraded answer."""
 
-    code: Literal["FEATURES_STALE", "DEGRADED"]
+    code: Literal["FEATURES_STALE", "DEGRADED", "CUSTOMER_UNKNOWN"]
     message: str
 
 
@@ -166,20 +191,34 @@ class DecisionResponse(BaseModel):
 
 
 class ConsentIn(_Request):
-    purpose: Purpose
-    channel: ContactChannel | None = Field(None, description="Omit for profiling.")
-    granted: bool
-    source: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+    granted: StrictBool
+    source: Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)] = Field(
         description="Where the choice was captured (e.g. app_settings): the client's label. "
         "Who recorded it is the API key, kept as recorded_by."
     )
-    notice_version: Annotated[str, Field(min_length=1, max_length=32)]
+    notice_version: Annotated[str, Field(min_length=1, max_length=32, pattern=TEXT_PATTERN)]
     given_at: Rfc3339Time | None = Field(
         None,
-        description="When the customer gave it, if before now: kept as evidence, within the "
-        "server's clock skew ahead and history horizon behind. The bank's own time "
-        "(recorded_at, now) is what orders the history.",
+        description="When the customer gave it, if before now: kept as evidence. The bank's "
+        "own time (recorded_at, now) is what orders the history. " + TIME_BOUNDS,
     )
+
+
+class ChannelConsentIn(ConsentIn):
+    """Marketing and service consent are given per channel."""
+
+    purpose: Literal["marketing", "service"]
+    channel: ContactChannel
+
+
+class ProfilingConsentIn(ConsentIn):
+    """Profiling is not tied to a channel: none is given."""
+
+    purpose: Literal["profiling"]
+    channel: None = Field(None, description="Profiling takes no channel.")
+
+
+AnyConsentIn = Annotated[ChannelConsentIn | ProfilingConsentIn, Field(discriminator="purpose")]
 
 
 class ConsentsIn(_Request):
@@ -207,7 +246,7 @@ class ConsentsIn(_Request):
         }
     )
 
-    consents: Annotated[list[ConsentIn], Field(min_length=1, max_length=50)]
+    consents: Annotated[list[AnyConsentIn], Field(min_length=1, max_length=50)]
 
 
 class FeedbackIn(_Request):
@@ -228,11 +267,8 @@ class FeedbackIn(_Request):
     action_id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
     channel: ContactChannel
     kind: Literal["impression", "accept", "decline", "dismiss"]
-    decision_id: Annotated[str, Field(max_length=64)] | None = None
-    occurred_at: Rfc3339Time | None = Field(
-        None,
-        description="Default now; within the server's clock skew ahead and history horizon behind.",
-    )
+    decision_id: Annotated[str, Field(max_length=64, pattern=TEXT_PATTERN)] | None = None
+    occurred_at: Rfc3339Time | None = Field(None, description=TIME_BOUNDS)
 
 
 class EventsIn(_Request):
@@ -359,7 +395,7 @@ class DispositionIn(_Request):
     )
 
     outcome: Outcome
-    note: Annotated[str, Field(max_length=1000)] | None = None
+    note: Annotated[str, Field(max_length=1000, pattern=NOTE_PATTERN)] | None = None
 
 
 class EventsAccepted(BaseModel):
@@ -448,6 +484,13 @@ def _response(made: DecisionMade, container: Container, principal: Principal) ->
                 message=f"withheld because the customer's data is out of date: {', '.join(stale)}",
             )
         )
+    if CUSTOMER_UNKNOWN in record.reason_codes:
+        notices.append(
+            NoticeOut(
+                code=CUSTOMER_UNKNOWN,
+                message="the customer is not in the bank's directory: nothing is offered",
+            )
+        )
     if record.fallback is not None:
         notices.append(
             NoticeOut(
@@ -470,6 +513,56 @@ def _response(made: DecisionMade, container: Container, principal: Principal) ->
         audit_seq=made.audit.seq,
         audit_hash=made.audit.record_hash,
     )
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method the routes on the request's path take."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
+async def _single_query_values(request: Request) -> None:
+    """No query parameter is a list: one given twice is refused, not read as its last value
+    (which would let an invalid first value through unseen)."""
+    repeated = sorted(
+        {
+            k
+            for k, _ in request.query_params.multi_items()
+            if len(request.query_params.getlist(k)) > 1
+        }
+    )
+    if repeated:
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": "given more than once"} for name in repeated]
+        )
+
+
+def _publish_catalog_and_events(app: FastAPI, catalog: Catalog) -> None:
+    """What the request models cannot say by themselves, added to the published document: the
+    action ids feedback may name (the catalog is data, loaded at start), and the event
+    contract (``feature_repo.events.Event``, by which each event of a batch is validated)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        schemas = document["components"]["schemas"]
+        schemas["FeedbackIn"]["properties"]["action_id"]["enum"] = sorted(catalog.actions)
+        event = TypeAdapter(Event).json_schema(ref_template="#/components/schemas/{model}")
+        definitions = event.pop("$defs")
+        if set(definitions) & set(schemas):
+            raise RuntimeError(f"event schemas clash with {set(definitions) & set(schemas)}")
+        schemas.update(definitions)
+        schemas["Event"] = event
+        events = schemas["EventsIn"]["properties"]["events"]
+        events["items"] = {"$ref": "#/components/schemas/Event"}
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def get_container(request: Request) -> Container:
@@ -576,7 +669,7 @@ GivingFeedback = Annotated[Principal, allow("channel", "rm")]
 Erasing = Annotated[Principal, allow("compliance")]
 ReadingAlerts = Annotated[Principal, allow("rm", "compliance", "admin")]
 DisposingAlerts = Annotated[Principal, allow("rm", "admin")]
-RmId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+RmId = Annotated[str, Field(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
 
 
 class _TimedApp(FastAPI):
@@ -625,7 +718,13 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         if producer is not None:
             producer.close()
 
-    app = _TimedApp(title="NextBest", version=__version__, docs_url="/docs", lifespan=lifespan)
+    app = _TimedApp(
+        title="NextBest",
+        version=__version__,
+        docs_url="/docs",
+        lifespan=lifespan,
+        dependencies=[Depends(_single_query_values)],
+    )
     metrics: ApiMetrics = api_metrics()
     app.state.container = container
     app.state.metrics = metrics
@@ -633,6 +732,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         settings.rate_limit_per_second, settings.rate_limit_burst, clock
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    _publish_catalog_and_events(app, container.catalog)
     # The served set at scrape time; read lazily, since the first read loads the models.
     metrics.serving(lambda: container.models.values())
 
@@ -641,7 +741,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         return _error(error.status, error.code, error.message, error.details, error.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         # The framework's own errors (no route, wrong method, unreadable or oversized body) in
         # our shape, with our wording: their detail texts are not ours to keep stable.
         code, message = HTTP_STATUS_CODES.get(
@@ -650,7 +750,12 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             if error.status_code >= 500
             else ("invalid_request", "the request is not valid"),
         )
-        return _error(error.status_code, code, message, headers=error.headers)
+        headers = error.headers
+        if error.status_code == 405:
+            # Starlette names the methods of the first route on the path; a path served by
+            # several routes (GET and PUT consents) takes all of them (RFC 9110, 15.5.6).
+            headers = {**(headers or {}), "Allow": _allowed_methods(app, request)}
+        return _error(error.status_code, code, message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -951,7 +1056,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         responses=_errors(*_V1_ERRORS, *_BODY_ERRORS, 404, 409, 500, 503),
     )
     def dispose_alert(
-        alert_id: Annotated[str, Path(min_length=1, max_length=64)],
+        alert_id: Annotated[str, Path(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)],
         body: DispositionIn,
         c: Wired,
         who: DisposingAlerts,

@@ -48,7 +48,50 @@ def _container():  # type: ignore[no-untyped-def]
     from service.bootstrap import Container
 
     _quiet_libraries()
-    return Container(_settings())
+    container = Container(_settings())
+    # Its database connections are given back when the command ends, not left to the collector.
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.call_on_close(container.close)
+    return container
+
+
+class _Validated(click.ParamType):
+    """A value from outside checked by the same pydantic type as the API checks it with."""
+
+    def __init__(self, name: str, annotation: Any) -> None:
+        from pydantic import TypeAdapter
+
+        self.name = name
+        self._adapter = TypeAdapter(annotation)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from pydantic import ValidationError
+
+        try:
+            return self._adapter.validate_python(value)
+        except ValidationError as error:
+            self.fail(f"not a valid {self.name}: {_problems(error)}", param, ctx)
+
+
+def _problems(error: Any) -> str:
+    """A pydantic ValidationError in one line, as the API's 422 details name them."""
+    return "; ".join(
+        ": ".join(filter(None, (".".join(str(p) for p in e["loc"]), e["msg"])))
+        for e in error.errors(include_url=False)
+    )
+
+
+def _customer_id() -> _Validated:
+    from feature_repo.events import CustomerId
+
+    return _Validated("customer id", CustomerId)
+
+
+def _need() -> click.Choice[str]:
+    from feature_repo.events import NEEDS
+
+    return click.Choice(NEEDS)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -270,6 +313,7 @@ def _needs(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--need",
     "needs",
+    type=_need(),
     multiple=True,
     help="A need to train (repeatable; default: all seven). With --table: exactly one.",
 )
@@ -371,7 +415,9 @@ def backfill(bank_dir: Path | None, step_days: int) -> None:
 
 
 @main.command()
-@click.option("--need", "needs", multiple=True, help="A need (repeatable; default: all seven).")
+@click.option(
+    "--need", "needs", type=_need(), multiple=True, help="A need (repeatable; default: all seven)."
+)
 @_bank_option
 @click.option(
     "--min-gain",
@@ -407,7 +453,7 @@ def retrain(
 
 
 @main.command()
-@click.option("--need", required=True, help="The need whose champion moves back.")
+@click.option("--need", type=_need(), required=True, help="The need whose champion moves back.")
 @click.option("--to-version", default=None, help="Default: the previous champion.")
 def rollback(need: str, to_version: str | None) -> None:
     """Point a need's champion alias back at the previous champion (or a given version)."""
@@ -483,13 +529,32 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
 @main.command()
 @click.argument("customer_id")
-@click.option("--channel", default="mobile_app", show_default=True)
+@click.option(
+    "--channel",
+    default="mobile_app",
+    show_default=True,
+    help="mobile_app, web, email, sms, phone, rm or branch.",
+)
 def decide(customer_id: str, channel: str) -> None:
     """Decide for one customer and print the audit record."""
-    from service.decisions import DecideForCustomer
+    from pydantic import ValidationError
 
+    from service.api import DecisionRequest
+    from service.decisions import DecideForCustomer
+    from service.errors import NextBestError
+
+    # The API's own request model: what it answers 422 to is refused here before anything runs.
+    try:
+        request = DecisionRequest.model_validate({"customer_id": customer_id, "channel": channel})
+    except ValidationError as error:
+        raise click.UsageError(f"invalid decision request: {_problems(error)}") from None
     container = _container()
-    made = container.decisions.decide(DecideForCustomer(customer_id, channel))
+    try:
+        made = container.decisions.decide(
+            DecideForCustomer(request.customer_id, request.channel, request.limit)
+        )
+    except NextBestError as error:
+        raise click.ClickException(f"{error.code}: {error.message}") from None
     click.echo(made.record.model_dump_json(indent=2))
 
 
@@ -527,7 +592,7 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 @audit.command("export")
-@click.option("--customer", default=None, help="Only this customer's records.")
+@click.option("--customer", type=_customer_id(), default=None, help="Only this customer's records.")
 @click.option("--since", type=_WHEN, default=None, help="Recorded at or after (UTC if no zone).")
 @click.option("--until", type=_WHEN, default=None, help="Recorded before (UTC if no zone).")
 def audit_export(customer: str | None, since: datetime | None, until: datetime | None) -> None:
@@ -612,7 +677,7 @@ def policy_simulate(policy_file: Path, since: datetime | None, until: datetime |
 
 
 @main.command()
-@click.argument("customer_id")
+@click.argument("customer_id", type=_customer_id())
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def erase(customer_id: str, yes: bool) -> None:
     """Right to erasure: delete the customer's audit pseudonym key, consent and contact history,

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from consent.arbitration import arbitrate
 from consent.audit import Appended, AuditLog, mentions
@@ -55,6 +55,9 @@ TOP_REASONS = 3
 
 #: The audit log replaces this with the customer's pseudonym; the raw id is never written.
 PENDING_REF = "pending"
+#: The one reason given for a customer the directory does not know: nothing is delivered, and
+#: the record holds no facts, consents, features or scores, since there are none to rely on.
+CUSTOMER_UNKNOWN: Final = "CUSTOMER_UNKNOWN"
 
 
 def _granted(consents: Mapping[tuple[str, str], ConsentGiven], purpose: str, channel: str) -> bool:
@@ -228,10 +231,11 @@ class DecisionService:
 
     @staticmethod
     def _may_read_features(read: GateRead, command: DecideForCustomer) -> bool:
-        """Features are read only for a purpose the customer agreed to: profiling, or service
-        on this channel (for service actions' triggers)."""
-        return _granted(read.consents, "profiling", ANY_CHANNEL) or _granted(
-            read.consents, "service", command.channel
+        """Features are read only for a known customer and a purpose they agreed to: profiling,
+        or service on this channel (for service actions' triggers)."""
+        return read.known is not None and (
+            _granted(read.consents, "profiling", ANY_CHANNEL)
+            or _granted(read.consents, "service", command.channel)
         )
 
     def _decide(
@@ -245,6 +249,15 @@ class DecisionService:
         """The decision from what was read: scores, candidates through the gate, arbitration,
         reasons for what is delivered, and the record (not yet logged)."""
         consents, known, contacts = read.consents, read.known, read.contacts
+        if known is None:
+            # Not a customer of the bank's directory: one clear outcome, nothing made up.
+            return self._record(
+                command,
+                now,
+                reason_codes=(CUSTOMER_UNKNOWN,),
+                delivery_status="withheld",
+                gate=GateInputs(facts=None, limit=command.limit, depends_on={}),
+            ), {}
         may_profile = _granted(consents, "profiling", ANY_CHANNEL)
         # Stale features are served as missing; the gate withholds what depends on them.
         raw = online.values if online is not None and online.known else {}
@@ -268,6 +281,8 @@ class DecisionService:
         served = frozenset(models)
         candidates = []
         memo: dict[Any, Any] = {}  # what the rules work out once per decision
+        depended: dict[str, frozenset[str]] = {}  # kept for replays (``GateInputs``)
+        relevant_stale: set[str] = set()
         for action in self.catalog.actions.values():
             if not action.enabled or command.channel not in action.channels:
                 continue
@@ -278,9 +293,10 @@ class DecisionService:
                 continue
             score = scores.get(action.need) if action.need else None
             if action.need is not None and action.need in models:
-                depends_on = models[action.need].depends_on
+                depends_on = depended[action.need] = models[action.need].depends_on
             else:
                 depends_on = frozenset(c.feature for c in action.when)
+            relevant_stale.update(depends_on & stale)
             outcomes = self.policy.evaluate(
                 Subject(
                     action=action,
@@ -331,12 +347,9 @@ class DecisionService:
             c.model_copy(update={"delivered": True}) if c.action_id in delivered_ids else c
             for c in candidates
         ]
-        record = DecisionRecord(
-            decision_id=str(uuid.uuid4()),
-            decided_at=now,
-            trigger=command.trigger or {"kind": "api_request", "context": command.context},
-            customer_ref=PENDING_REF,
-            channel=command.channel,
+        record = self._record(
+            command,
+            now,
             candidates=tuple(candidates),
             delivered=tuple(delivered_ids),
             consents_relied_on=self._relied_on(consents, command.channel),
@@ -346,8 +359,6 @@ class DecisionService:
                 for m in models.values()
                 if m.need in scores
             ),
-            policy_version=self.policy.version,
-            code_version=__version__,
             fallback=fallback,
             reason_codes=tuple(
                 sorted({code for c in candidates if not c.delivered for code in c.suppressed_by})
@@ -360,9 +371,32 @@ class DecisionService:
                 in_flight=tuple(sorted(in_flight)),
                 limit=command.limit,
                 models_served=tuple(sorted(served)),
+                depends_on={need: tuple(sorted(names)) for need, names in depended.items()},
+                stale=tuple(sorted(relevant_stale)),
             ),
         )
         return record, reasons
+
+    def _record(self, command: DecideForCustomer, now: datetime, **fields: Any) -> DecisionRecord:
+        """The decision record: what every record says, and ``fields`` (what was decided)."""
+        nothing: dict[str, Any] = {
+            "candidates": (),
+            "delivered": (),
+            "consents_relied_on": (),
+            "features": (),
+            "models": (),
+            "fallback": None,
+        }
+        return DecisionRecord(
+            decision_id=str(uuid.uuid4()),
+            decided_at=now,
+            trigger=command.trigger or {"kind": "api_request", "context": command.context},
+            customer_ref=PENDING_REF,
+            channel=command.channel,
+            policy_version=self.policy.version,
+            code_version=__version__,
+            **{**nothing, **fields},
+        )
 
     @staticmethod
     def _relied_on(

@@ -89,11 +89,7 @@ def real_stack_settings(
 ) -> Iterator[Settings]:
     """Settings on real Kafka, Redis and PostgreSQL, isolated for one test run: its own topic
     namespace, consumer group, Feast project and PostgreSQL schema (dropped at the end)."""
-    run = f"r{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as connection:
-        connection.execute(text(f"create schema {run}"))
-    try:
+    with postgres_schema(postgres_url) as (run, database_url):
         yield make_settings(
             home,
             event_transport="kafka",
@@ -103,9 +99,21 @@ def real_stack_settings(
             online_store="redis",
             redis_url=redis_url,
             feast_project=run,
-            # psycopg passes ``options`` to the server: every connection works in the schema.
-            database_url=f"{postgres_url}?options=-csearch_path%3D{run}",
+            database_url=database_url,
         )
+
+
+@contextmanager
+def postgres_schema(postgres_url: str) -> Iterator[tuple[str, str]]:
+    """A PostgreSQL schema of its own for one test run (dropped at the end): its name and a
+    database URL whose connections work in it."""
+    run = f"r{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"create schema {run}"))
+    try:
+        # psycopg passes ``options`` to the server: every connection works in the schema.
+        yield run, f"{postgres_url}?options=-csearch_path%3D{run}"
     finally:
         with admin.begin() as connection:
             connection.execute(text(f"drop schema {run} cascade"))

@@ -365,7 +365,8 @@ def test_metrics_count_decisions_suppressions_feature_age_models_and_latency(dec
     compliance = key_headers(container, "compliance")
     before = _samples(client)
     records = []
-    for customer in (CUSTOMER, "C0000007"):  # consenting; never heard of
+    container.directory.upsert([KnownCustomer("C0000007", "H7", "RM0001", GOOD_STANDING)])
+    for customer in (CUSTOMER, "C0000007"):  # consenting; a customer who never consented
         decided = client.post(
             "/v1/decisions",
             json={"customer_id": customer, "channel": "mobile_app"},
