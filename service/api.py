@@ -1090,11 +1090,18 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
     )
     def post_events(body: EventsIn, c: Wired, who: SendingEvents) -> EventsAccepted:
         parsed, problems = [], []
+        now = datetime.now(UTC)
         for index, raw in enumerate(body.events):
             try:
-                parsed.append(parse_event(raw))
+                event = parse_event(raw)
             except InvalidEvent as error:
                 problems.append({"index": index, "problem": error.reason})
+                continue
+            # The stream would dead-letter it; over HTTP the sender hears it now.
+            violation = c.settings.time_bounds.violation(event.occurred_at, now)
+            if violation is not None:
+                problems.append({"index": index, "problem": f"occurred_at: {violation}"})
+            parsed.append(event)
         if problems:
             # All or nothing: a client can fix and resend the whole batch without duplicates.
             raise InvalidEvents(details=problems)

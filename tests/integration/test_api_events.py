@@ -86,3 +86,23 @@ def test_an_event_log_that_cannot_be_written_gives_503_never_202(api) -> None:
     )
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "transport_unavailable"
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "2099-01-01T00:00:00Z",  # a device clock decades ahead
+        (datetime.now(UTC) + timedelta(hours=2)).isoformat(),  # beyond the skew allowed
+        "1970-01-01T00:00:00Z",  # beyond the horizon of history
+    ],
+)
+def test_an_event_dated_outside_the_time_bounds_is_refused_with_422(api, occurred_at) -> None:
+    container, client = api
+    bad = {**LOGIN, "event_id": "api-login-bad-time", "occurred_at": occurred_at}
+    response = client.post(
+        "/v1/events", json={"events": [LOGIN, bad]}, headers=key_headers(container, "channel")
+    )
+    assert response.status_code == 422, response.text
+    (problem,) = response.json()["error"]["details"]
+    assert problem["index"] == 1 and problem["problem"].startswith("occurred_at: time ")
+    assert _written(container) == []  # all or nothing: the good one was not sent either
