@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from consent.arbitration import arbitrate
 from consent.audit import Appended, AuditLog, mentions
+from consent.breaker import StoreNotAnswering
 from consent.contacts import ContactHistory
 from consent.customers import NEEDS, CustomerDirectory
 from consent.model import (
@@ -216,7 +217,12 @@ class DecisionService:
 
     @staticmethod
     def _consent_unavailable(error: Exception) -> ConsentUnavailable:
-        log.error("operational store read failed: %s", error)
+        # The failure that tripped the breaker was logged; each decision it then refuses is
+        # not (hundreds a second during an outage would drown the log).
+        if isinstance(error, StoreNotAnswering):
+            log.debug("operational store read refused: %s", error)
+        else:
+            log.error("operational store read failed: %s: %s", type(error).__name__, error)
         return ConsentUnavailable()
 
     @staticmethod
