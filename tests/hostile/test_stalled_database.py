@@ -242,10 +242,10 @@ def test_a_stalled_database_gets_fast_503s_bounded_memory_and_recovery(
     # Every decision is answered: none waits for the client's timeout. A request may still be
     # reset in a race with the server closing a keep-alive connection idle for its 5 s (the
     # client reuses idle connections in bursts): it never reached the API, and is counted.
-    # Open finding (not a promise): a request written in the instant the database comes back,
-    # while the proxy delivers everything it held, has been seen to get no answer (1 run in 6
-    # in a full suite on a loaded machine). Such requests are counted with the races above;
-    # any other error, or one at another moment, fails.
+    # Open finding (not a promise; docs/threat-model.md): a request written in the instant the
+    # database comes back, while the proxy delivers everything it held, has been seen to get no
+    # answer within the client's timeout. Such requests are counted with the races above; any
+    # other error, or one at another moment, fails.
     at_resume = [
         o for o in sent if o.error is not None and abs(o.on_wire - resumed) <= RESUME_INSTANT_S
     ]
