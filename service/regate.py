@@ -40,15 +40,13 @@ from service.alerts import (
     Notice,
     Withdrawal,
 )
-from service.decisions import PENDING_REF, DecisionService
+from service.decisions import CUSTOMER_UNKNOWN, PENDING_REF, DecisionService
 from service.errors import AuditUnavailable, ConsentUnavailable, NextBestError
 
 log = logging.getLogger(__name__)
 
 #: The rules whose failure a front line may be told about: the RM may read consents anyway.
 CONSENT_RULES = frozenset({"consent.purpose_channel", "consent.profiling"})
-#: The customer is not in the directory (erased, or never loaded): nothing is known to judge by.
-CUSTOMER_UNKNOWN = "CUSTOMER_UNKNOWN"
 #: The alert's action is no longer in the catalog, is switched off, or is not for the RM.
 ACTION_RETIRED = "ACTION_RETIRED"
 

@@ -84,19 +84,20 @@ def _backoff(attempt: int) -> float:
     return min(0.5 * 2**attempt, 8.0)
 
 
+def _partition(record: Record) -> str:
+    """The name a partition's dead-letter mark is kept under."""
+    return f"{record.topic}:{record.partition}"
+
+
 class Parsed(NamedTuple):
     record: Record
     event: Event
 
     @property
-    def principal(self) -> str | None:
-        """The API key that sent the event (``POST /v1/events``), or None."""
-        return principal_of(self.record)
-
-    @property
     def sender(self) -> str | None:
-        """``<role>:<key name>`` of the API key that sent the event, or None."""
-        principal = self.principal
+        """``<role>:<key name>`` of the API key that sent the event (``POST /v1/events``), or
+        None."""
+        principal = principal_of(self.record)
         if principal is None:
             return None
         try:
@@ -310,7 +311,7 @@ class StreamWorker:
         self._dead.append((record, dead_letter(record, reason, error)))
 
     def _mark(self, record: Record) -> int:
-        name = f"{record.topic}:{record.partition}"
+        name = _partition(record)
         if name not in self._marks:
             stored = self.dead_marks.get_many([name])[0] if self.dead_marks else None
             self._marks[name] = -1 if stored is None else int(stored)
@@ -336,7 +337,7 @@ class StreamWorker:
                     raise
         upto: dict[str, int] = {}
         for record, _ in self._dead:
-            name = f"{record.topic}:{record.partition}"
+            name = _partition(record)
             upto[name] = max(upto.get(name, -1), record.offset)
         if self.dead_marks is not None:
             self.dead_marks.put_many({n: str(o).encode() for n, o in upto.items()})
@@ -352,7 +353,7 @@ class StreamWorker:
         return self.erasures.current() if self.erasures is not None else Erased(b"", frozenset())
 
     def _names_erased(self, record: Record) -> bool:
-        """Whether a record that failed to parse belongs to an erased customer, by its key (the
+        """Whether a record about to be dead-lettered belongs to an erased customer, by its key (the
         contract's customer id) or a ``customer_id`` in its text, or is one of theirs that an
         erasure overwrote in the local log: then it is dropped, so a replay does not
         dead-letter their data (or the marker) again."""
