@@ -12,12 +12,14 @@ from sqlalchemy import Engine
 
 from consent.audit import AuditLog
 from consent.contacts import ContactHistory
-from consent.customers import NEEDS, CustomerDirectory
+from consent.customers import NEEDS, CustomerDirectory, KnownCustomer
 from consent.model import ConsentGiven, CustomerFacts
 from consent.policy import Catalog, Policy
 from consent.registry import ConsentRegistry
+from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.alerts import Alert
+from service.bootstrap import Container
 from service.decisions import DecisionService
 from service.features import OnlineFeatures
 
@@ -129,4 +131,18 @@ def sample_alert(customer_id: str, rm_id: str, alert_id: str | None = None) -> A
             "largest single credit, last 7 days: 600,000",
             "Suggested: book a mortgage consultation",
         ),
+    )
+
+
+def servable(container: Container, customers: list[str], channel: str) -> None:
+    """``customers`` in good standing, consenting on ``channel``, with an online row written
+    now (all features zero): every decision for them reads and scores."""
+    container.directory.upsert(KnownCustomer(c, None, None, GOOD_STANDING) for c in customers)
+    for customer in customers:
+        grant_all(container.registry, customer, channel)
+    now_us = int(datetime.now(UTC).timestamp() * 1e6)
+    container.features.online.write(
+        customers,
+        np.full(len(customers), now_us),
+        np.zeros((len(customers), len(FEATURE_NAMES))),
     )

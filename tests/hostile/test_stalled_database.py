@@ -11,7 +11,7 @@ database answers again, and the audit chain still verifies with every answered d
 The machine running the suite may be shared and slow: the load is what the generator reaches
 (its target is ``RATE``), and the latency bound has a margin (``LATENCY_BOUND_S``) over the
 two seconds promised, for a loaded machine's scheduling. What matters is that no answer waits
-for the database; the figures measured are printed (run with ``-s``) for the closing note.
+for the database; the figures are printed (run with ``-s``).
 """
 
 from __future__ import annotations
@@ -22,21 +22,17 @@ import random
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import numpy as np
 import psutil
 from sqlalchemy import make_url
 
 from bench.decide import ApiServer, Load, Outcome, open_loop
-from consent.customers import KnownCustomer
-from feature_repo.aggregates import FEATURE_NAMES
 from service.auth import DEV_KEYS_FILE, plain_key
 from service.bootstrap import Container
 from tests.conftest import make_settings
-from tests.doubles import GOOD_STANDING, grant_all
+from tests.doubles import servable
 from tests.integration.conftest import fresh_schema
 from tests.proxy import TcpProxy
 
@@ -100,15 +96,7 @@ def _prepare(home: Path, database_url: str, redis_url: str, project: str) -> Non
         )
     )
     try:
-        container.directory.upsert(KnownCustomer(c, None, None, GOOD_STANDING) for c in CUSTOMERS)
-        for customer in CUSTOMERS:
-            grant_all(container.registry, customer, "mobile_app")
-        now_us = int(datetime.now(UTC).timestamp() * 1e6)
-        container.features.online.write(
-            CUSTOMERS,
-            np.full(len(CUSTOMERS), now_us),
-            np.zeros((len(CUSTOMERS), len(FEATURE_NAMES))),
-        )
+        servable(container, CUSTOMERS, "mobile_app")
         assert container.keyring  # the development keys, in the home the API will use
     finally:
         container.close()

@@ -26,17 +26,11 @@ from feature_repo.aggregates import FEATURE_NAMES
 from service.api import create_app
 from service.bootstrap import Container
 from tests.conftest import IN_CI, key_headers, make_settings
-from tests.doubles import GOOD_STANDING, grant_all
+from tests.doubles import GOOD_STANDING, grant_all, servable
 from tests.integration.conftest import fresh_schema
-from tests.proxy import TcpProxy
+from tests.proxy import TcpProxy, free_port
 
 CUSTOMERS = [f"C{n:07d}" for n in range(1, 21)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_redis(port: int, folder: Path) -> subprocess.Popen:
@@ -73,7 +67,7 @@ def private_redis(tmp_path) -> Iterator[tuple[int, Path]]:
         if IN_CI:
             pytest.fail("redis-server is not installed (scripts/services installs it)")
         pytest.skip("redis-server is not installed")
-    yield _free_port(), tmp_path
+    yield free_port(), tmp_path
 
 
 def _decide(client: TestClient, headers: dict[str, str], customer: str) -> dict:
@@ -108,15 +102,7 @@ def test_redis_dying_mid_load_degrades_and_recovers(private_redis, operational_u
         container = Container(settings)
         # With PostgreSQL the decision is made on the event loop, otherwise in a thread.
         assert container.decisions.asynchronous == operational_url.startswith("postgresql")
-        container.directory.upsert(KnownCustomer(c, None, None, GOOD_STANDING) for c in CUSTOMERS)
-        for customer in CUSTOMERS:
-            grant_all(container.registry, customer, "mobile_app")
-        now_us = int(datetime.now(UTC).timestamp() * 1e6)
-        container.features.online.write(
-            CUSTOMERS,
-            np.full(len(CUSTOMERS), now_us),
-            np.zeros((len(CUSTOMERS), len(FEATURE_NAMES))),
-        )
+        servable(container, CUSTOMERS, "mobile_app")
         headers = key_headers(container, "channel")
         with TestClient(create_app(container)) as client:
             before = [_decide(client, headers, c) for c in CUSTOMERS[:5]]
