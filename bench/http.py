@@ -18,6 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+#: A connection idle for longer is closed rather than used again. uvicorn closes one idle for
+#: 5 s (its ``timeout_keep_alive``), and a request written in that instant is reset by the
+#: server or never answered: an HTTP client keeps its idle limit below the server's.
+IDLE_LIMIT_S = 4.0
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -34,6 +39,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[Answer] | None = None
         self.closed = False
         self.reusable = True
+        self.idle_since = 0.0  # the event loop's time when it was last handed back
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -103,11 +109,17 @@ class Client:
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     async def _connection(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         while self._free:
             connection = self._free.pop()
-            if not connection.closed:
-                return connection
-        loop = asyncio.get_running_loop()
+            if connection.closed or connection.transport is None:
+                continue
+            if connection.transport.is_closing():
+                continue
+            if loop.time() - connection.idle_since > IDLE_LIMIT_S:
+                connection.transport.close()
+                continue
+            return connection
         _, connection = await loop.create_connection(
             lambda: _Connection(self.wanted), self.host, self.port
         )
@@ -129,6 +141,7 @@ class Client:
                     connection.transport.close()  # its answer may still come: never reuse it
                 raise
             if connection.reusable and not connection.closed:
+                connection.idle_since = asyncio.get_running_loop().time()
                 self._free.append(connection)
             elif connection.transport is not None:
                 connection.transport.close()

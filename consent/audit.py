@@ -59,6 +59,8 @@ from typing import Any, Literal, NamedTuple
 import asyncpg
 from psycopg import Error as _PsycopgError
 from psycopg import IntegrityError as _PsycopgIntegrity
+from psycopg import OperationalError as _PsycopgOperational
+from psycopg.errors import LockNotAvailable as _PsycopgLockNotAvailable
 from psycopg.errors import UndefinedFunction as _PsycopgUndefinedFunction
 from sqlalchemy import ColumnElement, Connection, Engine, Table, delete, event, insert, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -67,7 +69,15 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, S
 
 from consent.breaker import Breaker, StoreNotAnswering, close_or_drop
 from consent.model import DecisionRecord, OperationRecord
-from consent.store import asyncpg_connect_args, audit_checkpoints, audit_log, customer_keys
+from consent.store import (
+    DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
+    DECISION_SERVER_BOUNDS,
+    asyncpg_connect_args,
+    audit_checkpoints,
+    audit_log,
+    bounded_engine,
+    customer_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -586,6 +596,7 @@ class _Request:
     placeholder: str
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False  # woken to lead the next group rather than with an outcome
+    trips: int = 0  # the audit log's trips when it was admitted (``AuditLog._trips``)
     result: Appended | None = None
     error: BaseException | None = None
 
@@ -746,11 +757,18 @@ class AuditLog:
         # ping and a round trip per group, a tenth of a group's time on PostgreSQL.
         self._connection: Connection | None = None
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # On PostgreSQL the leaders' kept connection has the decision path's bounds, as the
+        # event loop's writer has: a caller of ``append`` is a decision waiting to be answered.
+        self._leader_engine: Engine | None = None
+        # A group that found the database not answering trips it: the groups queued behind it,
+        # and new callers, fail at once instead of each waiting out the bounds in turn.
+        self.breaker = Breaker("the audit log")
+        self._trips = 0  # the times it was tripped: a record admitted before a trip is failed
         self._function: bool | None = None  # whether the append function is there; None: unknown
         self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncWriter] = (
             weakref.WeakKeyDictionary()
         )
-        event.listen(engine, "engine_disposed", lambda _: self.close())
+        event.listen(engine, "engine_disposed", lambda _: self._dispose())
 
     # --- writing ---
 
@@ -764,7 +782,11 @@ class AuditLog:
         could not be committed.
         """
         request = self._request(record, customer_id)
+        self._admit()
+        request.trips = self._trips
         with self._mutex:
+            if len(self._queue) >= MAX_WAITING:
+                raise AuditWriteFailed("too many records are waiting for the audit log")
             self._queue.append(request)
             lead = not self._leading
             self._leading = True
@@ -853,7 +875,16 @@ class AuditLog:
             group = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
         outcomes = _failures(group, "the audit writer stopped before committing")
         try:
-            outcomes = self._write(group, serialise=True, atomic=False, reuse=True)
+            # Those admitted before the last trip waited behind a group that found the database
+            # not answering: they fail at once rather than wait out the bounds in their turn.
+            trips = self._trips
+            fresh = [r for r in group if r.trips == trips]
+            written = iter(self._write(fresh, serialise=True, atomic=False, reuse=True))
+            refused = _failures(group, "the audit log did not answer; not trying again yet")
+            outcomes = [
+                next(written) if r.trips == trips else failed
+                for r, failed in zip(group, refused, strict=True)
+            ]
         finally:
             for request, outcome in zip(group, outcomes, strict=True):
                 request.settle(outcome)
@@ -886,11 +917,21 @@ class AuditLog:
         """Commit ``requests`` in one transaction; an outcome per request, never an Appended
         for a record that was not committed. Not ``atomic``, a record that repeats a logged
         decision fails alone and the others are written without it."""
+        if not requests:
+            return []
         for _ in range(MAX_APPEND_ATTEMPTS):
             try:
-                return list(self._commit(requests, serialise=serialise, reuse=reuse))
+                committed: list[Appended | BaseException] = list(
+                    self._commit(requests, serialise=serialise, reuse=reuse)
+                )
             except SQLAlchemyError as error:
+                if _not_answering(error):
+                    self.breaker.failed()
+                    self._trips += 1
                 then = _after_failure(error, requests, atomic=atomic, serialise=serialise)
+            else:
+                self.breaker.succeeded()
+                return committed
             if then == "retry":
                 continue
             if then == "alone":
@@ -914,12 +955,40 @@ class AuditLog:
             with engine.connect() as connection:
                 return self._commit_on(connection, requests, serialise, server_side)
         if self._connection is None:
-            self._connection = engine.connect()
+            self._connection = (self._leader() if server_side else engine).connect()
         try:
             return self._commit_on(self._connection, requests, serialise, server_side)
         except BaseException:
             self.close()
             raise
+
+    def _admit(self) -> None:
+        """Raise ``AuditWriteFailed`` at once while the breaker refuses (see ``Breaker``)."""
+        try:
+            self.breaker.admit()
+        except StoreNotAnswering as error:
+            raise AuditWriteFailed(str(error)) from error
+
+    def _leader(self) -> Engine:
+        """The engine of the leaders' kept connection on PostgreSQL (autocommit: each call of
+        the append function is its own transaction), made on first use."""
+        if self._leader_engine is None:
+            self._leader_engine = bounded_engine(
+                self.engine.url.render_as_string(hide_password=False),
+                bounds=DECISION_SERVER_BOUNDS,
+                connect_timeout=DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
+                isolation_level="AUTOCOMMIT",
+                pool_size=1,
+                max_overflow=0,
+                pool_reset_on_return=None,
+            )
+        return self._leader_engine
+
+    def _dispose(self) -> None:
+        self.close()
+        engine, self._leader_engine = self._leader_engine, None
+        if engine is not None:
+            engine.dispose()
 
     def close(self) -> None:
         """Give back the kept writer connection (it is opened again when needed)."""
@@ -1123,6 +1192,15 @@ _STALLED = (
     asyncpg.PostgresConnectionError,
     asyncpg.QueryCanceledError,
 )
+
+
+def _not_answering(error: SQLAlchemyError) -> bool:
+    """Whether ``error`` says the database is not answering (a timeout on either side, a lost
+    connection), rather than that a group was refused (the chain's lock under contention)."""
+    cause = getattr(error, "orig", None)
+    return isinstance(cause, _PsycopgOperational) and not isinstance(
+        cause, _PsycopgLockNotAvailable
+    )
 
 
 class _AsyncWriter:

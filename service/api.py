@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -96,10 +96,15 @@ log = logging.getLogger(__name__)
 #: connections. Under the GIL more threads add no CPU, only waiting; 4, 8 and 32 measured the
 #: same as 16.
 DECISION_THREADS = 16
-#: How long a decision on the event loop may take in all, its wait for a turn included: the
-#: gate's read and the audit append have bounds of their own (``consent.store``), this is the
-#: whole, so a client is answered (503 ``overloaded``) within about two seconds whatever stalls.
+#: How long a decision may take in all, its wait for a turn (or a thread) included: the gate's
+#: read and the audit append have bounds of their own (``consent.store``), this is the whole,
+#: so a client is answered (503 ``overloaded``) within about two seconds whatever stalls.
 DECISION_DEADLINE_S = 1.5
+
+#: How long each of ``/readyz``'s probes may take: a probe that has not answered by then
+#: reports its store unavailable (an orchestrator's probe has a timeout of its own, often 1 s).
+READINESS_TIMEOUT_S = 1.0
+READINESS_PROBE = "readiness-probe"
 
 MAX_EVENTS_PER_REQUEST = 500
 DecisionId = Annotated[str, Path(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
@@ -613,6 +618,16 @@ def allow(*roles: Role) -> Any:
     return Depends(check)
 
 
+async def _probe(read: Callable[[], Awaitable[object]]) -> Literal["ok", "unavailable"]:
+    """Whether ``read`` answers within ``READINESS_TIMEOUT_S``."""
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_S):
+            await read()
+    except Exception:  # a timeout, a refusal, a lost connection: all mean not answering
+        return "unavailable"
+    return "ok"
+
+
 def _direct(body_model: type[BaseModel], roles: tuple[Role, ...]) -> type[APIRoute]:
     """A route class for the hot path, ``POST /v1/decisions``. The operation is declared like
     the others (body model, security, responses: FastAPI writes its OpenAPI), but its handler
@@ -779,18 +794,31 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         response_model=Readiness,
         responses={503: {"model": Readiness, "description": "Not ready."}, **_errors(500)},
     )
-    def readyz(c: Wired) -> JSONResponse:
-        try:
-            with c.engine.connect() as connection:
-                connection.exec_driver_sql("select 1")
-            store: Literal["ok", "unavailable"] = "ok"
-        except Exception:
-            store = "unavailable"
-        try:
-            c.features.read("readiness-probe")  # a key nobody has: a round trip, nothing more
-            online: Literal["ok", "unavailable"] = "ok"
-        except Exception:
-            online = "unavailable"
+    async def readyz(c: Wired) -> JSONResponse:
+        now = datetime.now(UTC)
+        # A customer nobody has: a round trip, nothing more. Through the decision path's own
+        # reads, so ready means that path answers, and a stalled store costs the probe their
+        # bounds (or nothing, while their breaker is open), not the batch engine's minutes.
+        store, online = await asyncio.gather(
+            _probe(
+                lambda: (
+                    c.gate_reads.read_async(READINESS_PROBE, now, 1)
+                    if c.gate_reads.asynchronous
+                    else to_thread.run_sync(
+                        c.gate_reads.read, READINESS_PROBE, now, 1, abandon_on_cancel=True
+                    )
+                )
+            ),
+            _probe(
+                lambda: (
+                    c.features.read_async(READINESS_PROBE)
+                    if c.features.asynchronous
+                    else to_thread.run_sync(
+                        c.features.read, READINESS_PROBE, abandon_on_cancel=True
+                    )
+                )
+            ),
+        )
         versions = c.models.versions()
         ready = Readiness(
             ready=store == "ok",
@@ -822,14 +850,21 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             raise Overloaded()
         in_flight += 1
         try:
-            if c.decisions.asynchronous:  # PostgreSQL and Redis: on the event loop, no thread
-                async with asyncio.timeout(DECISION_DEADLINE_S):
+            async with asyncio.timeout(DECISION_DEADLINE_S):
+                if c.decisions.asynchronous:  # PostgreSQL and Redis: on the event loop
                     async with decision_limiter():
                         made = await c.decisions.decide_async(command)
-            else:
-                made = await to_thread.run_sync(
-                    c.decisions.decide, command, limiter=decision_limiter()
-                )
+                else:
+                    # A thread can't be interrupted: past the deadline the client is answered
+                    # and the thread left to finish within its stores' own bounds, its outcome
+                    # logged and not delivered (as on the event loop when the deadline falls
+                    # after the audit append). The limiter still counts it until then.
+                    made = await to_thread.run_sync(
+                        c.decisions.decide,
+                        command,
+                        limiter=decision_limiter(),
+                        abandon_on_cancel=True,
+                    )
         except TimeoutError:  # the deadline's: the stages' own become ConsentUnavailable etc.
             raise Overloaded("the decision did not finish in time; nothing was delivered") from None
         finally:

@@ -293,6 +293,67 @@ def test_a_stalled_audit_append_fails_bounded_and_nothing_waits_behind_it(
         engine.dispose()
 
 
+def test_a_stalled_audit_append_in_threads_is_bounded_and_fails_those_behind_it_at_once(
+    pg: Engine, proxied: tuple[TcpProxy, str]
+) -> None:
+    """The threaded path (PostgreSQL with the SQLite online store, the stream's alerts): the
+    group commit's leader writes with the decision path's bounds, and a group that finds the
+    database not answering fails the groups queued behind it, and new callers, at once."""
+    proxy, url = proxied
+    engine = connect(url)
+    log = AuditLog(engine)
+    outcomes: dict[str, BaseException | None] = {}
+    finished: dict[str, float] = {}
+
+    def append(customer: str) -> None:
+        try:
+            log.append(record(customer), customer_id=customer)
+            outcomes[customer] = None
+        except BaseException as error:
+            outcomes[customer] = error
+        finished[customer] = time.monotonic()
+
+    try:
+        log.append(record("C1"), customer_id="C1")  # the leaders' connection is kept
+        proxy.stall()
+        began = time.monotonic()
+        threads = [threading.Thread(target=append, args=("C2",))]
+        threads[0].start()
+        time.sleep(0.1)  # its group is on the wire; these queue behind it
+        threads += [threading.Thread(target=append, args=(f"C{n}",)) for n in range(3, 8)]
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert all(isinstance(o, AuditWriteFailed) for o in outcomes.values()), outcomes
+        assert len(outcomes) == 6
+        # One wait for the server (its statement bound and the client's grace), not one per
+        # group: the records behind it were refused as soon as it failed.
+        bound = DECISION_STATEMENT_TIMEOUT_S + CLIENT_GRACE_S + 1.0
+        assert max(finished.values()) - began < bound, finished
+        began = time.monotonic()
+        with pytest.raises(AuditWriteFailed):
+            log.append(record("C10"), customer_id="C10")
+        assert time.monotonic() - began < REFUSAL_S
+        proxy.resume()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                log.append(record("C11"), customer_id="C11")
+                break
+            except AuditWriteFailed:
+                assert time.monotonic() < deadline, "the audit log did not come back"
+                time.sleep(0.05)
+        assert not log.breaker.tripped
+        time.sleep(0.5)  # bytes held during the stall arrive now, if any were sent
+        verified = AuditLog(pg).verify()
+        # C1 and C11 are written; C2's group may have reached the server before the stall.
+        assert verified.ok and verified.records in (2, 3), verified
+    finally:
+        log.close()
+        engine.dispose()
+
+
 def test_decisions_beyond_the_bound_in_flight_get_503_overloaded_at_once(
     pg: Engine, proxied: tuple[TcpProxy, str], redis_url: str, tmp_path: Path, unique: str
 ) -> None:
