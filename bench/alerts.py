@@ -44,11 +44,11 @@ from sqlalchemy import text
 
 from bench.common import emit
 from bench.decide import Backends, State, distribution, environment, machine_load
+from service.adapters.transport import ALERTS_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
-from service.decisions import DecideForCustomer
-from service.origin import Origin
 from service.settings import load_settings
-from service.transport import ALERTS_TOPIC, EVENTS_TOPIC
+from service.usecases.decisions import DecideForCustomer
+from service.usecases.origin import Origin
 from training.bank import BankSpec, generate
 from training.bank.scenario import seed_scenario
 

@@ -50,8 +50,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, create_engine, func, insert, make_url, select, text
 
 from bench.common import emit, median
-from consent.audit import Appended, AuditLog, AuditWriteFailed
-from consent.model import (
+from consent.rules.model import (
     Candidate,
     ConsentGiven,
     ContactRecord,
@@ -62,7 +61,8 @@ from consent.model import (
     ModelUsed,
     RuleOutcome,
 )
-from consent.store import audit_log, connect, customer_keys
+from consent.stores.audit import Appended, AuditLog, AuditWriteFailed
+from consent.stores.store import audit_log, connect, customer_keys
 from feature_repo.definitions import SCORING_FEATURES
 
 #: The issue's requirement for the writer on PostgreSQL.

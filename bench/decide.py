@@ -73,11 +73,11 @@ from bench.http import Client
 from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_SERVICE
 from feature_repo.events import NEEDS
-from service import pipeline
-from service.auth import DEV_KEYS_FILE, development_keys, plain_key
+from service.adapters.models import NeedModel
 from service.bootstrap import Container
-from service.models import NeedModel
+from service.entrypoints.auth import DEV_KEYS_FILE, development_keys, plain_key
 from service.settings import load_settings
+from service.usecases import pipeline
 from training.backfill import history
 from training.bank import BankSpec, write_bank
 

@@ -62,8 +62,8 @@ class _Worker:
 
     def __init__(self) -> None:
         from service.bootstrap import Container
-        from service.decisions import DecideForCustomer
         from service.settings import load_settings
+        from service.usecases.decisions import DecideForCustomer
 
         self.step = os.environ["BENCH_FLOOR_STEP"]
         self.command = DecideForCustomer

@@ -24,8 +24,8 @@ import numpy as np
 
 from bench.common import PeakMemory, emit, median
 from service.bootstrap import Container
-from service.scoring import batch_score, features_at, score_matrix
 from service.settings import load_settings
+from service.usecases.scoring import batch_score, features_at, score_matrix
 from training.bank import BankSpec
 
 

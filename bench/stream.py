@@ -33,9 +33,9 @@ from bench.common import emit, median
 from feature_repo.aggregates import FEATURE_NAMES, WindowState, apply_events, compute_features
 from feature_repo.definitions import ACTIVITY_PUSH
 from feature_repo.events import InvalidEvent, parse_event
+from service.adapters.transport import EVENTS_TOPIC
 from service.bootstrap import Container
 from service.settings import load_settings
-from service.transport import EVENTS_TOPIC
 from training.bank import BankSpec, generate
 
 

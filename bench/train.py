@@ -27,9 +27,9 @@ import pandas as pd
 
 from bench.common import PeakMemory, emit
 from feature_repo.events import NEEDS
-from service import pipeline
 from service.bootstrap import Container
 from service.settings import load_settings
+from service.usecases import pipeline
 from training import need_model, trainset
 from training.bank import BankSpec, write_bank
 

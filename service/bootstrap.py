@@ -13,25 +13,20 @@ from functools import cached_property
 from feast import FeatureStore
 from sqlalchemy import Engine
 
-from consent.audit import AuditLog
-from consent.contacts import ContactHistory
-from consent.customers import CustomerDirectory
-from consent.erasure import ErasureRegister
-from consent.policy import Catalog, Policy
-from consent.reads import GateReads, gate_reads
-from consent.registry import ConsentRegistry
-from consent.store import connect
+from consent.rules.policy import Catalog, Policy
+from consent.stores.audit import AuditLog
+from consent.stores.contacts import ContactHistory
+from consent.stores.customers import CustomerDirectory
+from consent.stores.erasure import ErasureRegister
+from consent.stores.reads import GateReads, gate_reads
+from consent.stores.registry import ConsentRegistry
+from consent.stores.store import connect
 from feature_repo.store import StoreLocation, open_store
-from service.alerts import Alerter, AlertPolicy, AlertStore, alerts_publisher
-from service.auth import AuthConfigError, KeyRing, development_keys
-from service.decisions import DecisionService
-from service.features import FeastFeatures, OfflineBuffer
-from service.metrics import stream_metrics
-from service.models import ModelSet
-from service.regate import AlertGate
-from service.settings import Settings
-from service.state import RedisStateStore, SQLiteStateStore, StateStore
-from service.transport import (
+from service.adapters.features import FeastFeatures, OfflineBuffer
+from service.adapters.metrics import stream_metrics
+from service.adapters.models import ModelSet
+from service.adapters.state import RedisStateStore, SQLiteStateStore, StateStore
+from service.adapters.transport import (
     ALERTS_TOPIC,
     DLQ_TOPIC,
     EVENTS_TOPIC,
@@ -42,7 +37,12 @@ from service.transport import (
     LocalLog,
     Producer,
 )
-from service.worker import StreamWorker
+from service.entrypoints.auth import AuthConfigError, KeyRing, development_keys
+from service.settings import Settings
+from service.usecases.alerts import Alerter, AlertPolicy, AlertStore, alerts_publisher
+from service.usecases.decisions import DecisionService
+from service.usecases.regate import AlertGate
+from service.usecases.worker import StreamWorker
 
 
 @dataclass

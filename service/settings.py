@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     model_min_roc_auc: Annotated[float, Field(ge=0, le=1)] = DEFAULT_MIN_ROC_AUC
     model_min_top_decile_lift: Annotated[float, Field(ge=0, le=10)] = DEFAULT_MIN_TOP_DECILE_LIFT
 
-    #: JSON file of API keys and roles (see service/auth.py); development generates one.
+    #: JSON file of API keys and roles (see service/entrypoints/auth.py); development generates one.
     api_keys_file: Path | None = None
 
     api_host: str = "127.0.0.1"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from service.auth import DEV_KEYS_FILE, Role, plain_key
 from service.bootstrap import Container
+from service.entrypoints.auth import DEV_KEYS_FILE, Role, plain_key
 from service.settings import Settings, load_settings
 from training.bank.spec import DEFAULT_END
 

@@ -10,18 +10,18 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sqlalchemy import Engine
 
-from consent.audit import AuditLog
-from consent.contacts import ContactHistory
-from consent.customers import NEEDS, CustomerDirectory, KnownCustomer
-from consent.model import ConsentGiven, CustomerFacts
-from consent.policy import Catalog, Policy
-from consent.registry import ConsentRegistry
+from consent.rules.model import ConsentGiven, CustomerFacts
+from consent.rules.policy import Catalog, Policy
+from consent.stores.audit import AuditLog
+from consent.stores.contacts import ContactHistory
+from consent.stores.customers import NEEDS, CustomerDirectory, KnownCustomer
+from consent.stores.registry import ConsentRegistry
 from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
-from service.alerts import Alert
+from service.adapters.features import OnlineFeatures
 from service.bootstrap import Container
-from service.decisions import DecisionService
-from service.features import OnlineFeatures
+from service.usecases.alerts import Alert
+from service.usecases.decisions import DecisionService
 
 
 class EveryoneEngaged:

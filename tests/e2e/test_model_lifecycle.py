@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
 from feature_repo.aggregates import FEATURE_NAMES
-from service import pipeline, retrain
-from service.api import create_app
 from service.bootstrap import Container
-from service.decisions import DecideForCustomer
-from service.scoring import batch_score
+from service.entrypoints.api import create_app
+from service.usecases import pipeline, retrain
+from service.usecases.decisions import DecideForCustomer
+from service.usecases.scoring import batch_score
 from tests.conftest import key_headers, make_settings
 from training import trainset
 from training.backfill import history

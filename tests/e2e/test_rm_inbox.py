@@ -15,11 +15,11 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from consent.customers import KnownCustomer
-from consent.model import ConsentGiven
-from consent.store import contact_history
-from service.api import create_app
+from consent.rules.model import ConsentGiven
+from consent.stores.customers import KnownCustomer
+from consent.stores.store import contact_history
 from service.bootstrap import Container
+from service.entrypoints.api import create_app
 from tests.conftest import key_headers
 from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 

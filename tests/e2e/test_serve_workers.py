@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from service.auth import DEV_KEYS_FILE, development_keys, plain_key
+from service.entrypoints.auth import DEV_KEYS_FILE, development_keys, plain_key
 
 START_TIMEOUT_S = 240.0
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import pipeline
-from service.api import create_app
 from service.bootstrap import Container
+from service.entrypoints.api import create_app
+from service.usecases import pipeline
 from tests.conftest import key_headers, make_settings, real_stack_settings
 from training.bank import Bank, BankSpec, busy_housing_market, generate
 

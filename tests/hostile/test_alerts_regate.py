@@ -21,18 +21,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from consent.customers import KnownCustomer
-from consent.store import consent_history
-from service.alerts import Alert
-from service.api import create_app
+from consent.stores.customers import KnownCustomer
+from consent.stores.store import consent_history
 from service.bootstrap import Container
+from service.entrypoints.api import create_app
+from service.usecases.alerts import Alert
 from tests.conftest import key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 from tests.integration.conftest import fresh_schema
 
 RM = "RM0001"  # the development RM key's
 CHANGED, UNCHANGED = "C0000001", "C0000002"
-#: What the inbox page (service/static/inbox.js) reads every two seconds.
+#: What the inbox page (service/entrypoints/static/inbox.js) reads every two seconds.
 INBOX = "/v1/alerts?status=open&limit=200"
 
 

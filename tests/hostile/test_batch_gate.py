@@ -21,14 +21,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from consent.audit import mentions
-from consent.customers import from_extract
-from consent.model import ANY_CHANNEL, ConsentGiven, is_operation
-from service import pipeline
+from consent.rules.model import ANY_CHANNEL, ConsentGiven, is_operation
+from consent.stores.audit import mentions
+from consent.stores.customers import from_extract
 from service.bootstrap import Container
-from service.cli import main
-from service.decisions import DecideForCustomer
-from service.scoring import batch_score
+from service.entrypoints.cli import main
+from service.usecases import pipeline
+from service.usecases.decisions import DecideForCustomer
+from service.usecases.scoring import batch_score
 from tests.conftest import make_settings
 from training.bank import Bank, BankSpec, busy_housing_market, generate
 

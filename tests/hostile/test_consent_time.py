@@ -24,20 +24,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from consent.contacts import ContactHistory
-from consent.customers import CustomerDirectory, KnownCustomer
-from consent.model import ConsentGiven, CustomerFacts
-from consent.policy import Catalog, Policy, Subject
-from consent.reads import gate_reads
-from consent.registry import ConsentRegistry
-from consent.store import connect
+from consent.rules.model import ConsentGiven, CustomerFacts
+from consent.rules.policy import Catalog, Policy, Subject
+from consent.stores.contacts import ContactHistory
+from consent.stores.customers import CustomerDirectory, KnownCustomer
+from consent.stores.reads import gate_reads
+from consent.stores.registry import ConsentRegistry
+from consent.stores.store import connect
 from feature_repo.events import TimeBounds, parse_event
-from service import pipeline
-from service.api import create_app
-from service.auth import Principal
 from service.bootstrap import Container
-from service.consent_writes import RecordConsentChoice, consent_entries, stream_entries
+from service.entrypoints.api import create_app
+from service.entrypoints.auth import Principal
 from service.errors import InvalidRequest
+from service.usecases import pipeline
+from service.usecases.consent_writes import RecordConsentChoice, consent_entries, stream_entries
 from tests.conftest import key_headers, make_settings
 
 CUSTOMER = "C0000017"

@@ -24,14 +24,14 @@ from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import select
 
-from consent.audit import mentions
-from consent.customers import KnownCustomer
-from consent.store import audit_log, erasure_register
-from service.api import create_app
+from consent.stores.audit import mentions
+from consent.stores.customers import KnownCustomer
+from consent.stores.store import audit_log, erasure_register
+from service.adapters.erasure_purge import overwritten
+from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
-from service.erasure_purge import overwritten
+from service.entrypoints.api import create_app
 from service.settings import Settings
-from service.transport import DLQ_TOPIC, EVENTS_TOPIC
 from tests.conftest import key_headers, make_settings, real_stack_settings
 from tests.doubles import GOOD_STANDING, sample_alert
 

@@ -22,9 +22,9 @@ from kafka.admin import NewTopic
 
 from feature_repo.aggregates import FEATURE_NAMES, reference_features
 from feature_repo.events import parse_event
+from service.adapters.deadletter import DEAD_LETTER_VALUE_BYTES
+from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
-from service.deadletter import DEAD_LETTER_VALUE_BYTES
-from service.transport import DLQ_TOPIC, EVENTS_TOPIC
 from tests.conftest import real_stack_settings
 from training.bank import BankSpec, generate
 

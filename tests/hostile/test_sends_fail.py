@@ -28,9 +28,9 @@ from fastapi.testclient import TestClient
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from service.api import create_app
+from service.adapters.transport import API_SEND_TIMEOUT_S, DLQ_TOPIC, EVENTS_TOPIC, TransportError
 from service.bootstrap import Container
-from service.transport import API_SEND_TIMEOUT_S, DLQ_TOPIC, EVENTS_TOPIC, TransportError
+from service.entrypoints.api import create_app
 from tests.conftest import key_headers, make_settings, real_stack_settings
 
 pytestmark = pytest.mark.kafka

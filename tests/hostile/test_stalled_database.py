@@ -30,8 +30,8 @@ import pytest
 from sqlalchemy import make_url
 
 from bench.decide import ApiServer, Load, Outcome, open_loop
-from service.auth import DEV_KEYS_FILE, plain_key
 from service.bootstrap import Container
+from service.entrypoints.auth import DEV_KEYS_FILE, plain_key
 from tests.conftest import make_settings
 from tests.doubles import servable
 from tests.integration.conftest import fresh_schema

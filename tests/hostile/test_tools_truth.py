@@ -20,15 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from consent.contacts import ContactMade
-from consent.customers import KnownCustomer
-from consent.model import ConsentGiven, CustomerFacts
-from consent.policy import Policy
-from consent.simulate import replay
-from service.api import create_app
+from consent.rules.model import ConsentGiven, CustomerFacts
+from consent.rules.policy import Policy
+from consent.rules.simulate import replay
+from consent.stores.contacts import ContactMade
+from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
-from service.cli import main
-from service.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionService
+from service.entrypoints.api import create_app
+from service.entrypoints.cli import main
+from service.usecases.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionService
 from tests.conftest import key_headers, make_settings, postgres_schema
 from tests.doubles import GOOD_STANDING, EveryoneEngaged, decision_service, grant_all
 

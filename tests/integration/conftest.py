@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from consent.store import connect
+from consent.stores.store import connect
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import CONSENT_EVENT_ROLES, create_app
-from service.auth import ROLES
+from service.adapters.transport import EVENTS_TOPIC
 from service.bootstrap import Container
-from service.transport import EVENTS_TOPIC
+from service.entrypoints.api import CONSENT_EVENT_ROLES, create_app
+from service.entrypoints.auth import ROLES
 from tests.conftest import key_headers
 
 AT = (datetime.now(UTC) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")

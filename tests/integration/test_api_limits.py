@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from consent.customers import NEEDS, KnownCustomer
-from service.api import create_app
+from consent.stores.customers import NEEDS, KnownCustomer
 from service.bootstrap import Container
-from service.limits import RateLimiter
+from service.entrypoints.api import create_app
+from service.entrypoints.limits import RateLimiter
 from tests.conftest import key_headers, make_settings
 from tests.doubles import (
     GOOD_STANDING,
@@ -229,7 +229,8 @@ def test_a_streamed_body_over_the_limit_gets_413_through_a_client(limited) -> No
 
 
 def test_a_streamed_decision_body_over_the_limit_gets_413(limited) -> None:
-    """The decision route reads its body itself (``service.api._direct``): the limit holds."""
+    """The decision route reads its body itself (``service.entrypoints.api._direct``): the limit
+    holds."""
     container, client = limited
     response = client.post(
         "/v1/decisions",

@@ -11,12 +11,12 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from consent.customers import KnownCustomer
-from consent.store import audit_log
+from consent.stores.customers import KnownCustomer
+from consent.stores.store import audit_log
 from feature_repo.aggregates import FEATURE_NAMES
-from service.api import create_app
-from service.auth import ROLES
 from service.bootstrap import Container
+from service.entrypoints.api import create_app
+from service.entrypoints.auth import ROLES
 from tests.conftest import key_headers
 from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, create_engine, delete, func, select, text
 
-from consent.audit import (
+from consent.stores.audit import (
     OPERATION_REF,
     AuditLog,
     AuditWriteFailed,
@@ -26,7 +26,7 @@ from consent.audit import (
     mentions,
     verify_export,
 )
-from consent.store import audit_checkpoints, audit_log
+from consent.stores.store import audit_checkpoints, audit_log
 from tests.integration.conftest import fresh_schema
 from tests.unit.test_audit import (
     TAMPERINGS,

@@ -1,6 +1,6 @@
 """Who wrote a consent change or a feedback is kept, and who may write which consent (the rules
-of ``service/consent_writes.py``, each with a positive and a negative test); feedback times are
-strict and bounded."""
+of ``service/usecases/consent_writes.py``, each with a positive and a negative test); feedback
+times are strict and bounded."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from consent.customers import KnownCustomer
-from consent.store import contact_history
-from service.api import create_app
+from consent.stores.customers import KnownCustomer
+from consent.stores.store import contact_history
 from service.bootstrap import Container
+from service.entrypoints.api import create_app
 from tests.conftest import key_headers
 from tests.doubles import GOOD_STANDING
 

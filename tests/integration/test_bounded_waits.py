@@ -25,13 +25,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
-from consent.audit import AuditLog, AuditWriteFailed
-from consent.breaker import StoreNotAnswering
-from consent.contacts import ContactHistory
-from consent.customers import CustomerDirectory, KnownCustomer
-from consent.reads import PostgresGateReads
-from consent.registry import ConsentRegistry
-from consent.store import (
+from consent.stores.audit import AuditLog, AuditWriteFailed
+from consent.stores.breaker import StoreNotAnswering
+from consent.stores.contacts import ContactHistory
+from consent.stores.customers import CustomerDirectory, KnownCustomer
+from consent.stores.reads import PostgresGateReads
+from consent.stores.registry import ConsentRegistry
+from consent.stores.store import (
     CLIENT_GRACE_S,
     DECISION_STATEMENT_TIMEOUT_S,
     STATEMENT_TIMEOUT_S,
@@ -40,8 +40,8 @@ from consent.store import (
     client_bound,
     connect,
 )
-from service.api import create_app
 from service.bootstrap import Container
+from service.entrypoints.api import create_app
 from tests.conftest import key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all
 from tests.integration.conftest import fresh_schema

@@ -21,10 +21,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import make_url, text
 
-from consent.customers import KnownCustomer
+from consent.stores.customers import KnownCustomer
 from feature_repo.aggregates import FEATURE_NAMES
-from service.api import create_app
 from service.bootstrap import Container
+from service.entrypoints.api import create_app
 from tests.conftest import IN_CI, key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all, servable
 from tests.integration.conftest import fresh_schema

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from consent.contacts import ContactHistory, ContactMade
-from consent.customers import CustomerDirectory, KnownCustomer
-from consent.model import ConsentGiven, CustomerFacts
-from consent.reads import GateReads, PostgresGateReads, gate_reads
-from consent.registry import ConsentRegistry
+from consent.rules.model import ConsentGiven, CustomerFacts
+from consent.stores.contacts import ContactHistory, ContactMade
+from consent.stores.customers import CustomerDirectory, KnownCustomer
+from consent.stores.reads import GateReads, PostgresGateReads, gate_reads
+from consent.stores.registry import ConsentRegistry
 from tests.integration.conftest import fresh_schema
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

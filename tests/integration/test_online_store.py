@@ -16,7 +16,7 @@ from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import PROFILE_VIEW
 from feature_repo.profile import PROFILE_FEATURE_NAMES, profile_rows
 from feature_repo.store import StoreLocation, open_store, redis_connection_string
-from service.features import FeastFeatures, OnlineFeatures
+from service.adapters.features import FeastFeatures, OnlineFeatures
 from training.bank import BankSpec, generate
 
 
@@ -111,7 +111,7 @@ def _clear(features: FeastFeatures) -> None:
 def test_the_fast_writer_stores_exactly_what_feasts_own_write_stores(features) -> None:
     import numpy as np
 
-    from service.features import SdkOnlineWriter
+    from service.adapters.features import SdkOnlineWriter
 
     rng = np.random.default_rng(3)
     matrix = rng.random((4, len(FEATURE_NAMES))) * 10_000
@@ -235,7 +235,7 @@ def test_a_link_the_server_closed_is_replaced(redis_features, redis_url, loop: s
 def test_a_link_authenticates_and_selects_the_database(redis_url) -> None:
     import redis
 
-    from service.features import _RedisLink
+    from service.adapters.features import _RedisLink
 
     admin = redis.Redis.from_url(redis_url)
     user, secret = f"nb-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
@@ -278,7 +278,7 @@ def test_a_read_that_redis_does_not_answer_in_time_fails_and_the_next_one_works(
 
     import redis
 
-    from service.features import READ_TIMEOUT_S
+    from service.adapters.features import READ_TIMEOUT_S
 
     features, ids = redis_features
     admin = redis.Redis.from_url(redis_url)

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import StatementError
 
-from consent.audit import AuditLog
-from consent.model import ConsentGiven
-from consent.registry import ConsentRegistry
-from consent.store import audit_log, connect, consent_history
+from consent.rules.model import ConsentGiven
+from consent.stores.audit import AuditLog
+from consent.stores.registry import ConsentRegistry
+from consent.stores.store import audit_log, connect, consent_history
 from tests.unit.test_audit import record
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -120,8 +120,8 @@ def test_everyone_granted_at_a_time_is_who_current_would_have_found(operational_
 
 
 def test_the_directory_reads_many_customers_as_it_reads_one(operational_engine) -> None:
-    from consent.customers import CustomerDirectory, KnownCustomer
-    from consent.model import CustomerFacts
+    from consent.rules.model import CustomerFacts
+    from consent.stores.customers import CustomerDirectory, KnownCustomer
 
     directory = CustomerDirectory(operational_engine)
     people = [

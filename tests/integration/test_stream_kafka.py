@@ -22,8 +22,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from feature_repo.aggregates import FEATURE_NAMES, reference_features
 from feature_repo.events import InvalidEvent, parse_event
+from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
-from service.transport import DLQ_TOPIC, EVENTS_TOPIC
 from tests.conftest import make_settings
 from training.bank import BankSpec, generate
 

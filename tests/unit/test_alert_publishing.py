@@ -8,9 +8,9 @@ import json
 
 from prometheus_client import REGISTRY
 
-from service.alerts import alerts_publisher
-from service.metrics import send_failures
-from service.transport import ALERTS_TOPIC
+from service.adapters.metrics import send_failures
+from service.adapters.transport import ALERTS_TOPIC
+from service.usecases.alerts import alerts_publisher
 from tests.unit.test_alerts import EVERYTHING, _consent, _customer, _origin, setup  # noqa: F401
 
 

@@ -1,7 +1,7 @@
-"""RM alerts pass the gate again when they reach the RM (service/regate.py), on the embedded
-store: which rules withdraw an alert and which do not, what the RM, compliance and the topic see,
-how a withdrawal is logged (a record that replays like any decision), what happens when it
-cannot be logged, and that the gate reads each customer once per look."""
+"""RM alerts pass the gate again when they reach the RM (service/usecases/regate.py), on the
+embedded store: which rules withdraw an alert and which do not, what the RM, compliance and the
+topic see, how a withdrawal is logged (a record that replays like any decision), what happens when
+it cannot be logged, and that the gate reads each customer once per look."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from consent.contacts import ContactMade
-from consent.customers import KnownCustomer
-from consent.model import ConsentGiven
-from consent.policy import PolicyError
-from consent.reads import GateRead, GateReads
-from consent.simulate import replay
-from consent.store import audit_log
-from service.alerts import Alert, shown_to
+from consent.rules.model import ConsentGiven
+from consent.rules.policy import PolicyError
+from consent.rules.simulate import replay
+from consent.stores.contacts import ContactMade
+from consent.stores.customers import KnownCustomer
+from consent.stores.reads import GateRead, GateReads
+from consent.stores.store import audit_log
 from service.bootstrap import Container
 from service.errors import AuditUnavailable
-from service.regate import AlertGate
+from service.usecases.alerts import Alert, shown_to
+from service.usecases.regate import AlertGate
 from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 
 RM = "RM0001"

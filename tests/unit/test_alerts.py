@@ -14,17 +14,17 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from consent.customers import NEEDS, CustomerDirectory, KnownCustomer
-from consent.model import ConsentGiven
-from consent.store import contact_history
+from consent.rules.model import ConsentGiven
+from consent.stores.customers import NEEDS, CustomerDirectory, KnownCustomer
+from consent.stores.store import contact_history
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
-from service.alerts import Alerter, AlertPolicy, AlertStore
+from service.adapters.features import OnlineFeatures
 from service.bootstrap import Container
-from service.cli import main
+from service.entrypoints.cli import main
 from service.errors import Conflict
-from service.features import OnlineFeatures
-from service.origin import Origin
-from service.regate import AlertGate
+from service.usecases.alerts import Alerter, AlertPolicy, AlertStore
+from service.usecases.origin import Origin
+from service.usecases.regate import AlertGate
 from tests.doubles import GOOD_STANDING, decision_service
 
 

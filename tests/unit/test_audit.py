@@ -18,7 +18,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, create_engine, delete, func, insert, select, update
 
-from consent.audit import (
+from consent.rules.model import (
+    Candidate,
+    ConsentGiven,
+    DecisionRecord,
+    FeatureValue,
+    ModelUsed,
+    OperationRecord,
+    RuleOutcome,
+    is_operation,
+)
+from consent.stores.audit import (
     GENESIS,
     OPERATION_REF,
     AuditLog,
@@ -32,17 +42,7 @@ from consent.audit import (
     timestamp,
     verify_export,
 )
-from consent.model import (
-    Candidate,
-    ConsentGiven,
-    DecisionRecord,
-    FeatureValue,
-    ModelUsed,
-    OperationRecord,
-    RuleOutcome,
-    is_operation,
-)
-from consent.store import (
+from consent.stores.store import (
     audit_checkpoints,
     audit_log,
     connect,
@@ -972,8 +972,8 @@ def test_operations_and_decisions_from_threads_make_one_chain(
 
 
 def test_a_replay_of_the_log_skips_operation_records(log: AuditLog) -> None:
-    from consent.policy import Catalog, Policy
-    from consent.simulate import replay
+    from consent.rules.policy import Catalog, Policy
+    from consent.rules.simulate import replay
 
     log.append(record())
     log.append_operation(operation())

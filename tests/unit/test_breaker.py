@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent.breaker import Breaker, StoreNotAnswering
+from consent.stores.breaker import Breaker, StoreNotAnswering
 
 COOL_DOWN = 0.5
 

@@ -4,10 +4,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete
 
-from consent.customers import KnownCustomer
-from consent.store import audit_checkpoints, audit_log
-from service.cli import main
-from service.decisions import DecideForCustomer
+from consent.stores.customers import KnownCustomer
+from consent.stores.store import audit_checkpoints, audit_log
+from service.entrypoints.cli import main
+from service.usecases.decisions import DecideForCustomer
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 
 COMMANDS = [
@@ -70,7 +70,7 @@ def test_generate_writes_a_bank(tmp_path) -> None:
 
 def test_load_publishes_a_written_bank_in_event_time_order(tmp_path) -> None:
     from feature_repo.events import InvalidEvent, parse_event
-    from service.transport import EVENTS_TOPIC, LocalLog
+    from service.adapters.transport import EVENTS_TOPIC, LocalLog
     from training.bank import BankSpec, write_bank
 
     summary = write_bank(

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from consent.customers import KnownCustomer
-from consent.model import ConsentGiven
-from consent.store import connect
-from service.decisions import DecideForCustomer, DecisionService
+from consent.rules.model import ConsentGiven
+from consent.stores.customers import KnownCustomer
+from consent.stores.store import connect
+from service.usecases.decisions import DecideForCustomer, DecisionService
 from tests.doubles import GOOD_STANDING, decision_service
 
 CUSTOMERS = 3

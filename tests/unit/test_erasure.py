@@ -16,16 +16,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.pandas import column, data_frames
 from sqlalchemy import select
 
-from consent.erasure import REF_PREFIX, candidate_ids
-from consent.simulate import replay
-from consent.store import audit_log, erasure_register
+from consent.rules.simulate import replay
+from consent.stores.erasure import REF_PREFIX, candidate_ids
+from consent.stores.store import audit_log, erasure_register
 from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW
-from service import pipeline
-from service.erasure import erase_customer
-from service.erasure_purge import ERASED_MARKER, naming, purge_offline, redact_local_log
-from service.features import OfflineBuffer
-from service.transport import DLQ_TOPIC
+from service.adapters.erasure_purge import ERASED_MARKER, naming, purge_offline, redact_local_log
+from service.adapters.features import OfflineBuffer
+from service.adapters.transport import DLQ_TOPIC
+from service.usecases import pipeline
+from service.usecases.erasure import erase_customer
 from training.input_example import equals_a_row, synthetic_example
 
 GONE, KEPT = "C0000013", "C0000014"

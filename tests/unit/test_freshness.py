@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from consent.customers import KnownCustomer
+from consent.stores.customers import KnownCustomer
 from feature_repo.definitions import MAX_AGE
-from service.decisions import DecideForCustomer
+from service.usecases.decisions import DecideForCustomer
 from tests.doubles import GOOD_STANDING, EveryoneEngaged, decision_service, grant_all
 
 

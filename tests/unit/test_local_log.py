@@ -1,6 +1,6 @@
 import pytest
 
-from service.transport import LocalLog, TransportError
+from service.adapters.transport import LocalLog, TransportError
 
 
 def test_consumer_resumes_after_the_last_commit_and_sees_new_records(tmp_path) -> None:

@@ -16,7 +16,7 @@ from mlflow.environment_variables import (
     MLFLOW_HTTP_REQUEST_TIMEOUT,
 )
 
-from service.models import ModelSet
+from service.adapters.models import ModelSet
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.retrain import judge
+from service.usecases.retrain import judge
 from training import evaluation
 from training.need_model import Calibration, time_split
 

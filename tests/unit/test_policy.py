@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from consent.model import (
+from consent.rules.model import (
     MAX_COOLOFF_DAYS,
     Action,
     ConsentGiven,
@@ -17,7 +17,7 @@ from consent.model import (
     CustomerFacts,
     RuleOutcome,
 )
-from consent.policy import (
+from consent.rules.policy import (
     Catalog,
     Policy,
     PolicyError,

@@ -4,8 +4,8 @@ scale."""
 
 from __future__ import annotations
 
-from consent.customers import KnownCustomer
-from service.decisions import DecideForCustomer
+from consent.stores.customers import KnownCustomer
+from service.usecases.decisions import DecideForCustomer
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 
 

@@ -8,10 +8,10 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent.customers import KnownCustomer
-from service.decisions import DecideForCustomer
-from service.retrain import judge
+from consent.stores.customers import KnownCustomer
 from service.settings import load_settings
+from service.usecases.decisions import DecideForCustomer
+from service.usecases.retrain import judge
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 from training.evaluation import top_decile_lift
 from training.quality import QualityFloor

@@ -9,12 +9,12 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from consent.customers import KnownCustomer
-from consent.policy import Policy
-from consent.simulate import replay
+from consent.rules.policy import Policy
+from consent.rules.simulate import replay
+from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
-from service.cli import main
-from service.decisions import DecideForCustomer
+from service.entrypoints.cli import main
+from service.usecases.decisions import DecideForCustomer
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 
 POLICY = Path(__file__).parents[2] / "consent" / "policy.yaml"

@@ -9,7 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from service.models import NeedModel
+from service.adapters.models import NeedModel
 from training.need_model import Calibration
 
 FEATURES = tuple(f"f{i}" for i in range(12))

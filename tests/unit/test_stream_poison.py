@@ -14,12 +14,12 @@ import pytest
 
 from feature_repo.aggregates import FEATURE_NAMES, reference_features
 from feature_repo.events import parse_event
-from service import pipeline
+from service.adapters.deadletter import DEAD_LETTER_VALUE_BYTES, MAX_RECORD_BYTES
+from service.adapters.state import SQLiteStateStore
+from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC, Headers, TransportError
 from service.bootstrap import Container
-from service.deadletter import DEAD_LETTER_VALUE_BYTES, MAX_RECORD_BYTES
-from service.state import SQLiteStateStore
-from service.transport import DLQ_TOPIC, EVENTS_TOPIC, Headers, TransportError
-from service.worker import StreamWorker, WorkerStats
+from service.usecases import pipeline
+from service.usecases.worker import StreamWorker, WorkerStats
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -12,9 +12,9 @@ import pytest
 
 from feature_repo.aggregates import WindowState, apply_events, reference_features
 from feature_repo.events import parse_event
-from service import pipeline
+from service.adapters.transport import DLQ_TOPIC
 from service.bootstrap import Container
-from service.transport import DLQ_TOPIC
+from service.usecases import pipeline
 from tests.unit.test_stream_poison import login
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -7,8 +7,8 @@ import pytest
 
 from feature_repo.aggregates import FEATURE_NAMES, reference_features
 from feature_repo.events import parse_event
-from service import pipeline
-from service.transport import DLQ_TOPIC, EVENTS_TOPIC
+from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
+from service.usecases import pipeline
 from training.bank import BankSpec, generate
 
 

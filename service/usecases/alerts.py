@@ -18,8 +18,8 @@ capacity left today, ``queued`` otherwise (opened later, highest priority first)
 not worked. New and changed alerts are published to ``nextbest.alerts.v1``.
 
 An alert passes the gate again whenever it is about to reach the RM: when a queued one is
-opened, when alerts are listed and when one is disposed (``service/regate.py``). One that no
-longer passes is ``withdrawn``, with its reason, and the withdrawal is logged.
+opened, when alerts are listed and when one is disposed (``service/usecases/regate.py``). One that
+no longer passes is ``withdrawn``, with its reason, and the withdrawal is logged.
 """
 
 from __future__ import annotations
@@ -45,24 +45,29 @@ from pydantic import (
 )
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, update
 
-from consent.contacts import ContactHistory, ContactMade
-from consent.customers import NEEDS, CustomerDirectory
-from consent.model import ANY_CHANNEL, Action, Condition, ContactKind
-from consent.policy import Catalog, PolicyError, _explain, _load_yaml, content_hash
-from consent.store import alerts as alerts_table
-from consent.store import consent_history
-from consent.store import customers as customers_table
+from consent.rules.model import ANY_CHANNEL, Action, Condition, ContactKind
+from consent.rules.policy import Catalog, PolicyError, _explain, _load_yaml, content_hash
+from consent.stores.contacts import ContactHistory, ContactMade
+from consent.stores.customers import NEEDS, CustomerDirectory
+from consent.stores.store import alerts as alerts_table
+from consent.stores.store import consent_history
+from consent.stores.store import customers as customers_table
 from feature_repo.explain import describe
-from service.auth import Role
-from service.decisions import DecideForCustomer, DecisionMade, DecisionService, FeatureReader
+from service.adapters.metrics import send_failures
+from service.adapters.state import StateStore
+from service.adapters.transport import Producer
+from service.entrypoints.auth import Role
 from service.errors import Conflict, NotFound
-from service.metrics import send_failures
-from service.origin import Origin
-from service.state import StateStore
-from service.transport import Producer
+from service.usecases.decisions import (
+    DecideForCustomer,
+    DecisionMade,
+    DecisionService,
+    FeatureReader,
+)
+from service.usecases.origin import Origin
 
 if TYPE_CHECKING:
-    from service.regate import AlertGate, Regated
+    from service.usecases.regate import AlertGate, Regated
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +118,7 @@ class AlertPolicy(BaseModel):
     expire_hours: float = Field(gt=0)
     rm_daily_capacity: int = Field(ge=1)
     limit: int = Field(ge=1, le=10)
-    #: By need (each one of ``consent.model.Need``).
+    #: By need (each one of ``consent.rules.model.Need``).
     thresholds: dict[str, float]
     triggers: tuple[Trigger, ...] = ()
     #: Policy rules (ids) an open or queued alert must still pass when it reaches the RM.

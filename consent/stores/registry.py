@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from consent.model import ConsentGiven
-from consent.store import consent_history
+from consent.rules.model import ConsentGiven
+from consent.stores.store import consent_history
 
 #: ``recorded_by`` of entries recorded from the event stream and from the bank's extract
 #: (``nextbest load``); the API records ``<role>:<key name>`` (``recorder``).

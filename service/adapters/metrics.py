@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consent.model import DecisionRecord
+from consent.rules.model import DecisionRecord
 
 
 class StreamMetrics:
@@ -224,7 +224,7 @@ class ServerTiming:
     (milliseconds, three decimals), which benchmarks read for the server's share of latency.
 
     It must wrap the whole app, error handling included, so a 500 is timed and carries the
-    header too (see ``service.api``)."""
+    header too (see ``service.entrypoints.api``)."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics, static_paths: Iterable[str] = ()) -> None:
         self.app = app

@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from consent.audit import mentions
+from consent.stores.audit import mentions
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW
 from feature_repo.store import StoreLocation
-from service.features import write_part
+from service.adapters.features import write_part
 
 #: (record key, record value) -> whether the record belongs to the erased customer.
 Matcher = Callable[[bytes | None, bytes | None], bool]
@@ -60,7 +60,7 @@ def naming(customer_id: str) -> Matcher:
 
 
 # --- the local log --------------------------------------------------------------------------
-_HEADER_SIZE = 8  # service.transport._HEADER: key length (-1: none), value length
+_HEADER_SIZE = 8  # service.adapters.transport._HEADER: key length (-1: none), value length
 
 
 def redact_local_log(path: Path, matches: Matcher) -> int:

@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from consent.arbitration import arbitrate
-from consent.model import Action, DecisionRecord, GateInputs, is_operation
-from consent.policy import Catalog, Policy, Subject
+from consent.rules.arbitration import arbitrate
+from consent.rules.model import Action, DecisionRecord, GateInputs, is_operation
+from consent.rules.policy import Catalog, Policy, Subject
 
 #: The rule whose inputs (features' freshness) older records did not keep.
 FRESHNESS_RULE = "features.fresh"

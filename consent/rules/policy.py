@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from consent.model import (
+from consent.rules.model import (
     ANY_CHANNEL,
     MAX_COOLOFF_DAYS,
     Action,

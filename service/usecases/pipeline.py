@@ -16,18 +16,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from consent.customers import from_extract
-from consent.erasure import Erased
-from consent.model import ConsentGiven
-from consent.registry import LOAD_RECORDER
-from consent.store import consent_history
+from consent.rules.model import ConsentGiven
+from consent.stores.customers import from_extract
+from consent.stores.erasure import Erased
+from consent.stores.registry import LOAD_RECORDER
+from consent.stores.store import consent_history
 from feature_repo.aggregates import MAX_DAYS
 from feature_repo.definitions import ACTIVITY_VIEW
 from feature_repo.events import NEEDS
 from feature_repo.profile import profile_rows
+from service.adapters.transport import EVENTS_TOPIC
 from service.bootstrap import Container
-from service.transport import EVENTS_TOPIC
-from service.worker import WorkerStats
+from service.usecases.worker import WorkerStats
 from training import evaluation, need_model, trainset
 from training.backfill import write_history
 from training.bank import Bank, BankSpec

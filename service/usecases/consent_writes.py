@@ -1,6 +1,6 @@
 """Recording a customer's consent choices through the API: who may, and what is kept.
 
-The rules (also in ``service/auth.py`` and the README):
+The rules (also in ``service/entrypoints/auth.py`` and the README):
 
 - Only ``channel`` and ``rm`` keys record consents (the routes' roles).
 - Every entry keeps the key that recorded it (``recorded_by``: ``<role>:<key name>``), set
@@ -26,11 +26,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from consent.customers import CustomerDirectory
-from consent.model import ANY_CHANNEL, ConsentGiven, Purpose
-from consent.registry import STREAM_RECORDER, recorder
+from consent.rules.model import ANY_CHANNEL, ConsentGiven, Purpose
+from consent.stores.customers import CustomerDirectory
+from consent.stores.registry import STREAM_RECORDER, recorder
 from feature_repo.events import ConsentChangedEvent, Event, TimeBounds
-from service.auth import Principal
+from service.entrypoints.auth import Principal
 from service.errors import Forbidden, InvalidRequest
 
 

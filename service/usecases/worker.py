@@ -11,8 +11,8 @@ rebalance, means redelivery, and redelivered events are recognised by their ids:
 delivery, exactly-once effect.
 
 Poison isolation: an exception raised while processing valid events is either a dependency's
-failure (``service.deadletter.DEPENDENCY_ERRORS``: the batch is retried a few times, then the
-worker stops uncommitted, to be restarted) or the fault of some record in the batch: the batch
+failure (``service.adapters.deadletter.DEPENDENCY_ERRORS``: the batch is retried a few times, then
+the worker stops uncommitted, to be restarted) or the fault of some record in the batch: the batch
 is split in halves until the record that fails alone is found; it is dead-lettered with the
 error and the rest is processed. The partition always moves on.
 
@@ -34,8 +34,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from consent.erasure import Erased, ErasureRegister, candidate_ids
-from consent.registry import ConsentRegistry, recorder
+from consent.stores.erasure import Erased, ErasureRegister, candidate_ids
+from consent.stores.registry import ConsentRegistry, recorder
 from feature_repo.aggregates import (
     DEFAULT_LATENESS_US,
     WindowState,
@@ -43,20 +43,20 @@ from feature_repo.aggregates import (
     compute_features,
 )
 from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, TimeBounds, parse_event
-from service.consent_writes import stream_entries
-from service.deadletter import (
+from service.adapters.deadletter import (
     dead_letter,
     dead_letter_key,
     is_dependency_failure,
     principal_of,
     refusal,
 )
-from service.erasure_purge import overwritten
-from service.features import OfflineBuffer, OnlineWriter
-from service.metrics import StreamMetrics, send_failures
-from service.origin import Origin
-from service.state import StateStore
-from service.transport import Consumer, Producer, Record, TransportError
+from service.adapters.erasure_purge import overwritten
+from service.adapters.features import OfflineBuffer, OnlineWriter
+from service.adapters.metrics import StreamMetrics, send_failures
+from service.adapters.state import StateStore
+from service.adapters.transport import Consumer, Producer, Record, TransportError
+from service.usecases.consent_writes import stream_entries
+from service.usecases.origin import Origin
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class StreamWorker:
         self._written: set[str] = set()  # customers the current batch writes
         self._batch_erased = Erased(b"", frozenset())  # the register as the batch began
         #: Told which customers' features each batch wrote, and the event that last changed
-        #: them (the alerter: ``service.alerts``).
+        #: them (the alerter: ``service.usecases.alerts``).
         self.on_features = on_features
         self.consumer = consumer
         self.consents = consents

@@ -22,10 +22,10 @@ import numpy as np
 import uvicorn
 
 from feature_repo.definitions import VIEW_OF
-from service import pipeline
-from service.api import create_app
-from service.auth import DEV_KEYS_FILE, plain_key
 from service.bootstrap import Container
+from service.entrypoints.api import create_app
+from service.entrypoints.auth import DEV_KEYS_FILE, plain_key
+from service.usecases import pipeline
 from training.bank import Bank, BankSpec, busy_housing_market, generate
 from training.bank.scenario import mortgage_suitable
 

@@ -17,7 +17,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from service.transport import Record, TransportError
+from service.adapters.transport import Record, TransportError
 
 #: The largest record value the worker reads; a larger one is dead-lettered unread. Kafka's
 #: own default for a record is the same 1 MiB, and an event is a few hundred bytes.
@@ -39,7 +39,7 @@ def _dependency_errors() -> tuple[type[BaseException], ...]:
     import sqlalchemy.exc
     from kafka.errors import KafkaError
 
-    from service.features import OnlineStoreUnavailable
+    from service.adapters.features import OnlineStoreUnavailable
 
     return (
         OSError,  # sockets, timeouts, a full or read-only disk

@@ -4,7 +4,7 @@ Roles: ``channel`` (apps, web, contact centre: decisions, events, consents), ``r
 relationship manager: decisions and consents, their own alerts), ``compliance`` (the only role that
 reads audit records and why actions were suppressed) and ``admin`` (operations).
 
-Consents (``service/consent_writes.py``; each rule has a positive and a negative test in
+Consents (``service/usecases/consent_writes.py``; each rule has a positive and a negative test in
 ``tests/integration/test_authorship.py``): only ``channel`` and ``rm`` keys record them; a
 withdrawal is taken from either for any customer, since refusing one is never the safe side; a
 grant from an ``rm`` key only for a customer whose directory entry names that key's ``rm_id``

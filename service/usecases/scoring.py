@@ -42,12 +42,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from consent.model import ANY_CHANNEL, OperationRecord
-from consent.policy import Subject
+from consent.rules.model import ANY_CHANNEL, OperationRecord
+from consent.rules.policy import Subject
 from feature_repo.definitions import ACTIVITY_VIEW, MAX_AGE, VIEW_OF
 from service import __version__
+from service.adapters.models import NeedModel
 from service.bootstrap import Container
-from service.models import NeedModel
 from training.trainset import historical_features
 
 log = logging.getLogger(__name__)

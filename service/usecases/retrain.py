@@ -36,9 +36,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from feature_repo.events import NEEDS
-from service import pipeline
+from service.adapters.models import load_version
 from service.bootstrap import Container
-from service.models import load_version
+from service.usecases import pipeline
 from training import evaluation, need_model
 
 log = logging.getLogger(__name__)

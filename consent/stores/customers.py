@@ -17,8 +17,8 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from consent.model import CustomerFacts, Need
-from consent.store import customers
+from consent.rules.model import CustomerFacts, Need
+from consent.stores.store import customers
 
 NEEDS: tuple[Need, ...] = get_args(Need)
 #: Rows per statement when loading a whole extract.

@@ -4,8 +4,8 @@ An alert lives for up to ``expire_hours`` (72) after the gate let its decision t
 time the customer may withdraw consent, ask not to be contacted, be flagged vulnerable or get an
 AML flag. So whenever an alert is about to reach the RM (a queued one opened, alerts listed, a
 disposition recorded) the gate is asked again, as of now: the same reads as a decision
-(``consent.reads``), the same policy (``consent.policy``), channel ``rm``, the alert's action and
-score. The rules that can withdraw an alert are those about consent and the customer
+(``consent.stores.reads``), the same policy (``consent.rules.policy``), channel ``rm``, the alert's
+action and score. The rules that can withdraw an alert are those about consent and the customer
 (``regate_rules`` in ``consent/alerts.yaml``); the score, caps and cool-offs were judged when it
 was raised, and the alert itself contacts no one.
 
@@ -26,12 +26,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from consent.audit import AuditLog
-from consent.model import Action, Candidate, DecisionRecord, GateInputs, RuleOutcome
-from consent.policy import Catalog, Policy, PolicyError, Subject
-from consent.reads import GateRead, GateReads
+from consent.rules.model import Action, Candidate, DecisionRecord, GateInputs, RuleOutcome
+from consent.rules.policy import Catalog, Policy, PolicyError, Subject
+from consent.stores.audit import AuditLog
+from consent.stores.reads import GateRead, GateReads
 from service import __version__
-from service.alerts import (
+from service.errors import AuditUnavailable, ConsentUnavailable, NextBestError
+from service.usecases.alerts import (
     ACTIONABLE,
     NOTICE_TEXT,
     RM_CHANNEL,
@@ -40,8 +41,7 @@ from service.alerts import (
     Notice,
     Withdrawal,
 )
-from service.decisions import CUSTOMER_UNKNOWN, PENDING_REF, DecisionService
-from service.errors import AuditUnavailable, ConsentUnavailable, NextBestError
+from service.usecases.decisions import CUSTOMER_UNKNOWN, PENDING_REF, DecisionService
 
 log = logging.getLogger(__name__)
 

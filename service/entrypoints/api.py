@@ -42,10 +42,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp
 
-from consent.contacts import ContactMade
-from consent.model import ContactChannel, Purpose
-from consent.policy import Catalog
-from consent.registry import recorder
+from consent.rules.model import ContactChannel, Purpose
+from consent.rules.policy import Catalog
+from consent.stores.contacts import ContactMade
+from consent.stores.registry import recorder
 from feature_repo.events import (
     JSON_INTEGER,
     NOTE_PATTERN,
@@ -60,14 +60,13 @@ from feature_repo.events import (
     parse_event,
 )
 from service import __version__
-from service.alerts import Alert, Outcome, shown_to
-from service.alerts import Status as AlertStatus
-from service.auth import Principal, Role
+from service.adapters.deadletter import PRINCIPAL_HEADER
+from service.adapters.metrics import ApiMetrics, ServerTiming, api_metrics, send_failures
+from service.adapters.models import ModelRefresher
+from service.adapters.transport import API_SEND_TIMEOUT_S, EVENTS_TOPIC
 from service.bootstrap import Container
-from service.consent_writes import RecordConsentChoice, consent_entries
-from service.deadletter import PRINCIPAL_HEADER
-from service.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionMade
-from service.erasure import erase_customer
+from service.entrypoints.auth import Principal, Role
+from service.entrypoints.limits import BodyLimit, RateLimiter
 from service.errors import (
     HTTP_STATUS_CODES,
     ErrorCode,
@@ -83,10 +82,11 @@ from service.errors import (
     Unauthenticated,
     error_document,
 )
-from service.limits import BodyLimit, RateLimiter
-from service.metrics import ApiMetrics, ServerTiming, api_metrics, send_failures
-from service.models import ModelRefresher
-from service.transport import API_SEND_TIMEOUT_S, EVENTS_TOPIC
+from service.usecases.alerts import Alert, Outcome, shown_to
+from service.usecases.alerts import Status as AlertStatus
+from service.usecases.consent_writes import RecordConsentChoice, consent_entries
+from service.usecases.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionMade
+from service.usecases.erasure import erase_customer
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ log = logging.getLogger(__name__)
 #: same as 16.
 DECISION_THREADS = 16
 #: How long a decision may take in all, its wait for a turn (or a thread) included: the gate's
-#: read and the audit append have bounds of their own (``consent.store``), this is the whole,
+#: read and the audit append have bounds of their own (``consent.stores.store``), this is the whole,
 #: so a client is answered (503 ``overloaded``) within about two seconds whatever stalls.
 DECISION_DEADLINE_S = 1.5
 
@@ -850,17 +850,18 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             raise Overloaded()
         in_flight += 1
         try:
+            decisions = c.decisions  # wired on first use (stores opened): not the deadline's
             async with asyncio.timeout(DECISION_DEADLINE_S):
-                if c.decisions.asynchronous:  # PostgreSQL and Redis: on the event loop
+                if decisions.asynchronous:  # PostgreSQL and Redis: on the event loop
                     async with decision_limiter():
-                        made = await c.decisions.decide_async(command)
+                        made = await decisions.decide_async(command)
                 else:
                     # A thread can't be interrupted: past the deadline the client is answered
                     # and the thread left to finish within its stores' own bounds, its outcome
                     # logged and not delivered (as on the event loop when the deadline falls
                     # after the audit append). The limiter still counts it until then.
                     made = await to_thread.run_sync(
-                        c.decisions.decide,
+                        decisions.decide,
                         command,
                         limiter=decision_limiter(),
                         abandon_on_cancel=True,
@@ -958,8 +959,8 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
     def put_consents(
         customer_id: CustomerId, body: ConsentsIn, c: Wired, principal: RecordingConsent
     ) -> CustomerConsents:
-        """Rules (service/consent_writes.py): a withdrawal from any recording key; a grant from
-        an RM key only for their own customers; ``recorded_by`` is the key."""
+        """Rules (service/usecases/consent_writes.py): a withdrawal from any recording key; a grant
+        from an RM key only for their own customers; ``recorded_by`` is the key."""
         choices = [RecordConsentChoice(**item.model_dump()) for item in body.consents]
         try:
             entries = consent_entries(
@@ -1042,7 +1043,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
     # The RM inbox: a page and its script, no build step. The page holds no data: it signs in
     # with the RM's key and reads /v1/alerts like any client.
     def static(name: str, media_type: str) -> Callable[[], Response]:
-        content = resources.files("service").joinpath("static", name).read_bytes()
+        content = resources.files("service.entrypoints").joinpath("static", name).read_bytes()
 
         def serve() -> Response:
             return Response(content, media_type=media_type, headers=_PAGE_HEADERS)

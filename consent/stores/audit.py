@@ -67,9 +67,9 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
-from consent.breaker import Breaker, StoreNotAnswering, close_or_drop
-from consent.model import DecisionRecord, OperationRecord
-from consent.store import (
+from consent.rules.model import DecisionRecord, OperationRecord
+from consent.stores.breaker import Breaker, StoreNotAnswering, close_or_drop
+from consent.stores.store import (
     DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
     DECISION_SERVER_BOUNDS,
     asyncpg_connect_args,
@@ -97,7 +97,7 @@ GATHER_SECONDS = 0.001
 #: Attempts to win the head of the chain against a writer that does not take the lock.
 MAX_APPEND_ATTEMPTS = 50
 #: How long a writer waits for the chain's lock on PostgreSQL before failing the batch (SQLite
-#: waits for its busy timeout, set in consent/store.py).
+#: waits for its busy timeout, set in consent/stores/store.py).
 LOCK_TIMEOUT_SECONDS = 10.0
 #: Records that may wait for the event loop's writer at once; beyond, an append fails at
 #: once (the API bounds its decisions in flight well below this: it is the last line).

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, insert, or_, select
 
-from consent.model import ContactKind, ContactRecord
-from consent.store import contact_history
+from consent.rules.model import ContactKind, ContactRecord
+from consent.stores.store import contact_history
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ class PerWorkerApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
-            from service.api import create_app
-            from service.cli import _container
+            from service.entrypoints.api import create_app
+            from service.entrypoints.cli import _container
 
             self._app = create_app(_container())
         await self._app(scope, receive, send)
@@ -52,7 +52,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> PerWorkerApp:
         # Preloaded in the master: the imports (most of a worker's memory), nothing else.
-        import service.api  # noqa: F401
+        import service.entrypoints.api  # noqa: F401
 
         gc.collect()
         gc.freeze()  # what the master loaded stays out of the workers' collections
@@ -63,7 +63,7 @@ def _prepare() -> None:
     """Create what the workers share on first use (the operational store's tables, MLflow's
     database, the feature store, the development keys): workers starting together on a new
     home would race to migrate the same databases."""
-    from service.cli import _container
+    from service.entrypoints.cli import _container
 
     container = _container()
     try:
@@ -74,7 +74,7 @@ def _prepare() -> None:
 
 def serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
     # In a process of its own: the master forks the workers and must hold no connection.
-    code = "from service.serving import _prepare; _prepare()"
+    code = "from service.entrypoints.serving import _prepare; _prepare()"
     prepared = subprocess.run([sys.executable, "-c", code], check=False)
     if prepared.returncode != 0:
         raise SystemExit(f"nextbest serve: preparing the stores failed ({prepared.returncode})")

@@ -3,13 +3,13 @@
 In one transaction of the operational store: the audit pseudonym key (after which the audit
 records can no longer be tied to the person, and the chain still verifies), the consent history,
 the contact history, the directory entry and the alerts are deleted, the customer is entered in
-the erasure register (``consent/erasure.py``: what keeps a replay, a load or a backfill from
+the erasure register (``consent/stores/erasure.py``: what keeps a replay, a load or a backfill from
 bringing them back) and the erasure is appended to the audit log without the identity (an
 operation record, ``erasure``: a random id, the register's reference, who erased, the
 counts). Then the online features of every view, the stream's window state, the offline
 feature history, the dead letters and, on the local event log, the customer's raw events
-(``service/erasure_purge.py``). Erasing twice is harmless, so a failure half way is fixed by
-running it again.
+(``service/adapters/erasure_purge.py``). Erasing twice is harmless, so a failure half way is fixed
+by running it again.
 """
 
 from __future__ import annotations
@@ -20,16 +20,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from consent.audit import append_operation_in, erase_customer_key
-from consent.contacts import ContactHistory
-from consent.customers import CustomerDirectory
-from consent.erasure import record_erasure
-from consent.model import OperationRecord
-from consent.registry import ConsentRegistry
+from consent.rules.model import OperationRecord
+from consent.stores.audit import append_operation_in, erase_customer_key
+from consent.stores.contacts import ContactHistory
+from consent.stores.customers import CustomerDirectory
+from consent.stores.erasure import record_erasure
+from consent.stores.registry import ConsentRegistry
 from service import __version__ as CODE_VERSION
-from service.alerts import AlertStore
-from service.erasure_purge import naming, purge_kafka_topic, purge_offline, redact_local_log
-from service.transport import DLQ_TOPIC, EVENTS_TOPIC
+from service.adapters.erasure_purge import (
+    naming,
+    purge_kafka_topic,
+    purge_offline,
+    redact_local_log,
+)
+from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
+from service.usecases.alerts import AlertStore
 
 if TYPE_CHECKING:
     from service.bootstrap import Container

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from consent.model import Candidate
+from consent.rules.model import Candidate
 
 
 def arbitrate(candidates: Iterable[Candidate], limit: int) -> list[str]:

@@ -21,12 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from consent.arbitration import arbitrate
-from consent.audit import Appended, AuditLog, mentions
-from consent.breaker import StoreNotAnswering
-from consent.contacts import ContactHistory
-from consent.customers import NEEDS, CustomerDirectory
-from consent.model import (
+from consent.rules.arbitration import arbitrate
+from consent.rules.model import (
     ANY_CHANNEL,
     Candidate,
     ConsentGiven,
@@ -35,15 +31,19 @@ from consent.model import (
     GateInputs,
     ModelUsed,
 )
-from consent.policy import Catalog, Policy, Subject
-from consent.reads import GateRead, GateReads
-from consent.registry import ConsentRegistry
+from consent.rules.policy import Catalog, Policy, Subject
+from consent.stores.audit import Appended, AuditLog, mentions
+from consent.stores.breaker import StoreNotAnswering
+from consent.stores.contacts import ContactHistory
+from consent.stores.customers import NEEDS, CustomerDirectory
+from consent.stores.reads import GateRead, GateReads
+from consent.stores.registry import ConsentRegistry
 from feature_repo.definitions import SCORING_FEATURES, VIEW_OF
 from feature_repo.explain import describe
 from service import __version__
+from service.adapters.features import OnlineFeatures, feature_age
+from service.adapters.metrics import ServedModel
 from service.errors import AuditUnavailable, ConsentUnavailable, InvalidRequest
-from service.features import OnlineFeatures, feature_age
-from service.metrics import ServedModel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,7 +77,7 @@ class FeatureReader(Protocol):
 
 
 class Scorer(ServedModel, Protocol):
-    """A need model as decisions use it (``service.models.NeedModel``)."""
+    """A need model as decisions use it (``service.adapters.models.NeedModel``)."""
 
     @property
     def run_id(self) -> str: ...

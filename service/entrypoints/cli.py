@@ -193,7 +193,7 @@ def load(bank_dir: Path, rate: float | None, speedup: float | None, skip_events:
     ones included)."""
     import pandas as pd
 
-    from service import pipeline
+    from service.usecases import pipeline
     from training.bank import BankSpec
     from training.bank.replay import paced
     from training.bank.store import stream_folder
@@ -370,7 +370,7 @@ def train(
         )
         click.echo(json.dumps(dataclasses.asdict(result), indent=2))
         return
-    from service import pipeline
+    from service.usecases import pipeline
 
     container = _container()
     client = None
@@ -406,7 +406,7 @@ def train(
 def backfill(bank_dir: Path | None, step_days: int) -> None:
     """Compute the offline feature history of a bank's event archive without the stream, so
     models can train on history that never went through it (run `load --skip-events` too)."""
-    from service import pipeline
+    from service.usecases import pipeline
 
     container = _container()
     started = time.perf_counter()
@@ -439,7 +439,7 @@ def retrain(
     """Train challengers, compare them with the champions on the same recent holdout, promote
     the ones that are better by the margin and pass the fairness check; says why for each.
     Safe while the API serves: it follows the alias without a restart."""
-    from service.retrain import retrain as run
+    from service.usecases.retrain import retrain as run
 
     container = _container()
     verdicts = run(
@@ -457,7 +457,7 @@ def retrain(
 @click.option("--to-version", default=None, help="Default: the previous champion.")
 def rollback(need: str, to_version: str | None) -> None:
     """Point a need's champion alias back at the previous champion (or a given version)."""
-    from service.retrain import rollback as run
+    from service.usecases.retrain import rollback as run
 
     try:
         event = run(_container(), need, to_version)
@@ -483,8 +483,8 @@ def score(out: Path, as_of: datetime | None) -> None:
     """Score every customer with profiling consent (as of --as-of and now) whom the gate's
     customer rules allow, for every served need (outbound campaigns); says how many were left
     out and why, and logs the run in the audit log. Writes nothing if it cannot check them."""
-    from consent.audit import AuditWriteFailed
-    from service.scoring import batch_score
+    from consent.stores.audit import AuditWriteFailed
+    from service.usecases.scoring import batch_score
 
     container = _container()
     at = as_of.replace(tzinfo=UTC) if as_of else datetime.now(UTC)
@@ -512,7 +512,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     port = port or settings.api_port
     workers = workers or settings.api_workers
     if workers > 1:
-        from service.serving import serve_workers
+        from service.entrypoints.serving import serve_workers
 
         _quiet_libraries()
         serve_workers(host, port, workers, settings.log_level)
@@ -520,7 +520,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     import uvicorn
 
-    from service.api import create_app
+    from service.entrypoints.api import create_app
 
     container = _container()
     app = create_app(container)
@@ -539,9 +539,9 @@ def decide(customer_id: str, channel: str) -> None:
     """Decide for one customer and print the audit record."""
     from pydantic import ValidationError
 
-    from service.api import DecisionRequest
-    from service.decisions import DecideForCustomer
+    from service.entrypoints.api import DecisionRequest
     from service.errors import NextBestError
+    from service.usecases.decisions import DecideForCustomer
 
     # The API's own request model: what it answers 422 to is refused here before anything runs.
     try:
@@ -574,7 +574,7 @@ def audit() -> None:
 )
 def audit_verify(checkpoint_file: Path | None) -> None:
     """Verify the whole chain; exit 1 and name the first bad record if it does not hold."""
-    from consent.audit import Checkpoint
+    from consent.stores.audit import Checkpoint
 
     checkpoint = Checkpoint.from_json(checkpoint_file.read_text()) if checkpoint_file else None
     result = _container().audit.verify(checkpoint)
@@ -659,8 +659,8 @@ def policy() -> None:
 def policy_simulate(policy_file: Path, since: datetime | None, until: datetime | None) -> None:
     """Replay recorded decisions under a changed policy and report, by rule and by action, how
     many actions would be added or removed. Nothing is written."""
-    from consent.policy import Policy, PolicyError
-    from consent.simulate import replay
+    from consent.rules.policy import Policy, PolicyError
+    from consent.rules.simulate import replay
 
     try:
         candidate = Policy.load(policy_file)
@@ -688,7 +688,7 @@ def erase(customer_id: str, yes: bool) -> None:
     import getpass
     from dataclasses import asdict
 
-    from service.erasure import erase_customer
+    from service.usecases.erasure import erase_customer
 
     if not yes:
         click.confirm(f"Erase customer {customer_id} everywhere? This cannot be undone", abort=True)
@@ -709,7 +709,7 @@ def erase(customer_id: str, yes: bool) -> None:
 @click.option("--port", default=None, type=int, help="Default: NEXTBEST_API_PORT.")
 def demo(duration: float | None, customers: int, days: int, seed: int, port: int | None) -> None:
     """Set up a synthetic bank on the embedded defaults, train, serve and show decisions."""
-    from service.demo import run_demo
+    from service.entrypoints.demo import run_demo
 
     started = time.monotonic()
     run_demo(

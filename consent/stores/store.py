@@ -123,7 +123,8 @@ audit_log = Table(
     metadata,
     # The sequence number is assigned by the writer, and both it and prev_hash are unique: two
     # writers racing for the same head cannot both succeed, so the chain never forks. Writers
-    # also serialise on a lock (consent/audit.py); the constraints are the last line of defence.
+    # also serialise on a lock (consent/stores/audit.py); the constraints are the last line of
+    # defence.
     Column(
         "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     ),
@@ -188,7 +189,8 @@ audit_checkpoints = Table(
 
 erasure_register = Table(
     # Customers who were erased (right to erasure), so that no load, backfill, replay or
-    # training brings them back. Named only by a keyed hash (consent/erasure.py), never by id.
+    # training brings them back. Named only by a keyed hash (consent/stores/erasure.py), never by
+    # id.
     "erasure_register",
     metadata,
     Column("ref", String(80), primary_key=True),
@@ -206,7 +208,7 @@ erasure_register_key = Table(
 
 
 alerts = Table(
-    # Relationship-manager alerts (service/alerts.py): raised by the stream after the gate
+    # Relationship-manager alerts (service/usecases/alerts.py): raised by the stream after the gate
     # passed them and their decision was logged; an RM works them off in the inbox.
     "alerts",
     metadata,

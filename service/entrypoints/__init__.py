@@ -1,0 +1,1 @@
+"""How NextBest's processes start: the HTTP API, the CLI, the multi-process server and the demo."""

@@ -1,0 +1,1 @@
+"""What NextBest does, one module per use case: decide, alert, stream, erase, retrain, score."""
