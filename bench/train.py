@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from bench.common import PeakMemory, emit
-from feature_repo.events import NEEDS
+from consent.rules.vocabulary import NEEDS
 from service.bootstrap import Container
 from service.settings import load_settings
 from service.usecases import pipeline

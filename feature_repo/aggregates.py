@@ -30,8 +30,8 @@ from functools import partial
 
 import numpy as np
 
+from consent.rules.vocabulary import NEEDS
 from feature_repo.events import (
-    NEEDS,
     ApplicationEvent,
     ContactEvent,
     Event,

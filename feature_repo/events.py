@@ -27,20 +27,10 @@ from pydantic import (
     field_serializer,
 )
 
+from consent.rules.vocabulary import Channel, ConsentChannel, Need, Purpose
+
 SCHEMA_VERSION: Literal[1] = 1
 
-Channel = Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch", "core_banking"]
-Need = Literal[
-    "mortgage",
-    "investment",
-    "protection",
-    "credit_card",
-    "personal_loan",
-    "term_deposit",
-    "pension",
-]
-#: The needs models score, in a fixed order (used for codes and feature names).
-NEEDS: tuple[str, ...] = get_args(Need)
 Product = Need | Literal["current_account"]
 Page = Literal[
     "home",
@@ -227,8 +217,8 @@ class ConsentPayload(_Payload):
     """A consent choice recorded elsewhere (app settings, branch form, RM): the registry
     appends it as history."""
 
-    purpose: Literal["marketing", "profiling", "service"]
-    channel: Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch", "any"]
+    purpose: Purpose
+    channel: ConsentChannel
     granted: StrictBool
     source: Annotated[str, Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
     notice_version: Annotated[str, Field(min_length=1, max_length=32, pattern=TEXT_PATTERN)]
@@ -309,6 +299,13 @@ Event = Annotated[
 ]
 
 _EVENT = TypeAdapter(Event)
+
+#: Every event type, in the contract's order; and those that are behaviour (features are made
+#: of them; consent changes go to the consent registry).
+EVENT_TYPES: tuple[str, ...] = tuple(
+    get_args(kind.model_fields["type"].annotation)[0] for kind in get_args(get_args(Event)[0])
+)
+BEHAVIOUR_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t != "consent_changed")
 
 
 class InvalidEvent(ValueError):

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from feature_repo.events import NEEDS
+from consent.rules.vocabulary import NEEDS
 
 SEGMENTS = ("affluent", "private", "small_business")  # "mass" is the baseline
 EMPLOYMENT = ("self_employed", "unemployed", "retired", "student")  # "employed" is the baseline

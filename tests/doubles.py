@@ -12,9 +12,10 @@ from sqlalchemy import Engine
 
 from consent.rules.model import ConsentGiven, CustomerFacts
 from consent.rules.policy import Catalog, Policy
+from consent.rules.vocabulary import NEEDS
 from consent.stores.audit import AuditLog
 from consent.stores.contacts import ContactHistory
-from consent.stores.customers import NEEDS, CustomerDirectory, KnownCustomer
+from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.registry import ConsentRegistry
 from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
@@ -22,9 +23,25 @@ from service.adapters.features import OnlineFeatures
 from service.bootstrap import Container
 from service.usecases.alerts import Alert
 from service.usecases.decisions import DecisionService
+from service.usecases.ports import FixedModels
 
 
-class EveryoneEngaged:
+class SyncFeatures:
+    """A feature double without an asynchronous form, as the embedded online store."""
+
+    asynchronous = False
+
+    def read(self, customer_id: str) -> OnlineFeatures:
+        raise NotImplementedError
+
+    async def read_async(self, customer_id: str) -> OnlineFeatures:
+        return self.read(customer_id)
+
+    async def close_async(self) -> None:
+        """Nothing was opened on an event loop."""
+
+
+class EveryoneEngaged(SyncFeatures):
     """Features for any customer: known, nothing in flight, as of ``age`` ago (a minute)."""
 
     def __init__(self, age: timedelta = timedelta(minutes=1)) -> None:
@@ -76,7 +93,7 @@ def decision_service(engine: Engine, features: EveryoneEngaged | None = None) ->
         CustomerDirectory(engine),
         ContactHistory(engine),
         features or EveryoneEngaged(),
-        {need: ConfidentModel(need) for need in NEEDS},  # type: ignore[misc]
+        FixedModels({need: ConfidentModel(need) for need in NEEDS}),  # type: ignore[misc]
         Catalog.load(),
         Policy.load(),
         AuditLog(engine),

@@ -41,7 +41,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from feature_repo.events import NEEDS
+from consent.rules.vocabulary import NEEDS
 from training.input_example import synthetic_example
 
 PARAMS: dict[str, Any] = {

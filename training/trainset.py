@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from consent.rules.vocabulary import NEEDS
 from feature_repo.definitions import ACTIVITY_SERVICE, SCORING_FEATURES
-from feature_repo.events import NEEDS
 
 DEFAULT_HORIZON_DAYS = 30
 

@@ -16,28 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-Purpose = Literal["marketing", "profiling", "service"]
-ContactChannel = Literal["mobile_app", "web", "email", "sms", "phone", "rm", "branch"]
-CONTACT_CHANNELS: tuple[ContactChannel, ...] = (
-    "mobile_app",
-    "web",
-    "email",
-    "sms",
-    "phone",
-    "rm",
-    "branch",
-)
-#: Profiling is not tied to a contact channel; it is recorded under this channel.
-ANY_CHANNEL = "any"
-Need = Literal[
-    "mortgage",
-    "investment",
-    "protection",
-    "credit_card",
-    "personal_loan",
-    "term_deposit",
-    "pension",
-]
+from consent.rules.vocabulary import ConsentChannel, ContactChannel, Need, Purpose
+
 ActionKind = Literal["sales", "service", "regulatory"]
 
 
@@ -64,7 +44,7 @@ class ConsentGiven(_Frozen):
 
     customer_id: Annotated[str, Field(min_length=1, max_length=64)]
     purpose: Purpose
-    channel: ContactChannel | Literal["any"]
+    channel: ConsentChannel
     granted: bool
     recorded_at: UtcTime
     source: Annotated[str, Field(min_length=1, max_length=64)]

@@ -34,18 +34,16 @@ from pydantic import (
 )
 
 from consent.rules.model import (
-    ANY_CHANNEL,
     MAX_COOLOFF_DAYS,
     Action,
     ActionKind,
     ConsentGiven,
-    ContactChannel,
     ContactKind,
     ContactRecord,
     CustomerFacts,
-    Need,
     RuleOutcome,
 )
+from consent.rules.vocabulary import ANY_CHANNEL, ConsentChannel, ContactChannel, Need
 
 
 class PolicyError(ValueError):
@@ -178,7 +176,7 @@ class HeldParams(_Params):
 
 
 class Cap(_Params):
-    channel: ContactChannel | Literal["any"]
+    channel: ConsentChannel
     window_days: Days
     max: Annotated[StrictInt, Field(ge=1)]
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from consent.rules.model import CustomerFacts, Need
+from consent.rules.model import CustomerFacts
+from consent.rules.vocabulary import NEEDS
 from consent.stores.store import customers
 
-NEEDS: tuple[Need, ...] = get_args(Need)
 #: Rows per statement when loading a whole extract.
 UPSERT_BATCH = 5_000
 

@@ -25,7 +25,7 @@ from lightgbm.basic import _LIB, _c_str, _safe_call
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from feature_repo.events import NEEDS
+from consent.rules.vocabulary import NEEDS
 from training.need_model import Calibration, registered_name
 from training.quality import QualityFloor
 

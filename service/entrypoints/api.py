@@ -42,8 +42,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp
 
-from consent.rules.model import ContactChannel, Purpose
 from consent.rules.policy import Catalog
+from consent.rules.vocabulary import ConsentChannel, ContactChannel, Purpose
 from consent.stores.contacts import ContactMade
 from consent.stores.registry import recorder
 from feature_repo.events import (
@@ -346,7 +346,7 @@ class ChainVerified(BaseModel):
 
 class ConsentOut(BaseModel):
     purpose: Purpose
-    channel: ContactChannel | Literal["any"]
+    channel: ConsentChannel
     granted: bool
     recorded_at: datetime = Field(description="When the bank recorded it (UTC): what orders.")
     given_at: datetime = Field(description="When the customer gave it, as told (UTC).")

@@ -89,7 +89,7 @@ def _customer_id() -> _Validated:
 
 
 def _need() -> click.Choice[str]:
-    from feature_repo.events import NEEDS
+    from consent.rules.vocabulary import NEEDS
 
     return click.Choice(NEEDS)
 
@@ -304,7 +304,7 @@ _bank_option = click.option(
 
 
 def _needs(values: tuple[str, ...]) -> tuple[str, ...]:
-    from feature_repo.events import NEEDS
+    from consent.rules.vocabulary import NEEDS
 
     return tuple(values) or NEEDS
 

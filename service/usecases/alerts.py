@@ -45,10 +45,11 @@ from pydantic import (
 )
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, update
 
-from consent.rules.model import ANY_CHANNEL, Action, Condition, ContactKind
+from consent.rules.model import Action, Condition, ContactKind
 from consent.rules.policy import Catalog, PolicyError, _explain, _load_yaml, content_hash
+from consent.rules.vocabulary import ANY_CHANNEL, NEEDS
 from consent.stores.contacts import ContactHistory, ContactMade
-from consent.stores.customers import NEEDS, CustomerDirectory
+from consent.stores.customers import CustomerDirectory
 from consent.stores.store import alerts as alerts_table
 from consent.stores.store import consent_history
 from consent.stores.store import customers as customers_table
@@ -62,9 +63,9 @@ from service.usecases.decisions import (
     DecideForCustomer,
     DecisionMade,
     DecisionService,
-    FeatureReader,
 )
 from service.usecases.origin import Origin
+from service.usecases.ports import OnlineFeatureReads
 
 if TYPE_CHECKING:
     from service.usecases.regate import AlertGate, Regated
@@ -662,7 +663,7 @@ class Alerter:
     def __init__(
         self,
         decisions: DecisionService | Callable[[], DecisionService],
-        features: FeatureReader,
+        features: OnlineFeatureReads,
         directory: CustomerDirectory,
         contacts: ContactHistory,
         store: AlertStore,
@@ -713,9 +714,7 @@ class Alerter:
 
     def _models(self) -> dict[str, Any]:
         """One consistent set of the models with an alert threshold, for a whole batch."""
-        models = self.decisions.models
-        snapshot = getattr(models, "snapshot", None)
-        current = snapshot() if snapshot else dict(models)
+        current = self.decisions.models.snapshot()
         return {need: m for need, m in current.items() if need in self.policy.thresholds}
 
     # -- fed by the stream worker --

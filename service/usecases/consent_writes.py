@@ -26,7 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from consent.rules.model import ANY_CHANNEL, ConsentGiven, Purpose
+from consent.rules.model import ConsentGiven
+from consent.rules.vocabulary import ANY_CHANNEL, Purpose
 from consent.stores.customers import CustomerDirectory
 from consent.stores.registry import STREAM_RECORDER, recorder
 from feature_repo.events import ConsentChangedEvent, Event, TimeBounds

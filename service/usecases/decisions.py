@@ -19,11 +19,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from consent.rules.arbitration import arbitrate
 from consent.rules.model import (
-    ANY_CHANNEL,
     Candidate,
     ConsentGiven,
     DecisionRecord,
@@ -32,18 +31,24 @@ from consent.rules.model import (
     ModelUsed,
 )
 from consent.rules.policy import Catalog, Policy, Subject
-from consent.stores.audit import Appended, AuditLog, mentions
+from consent.rules.vocabulary import ANY_CHANNEL, NEEDS
+from consent.stores.audit import Appended, mentions
 from consent.stores.breaker import StoreNotAnswering
 from consent.stores.contacts import ContactHistory
-from consent.stores.customers import NEEDS, CustomerDirectory
+from consent.stores.customers import CustomerDirectory
 from consent.stores.reads import GateRead, GateReads
 from consent.stores.registry import ConsentRegistry
 from feature_repo.definitions import SCORING_FEATURES, VIEW_OF
 from feature_repo.explain import describe
 from service import __version__
 from service.adapters.features import OnlineFeatures, feature_age
-from service.adapters.metrics import ServedModel
 from service.errors import AuditUnavailable, ConsentUnavailable, InvalidRequest
+from service.usecases.ports import (
+    ConsentReads,
+    DecisionLog,
+    OnlineFeatureReads,
+    ServedModels,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,29 +75,6 @@ def _granted(consents: Mapping[tuple[str, str], ConsentGiven], purpose: str, cha
 VIEW_FEATURES: dict[str, tuple[str, ...]] = {}
 for _name in SCORING_FEATURES:
     VIEW_FEATURES[VIEW_OF[_name]] = (*VIEW_FEATURES.get(VIEW_OF[_name], ()), _name)
-
-
-class FeatureReader(Protocol):
-    def read(self, customer_id: str) -> OnlineFeatures: ...
-
-
-class Scorer(ServedModel, Protocol):
-    """A need model as decisions use it (``service.adapters.models.NeedModel``)."""
-
-    @property
-    def run_id(self) -> str: ...
-
-    @property
-    def features(self) -> tuple[str, ...]: ...
-
-    @property
-    def depends_on(self) -> frozenset[str]: ...
-
-    def row(self, values: Mapping[str, float | None]) -> np.ndarray: ...
-
-    def probability(self, row: np.ndarray) -> float: ...
-
-    def contributions(self, row: np.ndarray) -> list[tuple[str, float]]: ...
 
 
 @dataclass(frozen=True)
@@ -132,17 +114,17 @@ class DecisionService:
         registry: ConsentRegistry,
         directory: CustomerDirectory,
         contacts: ContactHistory,
-        features: FeatureReader,
-        models: Mapping[str, Scorer],
+        features: OnlineFeatureReads,
+        models: ServedModels,
         catalog: Catalog,
         policy: Policy,
-        audit: AuditLog,
-        reads: GateReads | None = None,
+        audit: DecisionLog,
+        reads: ConsentReads | None = None,
     ) -> None:
         self.registry = registry
         self.directory = directory
         self.contacts = contacts
-        self.reads = reads or GateReads(registry, directory, contacts)
+        self.reads: ConsentReads = reads or GateReads(registry, directory, contacts)
         self.features = features
         self.models = models
         self.catalog = catalog
@@ -153,10 +135,7 @@ class DecisionService:
     def asynchronous(self) -> bool:
         """Whether ``decide_async`` decides without a thread: the gate's and the features'
         reads have asynchronous forms (PostgreSQL, Redis). The audit log always has one."""
-        return bool(
-            getattr(self.reads, "asynchronous", False)
-            and getattr(self.features, "asynchronous", False)
-        )
+        return self.reads.asynchronous and self.features.asynchronous
 
     def decide(self, command: DecideForCustomer) -> DecisionMade:
         now = self._check(command)
@@ -181,9 +160,8 @@ class DecisionService:
         """``decide`` on the running event loop (see ``asynchronous``): the same reads, rules
         and record, the I/O awaited rather than blocking a thread."""
         now = self._check(command)
-        reads: Any = self.reads
         try:
-            read = await reads.read_async(
+            read = await self.reads.read_async(
                 command.customer_id, now, self.policy.max_contact_lookback_days
             )
         except Exception as error:
@@ -191,7 +169,7 @@ class DecisionService:
         online, fallback = None, None
         if self._may_read_features(read, command):
             try:
-                online = await self.features.read_async(command.customer_id)  # type: ignore[attr-defined]
+                online = await self.features.read_async(command.customer_id)
             except Exception as error:
                 fallback = self._without_features(error)
         record, reasons = self._decide(command, now, read, online, fallback)
@@ -203,10 +181,9 @@ class DecisionService:
 
     async def close_async(self) -> None:
         """Close what the asynchronous path opened on the running event loop."""
-        for part in (self.reads, self.features, self.audit):
-            close = getattr(part, "close_async", None)
-            if close is not None:
-                await close()
+        await self.reads.close_async()
+        await self.features.close_async()
+        await self.audit.close_async()
 
     @staticmethod
     def _check(command: DecideForCustomer) -> datetime:
@@ -270,8 +247,7 @@ class DecisionService:
         values, stale = online.fresh(now) if online is not None and raw else ({}, frozenset())
 
         # One consistent set of models for the whole decision, whatever a refresh does meanwhile.
-        snapshot = getattr(self.models, "snapshot", None)
-        models = snapshot() if snapshot else dict(self.models)
+        models = self.models.snapshot()
         scores: dict[str, float] = {}
         rows: dict[tuple[str, ...], np.ndarray] = {}  # models on the same features share a row
         if may_profile and values:
@@ -340,11 +316,13 @@ class DecisionService:
         # Reasons are given for what is delivered: contributions cost several times a score.
         reasons: dict[str, tuple[Reason, ...]] = {}
         for candidate in candidates:
-            need = candidate.need
-            if candidate.action_id in delivered_ids and need in scores and need not in reasons:
-                model = models[need]
+            scored = candidate.need
+            if candidate.action_id not in delivered_ids or scored is None:
+                continue
+            if scored in scores and scored not in reasons:
+                model = models[scored]
                 contributions = model.contributions(rows[model.features])
-                reasons[need] = tuple(
+                reasons[scored] = tuple(
                     Reason(name, values.get(name), c)
                     for name, c in contributions[:TOP_REASONS]
                     if c > 0

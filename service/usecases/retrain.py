@@ -35,7 +35,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from feature_repo.events import NEEDS
+from consent.rules.vocabulary import NEEDS
 from service.adapters.models import load_version
 from service.bootstrap import Container
 from service.usecases import pipeline

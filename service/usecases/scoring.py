@@ -42,8 +42,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from consent.rules.model import ANY_CHANNEL, OperationRecord
+from consent.rules.model import OperationRecord
 from consent.rules.policy import Subject
+from consent.rules.vocabulary import ANY_CHANNEL
 from feature_repo.definitions import ACTIVITY_VIEW, MAX_AGE, VIEW_OF
 from service import __version__
 from service.adapters.models import NeedModel

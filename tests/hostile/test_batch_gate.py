@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from consent.rules.model import ANY_CHANNEL, ConsentGiven, is_operation
+from consent.rules.model import ConsentGiven, is_operation
+from consent.rules.vocabulary import ANY_CHANNEL
 from consent.stores.audit import mentions
 from consent.stores.customers import from_extract
 from service.bootstrap import Container

@@ -15,10 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from consent.stores.customers import NEEDS, KnownCustomer
+from consent.rules.vocabulary import NEEDS
+from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from service.entrypoints.limits import RateLimiter
+from service.usecases.ports import FixedModels
 from tests.conftest import key_headers, make_settings
 from tests.doubles import (
     GOOD_STANDING,
@@ -352,7 +354,7 @@ def deciding(tmp_path: Path) -> Iterator[tuple[Container, TestClient]]:
     """The real gate, stores and audit log, with a model for every need that scores high and
     features a minute old for everyone (tests/doubles.py): decisions deliver and suppress."""
     container = Container(make_settings(tmp_path / "home", model_refresh_seconds="0"))
-    container.models = {need: ConfidentModel(need) for need in NEEDS}  # type: ignore[misc]
+    container.models = FixedModels({need: ConfidentModel(need) for need in NEEDS})  # type: ignore[misc]
     container.decisions = decision_service(container.engine, EveryoneEngaged())  # type: ignore[misc]
     container.directory.upsert([KnownCustomer(CUSTOMER, "H42", "RM0001", GOOD_STANDING)])
     grant_all(container.registry, CUSTOMER, "mobile_app")

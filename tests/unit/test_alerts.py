@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from consent.rules.model import ConsentGiven
-from consent.stores.customers import NEEDS, CustomerDirectory, KnownCustomer
+from consent.rules.vocabulary import NEEDS
+from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.store import contact_history
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.adapters.features import OnlineFeatures
@@ -24,11 +25,12 @@ from service.entrypoints.cli import main
 from service.errors import Conflict
 from service.usecases.alerts import Alerter, AlertPolicy, AlertStore
 from service.usecases.origin import Origin
+from service.usecases.ports import FixedModels
 from service.usecases.regate import AlertGate
-from tests.doubles import GOOD_STANDING, decision_service
+from tests.doubles import GOOD_STANDING, SyncFeatures, decision_service
 
 
-class Scripted:
+class Scripted(SyncFeatures):
     """Online features the test sets per customer (zeros otherwise), a minute old."""
 
     def __init__(self) -> None:
@@ -89,7 +91,7 @@ EVERYTHING = (("marketing", "rm"), ("service", "rm"), ("profiling", "any"))
 def setup(embedded: Container) -> tuple[Alerter, Scripted, Container]:
     features = Scripted()
     decisions = decision_service(embedded.engine, features)  # type: ignore[arg-type]
-    decisions.models = {need: ViewsModel(need) for need in NEEDS}  # type: ignore[misc]
+    decisions.models = FixedModels({need: ViewsModel(need) for need in NEEDS})  # type: ignore[misc]
     policy = AlertPolicy.load(decisions.catalog).model_copy(update={"rm_daily_capacity": 2})
     alerter = Alerter(
         decisions,

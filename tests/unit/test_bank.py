@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from consent.rules.vocabulary import NEEDS
 from feature_repo.events import InvalidEvent, parse_event
-from training.bank import NEEDS, BankSpec, generate, write_bank
+from training.bank import BankSpec, generate, write_bank
 from training.bank.replay import paced
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from consent.stores.customers import KnownCustomer
 from service.settings import load_settings
 from service.usecases.decisions import DecideForCustomer
+from service.usecases.ports import FixedModels
 from service.usecases.retrain import judge
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 from training.evaluation import top_decile_lift
@@ -79,7 +80,9 @@ def test_a_challenger_below_the_floor_is_not_promoted_even_as_the_first_model() 
 
 def test_without_a_served_model_the_needs_actions_are_withheld_with_no_model(embedded) -> None:
     service = decision_service(embedded.engine)
-    service.models = {n: m for n, m in service.models.items() if n != "mortgage"}
+    service.models = FixedModels(
+        {n: m for n, m in service.models.snapshot().items() if n != "mortgage"}
+    )
     grant_all(service.registry, "K1", "mobile_app")
     service.directory.upsert([KnownCustomer("K1", None, None, GOOD_STANDING)])
     made = service.decide(DecideForCustomer("K1", "mobile_app"))

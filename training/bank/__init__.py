@@ -5,7 +5,8 @@ a bank of any size to Parquet, one chunk of customers at a time. Both give the s
 same spec. See ``docs/synthetic-bank.md`` for the model behind it.
 """
 
-from training.bank.spec import NEEDS, BankSpec, ConsentMix, busy_housing_market
+from consent.rules.vocabulary import NEEDS
+from training.bank.spec import BankSpec, ConsentMix, busy_housing_market
 from training.bank.store import Bank, generate, write_bank
 
 __all__ = [

@@ -13,21 +13,14 @@ from typing import get_args
 
 import numpy as np
 
-from feature_repo.events import Channel, Page, TransactionCategory
+from consent.rules.vocabulary import NEEDS, Channel
+from feature_repo.events import BEHAVIOUR_EVENT_TYPES, Page, TransactionCategory
 from training.bank.life import NEED_INDEX, Outcomes, Situations
 from training.bank.profiles import People
-from training.bank.spec import NEEDS, BankSpec
+from training.bank.spec import BankSpec
 
-EVENT_TYPES = (
-    "transaction",
-    "page_view",
-    "login",
-    "application",
-    "product_opened",
-    "product_closed",
-    "contact",
-    "profile_update",
-)
+#: The behaviour the bank generates: every event type but consent changes (made elsewhere).
+EVENT_TYPES = BEHAVIOUR_EVENT_TYPES
 # The codes index the event contract's own vocabularies, in the contract's order.
 CHANNELS: tuple[str, ...] = get_args(Channel)
 CATEGORIES: tuple[str, ...] = get_args(TransactionCategory)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from consent.rules.vocabulary import NEEDS
 from training.bank.profiles import People
-from training.bank.spec import NEEDS, BankSpec
+from training.bank.spec import BankSpec
 
 #: Base monthly chance of applying, per need, without any situation.
 BASE_MONTHLY = {
@@ -29,7 +30,7 @@ BASE_MONTHLY = {
 }
 #: Holding the product already makes another application less likely (top-ups, second cards).
 HOLDING_FACTOR = 0.25
-NEED_INDEX = {need: i for i, need in enumerate(NEEDS)}
+NEED_INDEX: dict[str, int] = {need: i for i, need in enumerate(NEEDS)}
 
 
 @dataclass

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from consent.rules.vocabulary import CONTACT_CHANNELS
 from training.bank.spec import BankSpec
 
 REGIONS = np.array(["north", "east", "south", "central", "west", "overseas"])
@@ -25,7 +26,6 @@ HELD = (
     "term_deposit",
     "pension",
 )
-CONSENT_CHANNELS = ("mobile_app", "web", "email", "sms", "phone", "rm", "branch")
 #: Customers per relationship manager (affluent, private and small-business customers only).
 RM_BOOK_SIZE = 150
 
@@ -163,12 +163,12 @@ def consents(rng: np.random.Generator, spec: BankSpec, who: People) -> pd.DataFr
     keys: list[tuple[str, str, np.ndarray]] = [
         ("profiling", "any", answered & (rng.random(n) < mix.profiling))
     ]
-    for channel in CONSENT_CHANNELS:
-        p = mix.marketing[channel]
-        p_each = np.where(has_rm, p, p * 0.3) if channel == "rm" else np.full(n, p)
-        keys.append(("marketing", channel, answered & (rng.random(n) < p_each)))
-    for channel in CONSENT_CHANNELS:
-        keys.append(("service", channel, answered & (rng.random(n) < mix.service[channel])))
+    for contact in CONTACT_CHANNELS:
+        p = mix.marketing[contact]
+        p_each = np.where(has_rm, p, p * 0.3) if contact == "rm" else np.full(n, p)
+        keys.append(("marketing", contact, answered & (rng.random(n) < p_each)))
+    for contact in CONTACT_CHANNELS:
+        keys.append(("service", contact, answered & (rng.random(n) < mix.service[contact])))
 
     frames = []
     period = spec.days * 86_400

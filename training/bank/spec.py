@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from feature_repo.events import NEEDS
+from consent.rules.vocabulary import NEEDS
 
 #: The product whose application or opening realises each need.
 NEED_PRODUCT = {need: need for need in NEEDS}

@@ -27,8 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from consent.rules.vocabulary import NEEDS
 from training.bank import activity, life, profiles
-from training.bank.spec import CHUNK_CUSTOMERS, NEEDS, BankSpec
+from training.bank.spec import CHUNK_CUSTOMERS, BankSpec
 
 #: Resolution of the streaming oracle-AUC histograms (bins over the fourth root of p).
 AUC_BINS = 1 << 16
