@@ -484,8 +484,8 @@ def server_settings(url: str) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL") or "sqlite")
-    # An API process has many decisions in flight: at 2,000/s and about 8 ms each, Little's
-    # law gives 16 (Starlette's thread pool allows 40).
+    # An API process has many decisions in flight: Little's law (the target rate times an
+    # append's latency under load) gives about 16 (Starlette's thread pool allows 40).
     parser.add_argument("--threads", type=int, default=16, help="Writer threads per process.")
     parser.add_argument(
         "--processes",

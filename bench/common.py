@@ -7,9 +7,12 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -59,12 +62,37 @@ def machine() -> dict[str, Any]:
     }
 
 
+def recorded() -> dict[str, Any]:
+    """When, and from which commit of this checkout, a result was measured (``dirty``: with
+    uncommitted changes to tracked files); commit and dirty are None outside a git checkout."""
+    stamp: dict[str, Any] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": None,
+        "dirty": None,
+    }
+
+    def git(*args: str) -> str:
+        here = Path(__file__).resolve().parent
+        run = subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, check=True, timeout=10
+        )
+        return run.stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        changes = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return stamp
+    return {**stamp, "commit": head, "dirty": bool(changes)}
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
 def emit(result: dict[str, Any]) -> None:
     result.setdefault("machine", machine())
+    result.setdefault("recorded", recorded())
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -201,8 +201,8 @@ def drop_state(state: State, backends: Backends) -> dict[str, Any]:
 
 def replace_state(home: Path, backends: Backends) -> dict[str, Any] | None:
     """Drop the state kept in ``home``, if any, before a new one is built there: its schema and
-    online rows live outside the folder, and nothing would refer to them again (each build left
-    about 3 GB of PostgreSQL behind)."""
+    online rows live outside the folder, and nothing would refer to them again (they would pile
+    up on the servers, build after build)."""
     if not (home / MANIFEST).exists():
         return None
     old = State.load(home)
@@ -793,14 +793,14 @@ def state_for(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-#: Iterations of the speed probe's loop (tens of milliseconds of CPU here).
+#: Iterations of the speed probe's loop: long enough to time, short enough to repeat.
 PROBE_LOOPS = 2_000_000
 
 
 def machine_load() -> dict[str, Any]:
     """How busy and how fast the machine is now. The speed probe is a fixed pure-Python loop
-    (ms of CPU, best of three): on this shared machine the same code ran twice as slow in one
-    hour as in the one before, and a result means little without it."""
+    (ms of CPU, best of three): on a shared machine the same code runs at different speeds
+    from one hour to the next, and a result means little without it."""
     best = float("inf")
     for _ in range(3):
         started, total = time.process_time(), 0

@@ -1,9 +1,9 @@
 """A lean HTTP/1.1 keep-alive client for load generation on the same machine as the server.
 
 The load generator shares the two cores with the API it measures, so every microsecond it
-spends is taken from the server. httpx cost about 4 ms of CPU per request here under load
-(0.85 of a core at 210 requests/s, measured by ``bench/decide.py``); aiohttp about 0.36 ms.
-This client sends requests whose bytes are built once, on a pool of persistent connections,
+spends is taken from the server. A general client (httpx, and aiohttp to a lesser degree)
+spends enough CPU per request to become the bottleneck of the load it generates. This client
+sends requests whose bytes are built once, on a pool of persistent connections,
 and reads only what a benchmark needs from the answer: the status, the headers it asks for
 and the body. Responses must carry ``Content-Length`` (no chunked bodies): that is what our
 API sends. It is a measuring instrument, not a general client.

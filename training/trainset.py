@@ -144,7 +144,8 @@ def fingerprint(frame: pd.DataFrame, horizon_days: int, views: dict[str, str]) -
 
 #: Customers per point-in-time join. Feast's join pairs every entity row with all of its
 #: customer's feature rows inside the TTL before keeping the latest, so its memory grows with
-#: rows x history (22 GB for 2.1 M rows at once); per block of customers it stays bounded.
+#: rows x history, beyond one machine for millions of rows at once; per block of customers it
+#: stays bounded.
 JOIN_CUSTOMERS = 10_000
 
 

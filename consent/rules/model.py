@@ -136,7 +136,7 @@ class RuleOutcome(_Frozen):
 
     rule_id: str
     #: Kept once per record (``DecisionRecord.rule_versions``), not in every outcome: repeated
-    #: for every candidate it was a quarter of the record and of the audit writer's cost.
+    #: for every candidate it was a large share of the record and of the audit writer's work.
     rule_version: Annotated[str, Field(exclude=True)] = ""
     passed: bool
     reason_code: str | None = None

@@ -6,7 +6,7 @@ from those sources (the stream worker, ``load``, ``backfill``, training sets, ba
 drops what belongs to a customer in the register.
 
 The register holds no customer id: an entry is ``erased:`` + keyed BLAKE2b-256 of the id (its
-MAC mode, RFC 7693; a third of HMAC-SHA256's cost, which the stream worker pays for every
+MAC mode, RFC 7693; cheaper than HMAC-SHA256, and the stream worker pays it for every
 customer of every batch once anyone is erased) under one random key kept in the operational
 store (``erasure_register_key``). A copy of the register alone (a dump of that table, a log
 line, the audit log's erasure records) tells nobody who was erased; whoever can read the key

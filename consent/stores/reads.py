@@ -8,9 +8,8 @@ the statement and a rollback: nine round trips, and the largest share of a decis
 ``CustomerDirectory`` and ``ContactHistory``, which are also what the PostgreSQL reads are
 tested against. The API reads on its event loop with ``read_async``: the same statement on
 asyncpg connections, so a decision waits for the database without holding a thread (asyncpg
-rather than psycopg's asyncio connections: with this read and the audit append on asyncpg and
-the online read on its own Redis link, the API's CPU per decision at 500/s went down by
-0.2-0.3 ms in alternated runs; see docs/decisions.md).
+rather than psycopg's asyncio connections, which cost more of the API's CPU per decision; see
+docs/decisions.md).
 
 There is no cache: a withdrawal applies to the very next decision, in every process.
 """

@@ -141,8 +141,8 @@ audit_log = Table(
 )
 
 # Decision records are tens of kilobytes of repetitive JSON: PostgreSQL compresses them with
-# lz4 three times faster than with its default (pglz), to about the same size, which is what
-# lets the audit writer keep up. A server without lz4 (or before 14) keeps its default.
+# lz4 much faster than with its default (pglz), to about the same size, which is what lets
+# the audit writer keep up. A server without lz4 (or before 14) keeps its default.
 event.listen(
     audit_log,
     "after_create",
@@ -386,8 +386,8 @@ def connect(url: str) -> Engine:
 
     else:
         # An API process runs up to 40 requests at once (Starlette's thread pool): with fewer
-        # pooled connections they queue for one and connections are opened and closed all the
-        # time (measured under load: 5% of the process's time).
+        # pooled connections they queue for one, and connections are opened and closed all the
+        # time, which costs the process CPU under load.
         engine = bounded_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=24)
     metadata.create_all(engine)
     _add_missing_columns(engine)

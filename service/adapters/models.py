@@ -36,14 +36,14 @@ DEPENDS_ON_TOP = 10
 
 # LightGBM's C API (the library the lightgbm package loaded) for one row at a time: the
 # package's ``Booster.predict`` validates and converts its input and builds a predictor on
-# every call, about 20 microseconds of Python per row; the single-row path costs under one.
+# every call, far more Python than predicting one row takes; the single-row path skips that.
 _C_PREDICT_RAW_SCORE = 1
 _C_PREDICT_CONTRIB = 3
 _C_FLOAT64 = 1
-# Own handles on the loaded library, so these declarations are not the package's. A score
-# takes about a microsecond: its call keeps the GIL (PyDLL), which is cheaper than handing it
-# over and back, and means no two threads use a configuration at once. Contributions take
-# tens of microseconds or more: their call releases the GIL (CDLL) and takes a lock instead.
+# Own handles on the loaded library, so these declarations are not the package's. A score is
+# shorter than handing the GIL over and back, so its call keeps the GIL (PyDLL), which also
+# means no two threads use a configuration at once. Contributions take far longer: their call
+# releases the GIL (CDLL) and takes a lock instead.
 _score_fast = ctypes.PyDLL(_LIB._name).LGBM_BoosterPredictForMatSingleRowFast
 _contrib_fast = ctypes.CDLL(_LIB._name).LGBM_BoosterPredictForMatSingleRowFast
 for _function in (_score_fast, _contrib_fast):

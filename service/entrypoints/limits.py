@@ -1,8 +1,8 @@
 """Limits that keep one client from exhausting a process: requests per API key, bytes per body.
 
 Both are per process: with N replicas behind a load balancer a key may make up to N times the
-configured rate in all. That is the trade for a check that costs about a microsecond and needs
-no shared store on the hot path; a gateway in front enforces a global quota where one is needed.
+configured rate in all. That is the trade for a check that costs next to nothing and needs no
+shared store on the hot path; a gateway in front enforces a global quota where one is needed.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Several API processes behind one port, for a host with several cores.
 
-Python runs one thread at a time per process, so one process uses about one core; a decision
-costs a few milliseconds of it. ``serve_workers`` runs Gunicorn with Uvicorn's worker class: the
-master binds the port, imports the libraries once and forks the workers, which share those
-pages (copy on write; the collector is told to leave them alone). Each worker then builds its
-own container, so no connection, thread or loaded model is ever shared across a fork. A worker
-that dies is replaced by the master.
+Python runs one thread at a time per process, so one process uses about one core, and a
+decision is mostly Python on that core. ``serve_workers`` runs Gunicorn with Uvicorn's worker
+class: the master binds the port, imports the libraries once and forks the workers, which share
+those pages (copy on write; the collector is told to leave them alone). Each worker then builds
+its own container, so no connection, thread or loaded model is ever shared across a fork. A
+worker that dies is replaced by the master.
 """
 
 from __future__ import annotations
