@@ -8,7 +8,6 @@ from feature_repo.store import REPO_DIR
 
 
 def test_the_feast_cli_imports_only_objects_py() -> None:
-    # The CLI imports every module it lists as a top-level module of its own name (profile.py
-    # as the standard library's profile, definitions.py a second time beside
-    # feature_repo.definitions): a new module here belongs in .feastignore.
+    # The CLI imports every module it lists under its bare name (definitions.py a second time,
+    # beside feature_repo.definitions): a new module here belongs in .feastignore.
     assert get_repo_files(REPO_DIR) == [(REPO_DIR / "objects.py").resolve()]
