@@ -10,12 +10,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
+from feature_repo.aggregates import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.auth import DEV_KEYS_FILE, Role, plain_key
 from service.settings import Settings, load_settings
+from service.usecases import pipeline
+from training.backfill import history
+from training.bank import Bank
 from training.bank.spec import DEFAULT_END
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -62,6 +67,23 @@ def make_settings(home: Path, **overrides: str) -> Settings:
     environ = {"NEXTBEST_HOME": str(home), "NEXTBEST_MAX_EVENT_AGE_DAYS": str(max(horizon, 1))}
     environ.update({f"NEXTBEST_{k.upper()}": v for k, v in overrides.items()})
     return load_settings(environ)
+
+
+def backfilled(container: Container, bank: Bank, bank_dir: Path) -> list[str]:
+    """A written bank's consents and profiles recorded, its offline feature history backfilled
+    weekly and its latest history served online, as the stream would have left it, without
+    running the stream. Returns the customers served online."""
+    pipeline.record_consents(container, bank.consents)
+    pipeline.write_profiles(container, bank.customers, bank.spec.start)
+    assert pipeline.backfill(container, bank_dir, step_days=7) > 0
+    (_, latest), *_ = reversed(list(history(bank.tables["events"], [bank.spec.end])))
+    frame = latest.to_pandas()
+    container.features.online.write(
+        frame["customer_id"].tolist(),
+        frame["event_timestamp"].to_numpy(dtype="datetime64[us]").astype(np.int64),
+        frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float64),
+    )
+    return [str(c) for c in frame["customer_id"]]
 
 
 def key_headers(container: Container, role: Role) -> dict[str, str]:

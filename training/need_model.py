@@ -8,9 +8,10 @@ a month), so they are weighted by ``sqrt(negatives / positives)``; the calibrati
 scaling of the booster's margin, fitted on its own later window) turns the weighted margins
 back into probabilities of applying within the label horizon.
 
-Registered as ``nextbest-<need>``: an MLflow pyfunc whose ``predict`` returns calibrated
-probabilities, with the LightGBM booster (``booster.txt``), the calibration and the feature list
-as artifacts, so the API loads the booster itself and explains scores with its contributions.
+Registered as ``nextbest-<need>``: an MLflow pyfunc (``training.pyfunc_model``) whose
+``predict`` returns calibrated probabilities for feature rows as the online store serves them,
+with the LightGBM booster (``booster.txt``), the calibration and the feature list as artifacts,
+so the API loads the booster itself and explains scores with its contributions.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +26,13 @@ from typing import Any
 
 import lightgbm as lgb
 import mlflow
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
-from mlflow.pyfunc.model import PythonModel
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from training import evaluation
+from training import evaluation, pyfunc_model
 from training.input_example import synthetic_example
 from training.trainset import TrainingSet
 
@@ -81,8 +79,7 @@ class Calibration:
     method: str = "platt"
 
     def apply(self, margin: np.ndarray) -> np.ndarray:
-        z = self.slope * np.asarray(margin, dtype=np.float64) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return pyfunc_model.platt(margin, self.slope, self.intercept)
 
     def apply_one(self, margin: float) -> float:
         """``apply`` for one margin, without an array (a decision scores one row per model)."""
@@ -299,19 +296,9 @@ def _aligned(rows: pd.DataFrame, other: pd.DataFrame, column: str) -> np.ndarray
 
 
 # --- MLflow -------------------------------------------------------------------------------------
-class CalibratedNeedModel(PythonModel):  # type: ignore[misc]
-    """The registered model: ``predict`` gives calibrated probabilities of the need."""
-
-    def load_context(self, context: Any) -> None:
-        self.booster = lgb.Booster(model_file=context.artifacts["booster"])
-        self.calibration = Calibration.from_dict(
-            json.loads(Path(context.artifacts["calibration"]).read_text())
-        )
-        self.features = json.loads(Path(context.artifacts["features"]).read_text())
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
-        margin = self.booster.predict(model_input[self.features].astype(float), raw_score=True)
-        return self.calibration.apply(np.asarray(margin))
+class CalibratedNeedModel(pyfunc_model.CalibratedBooster):
+    """What need models were logged as before MLflow logged ``training.pyfunc_model`` itself:
+    a pickle that names this class. It stays so that those versions still load."""
 
 
 @dataclass(frozen=True)
@@ -392,29 +379,16 @@ def register(
         for file, figure in figures.items():
             mlflow.log_figure(figure, f"plots/{file}")
             evaluation.plt.close(figure)
-        with tempfile.TemporaryDirectory() as scratch:
-            folder = Path(scratch)
-            (folder / "booster.txt").write_text(fitted.booster.model_to_string())
-            (folder / "calibration.json").write_text(json.dumps(fitted.calibration.as_dict()))
-            (folder / "features.json").write_text(json.dumps(fitted.features))
-            row, example = synthetic_example(data.frame[fitted.features])
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=CalibratedNeedModel(),
-                artifacts={
-                    "booster": str(folder / "booster.txt"),
-                    "calibration": str(folder / "calibration.json"),
-                    "features": str(folder / "features.json"),
-                },
-                signature=infer_signature(row, fitted.predict(row)),
-                input_example=example,
-                pip_requirements=[
-                    f"lightgbm=={lgb.__version__}",
-                    f"pandas=={pd.__version__}",
-                    f"numpy=={np.__version__}",
-                ],
-                registered_model_name=name,
-            )
+        row, example = synthetic_example(data.frame[fitted.features])
+        info = pyfunc_model.log_model(
+            fitted.booster,
+            fitted.calibration.as_dict(),
+            fitted.features,
+            {},
+            signature=infer_signature(row, fitted.predict(row)),
+            input_example=example,
+            registered_model_name=name,
+        )
     version = str(info.registered_model_version)
     for key, value in (version_tags or {}).items():
         client.set_model_version_tag(name, version, key, value)

@@ -2,16 +2,21 @@
 
 One row per customer (or per contact), one column holding the outcome, every other column a
 candidate feature. ``train_table`` cross-validates a LightGBM model on it, trains the final model
-on all rows and registers it in MLflow with an alias.
+on all rows, calibrates it and registers it in MLflow with an alias.
 
 Text, boolean and categorical columns are LightGBM native categoricals. Each is fixed to the
-levels it had in training, and a level's code is its position in that list. The levels are
-logged as ``categories.json`` so that new rows get the same codes when they are scored, and
-``encode_features`` applies them. A level not seen in training becomes missing. The model's
-input is therefore all numbers (codes and numeric columns as float64). This is deliberate:
-MLflow's signature and its serving check on the input example cannot describe a pandas
-``category`` column. A booster fitted on pandas categoricals would have a signature that
-promises strings it then rejects.
+levels it had in training, and a level's code is its position in that list
+(``training.pyfunc_model.encode``; a level not seen in training becomes missing). The booster is
+trained on those codes rather than on pandas ``category`` columns, whose levels a new frame
+would not share. The encoding is part of the registered model: ``mlflow.pyfunc.load_model``
+gives a model whose ``predict`` takes the table's own rows (text as strings) and returns
+calibrated probabilities, and whose signature states the table's column types. The levels are
+also logged with the run as ``categories.json``.
+
+Positives are weighted by ``sqrt(negatives / positives)`` in training, so the booster's margin
+is not a probability. Platt scaling fitted on the cross-validation's out-of-fold margins (each
+row scored by the fold model that did not see it) turns the final model's margin into one, as
+scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` does.
 
 The model is registered as ``nextbest-table-<need>``, never as ``nextbest-<need>``. The API
 serves ``nextbest-<need>``, and those models read the streaming features of
@@ -42,7 +47,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from consent.rules.vocabulary import NEEDS
+from training import pyfunc_model
 from training.input_example import synthetic_example
+from training.need_model import Calibration
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -87,6 +94,7 @@ class TableReport:
     cv_roc_auc_std: float
     cv_pr_auc_mean: float
     best_iterations: list[int]
+    calibration: dict[str, Any]  # Platt scaling of the margin, fitted out of fold
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ class CrossValidation:
     roc_auc: list[float]
     pr_auc: list[float]
     best_iterations: list[int]
+    #: Each row's margin from the fold model that did not train on it.
+    margins: npt.NDArray[np.float64]
 
 
 def registered_name(need: str) -> str:
@@ -154,7 +164,7 @@ def category_levels(frame: pd.DataFrame) -> dict[str, list[str]]:
     unsupported = []
     for name, column in frame.items():
         if _is_categorical(column):
-            levels[str(name)] = sorted(_as_text(column).dropna().unique())
+            levels[str(name)] = sorted(pyfunc_model.as_text(column).dropna().unique())
         elif not pd.api.types.is_numeric_dtype(column):
             unsupported.append(f"{name} ({column.dtype})")
     if unsupported:
@@ -169,19 +179,10 @@ def category_levels(frame: pd.DataFrame) -> dict[str, list[str]]:
 def encode_features(
     frame: pd.DataFrame, features: Sequence[str], categories: Mapping[str, Sequence[str]]
 ) -> pd.DataFrame:
-    """The model input: numbers as float64, categorical columns as codes into their levels.
-
-    Missing values and levels not seen in training become NaN (missing to LightGBM).
-    """
-    encoded = {}
-    for name in features:
-        column = frame[name]
-        if name in categories:
-            codes = pd.Categorical(_as_text(column), categories=list(categories[name])).codes
-            encoded[name] = np.where(codes < 0, np.nan, codes.astype(np.float64))
-        else:
-            encoded[name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
-    return pd.DataFrame(encoded, index=frame.index)
+    """The booster's input as a frame (``training.pyfunc_model.encode``): numbers as float64,
+    categorical columns as codes into their levels, missing values and unseen levels NaN."""
+    matrix = pyfunc_model.encode(frame, features, categories)
+    return pd.DataFrame(matrix, columns=list(features), index=frame.index)
 
 
 def cross_validate(
@@ -194,6 +195,7 @@ def cross_validate(
 ) -> CrossValidation:
     """Stratified k-fold; each fold stops boosting on a split of its own training rows."""
     roc_auc, pr_auc, best = [], [], []
+    margins = np.full(len(labels), np.nan)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fold, (train_rows, test_rows) in enumerate(splitter.split(features, labels)):
         fit_rows, stop_rows = train_test_split(
@@ -211,11 +213,14 @@ def cross_validate(
             valid_sets=[stop],
             callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
         )
-        predicted = booster.predict(features.iloc[test_rows], num_iteration=booster.best_iteration)
-        roc_auc.append(float(roc_auc_score(labels[test_rows], predicted)))
-        pr_auc.append(float(average_precision_score(labels[test_rows], predicted)))
+        margin = booster.predict(
+            features.iloc[test_rows], num_iteration=booster.best_iteration, raw_score=True
+        )
+        margins[test_rows] = margin
+        roc_auc.append(float(roc_auc_score(labels[test_rows], margin)))
+        pr_auc.append(float(average_precision_score(labels[test_rows], margin)))
         best.append(int(booster.best_iteration))
-    return CrossValidation(roc_auc, pr_auc, best)
+    return CrossValidation(roc_auc, pr_auc, best, margins)
 
 
 def train_table(
@@ -263,6 +268,7 @@ def train_table(
     booster = lgb.train(
         final_params, _dataset(encoded, labels, categorical), num_boost_round=rounds
     )
+    calibration = Calibration.fit(cv.margins, labels, _balance(labels))
 
     name = model_name or registered_name(need)
     metrics = {
@@ -284,11 +290,14 @@ def train_table(
         "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
         "inner_validation_fraction": INNER_VALIDATION_FRACTION,
         "num_boost_round": rounds,
+        "calibration": calibration.method,
         **final_params,
     }
     run_id, version = _register(
         booster,
-        encoded,
+        calibration,
+        table[features],
+        categories,
         name,
         alias,
         need,
@@ -296,7 +305,6 @@ def train_table(
         artifact_root,
         params=params,
         metrics=metrics,
-        artifacts={"features.json": features, "categories.json": categories},
     )
     return TableReport(
         need=need,
@@ -312,12 +320,15 @@ def train_table(
         cv_roc_auc_std=metrics["cv_roc_auc_std"],
         cv_pr_auc_mean=metrics["cv_pr_auc_mean"],
         best_iterations=cv.best_iterations,
+        calibration=calibration.as_dict(),
     )
 
 
 def _register(
     booster: lgb.Booster,
-    encoded: pd.DataFrame,
+    calibration: Calibration,
+    rows: pd.DataFrame,
+    categories: Mapping[str, Sequence[str]],
     name: str,
     alias: str,
     need: str,
@@ -326,9 +337,11 @@ def _register(
     *,
     params: Mapping[str, Any],
     metrics: Mapping[str, float],
-    artifacts: Mapping[str, object],
 ) -> tuple[str, str]:
-    """Log one run with the model, register it and point ``alias`` at the new version."""
+    """Log one run with the model, register it and point ``alias`` at the new version.
+
+    ``rows``: the training rows' features, raw; the signature is inferred from them, so it
+    states the table's own column types."""
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     experiment_name = f"nextbest-table-{need}"
@@ -340,16 +353,20 @@ def _register(
         )
     else:
         experiment_id = experiment.experiment_id
+    features = list(rows.columns)
+    row, example = synthetic_example(rows)
+    example_margin = booster.predict(pyfunc_model.encode(row, features, categories), raw_score=True)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(dict(params))
         mlflow.log_metrics(dict(metrics))
-        for file_name, content in artifacts.items():
+        for file_name, content in (("features.json", features), ("categories.json", categories)):
             mlflow.log_text(json.dumps(content, indent=2), file_name)
-        row, example = synthetic_example(encoded)
-        info = mlflow.lightgbm.log_model(
+        info = pyfunc_model.log_model(
             booster,
-            name="model",
-            signature=infer_signature(row, booster.predict(row)),
+            calibration.as_dict(),
+            features,
+            categories,
+            signature=infer_signature(rows, calibration.apply(np.asarray(example_margin))),
             input_example=example,
             registered_model_name=name,
         )
@@ -365,11 +382,6 @@ def _is_categorical(column: pd.Series) -> bool:
         or pd.api.types.is_bool_dtype(column)
         or isinstance(column.dtype, pd.CategoricalDtype)
     )
-
-
-def _as_text(column: pd.Series) -> pd.Series:
-    """One spelling per level for training and scoring alike (True -> "True", 3 -> "3")."""
-    return column.astype("string")
 
 
 def _dataset(

@@ -24,7 +24,7 @@ from service.entrypoints.api import create_app
 from service.usecases import pipeline, retrain
 from service.usecases.decisions import DecideForCustomer
 from service.usecases.scoring import batch_score
-from tests.conftest import key_headers, make_settings
+from tests.conftest import backfilled, key_headers, make_settings
 from training import trainset
 from training.backfill import history
 from training.bank import BankSpec, busy_housing_market, generate
@@ -40,17 +40,7 @@ def state(tmp_path_factory) -> Iterator[tuple[Container, Path]]:
     bank = generate(SPEC)
     bank_dir = home / "bank"
     bank.write(bank_dir)
-    pipeline.record_consents(container, bank.consents)
-    pipeline.write_profiles(container, bank.customers, SPEC.start)
-    assert pipeline.backfill(container, bank_dir, step_days=7) > 0
-    # Serve the latest history online, as the stream would have left it.
-    (_, latest), *_ = reversed(list(history(bank.tables["events"], [SPEC.end])))
-    frame = latest.to_pandas()
-    container.features.online.write(
-        frame["customer_id"].tolist(),
-        frame["event_timestamp"].to_numpy(dtype="datetime64[us]").astype(np.int64),
-        frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float64),
-    )
+    backfilled(container, bank, bank_dir)
     yield container, bank_dir
     container.close()
 

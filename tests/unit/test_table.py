@@ -155,14 +155,14 @@ def test_train_table_cross_validates_and_registers_a_champion(tmp_path: Path) ->
         "segment": ["affluent", "mass", "private", "student"],
         "has_card": ["False", "True"],
     }
+    model = mlflow.pyfunc.load_model(f"models:/{report.name}@champion")
     # The input example MLflow keeps with the model is made up, not a customer's row.
-    example = mlflow.pyfunc.load_model(f"models:/{report.name}@champion").input_example
-    encoded = encode_features(frame, features, categories)
+    example = model.input_example
     assert list(example.columns) == features
-    assert not equals_a_row(encoded, example)
-    booster = mlflow.lightgbm.load_model(f"models:/{report.name}@champion")
-    fresh = _customers(2, seed=11).assign(segment=["private", "student"], income=[60000, 9000])
-    scores = booster.predict(encode_features(fresh, features, categories))
+    assert not equals_a_row(frame[features], example)
+    # The model takes raw rows: the encoding is inside it.
+    fresh = _customers(2, seed=11).assign(segment=["private", "student"], income=[60000.0, 9000.0])
+    scores = model.predict(fresh.drop(columns=["customer_id", "bought"]))
     assert scores[0] > 0.5 > scores[1]
 
 
