@@ -28,6 +28,7 @@ from consent.contacts import ContactHistory
 from consent.customers import NEEDS, CustomerDirectory
 from consent.model import (
     ANY_CHANNEL,
+    Action,
     Candidate,
     ConsentGiven,
     DecisionRecord,
@@ -290,12 +291,7 @@ class DecisionService:
         depended: dict[str, frozenset[str]] = {}  # kept for replays (``GateInputs``)
         relevant_stale: set[str] = set()
         for action in self.catalog.actions.values():
-            if not action.enabled or command.channel not in action.channels:
-                continue
-            if command.actions is not None and action.id not in command.actions:
-                continue
-            # A trigger is judged on what is stored; if that is stale, the gate says so.
-            if action.when and not all(c.holds(raw) for c in action.when):
+            if not _offered(action, command, raw):
                 continue
             score = scores.get(action.need) if action.need else None
             if action.need is not None and action.need in models:
@@ -427,3 +423,13 @@ class DecisionService:
                 )
             )
         return tuple(reads)
+
+
+def _offered(action: Action, command: DecideForCustomer, raw: dict[str, Any]) -> bool:
+    """Whether ``action`` is a candidate at all: enabled, on this channel, asked for, and its
+    trigger holding. A trigger is judged on what is stored; if that is stale, the gate says so."""
+    if not action.enabled or command.channel not in action.channels:
+        return False
+    if command.actions is not None and action.id not in command.actions:
+        return False
+    return not action.when or all(c.holds(raw) for c in action.when)
