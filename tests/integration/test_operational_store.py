@@ -13,7 +13,7 @@ from consent.audit import AuditLog
 from consent.model import ConsentGiven
 from consent.registry import ConsentRegistry
 from consent.store import audit_log, connect, consent_history
-from tests.unit.test_audit import record
+from tests.integration.test_audit import record
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
