@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from bench.common import emit
 from bench.decide import Backends, State, distribution, environment, machine_load
 from service.adapters.transport import ALERTS_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
-from service.settings import load_settings
+from service.settings import Settings, load_settings
 from service.usecases.decisions import DecideForCustomer
 from service.usecases.origin import Origin
 from training.bank import BankSpec, generate
@@ -131,18 +132,7 @@ def run_stream(
     )
     settings = load_settings({k: v for k, v in env.items() if k.startswith("NEXTBEST_")})
     events_topic, alerts_topic = settings.topic(EVENTS_TOPIC), settings.topic(ALERTS_TOPIC)
-    container = Container(settings)
-    try:
-        candidates = alertable(container)
-        # Each run starts without alerts or remembered scores (an earlier run's open alerts
-        # would stop this one's as repeats).
-        with container.engine.begin() as connection:
-            connection.execute(text("delete from alerts"))
-        memory = container.alert_memory()
-        memory.clear()
-        memory.close()
-    finally:
-        container.close()
+    candidates = _alertable_without_alerts(settings)
     rng = random.Random(args.seed)
     rng.shuffle(candidates)
     total = int(args.rate * args.seconds)
@@ -169,43 +159,10 @@ def run_stream(
     listener = AlertListener(bootstrap, alerts_topic)
     listener.start()
     try:
-        # Ready: a probe event's customer has been applied (the group joined, models loaded).
-        probe = background[0] | {"event_id": f"p-{uuid.uuid4()}"}
-        deadline = time.monotonic() + READY_TIMEOUT_S
         sampler = psutil.Process(worker.pid)
-        producer.send(
-            events_topic, key=probe["customer_id"].encode(), value=json.dumps(probe).encode()
-        )
-        producer.flush()
-        time.sleep(5.0)
-        while sampler.cpu_percent(interval=1.0) > 20.0:  # building the container, joining
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise RuntimeError(f"the stream worker did not settle: {log_path}")
-        sent: dict[str, float] = {}
-        scenario_customers: list[str] = []
+        _wait_until_settled(producer, events_topic, background[0], worker, sampler, log_path)
         cpu_before = sum(sampler.cpu_times()[:2])
-        began = time.perf_counter()
-        next_scenario = 0
-        for i, event in enumerate(background):
-            at = began + i / args.rate
-            pause = at - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            batch = [event]
-            if next_scenario < scenarios_due and i >= next_scenario * args.rate / args.scenarios:
-                who = candidates[next_scenario]
-                scenario_customers.append(who)
-                batch += seed_scenario(who, datetime.now(UTC), views=4)
-                next_scenario += 1
-            for item in batch:
-                producer.send(
-                    events_topic,
-                    key=item["customer_id"].encode(),
-                    value=json.dumps(item).encode(),
-                )
-                sent[item["event_id"]] = time.perf_counter()
-        producer.flush()
-        elapsed = time.perf_counter() - began
+        load = _send_load(producer, events_topic, background, candidates[:scenarios_due], args)
         time.sleep(args.drain_seconds)  # alerts for the last events
         cpu = sum(sampler.cpu_times()[:2]) - cpu_before
     finally:
@@ -219,10 +176,108 @@ def run_stream(
         listener.join(10)
         producer.close()
     stats = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
+    latencies, by_action, alerted = _alerts_received(listener.arrivals, load.sent)
+    events_sent = len(load.sent)
+    return {
+        "events_sent": events_sent,
+        "rate_target": args.rate,
+        "rate_achieved": round(events_sent / load.elapsed, 1),
+        "seconds": round(load.elapsed, 1),
+        "scenarios": len(load.scenario_customers),
+        "scenario_customers_alerted": len(alerted & set(load.scenario_customers)),
+        "alerts": sum(by_action.values()),
+        "alerts_by_action": dict(by_action.most_common()),
+        "event_to_alert_seconds": distribution(latencies),
+        "worker_cpu_cores": round(cpu / (load.elapsed + args.drain_seconds), 2),
+        "worker": stats,
+        "meets_target": bool(latencies) and float(np.percentile(latencies, 99)) <= TARGET_P99_S,
+    }
+
+
+def _alertable_without_alerts(settings: Settings) -> list[str]:
+    """The customers a scenario can alert on, after clearing what an earlier run left: its open
+    alerts would stop this run's as repeats, its remembered scores would hide the crossings."""
+    container = Container(settings)
+    try:
+        candidates = alertable(container)
+        with container.engine.begin() as connection:
+            connection.execute(text("delete from alerts"))
+        memory = container.alert_memory()
+        memory.clear()
+        memory.close()
+    finally:
+        container.close()
+    return candidates
+
+
+def _wait_until_settled(
+    producer: KafkaProducer,
+    events_topic: str,
+    first_event: dict[str, Any],
+    worker: subprocess.Popen[bytes],
+    sampler: psutil.Process,
+    log_path: Path,
+) -> None:
+    """Ready: a probe event's customer has been applied (the group joined, models loaded)."""
+    probe = first_event | {"event_id": f"p-{uuid.uuid4()}"}
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    producer.send(events_topic, key=probe["customer_id"].encode(), value=json.dumps(probe).encode())
+    producer.flush()
+    time.sleep(5.0)
+    while sampler.cpu_percent(interval=1.0) > 20.0:  # building the container, joining
+        if time.monotonic() > deadline or worker.poll() is not None:
+            raise RuntimeError(f"the stream worker did not settle: {log_path}")
+
+
+@dataclass
+class _Load:
+    sent: dict[str, float]  # event id -> when it was sent
+    scenario_customers: list[str]
+    elapsed: float
+
+
+def _send_load(
+    producer: KafkaProducer,
+    events_topic: str,
+    background: list[dict[str, Any]],
+    scenario_candidates: list[str],
+    args: argparse.Namespace,
+) -> _Load:
+    """The background events at ``args.rate``, with a seeded scenario interleaved every
+    ``1 / args.scenarios`` seconds for the first customers of ``scenario_candidates``."""
+    sent: dict[str, float] = {}
+    scenario_customers: list[str] = []
+    began = time.perf_counter()
+    for i, event in enumerate(background):
+        pause = began + i / args.rate - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        batch = [event]
+        due = len(scenario_customers)
+        if due < len(scenario_candidates) and i >= due * args.rate / args.scenarios:
+            who = scenario_candidates[due]
+            scenario_customers.append(who)
+            batch += seed_scenario(who, datetime.now(UTC), views=4)
+        for item in batch:
+            producer.send(
+                events_topic,
+                key=item["customer_id"].encode(),
+                value=json.dumps(item).encode(),
+            )
+            sent[item["event_id"]] = time.perf_counter()
+    producer.flush()
+    return _Load(sent, scenario_customers, time.perf_counter() - began)
+
+
+def _alerts_received(
+    arrivals: list[tuple[float, dict[str, Any]]], sent: dict[str, float]
+) -> tuple[list[float], Counter[str], set[str]]:
+    """Event-to-alert latencies, alerts by action and the customers alerted, counting the
+    alerts raised (open or queued), not their later dispositions."""
     latencies: list[float] = []
     by_action: Counter[str] = Counter()
     alerted: set[str] = set()
-    for arrived, alert in listener.arrivals:
+    for arrived, alert in arrivals:
         if alert.get("status") not in ("open", "queued") or alert.get("disposition"):
             continue
         by_action[alert["action_id"]] += 1
@@ -230,21 +285,7 @@ def run_stream(
         origin = alert.get("origin") or {}
         if origin.get("event_id") in sent:
             latencies.append(arrived - sent[origin["event_id"]])
-    events_sent = len(sent)
-    return {
-        "events_sent": events_sent,
-        "rate_target": args.rate,
-        "rate_achieved": round(events_sent / elapsed, 1),
-        "seconds": round(elapsed, 1),
-        "scenarios": len(scenario_customers),
-        "scenario_customers_alerted": len(alerted & set(scenario_customers)),
-        "alerts": sum(by_action.values()),
-        "alerts_by_action": dict(by_action.most_common()),
-        "event_to_alert_seconds": distribution(latencies),
-        "worker_cpu_cores": round(cpu / (elapsed + args.drain_seconds), 2),
-        "worker": stats,
-        "meets_target": bool(latencies) and float(np.percentile(latencies, 99)) <= TARGET_P99_S,
-    }
+    return latencies, by_action, alerted
 
 
 def compare_in_process(state: State, backends: Backends, events: int, seed: int) -> dict[str, Any]:

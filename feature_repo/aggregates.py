@@ -117,19 +117,7 @@ _DEBIT_MEASURES = {
 def contributions(event: Event) -> list[tuple[int, float]]:
     """(measure, value) pairs one event adds to its day's bucket."""
     if isinstance(event, TransactionEvent):
-        amount = float(event.payload.amount)
-        out = [(M["transactions"], 1.0)]
-        if event.payload.direction == "credit":
-            out += [(M["inflow"], amount), (M["largest_inflow"], amount)]
-            if event.payload.category == "salary":
-                out += [(M["salary"], amount), (M["salary_count"], 1.0)]
-            elif event.payload.category == "transfer_in":
-                out.append((M["transfer_in"], amount))
-        else:
-            out.append((M["outflow"], amount))
-            for name in _DEBIT_MEASURES.get(event.payload.category, ()):
-                out.append((M[name], 1.0 if name in _COUNTS else amount))
-        return out
+        return _transaction_contributions(event)
     if isinstance(event, PageViewEvent):
         return [(M["page_views"], 1.0)] + [
             (M[name], 1.0) for name in _PAGE_MEASURES.get(event.payload.page, ())
@@ -137,14 +125,7 @@ def contributions(event: Event) -> list[tuple[int, float]]:
     if isinstance(event, LoginEvent):
         return [(M["logins"], 1.0)]
     if isinstance(event, ApplicationEvent):
-        product = event.payload.product
-        if product not in NEEDS:
-            return []
-        if event.payload.status == "submitted":
-            return [(M[f"applied_{product}"], 1.0)]
-        if event.payload.status in ("approved", "declined"):
-            return [(M[f"decided_{product}"], 1.0)]
-        return []
+        return _application_contributions(event)
     if isinstance(event, ContactEvent):
         out = [(M["contacts"], 1.0)]
         if event.payload.reason == "complaint":
@@ -156,6 +137,33 @@ def contributions(event: Event) -> list[tuple[int, float]]:
         return [(M["products_opened"], 1.0)]
     if isinstance(event, ProductClosedEvent):
         return [(M["products_closed"], 1.0)]
+    return []
+
+
+def _transaction_contributions(event: TransactionEvent) -> list[tuple[int, float]]:
+    amount = float(event.payload.amount)
+    out = [(M["transactions"], 1.0)]
+    if event.payload.direction != "credit":
+        out.append((M["outflow"], amount))
+        for name in _DEBIT_MEASURES.get(event.payload.category, ()):
+            out.append((M[name], 1.0 if name in _COUNTS else amount))
+        return out
+    out += [(M["inflow"], amount), (M["largest_inflow"], amount)]
+    if event.payload.category == "salary":
+        out += [(M["salary"], amount), (M["salary_count"], 1.0)]
+    elif event.payload.category == "transfer_in":
+        out.append((M["transfer_in"], amount))
+    return out
+
+
+def _application_contributions(event: ApplicationEvent) -> list[tuple[int, float]]:
+    product = event.payload.product
+    if product not in NEEDS:
+        return []
+    if event.payload.status == "submitted":
+        return [(M[f"applied_{product}"], 1.0)]
+    if event.payload.status in ("approved", "declined"):
+        return [(M[f"decided_{product}"], 1.0)]
     return []
 
 

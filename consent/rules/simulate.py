@@ -16,8 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consent.rules.arbitration import arbitrate
-from consent.rules.model import Action, DecisionRecord, GateInputs, is_operation
-from consent.rules.policy import Catalog, Policy, Subject
+from consent.rules.model import (
+    Action,
+    Candidate,
+    DecisionRecord,
+    GateInputs,
+    RuleOutcome,
+    is_operation,
+)
+from consent.rules.policy import Catalog, ConsentState, Policy, Subject
 
 #: The rule whose inputs (features' freshness) older records did not keep.
 FRESHNESS_RULE = "features.fresh"
@@ -72,67 +79,99 @@ def replay(records: Iterable[dict[str, Any]], policy: Policy, catalog: Catalog) 
             report.not_replayable += 1
             continue
         report.replayed += 1
-        consents = {(c.purpose, c.channel): c for c in record.consents_relied_on}
-        gate = record.gate
-        stale = frozenset(gate.stale)
-        replayed = []
-        for candidate in record.candidates:
-            action = catalog.actions.get(candidate.action_id)
-            if action is None:  # retired from the catalog since: it cannot be re-evaluated
-                replayed.append(candidate)
-                continue
-            outcomes = policy.evaluate(
-                Subject(
-                    action=action,
-                    channel=record.channel,
-                    score=candidate.score,
-                    consents=consents,
-                    now=record.decided_at,
-                    facts=gate.facts,
-                    contacts=gate.contacts,
-                    in_flight=frozenset(gate.in_flight),
-                    stale=stale,
-                    depends_on=_depends_on(gate, action),
-                    models_served=(
-                        None if gate.models_served is None else frozenset(gate.models_served)
-                    ),
-                )
-            )
-            if gate.depends_on is None:  # not recorded: the freshness verdict stands
-                recorded = {r.rule_id: r for r in candidate.rules}
-                outcomes = tuple(
-                    recorded.get(o.rule_id, o) if o.rule_id == FRESHNESS_RULE else o
-                    for o in outcomes
-                )
-            before = {r.rule_id: r.passed for r in candidate.rules}
-            for outcome in outcomes:
-                was = before.get(outcome.rule_id, True)
-                if was and not outcome.passed:
-                    report.newly_suppressed[outcome.rule_id] += 1
-                elif not was and outcome.passed:
-                    report.newly_allowed[outcome.rule_id] += 1
-            # A rule the new policy drops lets through whatever it suppressed.
-            kept = {o.rule_id for o in outcomes}
-            for rule_id, was in before.items():
-                if rule_id not in kept and not was:
-                    report.newly_allowed[rule_id] += 1
-            replayed.append(candidate.model_copy(update={"rules": outcomes}))
-            report.candidates += 1
-        after = arbitrate(replayed, gate.limit)
-        before_set, after_set = set(record.delivered), set(after)
-        report.delivered_before += len(before_set)
-        report.delivered_after += len(after_set)
-        if before_set != after_set:
-            report.changed_decisions += 1
-        by_id = {c.action_id: c for c in replayed}
-        for action_id in sorted(after_set - before_set):
-            report.added[action_id] += 1
-        for action_id in sorted(before_set - after_set):
-            report.removed[action_id] += 1
-            for rule in by_id[action_id].rules:
-                if not rule.passed:
-                    report.removed_by_rule[rule.rule_id] += 1
+        _replay_decision(report, record, record.gate, policy, catalog)
     return report
+
+
+def _replay_decision(
+    report: SimulationReport,
+    record: DecisionRecord,
+    gate: GateInputs,
+    policy: Policy,
+    catalog: Catalog,
+) -> None:
+    consents = {(c.purpose, c.channel): c for c in record.consents_relied_on}
+    replayed = []
+    for candidate in record.candidates:
+        action = catalog.actions.get(candidate.action_id)
+        if action is None:  # retired from the catalog since: it cannot be re-evaluated
+            replayed.append(candidate)
+            continue
+        outcomes = _reevaluate(policy, record, gate, consents, candidate, action)
+        _count_rule_changes(report, candidate.rules, outcomes)
+        replayed.append(candidate.model_copy(update={"rules": outcomes}))
+        report.candidates += 1
+    _count_delivery_changes(report, record.delivered, replayed, arbitrate(replayed, gate.limit))
+
+
+def _reevaluate(
+    policy: Policy,
+    record: DecisionRecord,
+    gate: GateInputs,
+    consents: ConsentState,
+    candidate: Candidate,
+    action: Action,
+) -> tuple[RuleOutcome, ...]:
+    outcomes = policy.evaluate(
+        Subject(
+            action=action,
+            channel=record.channel,
+            score=candidate.score,
+            consents=consents,
+            now=record.decided_at,
+            facts=gate.facts,
+            contacts=gate.contacts,
+            in_flight=frozenset(gate.in_flight),
+            stale=frozenset(gate.stale),
+            depends_on=_depends_on(gate, action),
+            models_served=(None if gate.models_served is None else frozenset(gate.models_served)),
+        )
+    )
+    if gate.depends_on is not None:
+        return outcomes
+    # Not recorded: the freshness verdict stands.
+    recorded = {r.rule_id: r for r in candidate.rules}
+    return tuple(recorded.get(o.rule_id, o) if o.rule_id == FRESHNESS_RULE else o for o in outcomes)
+
+
+def _count_rule_changes(
+    report: SimulationReport,
+    recorded: tuple[RuleOutcome, ...],
+    outcomes: tuple[RuleOutcome, ...],
+) -> None:
+    before = {r.rule_id: r.passed for r in recorded}
+    for outcome in outcomes:
+        was = before.get(outcome.rule_id, True)
+        if was and not outcome.passed:
+            report.newly_suppressed[outcome.rule_id] += 1
+        elif not was and outcome.passed:
+            report.newly_allowed[outcome.rule_id] += 1
+    # A rule the new policy drops lets through whatever it suppressed.
+    kept = {o.rule_id for o in outcomes}
+    for rule_id, was in before.items():
+        if rule_id not in kept and not was:
+            report.newly_allowed[rule_id] += 1
+
+
+def _count_delivery_changes(
+    report: SimulationReport,
+    delivered: Iterable[str],
+    replayed: list[Candidate],
+    after: list[str],
+) -> None:
+    before_set, after_set = set(delivered), set(after)
+    report.delivered_before += len(before_set)
+    report.delivered_after += len(after_set)
+    if before_set != after_set:
+        report.changed_decisions += 1
+    by_id = {c.action_id: c for c in replayed}
+    for action_id in sorted(after_set - before_set):
+        report.added[action_id] += 1
+    for action_id in sorted(before_set - after_set):
+        report.removed[action_id] += 1
+        for rule in by_id[action_id].rules:
+            if not rule.passed:
+                report.removed_by_rule[rule.rule_id] += 1
 
 
 def _depends_on(gate: GateInputs, action: Action) -> frozenset[str]:

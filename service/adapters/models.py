@@ -230,51 +230,66 @@ class ModelSet(Mapping[str, NeedModel]):
             current = dict(self._models)
             changed: dict[str, str] = {}
             for need in self.needs:
-                name = registered_name(need)
                 try:
-                    version = str(client.get_model_version_by_alias(name, self.alias).version)
-                except MlflowException as error:
-                    if _missing(error):
-                        self._refused.pop(need, None)
-                        if need in current:
-                            del current[need]
-                            changed[need] = ""
-                        continue
+                    version = self._aliased_version(client, registered_name(need))
+                except _RegistryUnreachable as error:
                     log.warning("model registry unreachable, keeping the loaded models: %s", error)
                     break
-                except Exception as error:  # a registry that cannot be reached at all
-                    # One bounded wait per refresh (service/__init__.py), not one per need.
-                    log.warning("model registry unreachable, keeping the loaded models: %s", error)
-                    break
-                loaded = current.get(need)
-                if loaded is not None and loaded.version == version:
+                if version is None:  # the alias was removed
+                    self._refused.pop(need, None)
+                    if current.pop(need, None) is not None:
+                        changed[need] = ""
                     continue
-                if self._refused.get(need, ("",))[0] == version:
-                    continue  # below the floor, and said so when the alias moved to it
-                try:
-                    shortfall = self._shortfall(client, name, version)
-                    if shortfall is not None:
-                        # The alias was moved to it on purpose: the earlier version is not
-                        # served instead, the need's actions are withheld (NO_MODEL).
-                        log.error("not serving %s version %s: %s", name, version, shortfall)
-                        self._refused[need] = (version, shortfall)
-                        if current.pop(need, None) is not None:
-                            changed[need] = ""
-                        continue
-                    current[need] = load_version(client, need, version)
-                except Exception as error:
-                    log.error(
-                        "could not load %s version %s, keeping the loaded one: %s",
-                        name,
-                        version,
-                        error,
-                    )
-                    continue
-                changed[need] = version
-                self._refused.pop(need, None)
-                log.info("serving %s version %s (%s)", name, version, self.alias)
+                self._take(client, need, version, current, changed)
             self._models = current
             return changed
+
+    def _aliased_version(self, client: MlflowClient, name: str) -> str | None:
+        try:
+            return str(client.get_model_version_by_alias(name, self.alias).version)
+        except MlflowException as error:
+            if _missing(error):
+                return None
+            raise _RegistryUnreachable(str(error)) from error
+        except Exception as error:  # a registry that cannot be reached at all
+            # One bounded wait per refresh (service/__init__.py), not one per need.
+            raise _RegistryUnreachable(str(error)) from error
+
+    def _take(
+        self,
+        client: MlflowClient,
+        need: str,
+        version: str,
+        current: dict[str, NeedModel],
+        changed: dict[str, str],
+    ) -> None:
+        """Put ``version`` of ``need`` into ``current`` unless it is there already, below the
+        quality floor, or fails to load (then the loaded one stays)."""
+        loaded = current.get(need)
+        if loaded is not None and loaded.version == version:
+            return
+        if self._refused.get(need, ("",))[0] == version:
+            return  # below the floor, and said so when the alias moved to it
+        name = registered_name(need)
+        try:
+            shortfall = self._shortfall(client, name, version)
+            if shortfall is not None:
+                # The alias was moved to it on purpose: the earlier version is not served
+                # instead, the need's actions are withheld (NO_MODEL).
+                log.error("not serving %s version %s: %s", name, version, shortfall)
+                self._refused[need] = (version, shortfall)
+                if current.pop(need, None) is not None:
+                    changed[need] = ""
+                return
+            current[need] = load_version(client, need, version)
+        except Exception as error:
+            log.error(
+                "could not load %s version %s, keeping the loaded one: %s", name, version, error
+            )
+            return
+        changed[need] = version
+        self._refused.pop(need, None)
+        log.info("serving %s version %s (%s)", name, version, self.alias)
 
     def _shortfall(self, client: MlflowClient, name: str, version: str) -> str | None:
         """Why the version is below the floor, from its training run's test metrics."""
@@ -282,6 +297,10 @@ class ModelSet(Mapping[str, NeedModel]):
         if run_id is None:
             return self.floor.shortfall(None, None)
         return self.floor.shortfall_of_run(client.get_run(run_id).data.metrics)
+
+
+class _RegistryUnreachable(Exception):
+    """The registry did not answer: a refresh keeps every loaded model."""
 
 
 def _missing(error: MlflowException) -> bool:

@@ -12,6 +12,7 @@ import json
 import shutil
 import threading
 import time
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -136,53 +137,10 @@ def run_demo(
     started: float,
 ) -> None:
     settings = container.settings
-    marker = settings.home / "demo.json"
-    partial = settings.home / "demo.partial"
     _say(started, f"state folder {settings.home}")
-    if marker.exists():
-        _say(started, "reusing the bank and model set up by an earlier demo in this folder")
-    else:
-        if partial.exists():
-            _say(started, "an earlier demo set-up was interrupted; starting over")
-            _wipe(settings.home)
-        elif any(p.name != DEV_KEYS_FILE for p in settings.home.iterdir()):
-            raise click.ClickException(
-                f"{settings.home} holds state that the demo did not create; "
-                "run the demo in another folder or set NEXTBEST_HOME"
-            )
-        partial.touch()
-        end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        try:
-            spec = BankSpec(
-                seed=seed,
-                customers=customers,
-                days=days,
-                end=end,
-                situations=busy_housing_market(),
-                malformed_fraction=MALFORMED_FRACTION,
-            )
-            _set_up(container, spec, started)
-        except KeyboardInterrupt:
-            _say(started, "interrupted during set-up; the next demo run starts over")
-            return
-        marker.write_text(
-            json.dumps({"seed": seed, "customers": customers, "days": days, "end": end.isoformat()})
-        )
-        partial.unlink()
-    port = port or settings.api_port
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(container), host=settings.api_host, port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    base = f"http://{settings.api_host}:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise click.ClickException(f"the API did not start on {base} (is the port in use?)")
-        time.sleep(0.05)
+    if not _bank_ready(container, _BankSize(seed=seed, customers=customers, days=days), started):
+        return
+    server, thread, base = _serve(container, port or settings.api_port)
     _say(started, f"API ready at {base}  (OpenAPI: {base}/docs)")
     assert container.keyring  # generates the development keys on first use
     keys = settings.api_keys_file or settings.home / DEV_KEYS_FILE
@@ -190,22 +148,7 @@ def run_demo(
     try:
         compliance = {"X-API-Key": plain_key(keys, "compliance")}
         with httpx.Client(base_url=base, timeout=10.0, headers=compliance) as client:
-            for customer_id, why in _examples(container):
-                response = client.post(
-                    "/v1/decisions", json={"customer_id": customer_id, "channel": "mobile_app"}
-                ).json()
-                delivered = ", ".join(_described(a) for a in response["actions"]) or "nothing"
-                why_not = "; ".join(
-                    f"{s['action_id']}: {', '.join(s['reason_codes'])}"
-                    for s in response["suppressed"] or ()
-                )
-                click.echo(
-                    f"  {customer_id} ({why}): delivered {delivered}"
-                    + (f" | suppressed {why_not}" if why_not else "")
-                )
-                click.echo(
-                    f"      decision {response['decision_id']} audit #{response['audit_seq']}"
-                )
+            _show_examples(container, client)
             verified = client.get("/v1/audit/verify").json()
         _say(started, f"audit chain: {verified['records']} records, valid={verified['ok']}")
         click.echo(
@@ -224,3 +167,86 @@ def run_demo(
         server.should_exit = True
         thread.join(timeout=10)
         _say(started, "stopped")
+
+
+@dataclass(frozen=True)
+class _BankSize:
+    """The demo bank's parameters, as demo.json records them."""
+
+    seed: int
+    customers: int
+    days: int
+
+
+def _bank_ready(container: Container, size: _BankSize, started: float) -> bool:
+    """Reuse the bank an earlier demo set up in the state folder, or set one up; False when
+    the set-up was interrupted (the next run starts over)."""
+    home = container.settings.home
+    marker = home / "demo.json"
+    partial = home / "demo.partial"
+    if marker.exists():
+        _say(started, "reusing the bank and model set up by an earlier demo in this folder")
+        return True
+    if partial.exists():
+        _say(started, "an earlier demo set-up was interrupted; starting over")
+        _wipe(home)
+    elif any(p.name != DEV_KEYS_FILE for p in home.iterdir()):
+        raise click.ClickException(
+            f"{home} holds state that the demo did not create; "
+            "run the demo in another folder or set NEXTBEST_HOME"
+        )
+    partial.touch()
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    try:
+        spec = BankSpec(
+            seed=size.seed,
+            customers=size.customers,
+            days=size.days,
+            end=end,
+            situations=busy_housing_market(),
+            malformed_fraction=MALFORMED_FRACTION,
+        )
+        _set_up(container, spec, started)
+    except KeyboardInterrupt:
+        _say(started, "interrupted during set-up; the next demo run starts over")
+        return False
+    marker.write_text(json.dumps({**asdict(size), "end": end.isoformat()}))
+    partial.unlink()
+    return True
+
+
+def _serve(container: Container, port: int) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """The API in a daemon thread, once it accepts connections."""
+    settings = container.settings
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(container), host=settings.api_host, port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    base = f"http://{settings.api_host}:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise click.ClickException(f"the API did not start on {base} (is the port in use?)")
+        time.sleep(0.05)
+    return server, thread, base
+
+
+def _show_examples(container: Container, client: httpx.Client) -> None:
+    """Each example customer's decision as the compliance role sees it."""
+    for customer_id, why in _examples(container):
+        response = client.post(
+            "/v1/decisions", json={"customer_id": customer_id, "channel": "mobile_app"}
+        ).json()
+        delivered = ", ".join(_described(a) for a in response["actions"]) or "nothing"
+        why_not = "; ".join(
+            f"{s['action_id']}: {', '.join(s['reason_codes'])}"
+            for s in response["suppressed"] or ()
+        )
+        click.echo(
+            f"  {customer_id} ({why}): delivered {delivered}"
+            + (f" | suppressed {why_not}" if why_not else "")
+        )
+        click.echo(f"      decision {response['decision_id']} audit #{response['audit_seq']}")

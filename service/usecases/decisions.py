@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from consent.rules.arbitration import arbitrate
 from consent.rules.model import (
+    Action,
     Candidate,
     ConsentGiven,
     DecisionRecord,
@@ -47,6 +48,7 @@ from service.usecases.ports import (
     ConsentReads,
     DecisionLog,
     OnlineFeatureReads,
+    Scorer,
     ServedModels,
 )
 
@@ -69,6 +71,27 @@ CUSTOMER_UNKNOWN: Final = "CUSTOMER_UNKNOWN"
 def _granted(consents: Mapping[tuple[str, str], ConsentGiven], purpose: str, channel: str) -> bool:
     entry = consents.get((purpose, channel))
     return entry is not None and entry.granted
+
+
+def _reasons(
+    needs: Sequence[str | None],
+    scores: Mapping[str, float],
+    models: Mapping[str, Scorer],
+    rows: Mapping[tuple[str, ...], np.ndarray],
+    values: Mapping[str, float | None],
+) -> dict[str, tuple[Reason, ...]]:
+    """The reasons of the delivered needs that were scored: their models' strongest positive
+    contributions. Only for what is delivered: a contribution costs several times a score."""
+    reasons: dict[str, tuple[Reason, ...]] = {}
+    for need in needs:
+        if need is None or need not in scores or need in reasons:
+            continue
+        model = models[need]
+        contributions = model.contributions(rows[model.features])
+        reasons[need] = tuple(
+            Reason(name, values.get(name), c) for name, c in contributions[:TOP_REASONS] if c > 0
+        )
+    return reasons
 
 
 #: Each feature view's features, in the order decisions record them.
@@ -266,12 +289,7 @@ class DecisionService:
         depended: dict[str, frozenset[str]] = {}  # kept for replays (``GateInputs``)
         relevant_stale: set[str] = set()
         for action in self.catalog.actions.values():
-            if not action.enabled or command.channel not in action.channels:
-                continue
-            if command.actions is not None and action.id not in command.actions:
-                continue
-            # A trigger is judged on what is stored; if that is stale, the gate says so.
-            if action.when and not all(c.holds(raw) for c in action.when):
+            if not _offered(action, command, raw):
                 continue
             score = scores.get(action.need) if action.need else None
             if action.need is not None and action.need in models:
@@ -313,20 +331,8 @@ class DecisionService:
                 )
             )
         delivered_ids = arbitrate(candidates, command.limit)
-        # Reasons are given for what is delivered: contributions cost several times a score.
-        reasons: dict[str, tuple[Reason, ...]] = {}
-        for candidate in candidates:
-            scored = candidate.need
-            if candidate.action_id not in delivered_ids or scored is None:
-                continue
-            if scored in scores and scored not in reasons:
-                model = models[scored]
-                contributions = model.contributions(rows[model.features])
-                reasons[scored] = tuple(
-                    Reason(name, values.get(name), c)
-                    for name, c in contributions[:TOP_REASONS]
-                    if c > 0
-                )
+        delivered_needs = [c.need for c in candidates if c.action_id in delivered_ids]
+        reasons = _reasons(delivered_needs, scores, models, rows, values)
         candidates = [  # built undelivered: only the delivered ones change
             c.model_copy(update={"delivered": True}) if c.action_id in delivered_ids else c
             for c in candidates
@@ -405,3 +411,13 @@ class DecisionService:
                 )
             )
         return tuple(reads)
+
+
+def _offered(action: Action, command: DecideForCustomer, raw: dict[str, Any]) -> bool:
+    """Whether ``action`` is a candidate at all: enabled, on this channel, asked for, and its
+    trigger holding. A trigger is judged on what is stored; if that is stale, the gate says so."""
+    if not action.enabled or command.channel not in action.channels:
+        return False
+    if command.actions is not None and action.id not in command.actions:
+        return False
+    return not action.when or all(c.holds(raw) for c in action.when)

@@ -293,76 +293,89 @@ def _property(backends: list) -> None:
         customer = f"P{uuid.uuid4().hex[:12]}"
         model: dict[tuple[str, str], bool] = {}
         sent: list[dict] = []
+        directory = CustomerDirectory(backends[0][0])
         for step in sequence:
-            purpose, channel = step.key.split("/")
-            now = datetime.now(UTC)
-            try:
-                device = now + timedelta(seconds=step.skew_seconds)
-            except OverflowError:
+            entries = _entries(step, customer, sent, model, directory, bounds)
+            if entries is None:
                 continue
-            if step.path == "redeliver":
-                if not sent:
-                    continue
-                event = sent[len(sent) // 2]  # an earlier event, delivered again: no change
-                entries = stream_entries([(parse_event(event), None)], now)
-            elif step.path == "stream":
-                event = {
-                    **consent_event(
-                        f"e{len(sent)}-{customer}",
-                        step.granted,
-                        rfc3339(device, step.offset_minutes),
-                    ),
-                    "customer_id": customer,
-                }
-                event["payload"] = {**event["payload"], "purpose": purpose, "channel": channel}
-                sent.append(event)
-                entries = stream_entries([(parse_event(event), None)], now)
-                model[(purpose, channel)] = step.granted
-            else:
-                choice = RecordConsentChoice(
-                    purpose=purpose,  # type: ignore[arg-type]
-                    channel=None if channel == "any" else channel,
-                    granted=step.granted,
-                    source="app",
-                    notice_version="v1",
-                    given_at=datetime.fromisoformat(rfc3339(device, step.offset_minutes)),
-                )
-                try:
-                    entries = consent_entries(
-                        customer,
-                        [choice],
-                        CHANNEL_KEY,
-                        CustomerDirectory(backends[0][0]),
-                        bounds,
-                        now,
-                    )
-                except InvalidRequest:
-                    assert bounds.violation(device, now) is not None
-                    continue
-                model[(purpose, channel)] = step.granted
             for _, registry, _ in backends:
                 registry.record(entries)
-        reads = []
-        for _, registry, reader in backends:
-            current = registry.current(customer)
-            assert reader.read(customer, datetime.now(UTC), 1).consents == current
-            assert {k: e.granted for k, e in current.items()} == model
-            assert all(e.recorded_at.utcoffset() == timedelta(0) for e in current.values())
-            assert all(e.given_at.utcoffset() == timedelta(0) for e in current.values())
-            reads.append(current)
-        lite, pg = reads
-        assert {k: (e.granted, e.recorded_at, e.given_at) for k, e in lite.items()} == {
-            k: (e.granted, e.recorded_at, e.given_at) for k, e in pg.items()
-        }
-        # The real gate, on what each backend reads back: a marketing offer is delivered
-        # exactly when the model says marketing on that channel and profiling are granted.
-        for channel in ("email", "phone"):
-            allowed = model.get(("marketing", channel), False) and model.get(
-                ("profiling", "any"), False
-            )
-            for current in reads:
-                assert (gate(current, channel) == set()) == allowed
-                if not model.get(("marketing", channel), False):
-                    assert "NO_CONSENT_FOR_PURPOSE_AND_CHANNEL" in gate(current, channel)
+        _assert_backends_agree_with(model, backends, customer)
 
     check()
+
+
+def _entries(
+    step: Step,
+    customer: str,
+    sent: list[dict],
+    model: dict[tuple[str, str], bool],
+    directory: CustomerDirectory,
+    bounds: TimeBounds,
+) -> list[ConsentGiven] | None:
+    """The entries ``step`` records (None: nothing), keeping ``sent`` (the stream's events so
+    far) and ``model`` (what the ledger must say) up to date."""
+    purpose, channel = step.key.split("/")
+    now = datetime.now(UTC)
+    try:
+        device = now + timedelta(seconds=step.skew_seconds)
+    except OverflowError:
+        return None
+    if step.path == "redeliver":
+        if not sent:
+            return None
+        event = sent[len(sent) // 2]  # an earlier event, delivered again: no change
+        return stream_entries([(parse_event(event), None)], now)
+    if step.path == "stream":
+        event = {
+            **consent_event(
+                f"e{len(sent)}-{customer}", step.granted, rfc3339(device, step.offset_minutes)
+            ),
+            "customer_id": customer,
+        }
+        event["payload"] = {**event["payload"], "purpose": purpose, "channel": channel}
+        sent.append(event)
+        model[(purpose, channel)] = step.granted
+        return stream_entries([(parse_event(event), None)], now)
+    choice = RecordConsentChoice(
+        purpose=purpose,  # type: ignore[arg-type]
+        channel=None if channel == "any" else channel,
+        granted=step.granted,
+        source="app",
+        notice_version="v1",
+        given_at=datetime.fromisoformat(rfc3339(device, step.offset_minutes)),
+    )
+    try:
+        entries = consent_entries(customer, [choice], CHANNEL_KEY, directory, bounds, now)
+    except InvalidRequest:
+        assert bounds.violation(device, now) is not None
+        return None
+    model[(purpose, channel)] = step.granted
+    return entries
+
+
+def _assert_backends_agree_with(
+    model: dict[tuple[str, str], bool], backends: list, customer: str
+) -> None:
+    reads = []
+    for _, registry, reader in backends:
+        current = registry.current(customer)
+        assert reader.read(customer, datetime.now(UTC), 1).consents == current
+        assert {k: e.granted for k, e in current.items()} == model
+        assert all(e.recorded_at.utcoffset() == timedelta(0) for e in current.values())
+        assert all(e.given_at.utcoffset() == timedelta(0) for e in current.values())
+        reads.append(current)
+    lite, pg = reads
+    assert {k: (e.granted, e.recorded_at, e.given_at) for k, e in lite.items()} == {
+        k: (e.granted, e.recorded_at, e.given_at) for k, e in pg.items()
+    }
+    # The real gate, on what each backend reads back: a marketing offer is delivered
+    # exactly when the model says marketing on that channel and profiling are granted.
+    for channel in ("email", "phone"):
+        allowed = model.get(("marketing", channel), False) and model.get(
+            ("profiling", "any"), False
+        )
+        for current in reads:
+            assert (gate(current, channel) == set()) == allowed
+            if not model.get(("marketing", channel), False):
+                assert "NO_CONSENT_FOR_PURPOSE_AND_CHANNEL" in gate(current, channel)

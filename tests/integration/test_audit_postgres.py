@@ -1,6 +1,6 @@
 """The audit log on real PostgreSQL: group commit under real threads and across engines (two API
 processes), the advisory lock, pseudonyms and erasure, and a representative set of tamperings.
-Every case on SQLite is in tests/unit/test_audit.py."""
+Every case on SQLite is in tests/integration/test_audit.py."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from consent.stores.audit import (
 )
 from consent.stores.store import audit_checkpoints, audit_log
 from tests.integration.conftest import fresh_schema
-from tests.unit.test_audit import (
+from tests.integration.test_audit import (
     TAMPERINGS,
     N,
     Tampering,
@@ -41,7 +41,7 @@ from tests.unit.test_audit import (
     rich,
     rows,
 )
-from tests.unit.test_audit import (
+from tests.integration.test_audit import (
     test_a_repeated_decision_fails_alone as a_repeated_decision_fails_alone,
 )
 

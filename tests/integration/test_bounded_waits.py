@@ -45,8 +45,8 @@ from service.entrypoints.api import create_app
 from tests.conftest import key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all
 from tests.integration.conftest import fresh_schema
+from tests.integration.test_audit import record
 from tests.proxy import TcpProxy
-from tests.unit.test_audit import record
 
 #: A stalled wait ends within this (the client's bound is 1 s).
 STALLED_WAIT_S = 2.0

@@ -13,7 +13,7 @@ from consent.rules.model import ConsentGiven
 from consent.stores.audit import AuditLog
 from consent.stores.registry import ConsentRegistry
 from consent.stores.store import audit_log, connect, consent_history
-from tests.unit.test_audit import record
+from tests.integration.test_audit import record
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from feature_repo.aggregates import FEATURE_NAMES, reference_features
 from feature_repo.events import parse_event
-from training.backfill import history, write_history
+from training.backfill import history
 from training.bank import BankSpec, generate
 
 
@@ -61,16 +59,6 @@ def test_duplicates_count_once(bank) -> None:
 def test_snapshots_must_be_midnight_utc(bank) -> None:
     with pytest.raises(ValueError, match="midnight"):
         next(history(bank.tables["events"], [bank.spec.start + timedelta(hours=30)]))
-
-
-def test_written_parts_hold_every_row_and_a_rerun_replaces_them(bank, tmp_path: Path) -> None:
-    snapshots = [bank.spec.start + timedelta(days=d) for d in (10, 20)]
-    rows = write_history(bank.tables["events"], snapshots, tmp_path)
-    assert write_history(bank.tables["events"], snapshots, tmp_path) == rows
-    parts = sorted(tmp_path.glob("*.parquet"))
-    assert len(parts) == 2
-    assert sum(pq.read_metadata(p).num_rows for p in parts) == rows
-    assert not list(tmp_path.glob(".*"))
 
 
 def test_partitions_give_the_same_rows_as_one_table(bank) -> None:

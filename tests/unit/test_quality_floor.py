@@ -8,12 +8,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent.stores.customers import KnownCustomer
 from service.settings import load_settings
-from service.usecases.decisions import DecideForCustomer
-from service.usecases.ports import FixedModels
 from service.usecases.retrain import judge
-from tests.doubles import GOOD_STANDING, decision_service, grant_all
 from training.evaluation import top_decile_lift
 from training.quality import QualityFloor
 
@@ -76,20 +72,3 @@ def test_a_challenger_below_the_floor_is_not_promoted_even_as_the_first_model() 
     better = judge("protection", "2", 0.502, {}, "1", 0.40, {}, 0.002, 0.05, why)
     assert not better.promoted and "below the quality floor" in better.reason
     assert judge("protection", "3", 0.7, {}, None, None, None, 0.002, 0.05).promoted
-
-
-def test_without_a_served_model_the_needs_actions_are_withheld_with_no_model(embedded) -> None:
-    service = decision_service(embedded.engine)
-    service.models = FixedModels(
-        {n: m for n, m in service.models.snapshot().items() if n != "mortgage"}
-    )
-    grant_all(service.registry, "K1", "mobile_app")
-    service.directory.upsert([KnownCustomer("K1", None, None, GOOD_STANDING)])
-    made = service.decide(DecideForCustomer("K1", "mobile_app"))
-    candidates = {c.action_id: c for c in made.record.candidates}
-    mortgage = candidates["mortgage_consultation"]
-    assert not mortgage.delivered and "NO_MODEL" in mortgage.suppressed_by
-    assert "mortgage" not in (made.record.gate.models_served or ())  # type: ignore[union-attr]
-    # The other needs' actions are not touched by it.
-    others = [c for c in candidates.values() if c.need not in (None, "mortgage")]
-    assert others and not any("NO_MODEL" in c.suppressed_by for c in others)

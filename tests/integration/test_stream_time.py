@@ -15,7 +15,7 @@ from feature_repo.events import parse_event
 from service.adapters.transport import DLQ_TOPIC
 from service.bootstrap import Container
 from service.usecases import pipeline
-from tests.unit.test_stream_poison import login
+from tests.integration.test_stream_poison import login
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CEILING_US = round((NOW + timedelta(minutes=5)).timestamp() * 1_000_000)

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from service.adapters.metrics import send_failures
 from service.adapters.transport import ALERTS_TOPIC
 from service.usecases.alerts import alerts_publisher
-from tests.unit.test_alerts import EVERYTHING, _consent, _customer, _origin, setup  # noqa: F401
+from tests.integration.test_alerts import EVERYTHING, _consent, _customer, _origin, setup  # noqa: F401
 
 
 def test_an_alert_the_transport_refused_is_published_at_the_next_sweep(setup) -> None:  # noqa: F811
