@@ -714,6 +714,10 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
     producer_holder: dict[str, Any] = {}
     producer_lock = threading.Lock()
     in_flight = 0  # decisions taken on and not yet answered (this process has one event loop)
+    # The deadline bounds waits for a server that stops answering. The embedded store is a
+    # local file that has no network to stall on (its lock waits have their own bound): there
+    # a decision takes the time its work takes, and a slow machine answers late, not 503.
+    deadline_s = None if settings.operational_url.startswith("sqlite") else DECISION_DEADLINE_S
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
@@ -851,7 +855,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         in_flight += 1
         try:
             decisions = c.decisions  # wired on first use (stores opened): not the deadline's
-            async with asyncio.timeout(DECISION_DEADLINE_S):
+            async with asyncio.timeout(deadline_s):
                 if decisions.asynchronous:  # PostgreSQL and Redis: on the event loop
                     async with decision_limiter():
                         made = await decisions.decide_async(command)
