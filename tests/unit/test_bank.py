@@ -13,11 +13,14 @@ from training.bank import BankSpec, generate
 from training.bank.replay import paced
 
 
+# The statistics need a bank this large: generating it is most of this module's time, so its
+# tests are marked slow and left to the full suite (scripts/test --quick skips them).
 @pytest.fixture(scope="module")
 def bank():
     return generate(BankSpec(seed=2026, customers=20_000, days=90, malformed_fraction=0.0005))
 
 
+@pytest.mark.slow
 def test_monthly_base_rates_per_need_are_between_0_3_and_5_percent(bank) -> None:
     rates = bank.summary["monthly_base_rate_by_need"]
     assert set(rates) == set(NEEDS)
@@ -25,6 +28,7 @@ def test_monthly_base_rates_per_need_are_between_0_3_and_5_percent(bank) -> None
         assert 0.003 <= rate <= 0.05, (need, rate)
 
 
+@pytest.mark.slow
 def test_oracle_auc_is_sane_and_equals_the_exact_computation(bank) -> None:
     truth = bank.truth
     for need, group in truth.groupby("need"):
@@ -33,6 +37,7 @@ def test_oracle_auc_is_sane_and_equals_the_exact_computation(bank) -> None:
         assert bank.summary["oracle_roc_auc_by_need"][need] == pytest.approx(exact, abs=2e-4)
 
 
+@pytest.mark.slow
 def test_the_truth_is_calibrated_against_the_realised_labels(bank) -> None:
     """Sum of true probabilities = expected positives; the realised count is within 4 sigma."""
     for need, group in bank.truth.groupby("need"):
@@ -41,6 +46,7 @@ def test_the_truth_is_calibrated_against_the_realised_labels(bank) -> None:
         assert abs(group["label"].sum() - expected) < 4 * sigma + 1, need
 
 
+@pytest.mark.slow
 def test_large_inflow_plus_property_browsing_predicts_mortgage_applications(bank) -> None:
     events = bank.events
     large = events[(events["category"] == "transfer_in") & (events["amount"] >= 100_000)]
@@ -61,6 +67,7 @@ def test_large_inflow_plus_property_browsing_predicts_mortgage_applications(bank
     assert rate_pattern > 5 * rate_rest, (rate_pattern, rate_rest)
 
 
+@pytest.mark.slow
 def test_consents_are_distributed_as_configured(bank) -> None:
     mix = bank.spec.consents
     customers = bank.customers["customer_id"]
@@ -78,6 +85,7 @@ def test_consents_are_distributed_as_configured(bank) -> None:
     assert withdrawn["recorded_at"].between(start, end).all()  # withdrawals happen mid-stream
 
 
+@pytest.mark.slow
 def test_profiles_carry_what_the_gate_needs(bank) -> None:
     profiles = bank.customers
     with_rm = profiles["rm_id"].notna()
@@ -99,6 +107,7 @@ def test_profiles_carry_what_the_gate_needs(bank) -> None:
     assert (profiles.groupby("household_id")["region"].nunique() == 1).all()
 
 
+@pytest.mark.slow
 def test_rhythms_salary_days_and_local_evenings(bank) -> None:
     events = bank.events.merge(bank.customers[["customer_id", "timezone", "salary_day"]])
     shanghai = events[events["timezone"] == "Asia/Shanghai"]
