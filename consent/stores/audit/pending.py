@@ -36,7 +36,7 @@ class PendingRecord:
     placeholder: str
     wake: threading.Event = field(default_factory=threading.Event)
     lead: bool = False  # woken to lead the next group rather than with an outcome
-    trips: int = 0  # the writer's trips when it was admitted (``GroupCommit.trips``)
+    trips: int = 0  # the times the writer had tripped when it was admitted
     result: Appended | None = None
     error: BaseException | None = None
 
