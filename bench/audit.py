@@ -50,6 +50,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, create_engine, func, insert, make_url, select, text
 
 from bench.common import emit, median
+from consent.rules.chain import Appended
 from consent.rules.model import (
     Candidate,
     ConsentGiven,
@@ -61,7 +62,9 @@ from consent.rules.model import (
     ModelUsed,
     RuleOutcome,
 )
-from consent.stores.audit import Appended, AuditLog, AuditWriteFailed
+from consent.stores.audit.failures import AuditWriteFailed
+from consent.stores.audit.log import AuditLog
+from consent.stores.audit.pending import PendingRecord
 from consent.stores.store import audit_log, connect, customer_keys
 from feature_repo.definitions import SCORING_FEATURES
 
@@ -271,8 +274,8 @@ class NaiveAuditLog(AuditLog):
     transaction that reads the head, inserts, and retries if another writer took that head."""
 
     def append(self, record: DecisionRecord, customer_id: str | None = None) -> Appended:
-        request = self._request(record, customer_id)
-        (outcome,) = self._write([request], serialise=False, atomic=False)
+        request = PendingRecord.of(record, customer_id)
+        (outcome,) = self.writer.write([request], serialise=False, atomic=False)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome

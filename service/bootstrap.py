@@ -14,7 +14,7 @@ from feast import FeatureStore
 from sqlalchemy import Engine
 
 from consent.rules.policy import Catalog, Policy
-from consent.stores.audit import AuditLog
+from consent.stores.audit.log import AuditLog
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory
 from consent.stores.erasure import ErasureRegister

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from consent.rules.model import ConsentGiven, CustomerFacts
 from consent.rules.policy import Catalog, Policy
 from consent.rules.vocabulary import NEEDS
-from consent.stores.audit import AuditLog
+from consent.stores.audit.log import AuditLog
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.registry import ConsentRegistry

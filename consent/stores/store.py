@@ -123,8 +123,8 @@ audit_log = Table(
     metadata,
     # The sequence number is assigned by the writer, and both it and prev_hash are unique: two
     # writers racing for the same head cannot both succeed, so the chain never forks. Writers
-    # also serialise on a lock (consent/stores/audit.py); the constraints are the last line of
-    # defence.
+    # also serialise on a lock (consent/stores/audit/writes.py); the constraints are the last line
+    # of defence.
     Column(
         "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     ),

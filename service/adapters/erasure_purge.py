@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from consent.stores.audit import mentions
+from consent.rules.chain import mentions
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW
 from feature_repo.store import StoreLocation
 from service.adapters.features import write_part

@@ -483,7 +483,7 @@ def score(out: Path, as_of: datetime | None) -> None:
     """Score every customer with profiling consent (as of --as-of and now) whom the gate's
     customer rules allow, for every served need (outbound campaigns); says how many were left
     out and why, and logs the run in the audit log. Writes nothing if it cannot check them."""
-    from consent.stores.audit import AuditWriteFailed
+    from consent.stores.audit.failures import AuditWriteFailed
     from service.usecases.scoring import batch_score
 
     container = _container()
@@ -574,7 +574,7 @@ def audit() -> None:
 )
 def audit_verify(checkpoint_file: Path | None) -> None:
     """Verify the whole chain; exit 1 and name the first bad record if it does not hold."""
-    from consent.stores.audit import Checkpoint
+    from consent.rules.chain import Checkpoint
 
     checkpoint = Checkpoint.from_json(checkpoint_file.read_text()) if checkpoint_file else None
     result = _container().audit.verify(checkpoint)

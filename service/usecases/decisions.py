@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from consent.rules.arbitration import arbitrate
+from consent.rules.chain import Appended, mentions
 from consent.rules.model import (
     Action,
     Candidate,
@@ -33,7 +34,6 @@ from consent.rules.model import (
 )
 from consent.rules.policy import Catalog, Policy, Subject
 from consent.rules.vocabulary import ANY_CHANNEL, NEEDS
-from consent.stores.audit import Appended, mentions
 from consent.stores.breaker import StoreNotAnswering
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory

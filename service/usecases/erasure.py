@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from consent.rules.model import OperationRecord
-from consent.stores.audit import append_operation_in, erase_customer_key
+from consent.stores.audit.writes import append_operation_in, erase_customer_key
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory
 from consent.stores.erasure import record_erasure

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from consent.rules.chain import Appended
 from consent.rules.model import DecisionRecord
-from consent.stores.audit import Appended
 from consent.stores.reads import GateRead
 from service.adapters.features import OnlineFeatures
 from service.adapters.metrics import ServedModel

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from consent.rules.model import Action, Candidate, DecisionRecord, GateInputs, RuleOutcome
 from consent.rules.policy import Catalog, Policy, PolicyError, Subject
-from consent.stores.audit import AuditLog
+from consent.stores.audit.log import AuditLog
 from consent.stores.reads import GateRead, GateReads
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable, NextBestError

@@ -21,9 +21,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
+from consent.rules.chain import mentions
 from consent.rules.model import ConsentGiven, is_operation
 from consent.rules.vocabulary import ANY_CHANNEL
-from consent.stores.audit import mentions
 from consent.stores.customers import from_extract
 from service.bootstrap import Container
 from service.entrypoints.cli import main

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.formats import unregister_string_format
 
-from consent.stores.audit import mentions
+from consent.rules.chain import mentions
 from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
@@ -142,7 +142,7 @@ def _decision_for(case: schemathesis.Case) -> tuple[str, dict[str, Any]] | None:
 
 def _known_audit_refusal(case: schemathesis.Case, response: schemathesis.Response) -> bool:
     """A known limitation outside the API: the audit writer refuses a record in which the
-    customer id occurs outside the pseudonym (consent/stores/audit.py, ``mentions``). An id that is
+    customer id occurs outside the pseudonym (consent/rules/chain.py, ``mentions``). An id that is
     a word of the record's own vocabulary (a channel, a need, an action or rule id: "rm",
     "mortgage", "application") or very short ("0") occurs in any record, so every decision for
     such a customer ends in 503 audit_unavailable. Only that exact outcome is let through, and

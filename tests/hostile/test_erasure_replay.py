@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import select
 
-from consent.stores.audit import mentions
+from consent.rules.chain import mentions
 from consent.stores.customers import KnownCustomer
 from consent.stores.store import audit_log, erasure_register
 from service.adapters.erasure_purge import overwritten

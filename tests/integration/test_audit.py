@@ -18,6 +18,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, create_engine, delete, func, insert, select, update
 
+from consent.rules.chain import (
+    GENESIS,
+    OPERATION_REF,
+    Checkpoint,
+    hash_record,
+    mentions,
+    pseudonym,
+    timestamp,
+    verify_export,
+)
 from consent.rules.model import (
     Candidate,
     ConsentGiven,
@@ -28,20 +38,9 @@ from consent.rules.model import (
     RuleOutcome,
     is_operation,
 )
-from consent.stores.audit import (
-    GENESIS,
-    OPERATION_REF,
-    AuditLog,
-    AuditWriteFailed,
-    Checkpoint,
-    DuplicateDecision,
-    erase_customer_key,
-    hash_record,
-    mentions,
-    pseudonym,
-    timestamp,
-    verify_export,
-)
+from consent.stores.audit.failures import AuditWriteFailed, DuplicateDecision
+from consent.stores.audit.log import AuditLog
+from consent.stores.audit.writes import erase_customer_key
 from consent.stores.store import (
     audit_checkpoints,
     audit_log,

@@ -15,17 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, create_engine, delete, func, select, text
 
-from consent.stores.audit import (
-    OPERATION_REF,
-    AuditLog,
-    AuditWriteFailed,
-    Checkpoint,
-    DuplicateDecision,
-    erase_customer_key,
-    lock_chain,
-    mentions,
-    verify_export,
-)
+from consent.rules.chain import OPERATION_REF, Checkpoint, mentions, verify_export
+from consent.stores.audit.failures import AuditWriteFailed, DuplicateDecision
+from consent.stores.audit.log import AuditLog
+from consent.stores.audit.writes import erase_customer_key, lock_chain
 from consent.stores.store import audit_checkpoints, audit_log
 from tests.integration.conftest import fresh_schema
 from tests.integration.test_audit import (
@@ -359,7 +352,8 @@ def test_on_an_event_loop_a_writer_whose_connection_was_ended_opens_a_new_one(
     async def around_an_ending() -> tuple[Any, Any, Any]:
         try:
             first = await log.append_async(record())
-            (writer,) = log._writers.values()
+            writer = log.writer_on(asyncio.get_running_loop())
+            assert writer is not None
             assert writer.connection is not None
             with pg.connect() as admin:
                 ended = admin.execute(

@@ -25,7 +25,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
-from consent.stores.audit import AuditLog, AuditWriteFailed
+from consent.stores.audit.failures import AuditWriteFailed
+from consent.stores.audit.log import AuditLog
 from consent.stores.breaker import StoreNotAnswering
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory, KnownCustomer
@@ -247,7 +248,8 @@ def test_a_stalled_audit_append_fails_bounded_and_nothing_waits_behind_it(
 
     async def scenario() -> None:
         await log.append_async(record("C1"), customer_id="C1")
-        writer = log._writers[asyncio.get_running_loop()]
+        writer = log.writer_on(asyncio.get_running_loop())
+        assert writer is not None
         proxy.stall()
         began = time.monotonic()
         stuck = asyncio.create_task(log.append_async(record("C2"), customer_id="C2"))

@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import StatementError
 
 from consent.rules.model import ConsentGiven
-from consent.stores.audit import AuditLog
+from consent.stores.audit.log import AuditLog
 from consent.stores.registry import ConsentRegistry
 from consent.stores.store import audit_log, connect, consent_history
 from tests.integration.test_audit import record
