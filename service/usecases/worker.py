@@ -36,13 +36,10 @@ import numpy as np
 
 from consent.stores.erasure import Erased, ErasureRegister, candidate_ids
 from consent.stores.registry import ConsentRegistry, recorder
-from feature_repo.aggregates import (
-    DEFAULT_LATENESS_US,
-    WindowState,
-    apply_events,
-    compute_features,
-)
+from feature_repo.arrival import DEFAULT_LATENESS_US, apply_events
+from feature_repo.buckets import WindowState
 from feature_repo.events import ConsentChangedEvent, Event, InvalidEvent, TimeBounds, parse_event
+from feature_repo.windows import compute_features
 from service.adapters.deadletter import (
     dead_letter,
     dead_letter_key,
