@@ -140,7 +140,7 @@ def _worker(container: Container, states: SQLiteStateStore, dlq=None) -> StreamW
     built.states.close()
     built.states = states
     if dlq is not None:
-        built.dlq = dlq
+        built.dead_letters.producer = dlq
     return built
 
 
