@@ -71,7 +71,7 @@ from sqlalchemy import create_engine, make_url, text
 from bench.common import emit
 from bench.http import Client
 from consent.rules.vocabulary import NEEDS
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_SERVICE
 from service.adapters.models import NeedModel
 from service.bootstrap import Container

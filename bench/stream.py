@@ -30,9 +30,12 @@ import pandas as pd
 from kafka import KafkaConsumer, KafkaProducer
 
 from bench.common import emit, median
-from feature_repo.aggregates import FEATURE_NAMES, WindowState, apply_events, compute_features
+from feature_repo.activity import FEATURE_NAMES
+from feature_repo.arrival import apply_events
+from feature_repo.buckets import WindowState
 from feature_repo.definitions import ACTIVITY_PUSH
 from feature_repo.events import InvalidEvent, parse_event
+from feature_repo.windows import compute_features
 from service.adapters.transport import EVENTS_TOPIC
 from service.bootstrap import Container
 from service.settings import load_settings

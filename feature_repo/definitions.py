@@ -10,7 +10,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import ParquetFormat
 from feast.types import Float64
 
-from feature_repo.aggregates import FEATURE_NAMES, FEATURES, MAX_DAYS
+from feature_repo.activity import FEATURE_NAMES, FEATURES, MAX_DAYS
 from feature_repo.profile import PROFILE_FEATURE_NAMES, PROFILE_FEATURES
 
 ACTIVITY_VIEW = "customer_activity"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from feature_repo.aggregates import FEATURES
+from feature_repo.activity import FEATURES
 from feature_repo.profile import PROFILE_FEATURES
 
 

@@ -23,20 +23,16 @@ from consent.stores.registry import ConsentRegistry
 from consent.stores.store import connect
 from feature_repo.store import StoreLocation, open_store
 from service.adapters.features import FeastFeatures, OfflineBuffer
+from service.adapters.kafka_transport import (
+    KAFKA_FLUSH_TIMEOUT_S,
+    KafkaConsumerAdapter,
+    KafkaProducerAdapter,
+)
+from service.adapters.local_log import LocalLog
 from service.adapters.metrics import stream_metrics
 from service.adapters.models import ModelSet
 from service.adapters.state import RedisStateStore, SQLiteStateStore, StateStore
-from service.adapters.transport import (
-    ALERTS_TOPIC,
-    DLQ_TOPIC,
-    EVENTS_TOPIC,
-    KAFKA_FLUSH_TIMEOUT_S,
-    Consumer,
-    KafkaConsumerAdapter,
-    KafkaProducerAdapter,
-    LocalLog,
-    Producer,
-)
+from service.adapters.transport import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, Consumer, Producer
 from service.entrypoints.auth import AuthConfigError, KeyRing, development_keys
 from service.settings import Settings
 from service.usecases.alerts import Alerter, AlertPolicy, AlertStore, alerts_publisher

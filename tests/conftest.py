@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.auth import DEV_KEYS_FILE, Role, plain_key
 from service.settings import Settings, load_settings

@@ -17,7 +17,7 @@ from consent.stores.audit.log import AuditLog
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.registry import ConsentRegistry
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.adapters.features import OnlineFeatures
 from service.bootstrap import Container

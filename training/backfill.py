@@ -25,14 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from feature_repo.aggregates import (
-    DAY_US,
-    FEATURE_NAMES,
-    MAX_DAYS,
-    combine_buckets,
-    contribution_arrays,
-    features_from_buckets,
-)
+from feature_repo.activity import FEATURE_NAMES, MAX_DAYS
+from feature_repo.aggregates import contribution_arrays
+from feature_repo.buckets import DAY_US, combine_buckets
+from feature_repo.windows import features_from_buckets
 
 _CODES = ("type", "direction", "category", "page", "product", "status", "reason")
 #: Customers whose features are computed together (bounds the memory of one step).

@@ -20,7 +20,7 @@ scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` does.
 
 The model is registered as ``nextbest-table-<need>``, never as ``nextbest-<need>``. The API
 serves ``nextbest-<need>``, and those models read the streaming features of
-``feature_repo.aggregates``. A table model reads the bank's own columns, which the API cannot
+``feature_repo.activity``. A table model reads the bank's own columns, which the API cannot
 supply. If it took the served name, moving its alias would make the API load a model whose
 inputs it cannot build. Promoting a table model into serving has to be a deliberate step.
 """

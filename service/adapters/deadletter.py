@@ -34,7 +34,7 @@ PRINCIPAL_HEADER = "nextbest-principal"
 def _dependency_errors() -> tuple[type[BaseException], ...]:
     """Failures of what the worker depends on (stores, broker, disk), never of a record: a
     batch that meets one is retried, not dead-lettered. Anything else raised while processing
-    a record is the record's own (see ``StreamWorker._isolated``)."""
+    a record is the record's own (see ``service.usecases.stream_isolation``)."""
     import redis.exceptions
     import sqlalchemy.exc
     from kafka.errors import KafkaError

@@ -60,7 +60,7 @@ def naming(customer_id: str) -> Matcher:
 
 
 # --- the local log --------------------------------------------------------------------------
-_HEADER_SIZE = 8  # service.adapters.transport._HEADER: key length (-1: none), value length
+_HEADER_SIZE = 8  # service.adapters.local_log._HEADER: key length (-1: none), value length
 
 
 def redact_local_log(path: Path, matches: Matcher) -> int:

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import (
     ACTIVITY_SERVICE,
     ACTIVITY_VIEW,

@@ -3,7 +3,7 @@
 Per batch the worker reads the touched customers' states, folds the events in, and writes them
 back in one atomic operation (an SQLite transaction, a Redis MSET) before it writes features or
 commits offsets: a crash anywhere leaves states, features and offsets in an order that a
-redelivery repairs (see feature_repo/aggregates.py for the de-duplication rules).
+redelivery repairs (see feature_repo/arrival.py for the de-duplication rules).
 """
 
 from __future__ import annotations

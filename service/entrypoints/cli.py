@@ -195,8 +195,7 @@ def load(bank_dir: Path, rate: float | None, speedup: float | None, skip_events:
 
     from service.usecases import pipeline
     from training.bank import BankSpec
-    from training.bank.replay import paced
-    from training.bank.store import stream_folder
+    from training.bank.replay import paced, stream_folder
 
     if rate is not None and speedup is not None:
         raise click.UsageError("choose --rate or --speedup, not both")

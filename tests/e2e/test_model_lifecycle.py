@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from service.usecases import pipeline, retrain

@@ -20,8 +20,9 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from feature_repo.aggregates import FEATURE_NAMES, reference_features
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.events import parse_event
+from feature_repo.reference import reference_features
 from service.adapters.deadletter import DEAD_LETTER_VALUE_BYTES
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from consent.stores.customers import KnownCustomer
 from consent.stores.store import audit_log
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from service.entrypoints.auth import ROLES

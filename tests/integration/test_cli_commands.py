@@ -34,7 +34,8 @@ def test_generate_writes_a_bank(tmp_path) -> None:
 
 def test_load_publishes_a_written_bank_in_event_time_order(tmp_path) -> None:
     from feature_repo.events import InvalidEvent, parse_event
-    from service.adapters.transport import EVENTS_TOPIC, LocalLog
+    from service.adapters.local_log import LocalLog
+    from service.adapters.transport import EVENTS_TOPIC
     from training.bank import BankSpec, write_bank
 
     summary = write_bank(

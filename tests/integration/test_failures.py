@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import make_url, text
 
 from consent.stores.customers import KnownCustomer
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from tests.conftest import IN_CI, key_headers, make_settings

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.store import REPO_DIR, StoreLocation, feast_environment
 from service.bootstrap import Container
 from tests.conftest import make_settings

@@ -1,6 +1,7 @@
 import pytest
 
-from service.adapters.transport import LocalLog, TransportError
+from service.adapters.local_log import LocalLog
+from service.adapters.transport import TransportError
 
 
 def test_consumer_resumes_after_the_last_commit_and_sees_new_records(tmp_path) -> None:

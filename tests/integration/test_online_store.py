@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import uvloop
 
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import PROFILE_VIEW
 from feature_repo.profile import PROFILE_FEATURE_NAMES, profile_rows
 from feature_repo.store import StoreLocation, open_store, redis_connection_string

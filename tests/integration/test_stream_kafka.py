@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from feature_repo.aggregates import FEATURE_NAMES, reference_features
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.events import InvalidEvent, parse_event
+from feature_repo.reference import reference_features
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
 from tests.conftest import make_settings

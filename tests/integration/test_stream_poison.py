@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from feature_repo.aggregates import FEATURE_NAMES, reference_features
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.events import parse_event
+from feature_repo.reference import reference_features
 from service.adapters.deadletter import DEAD_LETTER_VALUE_BYTES, MAX_RECORD_BYTES
 from service.adapters.state import SQLiteStateStore
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC, Headers, TransportError
@@ -139,7 +140,7 @@ def _worker(container: Container, states: SQLiteStateStore, dlq=None) -> StreamW
     built.states.close()
     built.states = states
     if dlq is not None:
-        built.dlq = dlq
+        built.dead_letters.producer = dlq
     return built
 
 

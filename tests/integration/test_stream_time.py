@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from feature_repo.aggregates import WindowState, apply_events, reference_features
+from feature_repo.arrival import apply_events
+from feature_repo.buckets import WindowState
 from feature_repo.events import parse_event
+from feature_repo.reference import reference_features
 from service.adapters.transport import DLQ_TOPIC
 from service.bootstrap import Container
 from service.usecases import pipeline

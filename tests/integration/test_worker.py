@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from feature_repo.aggregates import FEATURE_NAMES, reference_features
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.events import parse_event
+from feature_repo.reference import reference_features
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.usecases import pipeline
 from training.bank import BankSpec, generate

@@ -8,16 +8,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from feature_repo.aggregates import (
-    DAY_US,
-    FEATURE_NAMES,
-    NOT_SEEN_DAYS,
-    WindowState,
-    apply_events,
-    compute_features,
-    reference_features,
-)
+from feature_repo.activity import FEATURE_NAMES, NOT_SEEN_DAYS
+from feature_repo.arrival import apply_events
+from feature_repo.buckets import DAY_US, WindowState
 from feature_repo.events import parse_event
+from feature_repo.reference import reference_features
+from feature_repo.windows import compute_features
 from training.bank import BankSpec, generate
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)

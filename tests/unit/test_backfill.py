@@ -8,8 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from feature_repo.aggregates import FEATURE_NAMES, reference_features
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.events import parse_event
+from feature_repo.reference import reference_features
 from training.backfill import history
 from training.bank import BankSpec, generate
 

@@ -1,4 +1,4 @@
-from feature_repo.aggregates import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES
 from feature_repo.explain import describe
 from feature_repo.profile import PROFILE_FEATURE_NAMES
 

@@ -6,8 +6,9 @@ same spec. See ``docs/synthetic-bank.md`` for the model behind it.
 """
 
 from consent.rules.vocabulary import NEEDS
+from training.bank.in_memory import Bank, generate
 from training.bank.spec import BankSpec, ConsentMix, busy_housing_market
-from training.bank.store import Bank, generate, write_bank
+from training.bank.store import write_bank
 
 __all__ = [
     "NEEDS",

@@ -1,12 +1,54 @@
-"""Pace a bank's records for a live stream: as fast as possible, at a rate, or at a speed-up of
-event time (``speedup=60``: one hour of the bank's life per wall-clock minute)."""
+"""A bank's events as records for a live stream, in event-time order with the malformed ones at
+their times, paced as fast as possible, at a rate, or at a speed-up of event time
+(``speedup=60``: one hour of the bank's life per wall-clock minute)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
-from training.bank.store import TimedRecord
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from training.bank.contract import contract_events
+
+TimedRecord = tuple[int, str | None, bytes]
+
+
+def records(events: pa.Table, malformed: pa.Table) -> Iterator[TimedRecord]:
+    """(event time in µs, key, value) in event-time order, malformed ones at their times."""
+    good = contract_events(events)
+    times = pc.cast(events["occurred_at"], pa.int64()).to_pylist()
+    bad = list(
+        zip(
+            pc.cast(malformed["occurred_at"], pa.int64()).to_pylist(),
+            malformed["customer_id"].to_pylist(),
+            malformed["raw"].to_pylist(),
+            strict=True,
+        )
+    )
+    j = 0
+    for i, event in enumerate(good):
+        while j < len(bad) and bad[j][0] <= times[i]:
+            yield bad[j]
+            j += 1
+        yield times[i], event["customer_id"], json.dumps(event, separators=(",", ":")).encode()
+    yield from bad[j:]
+
+
+def stream_folder(folder: Path) -> Iterator[TimedRecord]:
+    """A written bank's events, day by day in event-time order, malformed ones included."""
+    malformed = pq.read_table(folder / "malformed.parquet")
+    malformed_day = pc.cast(malformed["occurred_at"], pa.int64()).to_numpy() // 86_400_000_000
+    for path in sorted((folder / "events").glob("*.parquet")):
+        day = pd.Timestamp(path.stem).value // 86_400_000_000_000
+        events = pq.read_table(path).sort_by("occurred_at")
+        mine = malformed.filter(pa.array(malformed_day == day)).sort_by("occurred_at")
+        yield from records(events, mine)
 
 
 def paced(

@@ -1,0 +1,91 @@
+"""One customer's per-day buckets, what the stream keeps of them, and bucket arithmetic.
+
+A bucket is an absolute day in UTC, a measure (``feature_repo.aggregates``) and a value: the sum
+of what the day's events contributed to that measure, or their maximum for "max" measures.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from feature_repo.aggregates import IS_MAX, N_MEASURES
+
+#: A bucket's day is an event time in epoch microseconds floor-divided by this.
+DAY_US = 86_400 * 1_000_000
+
+
+@dataclass
+class WindowState:
+    """One customer's buckets (absolute day, measure, value; one entry per pair), the as-of time
+    and the event ids seen within the allowed lateness."""
+
+    as_of_us: int | None = None
+    days: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    measures: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    seen: dict[str, int] = field(default_factory=dict)
+
+    _HEADER = struct.Struct("<qII")  # as_of (-1: none), entries, seen ids
+
+    def to_bytes(self) -> bytes:
+        ids = "\n".join(self.seen).encode()
+        if self.seen and ids.count(b"\n") != len(self.seen) - 1:
+            # Ids of the safe pattern have no newline; one that did would corrupt the state.
+            raise ValueError("an event id contains a newline")
+        times = np.fromiter(self.seen.values(), np.int64, len(self.seen))
+        return b"".join(
+            (
+                self._HEADER.pack(
+                    -1 if self.as_of_us is None else self.as_of_us, len(self.days), len(self.seen)
+                ),
+                self.days.astype(np.int32).tobytes(),
+                self.measures.astype(np.int8).tobytes(),
+                self.values.astype(np.float64).tobytes(),
+                times.tobytes(),
+                ids,
+            )
+        )
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> WindowState:
+        as_of, n, k = cls._HEADER.unpack_from(blob)
+        at = cls._HEADER.size
+        days = np.frombuffer(blob, np.int32, n, at)
+        at += 4 * n
+        measures = np.frombuffer(blob, np.int8, n, at)
+        at += n
+        values = np.frombuffer(blob, np.float64, n, at)
+        at += 8 * n
+        times = np.frombuffer(blob, np.int64, k, at)
+        at += 8 * k
+        ids = blob[at:].decode().split("\n") if k else []
+        return cls(
+            None if as_of < 0 else as_of,
+            days,
+            measures,
+            values,
+            dict(zip(ids, times.tolist(), strict=True)),
+        )
+
+
+def combine_buckets(
+    rows: np.ndarray, days: np.ndarray, measures: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per (row, day, measure): values summed, or the maximum for "max" measures;
+    sorted by row, then day, then measure (int64 arrays, values float64)."""
+    measures = measures.astype(np.int64)
+    base = int(days.min()) if len(days) else 0
+    span = int(days.max()) - base + 1 if len(days) else 1
+    key = (rows.astype(np.int64) * span + (days - base)) * N_MEASURES + measures
+    unique, inverse = np.unique(key, return_inverse=True)
+    merged = np.bincount(inverse, weights=values, minlength=len(unique))
+    is_max = IS_MAX[measures]
+    if is_max.any():
+        maxima = np.full(len(unique), -np.inf)
+        np.maximum.at(maxima, inverse[is_max], values[is_max])
+        merged = np.where(IS_MAX[unique % N_MEASURES], maxima, merged)
+    rest = unique // N_MEASURES
+    return rest // span, rest % span + base, unique % N_MEASURES, merged

@@ -1,0 +1,69 @@
+"""The activity features recomputed from a list of events in plain Python, one customer and one
+feature at a time, under the same arrival rules: what tests hold the stream and the backfill to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import numpy as np
+
+from feature_repo.activity import FEATURES, MAX_DAYS, NOT_SEEN_DAYS
+from feature_repo.aggregates import IS_MAX, M, contributions
+from feature_repo.arrival import DEFAULT_LATENESS_US, epoch_micros
+from feature_repo.buckets import DAY_US
+from feature_repo.events import Event
+
+
+def reference_features(
+    events: Iterable[Event], lateness_us: int = DEFAULT_LATENESS_US
+) -> dict[str, tuple[datetime, dict[str, float]]]:
+    """The same definitions computed the plain way, for checking the stream against:
+    ``{customer: (as_of, {feature: value})}``."""
+    buckets: dict[str, dict[tuple[int, int], float]] = {}
+    as_of: dict[str, int] = {}
+    seen: dict[str, dict[str, int]] = {}
+    for event in events:
+        customer = event.customer_id
+        mine = seen.setdefault(customer, {})
+        at = epoch_micros(event.occurred_at)
+        if event.event_id in mine:
+            continue
+        if customer in as_of and at < as_of[customer] - lateness_us:
+            continue
+        mine[event.event_id] = at
+        as_of[customer] = max(as_of.get(customer, at), at)
+        # Ids older than the lateness horizon are forgotten, as in the stream.
+        horizon = as_of[customer] - lateness_us
+        seen[customer] = {i: t for i, t in mine.items() if t >= horizon}
+        bucket = buckets.setdefault(customer, {})
+        for measure, value in contributions(event):
+            key = (at // DAY_US, measure)
+            if IS_MAX[measure]:
+                bucket[key] = max(bucket.get(key, value), value)
+            else:
+                bucket[key] = bucket.get(key, 0.0) + value
+    result = {}
+    for customer, bucket in buckets.items():
+        today = as_of[customer] // DAY_US
+        named: dict[str, np.ndarray] = {}
+        for feature in FEATURES:
+            if feature.kind == "window":
+                m, width = M[feature.measure], feature.days or 0  # type: ignore[index]
+                inside = [v for (d, mm), v in bucket.items() if mm == m and 0 <= today - d < width]
+                value = max(inside, default=0.0) if IS_MAX[m] else sum(inside)
+            elif feature.kind in ("since", "first"):
+                m = M[feature.measure]  # type: ignore[index]
+                days = [
+                    d
+                    for (d, mm), v in bucket.items()
+                    if mm == m and v and 0 <= today - d < MAX_DAYS
+                ]
+                pick = max if feature.kind == "since" else min
+                value = float(today - pick(days)) if days else NOT_SEEN_DAYS
+            else:
+                value = float(feature.derive(named)[0])  # type: ignore[misc]
+            named[feature.name] = np.array([value], dtype=np.float64)
+        moment = datetime.fromtimestamp(as_of[customer] / 1e6, UTC)
+        result[customer] = (moment, {name: float(v[0]) for name, v in named.items()})
+    return result

@@ -1,0 +1,181 @@
+"""Apache Kafka behind the transport's interface (``service.adapters.transport``), with
+kafka-python: a producer whose sends are checked, a consumer in a group that commits only what
+it is told to."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from service.adapters.transport import Headers, Record, TransportError
+
+#: How long a Kafka producer waits for acknowledgement of a flush before the call fails.
+KAFKA_FLUSH_TIMEOUT_S = 30.0
+KAFKA_REQUEST_TIMEOUT_MS = 15_000
+#: How long the broker may hold a fetch waiting for data: low, so features stay fresh.
+KAFKA_FETCH_MAX_WAIT_MS = 100
+KAFKA_SESSION_TIMEOUT_MS = 10_000
+KAFKA_MAX_POLL_INTERVAL_MS = 60_000
+
+
+class KafkaProducerAdapter:
+    """A kafka-python producer whose sends are checked: each thread's flush waits for the
+    futures of its own records and raises ``TransportError`` if any failed.
+
+    ``timeout_s`` bounds each wait on the broker: a send waiting for metadata, a flush waiting
+    for acknowledgements, and a record's whole delivery (so a refused or timed-out record is not
+    written later behind the caller's back, beyond the rare one already on the wire)."""
+
+    def __init__(self, bootstrap_servers: str, timeout_s: float = KAFKA_FLUSH_TIMEOUT_S) -> None:
+        from kafka import KafkaProducer
+
+        self.timeout_s = timeout_s
+        timeout_ms = int(timeout_s * 1000)
+        request_timeout_ms = min(KAFKA_REQUEST_TIMEOUT_MS, timeout_ms - 100)
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            retries=5,
+            request_timeout_ms=request_timeout_ms,
+            delivery_timeout_ms=max(timeout_ms, request_timeout_ms + 5),
+            max_block_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
+        )
+        self._local = threading.local()
+
+    def _futures(self) -> list[Any]:
+        futures: list[Any] | None = getattr(self._local, "futures", None)
+        if futures is None:
+            futures = self._local.futures = []
+        return futures
+
+    def send(self, topic: str, key: str | None, value: bytes | None, headers: Headers = ()) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            future = self._producer.send(
+                topic,
+                key=None if key is None else key.encode(),
+                value=value,
+                headers=list(headers) or None,
+            )
+        except KafkaError as error:  # too large for the producer, no metadata in time
+            # The caller takes none of this thread's unflushed records as written.
+            self._local.futures = []
+            raise TransportError(f"{type(error).__name__}: {error}") from error
+        self._futures().append(future)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        from kafka.errors import KafkaError
+
+        futures, self._local.futures = self._futures(), []
+        try:
+            self._producer.flush(timeout=self.timeout_s if timeout_s is None else timeout_s)
+        except KafkaError as error:
+            raise TransportError(f"not acknowledged in time: {error}") from error
+        for future in futures:
+            if not future.is_done:
+                raise TransportError("not acknowledged in time")
+            if future.failed():
+                refused = future.exception
+                raise TransportError(f"refused: {type(refused).__name__}: {refused}")
+
+    def close(self) -> None:
+        self._producer.close(timeout=self.timeout_s)
+
+
+class KafkaConsumerAdapter:
+    """A kafka-python consumer in a group, committing only what it is told to."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, group: str) -> None:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+        adapter = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            # kafka-python 3 runs these on its IO thread, where nothing may block (no commit).
+            # Nothing needs to: the worker processes each poll's records before it polls
+            # again, so at a rebalance no batch is half done; what it has not committed yet
+            # is redelivered to the new owner, whose state recognises it (see worker.py).
+            def on_partitions_revoked(self, revoked):  # type: ignore[no-untyped-def]
+                pass
+
+            def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
+                adapter._assigned(list(assigned))
+
+        self._replay: tuple[int | None, int | None] | None = None
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=KAFKA_FETCH_MAX_WAIT_MS,
+            # A worker that dies without leaving (SIGKILL, lost host) gives up its partitions
+            # after the session timeout; a batch never takes anywhere near the poll interval.
+            session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=KAFKA_SESSION_TIMEOUT_MS // 3,
+            max_poll_interval_ms=KAFKA_MAX_POLL_INTERVAL_MS,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS + 15_000,
+        )
+        # Fetch the topic's metadata before joining: a group formed without it assigns this
+        # member nothing, and kafka-python's second join can then stall (seen with 3.0.12).
+        self._consumer.partitions_for_topic(topic)
+        self._consumer.subscribe([topic], listener=Listener())
+
+    def _assigned(self, partitions: list) -> None:  # type: ignore[type-arg]
+        if self._replay is None or not partitions:
+            return
+        offset, timestamp_ms = self._replay
+        self._replay = None
+        if timestamp_ms is not None:
+            found = self._consumer.offsets_for_times(dict.fromkeys(partitions, timestamp_ms))
+            ends = self._consumer.end_offsets(partitions)
+            for tp in partitions:
+                hit = found.get(tp)
+                self._consumer.seek(tp, hit.offset if hit is not None else ends[tp])
+        elif offset == 0:
+            self._consumer.seek_to_beginning(*partitions)
+        elif offset is not None:
+            for tp in partitions:
+                self._consumer.seek(tp, offset)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [
+            Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
+            for messages in batches.values()
+            for m in messages
+        ]
+
+    def commit(self, records: Iterable[Record]) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        upto: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            upto[tp] = max(upto.get(tp, -1), r.offset)
+        # Partitions lost in a rebalance are not ours to commit: their new owner gets the
+        # uncommitted records again, and they change nothing there.
+        owned = self._consumer.assignment()
+        offsets = {tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in upto.items() if tp in owned}
+        if offsets:
+            self._consumer.commit(offsets)
+
+    def replay_from(self, offset: int | None = None, timestamp_ms: int | None = None) -> None:
+        self._replay = (offset, timestamp_ms)
+
+    def lag(self) -> dict[int, int]:
+        partitions = list(self._consumer.assignment())
+        if not partitions:
+            return {}
+        ends = self._consumer.end_offsets(partitions)
+        return {tp.partition: max(ends[tp] - self._consumer.position(tp), 0) for tp in partitions}
+
+    def close(self) -> None:
+        # Leaves the group at once, so its partitions move to the other workers without waiting
+        # for the session to time out.
+        self._consumer.close(autocommit=False)

@@ -1,0 +1,199 @@
+"""The local append-only log: the embedded transport, one file per topic, for a single machine.
+
+A record is framed as its key length (-1: no key) and value length (-1: a tombstone), big-endian,
+then the key and the value; a record with headers starts with a marker instead (see ``_frame``).
+Producers append under an exclusive lock, so records from concurrent producers stay whole.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import struct
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from service.adapters.transport import Headers, Record, TransportError
+
+_HEADER = struct.Struct(">ii")  # key length (-1: no key), value length (-1: a tombstone)
+#: A record with headers starts with this instead of a key length (which is never below -1),
+#: then key length, value length, headers length; files without headers read as before.
+_WITH_HEADERS = -2
+_LENGTHS = struct.Struct(">iii")
+
+
+class LocalLog:
+    """One file per topic under ``root``; offsets are record numbers, one partition (0)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, topic: str) -> Path:
+        return self.root / f"{topic}.log"
+
+    def producer(self) -> LocalProducer:
+        return LocalProducer(self)
+
+    def consumer(self, topic: str, group: str) -> LocalConsumer:
+        return LocalConsumer(self, topic, group)
+
+
+def _frame(key: str | None, value: bytes | None, headers: Headers) -> bytes:
+    encoded = b"" if key is None else key.encode()
+    key_length = -1 if key is None else len(encoded)
+    body = b"" if value is None else value
+    value_length = -1 if value is None else len(body)
+    if not headers:
+        return _HEADER.pack(key_length, value_length) + encoded + body
+    block = json.dumps([[name, data.hex()] for name, data in headers]).encode()
+    lengths = _LENGTHS.pack(key_length, value_length, len(block))
+    return struct.pack(">i", _WITH_HEADERS) + lengths + encoded + body + block
+
+
+class LocalProducer:
+    """Records wait in memory per thread until that thread flushes them (the API's request
+    threads share one producer): a flush writes, fsyncs and reports only its own records."""
+
+    def __init__(self, log: LocalLog) -> None:
+        self.log = log
+        self._local = threading.local()
+
+    def _pending(self) -> dict[str, list[bytes]]:
+        pending: dict[str, list[bytes]] | None = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = {}
+        return pending
+
+    def send(self, topic: str, key: str | None, value: bytes | None, headers: Headers = ()) -> None:
+        self._pending().setdefault(topic, []).append(_frame(key, value, headers))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        pending = self._pending()
+        try:
+            for topic, chunks in list(pending.items()):
+                with open(self.log.path(topic), "ab") as handle:
+                    # An exclusive lock keeps records from concurrent producers whole.
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    try:
+                        handle.write(b"".join(chunks))
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    finally:
+                        fcntl.flock(handle, fcntl.LOCK_UN)
+                del pending[topic]
+        except OSError as error:  # a full disk, a read-only folder: nothing counts as sent
+            pending.clear()
+            raise TransportError(f"the local event log could not be written: {error}") from error
+
+    def close(self) -> None:
+        self.flush()
+
+
+class LocalConsumer:
+    """Reads from the committed position; commits are a small JSON file written atomically."""
+
+    def __init__(self, log: LocalLog, topic: str, group: str) -> None:
+        self.log, self.topic = log, topic
+        self._offsets = log.root / "offsets" / f"{group}.{topic}.json"
+        self._offsets.parent.mkdir(parents=True, exist_ok=True)
+        state = json.loads(self._offsets.read_text()) if self._offsets.exists() else {}
+        self._offset = int(state.get("offset", 0))
+        self._position = int(state.get("position", 0))
+        self._positions: dict[int, int] = {}  # offset -> byte position after it
+
+    def poll(self, max_records: int, timeout_s: float = 0.0) -> list[Record]:
+        path = self.log.path(self.topic)
+        if not path.exists():
+            return []
+        records: list[Record] = []
+        with open(path, "rb") as handle:
+            handle.seek(self._position)
+            while len(records) < max_records:
+                read = _read_record(handle)
+                if read is None:
+                    break  # the end, or a record still being written: read it next time
+                key, value, headers = read
+                records.append(Record(self.topic, 0, self._offset, key, value, headers))
+                self._offset += 1
+                self._position = handle.tell()
+                self._positions[records[-1].offset] = self._position
+        return records
+
+    def commit(self, records: Iterable[Record]) -> None:
+        last = max((r.offset for r in records), default=None)
+        if last is None:
+            return
+        temporary = self._offsets.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"offset": last + 1, "position": self._positions[last]}))
+        os.replace(temporary, self._offsets)
+        self._positions = {o: p for o, p in self._positions.items() if o > last}
+
+    def replay_from(self, offset: int | None = None, timestamp_ms: int | None = None) -> None:
+        """Reposition by scanning from the start (the local log keeps no index)."""
+        self._offset, self._position, self._positions = 0, 0, {}
+        if offset is None and timestamp_ms is None:
+            return
+        while True:
+            before = (self._offset, self._position)
+            batch = self.poll(1)
+            if not batch:
+                return
+            record = batch[0]
+            if offset is not None and record.offset >= offset:
+                self._offset, self._position = before
+                return
+            if timestamp_ms is not None and _event_time_ms(record.value) >= timestamp_ms:
+                self._offset, self._position = before
+                return
+
+    def lag(self) -> dict[int, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def _read_record(
+    handle: Any,
+) -> tuple[bytes | None, bytes | None, tuple[tuple[str, bytes], ...]] | None:
+    """The next whole record at the handle's position, or None."""
+    header = handle.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    key_length, value_length = _HEADER.unpack(header)
+    headers_length = 0
+    if key_length == _WITH_HEADERS:
+        rest = handle.read(_LENGTHS.size - _HEADER.size + 4)
+        if len(rest) < _LENGTHS.size - _HEADER.size + 4:
+            return None
+        key_length, value_length, headers_length = _LENGTHS.unpack(header[4:] + rest)
+    key = handle.read(key_length) if key_length >= 0 else None
+    if key is not None and len(key) < key_length:
+        return None
+    value = handle.read(value_length) if value_length >= 0 else None
+    if value is not None and len(value) < value_length:
+        return None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    if headers_length:
+        block = handle.read(headers_length)
+        if len(block) < headers_length:
+            return None
+        headers = tuple((name, bytes.fromhex(data)) for name, data in json.loads(block))
+    return key, value, headers
+
+
+def _event_time_ms(value: bytes | None) -> int:
+    """The event time of a record, for replays by time on the local log (0 if unreadable)."""
+    from datetime import datetime
+
+    if value is None:
+        return 0
+    try:
+        moment = json.loads(value)["occurred_at"]
+        return int(datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp() * 1000)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return 0
