@@ -51,7 +51,8 @@ from service.adapters.deadletter import (
     refusal,
 )
 from service.adapters.erasure_purge import overwritten
-from service.adapters.features import OfflineBuffer, OnlineWriter
+from service.adapters.features.offline import OfflineBuffer
+from service.adapters.features.writers import OnlineWriter
 from service.adapters.metrics import StreamMetrics, send_failures
 from service.adapters.state import StateStore
 from service.adapters.transport import Consumer, Producer, Record, TransportError
