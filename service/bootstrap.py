@@ -22,7 +22,8 @@ from consent.stores.reads import GateReads, gate_reads
 from consent.stores.registry import ConsentRegistry
 from consent.stores.store import connect
 from feature_repo.store import StoreLocation, open_store
-from service.adapters.features import FeastFeatures, OfflineBuffer
+from service.adapters.features.feast_features import FeastFeatures
+from service.adapters.features.offline import OfflineBuffer
 from service.adapters.kafka_transport import (
     KAFKA_FLUSH_TIMEOUT_S,
     KafkaConsumerAdapter,

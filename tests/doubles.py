@@ -19,7 +19,7 @@ from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.registry import ConsentRegistry
 from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
-from service.adapters.features import OnlineFeatures
+from service.adapters.features.online_features import OnlineFeatures
 from service.bootstrap import Container
 from service.usecases.alerts import Alert
 from service.usecases.decisions import DecisionService

@@ -39,7 +39,7 @@ def _dependency_errors() -> tuple[type[BaseException], ...]:
     import sqlalchemy.exc
     from kafka.errors import KafkaError
 
-    from service.adapters.features import OnlineStoreUnavailable
+    from service.adapters.features.breaker import OnlineStoreUnavailable
 
     return (
         OSError,  # sockets, timeouts, a full or read-only disk

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from consent.rules.chain import mentions
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW
 from feature_repo.store import StoreLocation
-from service.adapters.features import write_part
+from service.adapters.features.offline import write_part
 
 #: (record key, record value) -> whether the record belongs to the erased customer.
 Matcher = Callable[[bytes | None, bytes | None], bool]

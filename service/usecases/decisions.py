@@ -42,7 +42,7 @@ from consent.stores.registry import ConsentRegistry
 from feature_repo.definitions import SCORING_FEATURES, VIEW_OF
 from feature_repo.explain import describe
 from service import __version__
-from service.adapters.features import OnlineFeatures, feature_age
+from service.adapters.features.online_features import OnlineFeatures, feature_age
 from service.errors import AuditUnavailable, ConsentUnavailable, InvalidRequest
 from service.usecases.ports import (
     ConsentReads,

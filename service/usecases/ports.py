@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from consent.rules.chain import Appended
 from consent.rules.model import DecisionRecord
 from consent.stores.reads import GateRead
-from service.adapters.features import OnlineFeatures
+from service.adapters.features.online_features import OnlineFeatures
 from service.adapters.metrics import ServedModel
 
 if TYPE_CHECKING:

@@ -9,7 +9,8 @@ import logging
 from consent.stores.erasure import Erased, ErasureRegister, candidate_ids
 from consent.stores.registry import ConsentRegistry
 from service.adapters.erasure_purge import overwritten
-from service.adapters.features import OfflineBuffer, OnlineWriter
+from service.adapters.features.offline import OfflineBuffer
+from service.adapters.features.writers import OnlineWriter
 from service.adapters.state import StateStore
 from service.adapters.transport import Record
 from service.usecases.stream_validation import Parsed

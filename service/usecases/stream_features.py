@@ -13,7 +13,8 @@ import numpy as np
 from feature_repo.arrival import Applied, apply_events
 from feature_repo.buckets import WindowState
 from feature_repo.windows import compute_features
-from service.adapters.features import OfflineBuffer, OnlineWriter
+from service.adapters.features.offline import OfflineBuffer
+from service.adapters.features.writers import OnlineWriter
 from service.adapters.state import StateStore
 from service.usecases.origin import Origin
 from service.usecases.stream_validation import Parsed

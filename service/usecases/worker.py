@@ -32,7 +32,8 @@ from consent.stores.registry import ConsentRegistry
 from feature_repo.arrival import DEFAULT_LATENESS_US
 from feature_repo.events import ConsentChangedEvent, Event, TimeBounds
 from service.adapters.deadletter import is_dependency_failure
-from service.adapters.features import OfflineBuffer, OnlineWriter
+from service.adapters.features.offline import OfflineBuffer
+from service.adapters.features.writers import OnlineWriter
 from service.adapters.metrics import StreamMetrics
 from service.adapters.state import StateStore
 from service.adapters.transport import Consumer, Producer, Record

@@ -19,7 +19,7 @@ from consent.rules.vocabulary import NEEDS
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.store import contact_history
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
-from service.adapters.features import OnlineFeatures
+from service.adapters.features.online_features import OnlineFeatures
 from service.bootstrap import Container
 from service.entrypoints.cli import main
 from service.errors import Conflict

@@ -22,7 +22,7 @@ from consent.stores.store import audit_log, erasure_register
 from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW
 from service.adapters.erasure_purge import ERASED_MARKER, naming, purge_offline, redact_local_log
-from service.adapters.features import OfflineBuffer
+from service.adapters.features.offline import OfflineBuffer
 from service.adapters.transport import DLQ_TOPIC
 from service.usecases import pipeline
 from service.usecases.erasure import erase_customer

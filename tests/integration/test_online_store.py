@@ -13,10 +13,14 @@ import pytest
 import uvloop
 
 from feature_repo.activity import FEATURE_NAMES
-from feature_repo.definitions import PROFILE_VIEW
+from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW
 from feature_repo.profile import PROFILE_FEATURE_NAMES, profile_rows
 from feature_repo.store import StoreLocation, open_store, redis_connection_string
-from service.adapters.features import FeastFeatures, OnlineFeatures
+from service.adapters.features.breaker import READ_TIMEOUT_S, Breaker
+from service.adapters.features.feast_features import FeastFeatures
+from service.adapters.features.layout import FeastLayout
+from service.adapters.features.online_features import OnlineFeatures
+from service.adapters.features.redis_reads import RedisOnlineReads
 from training.bank import BankSpec, generate
 
 
@@ -111,7 +115,7 @@ def _clear(features: FeastFeatures) -> None:
 def test_the_fast_writer_stores_exactly_what_feasts_own_write_stores(features) -> None:
     import numpy as np
 
-    from service.adapters.features import SdkOnlineWriter
+    from service.adapters.features.writers import SdkOnlineWriter
 
     rng = np.random.default_rng(3)
     matrix = rng.random((4, len(FEATURE_NAMES))) * 10_000
@@ -131,7 +135,8 @@ def test_the_fast_writer_stores_exactly_what_feasts_own_write_stores(features) -
 
 
 def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None:
-    """Decisions read Feast's layout directly; the SDK must see exactly the same."""
+    """Decisions read Feast's layout directly; the SDK must see exactly the same, whether Feast
+    itself wrote the rows or the stream's writer did."""
     bank = generate(BankSpec(seed=6, customers=30, days=5))
     features.write_profiles(profile_rows(bank.customers, datetime(2026, 1, 1, tzinfo=UTC)))
     as_of = datetime(2026, 11, 28, 9, 30, 15, tzinfo=UTC)
@@ -140,8 +145,10 @@ def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None
     active = pd.DataFrame(rng.gamma(1.0, 50.0, (20, len(FEATURE_NAMES))), columns=FEATURE_NAMES)
     active.insert(0, "event_timestamp", as_of)
     active.insert(0, "customer_id", ids[:20])
-    features.write(active)
-    for customer in [*ids[18:25], "C-nobody"]:
+    features.store.write_to_online_store(ACTIVITY_VIEW, active.iloc[:10])  # Feast's own write
+    features.write(active.iloc[10:])
+    customers = [*ids[5:25], "C-nobody"]
+    for customer in customers:
         direct, sdk = features.read(customer), features.read_through_sdk(customer)
         assert direct.values == sdk.values, customer
         for view, moment in sdk.as_of_by_view.items():
@@ -158,13 +165,12 @@ def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None
             finally:
                 await features.close_async()
 
-        customers = [*ids[18:25], "C-nobody"]
         assert asyncio.run(read_async(customers)) == [features.read(c) for c in customers]
 
 
 @pytest.fixture
 def redis_features(tmp_path, redis_url) -> tuple[FeastFeatures, list[str]]:
-    """Redis with 30 customers' profiles: the API's event-loop reads (``_RedisLink``)."""
+    """Redis with 30 customers' profiles: the API's event-loop reads."""
     where = StoreLocation(tmp_path, f"t{uuid.uuid4().hex[:10]}", "redis", redis_url)
     features = FeastFeatures(open_store(where), where)
     bank = generate(BankSpec(seed=8, customers=30, days=5))
@@ -179,128 +185,222 @@ LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
-def test_concurrent_reads_share_one_pipelined_link_and_each_gets_its_own_row(
+def test_concurrent_reads_share_one_pipelined_link_and_each_get_their_own_row(
     redis_features, redis_url, loop: str
 ) -> None:
     import redis
 
     features, ids = redis_features
     customers = [*ids, "C-nobody"] * 3
-    connections = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]
+    before = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]
 
-    async def read_all() -> tuple[list[OnlineFeatures], int]:
+    async def read_all() -> list[OnlineFeatures]:
         try:
-            reads = await asyncio.gather(*(features.read_async(c) for c in customers))
-            return reads, len(features.online._async_links)
+            return await asyncio.gather(*(features.read_async(c) for c in customers))
         finally:
             await features.close_async()
 
-    reads, links = LOOPS[loop](read_all())
+    reads = LOOPS[loop](read_all())
     opened = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]
-    assert links == 1 and opened - connections == 2  # the link, and this test's own client
+    assert opened - before == 2  # the loop's link, and this test's own client
     assert [r.customer_id for r in reads] == customers
     assert reads == [features.read(c) for c in customers]
     assert len({r.values["age"] for r in reads}) > 5  # each their own row
 
 
+def test_the_links_replies_are_redis_pys_byte_for_byte(redis_features, redis_url) -> None:
+    """The event loop's hand-written link (docs/feast-storage.md) held to redis-py: for keys
+    Feast wrote, a missing key and a key of another type, the link's HMGET of the decision's
+    fields gets exactly the reply redis-py gets."""
+    import redis
+
+    from service.adapters.features.layout import VIEW_FEATURES
+    from service.adapters.features.redis_link import PackedHmget, RedisLink
+
+    features, ids = redis_features
+    layout = FeastLayout(features.store)
+    fields = [
+        *(layout.redis_field(view, n) for view, names in VIEW_FEATURES.items() for n in names),
+        *(layout.redis_time_field(view) for view in VIEW_FEATURES),
+    ]
+    client = redis.Redis.from_url(redis_url)
+    other = f"{features.where.project}:a-string".encode()
+    client.set(other, b"not a hash", ex=60)
+    keys = [*(layout.redis_key(c) for c in ids[:5]), layout.redis_key("C-nobody"), other]
+    where = client.connection_pool.connection_kwargs
+
+    async def through_the_link() -> list[Any]:
+        link = await RedisLink.open({"host": where["host"], "port": where["port"]}, 1.0)
+        try:
+            return [await link.call(PackedHmget(fields)(key), 1.0) for key in keys]
+        finally:
+            await link.aclose()
+
+    replies = asyncio.run(through_the_link())
+    for key, reply in zip(keys[:-1], replies[:-1], strict=True):
+        assert reply == client.hmget(key, fields)
+    assert any(v is not None for v in replies[0]) and set(replies[-2]) == {None}
+    with pytest.raises(redis.ResponseError) as refused:
+        client.hmget(other, fields)
+    assert isinstance(replies[-1], Exception) and str(replies[-1]) == str(refused.value)
+
+
 @pytest.mark.parametrize("loop", sorted(LOOPS))
-def test_a_link_the_server_closed_is_replaced(redis_features, redis_url, loop: str) -> None:
-    """Redis drops the link's connection (a restart, CLIENT KILL): the callers waiting on it
-    fail at once, and the next read opens a new link."""
+def test_a_connection_the_server_closed_is_replaced(redis_features, redis_url, loop: str) -> None:
+    """Redis drops the loop's connection (a restart, CLIENT KILL): the next read opens a new
+    one and reads."""
+    import psutil
     import redis
 
     features, ids = redis_features
     admin = redis.Redis.from_url(redis_url)
 
-    async def around_a_kill() -> tuple[OnlineFeatures, OnlineFeatures, int, int]:
+    async def around_a_kill() -> tuple[OnlineFeatures, OnlineFeatures, int]:
         try:
             first = await features.read_async(ids[0])
-            ours = admin.client_list()  # the link is the client that ran HMGET last
-            killed = max((c for c in ours if c.get("cmd") == "hmget"), key=lambda c: int(c["id"]))
-            admin.client_kill_filter(_id=killed["id"])
-            await asyncio.sleep(0.05)  # the loop sees the connection end
-            (link,) = features.online._async_links.values()
-            assert link.closed
-            second = await features.read_async(ids[0])
-            (new,) = features.online._async_links.values()
-            assert new is not link and not new.closed
-            return first, second, int(killed["id"]), len(admin.client_list())
+            # Only this process's connections: the server is shared with other test runs.
+            port = admin.connection_pool.connection_kwargs["port"]
+            mine = {
+                f"{c.laddr.ip}:{c.laddr.port}"
+                for c in psutil.Process().net_connections("tcp")
+                if c.raddr and c.raddr.port == port
+            }
+            ours = [c for c in admin.client_list() if c["addr"] in mine and c["cmd"] == "hmget"]
+            for client in ours:
+                admin.client_kill_filter(_id=client["id"])
+            await asyncio.sleep(0.05)  # the loop sees the connections end
+            return first, await features.read_async(ids[0]), len(ours)
         finally:
             await features.close_async()
 
-    first, second, _, _ = LOOPS[loop](around_a_kill())
+    first, second, killed = LOOPS[loop](around_a_kill())
+    assert killed >= 1
     assert first == second
 
 
-def test_a_link_authenticates_and_selects_the_database(redis_url) -> None:
+def test_reads_use_the_connection_strings_user_password_and_database(tmp_path, redis_url) -> None:
+    """Both reads, on a thread and on the event loop, connect as Feast's connection string
+    says (user, password, database), and a wrong password fails them."""
     import redis
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
-    from service.adapters.features import _RedisLink
+    from feature_repo.store import repo_config
 
     admin = redis.Redis.from_url(redis_url)
     user, secret = f"nb-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     admin.acl_setuser(user, enabled=True, passwords=[f"+{secret}"], keys=["*"], commands=["+@all"])
-    where = admin.connection_pool.connection_kwargs
-    three = redis.Redis(host=where["host"], port=where["port"], db=3)
-    three.set(f"{user}:k", b"in three")
-    base = {"host": where["host"], "port": where["port"], "username": user}
+    where = StoreLocation(tmp_path, f"t{uuid.uuid4().hex[:10]}", "redis", redis_url)
+    open_store(where)  # the registry, applied with the plain connection
 
-    async def talk() -> tuple[Any, Exception | None]:
-        loop = asyncio.get_running_loop()
-        link = await _RedisLink.open(loop, {**base, "password": secret, "db": 3}, 1.0)
+    host = admin.connection_pool.connection_kwargs
+
+    def features_as(password: str) -> FeastFeatures:
+        config: dict[str, Any] = repo_config(where)
+        connection = f"{host['host']}:{host['port']},db=3,username={user},password={password}"
+        config["online_store"] = {"type": "redis", "connection_string": connection}
+        return FeastFeatures(
+            FeatureStore(config=RepoConfig(repo_path=where.repo_path, **config)), where
+        )
+
+    async def read_async(features: FeastFeatures, customer: str) -> OnlineFeatures:
         try:
-            value = await link.call(
-                b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(f"{user}:k"), f"{user}:k".encode()), 1.0
-            )
+            return await features.read_async(customer)
         finally:
-            await link.aclose()
-        try:
-            await _RedisLink.open(loop, {**base, "password": "wrong"}, 1.0)
-        except Exception as error:  # the server's error reply, raised
-            return value, error
-        return value, None
+            await features.close_async()
 
+    three = redis.Redis(host=host["host"], port=host["port"], db=3)
     try:
-        value, refused = asyncio.run(talk())
+        features = features_as(secret)
+        bank = generate(BankSpec(seed=9, customers=3, days=5))
+        features.write_profiles(profile_rows(bank.customers, datetime(2026, 1, 1, tzinfo=UTC)))
+        customer = bank.customers["customer_id"].iloc[0]
+        read = features.read(customer)
+        assert read.values["age"] == float(bank.customers["age"].iloc[0])
+        assert asyncio.run(read_async(features, customer)) == read
+        assert [k for k in three.keys(b"*") if where.project.encode() in k]  # in database 3
+        with pytest.raises(redis.AuthenticationError):
+            features_as("wrong").read(customer)
+        with pytest.raises(Exception, match="WRONGPASS"):  # the server's error reply, raised
+            asyncio.run(read_async(features_as("wrong"), customer))
     finally:
+        for key in [k for k in three.keys(b"*") if where.project.encode() in k]:
+            three.delete(key)
         admin.acl_deluser(user)
-        three.delete(f"{user}:k")
-    assert value == b"in three"
-    assert refused is not None and "WRONGPASS" in str(refused)
 
 
 def test_a_read_that_redis_does_not_answer_in_time_fails_and_the_next_one_works(
     redis_features, redis_url
 ) -> None:
     """Redis paused (CLIENT PAUSE): the read gives up after the read timeout rather than
-    waiting, and once Redis answers again a new link reads."""
+    waiting, and once Redis answers again the next read works."""
     import time
 
     import redis
 
-    from service.adapters.features import READ_TIMEOUT_S
-
     features, ids = redis_features
+    # No cool-down, so the read after the pause is tried rather than refused by the breaker.
+    reads = RedisOnlineReads(features.store, FeastLayout(features.store), Breaker(0.0))
     admin = redis.Redis.from_url(redis_url)
 
-    async def paused() -> tuple[type[BaseException], float, OnlineFeatures]:
+    async def paused() -> tuple[float, OnlineFeatures]:
         try:
-            await features.read_async(ids[0])
+            await reads.read_async(ids[0])
             admin.client_pause(300)
             started = time.monotonic()
-            try:
-                await features.online._hmget_async(features.online._key(ids[0]))
-            except TimeoutError as error:
-                failed, waited = type(error), time.monotonic() - started
-                assert f"did not answer within {READ_TIMEOUT_S * 1000:.0f} ms" in str(error)
-            else:
-                raise AssertionError("a paused Redis answered")
+            with pytest.raises(
+                TimeoutError, match=f"did not answer within {READ_TIMEOUT_S * 1000:.0f} ms"
+            ):
+                await reads.read_async(ids[0])
+            waited = time.monotonic() - started
             await asyncio.sleep(0.4)  # the pause ends
-            return failed, waited, await features.read_async(ids[0])
+            return waited, await reads.read_async(ids[0])
         finally:
-            await features.close_async()
+            await reads.close_async()
 
-    failed, waited, after = asyncio.run(paused())
-    assert failed is TimeoutError
+    waited, after = asyncio.run(paused())
     assert READ_TIMEOUT_S <= waited < 0.25
     assert after == features.read(ids[0])
+
+
+def test_the_breaker_refuses_reads_for_its_cool_down_after_a_failure(
+    redis_features, redis_url
+) -> None:
+    """After a read that failed, reads are refused at once (no wait for a store that is down)
+    until the cool-down ends; the first read after it tries the store again."""
+    import redis
+
+    from service.adapters.features.breaker import OnlineStoreUnavailable
+
+    features, ids = redis_features
+    reads = RedisOnlineReads(features.store, FeastLayout(features.store), Breaker(0.5))
+    admin = redis.Redis.from_url(redis_url)
+
+    async def around_a_pause() -> OnlineFeatures:
+        try:
+            admin.client_pause(150)
+            with pytest.raises(TimeoutError):
+                await reads.read_async(ids[0])
+            await asyncio.sleep(0.2)  # Redis answers again, the breaker is still open
+            with pytest.raises(OnlineStoreUnavailable):
+                await reads.read_async(ids[0])
+            with pytest.raises(OnlineStoreUnavailable):
+                reads.read(ids[0])
+            await asyncio.sleep(0.35)  # the cool-down ends
+            return await reads.read_async(ids[0])
+        finally:
+            await reads.close_async()
+
+    assert asyncio.run(around_a_pause()) == features.read(ids[0])
+
+
+def test_sync_only_reads_say_so_and_refuse_the_event_loop(tmp_path) -> None:
+    """The SQLite store and the SDK declare they have no asynchronous read, and refuse one."""
+    where = StoreLocation(tmp_path, f"t{uuid.uuid4().hex[:10]}")
+    features = FeastFeatures(open_store(where), where)
+    assert not features.asynchronous
+    for reads in (features.reads, features.sdk):
+        assert reads.asynchronous is False
+        with pytest.raises(NotImplementedError):
+            asyncio.run(reads.read_async("C1"))
+        asyncio.run(reads.close_async())

@@ -1,0 +1,111 @@
+"""Feast's online layout: the keys, field names and value encodings Feast itself reads and
+writes, taken from Feast's own helpers and protobuf types so the adapters beside this module
+store and read exactly what the Feast SDK does (see docs/feast-storage.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from feast import FeatureStore
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import (
+    _mmh3,
+    _redis_key,
+    compute_table_id,
+    compute_versioned_name,
+)
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from feature_repo.activity import FEATURE_NAMES
+from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW
+from feature_repo.profile import PROFILE_FEATURE_NAMES
+
+#: Each view's features, in the order a decision scores them (activity, then profile).
+VIEW_FEATURES: dict[str, tuple[str, ...]] = {
+    ACTIVITY_VIEW: tuple(FEATURE_NAMES),
+    PROFILE_VIEW: tuple(PROFILE_FEATURE_NAMES),
+}
+
+
+class FeastLayout:
+    """Where Feast keeps a customer's online rows, for one store's project and settings."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        config = store.config
+        self.project: str = config.project
+        self.version: int = config.entity_key_serialization_version
+        versioning = bool(config.registry.enable_online_feature_view_versioning)
+        views = {name: store.get_feature_view(name) for name in VIEW_FEATURES}
+        #: The name each view is stored under (a version suffix when Feast versions views).
+        self.stored_names = {
+            name: compute_versioned_name(view, versioning) for name, view in views.items()
+        }
+        #: Each view's table in Feast's SQLite online store.
+        self.sqlite_tables = {
+            name: compute_table_id(self.project, view, versioning) for name, view in views.items()
+        }
+
+    def entity_key(self, customer_id: str) -> bytes:
+        """The customer's serialized entity key (the SQLite store's ``entity_key`` column)."""
+        key: bytes = serialize_entity_key(
+            _entity(customer_id), entity_key_serialization_version=self.version
+        )
+        return key
+
+    def redis_key(self, customer_id: str) -> bytes:
+        """The Redis hash that holds every view of the customer."""
+        key: bytes = _redis_key(
+            self.project, _entity(customer_id), entity_key_serialization_version=self.version
+        )
+        return key
+
+    def redis_field(self, view: str, name: str) -> bytes:
+        """The hash field of one feature's value."""
+        field: bytes = _mmh3(f"{self.stored_names[view]}:{name}")
+        return field
+
+    def redis_time_field(self, view: str) -> bytes:
+        """The hash field of a view's row time."""
+        return f"_ts:{self.stored_names[view]}".encode()
+
+
+def _entity(customer_id: str) -> EntityKey:
+    return EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)])
+
+
+def encode_rows(matrix: np.ndarray) -> list[list[bytes]]:
+    """Each row's values as Feast stores a double (a serialized ``ValueProto``)."""
+    return [[Value(double_val=v).SerializeToString() for v in row] for row in matrix.tolist()]
+
+
+def encode_time(as_of_us: int) -> bytes:
+    """A row time as Feast stores it in Redis (a serialized ``Timestamp``)."""
+    seconds, micros = divmod(as_of_us, 1_000_000)
+    encoded: bytes = Timestamp(seconds=seconds, nanos=micros * 1000).SerializeToString()
+    return encoded
+
+
+def decode_value(raw: bytes | None) -> float | None:
+    """A stored ``ValueProto`` as a float (None: absent, or a null)."""
+    if not raw:
+        return None
+    value = Value.FromString(raw)
+    kind = value.WhichOneof("val")
+    return None if kind is None else float(getattr(value, kind))
+
+
+def decode_time(raw: bytes | None) -> datetime | None:
+    """A stored ``Timestamp`` (Redis) as an aware UTC time."""
+    if not raw:
+        return None
+    stamp = Timestamp.FromString(raw)
+    return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, UTC)
+
+
+def sqlite_time(stamp: object) -> datetime:
+    """Feast's SQLite store keeps naive UTC times (as datetimes or ISO text)."""
+    moment = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(str(stamp))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

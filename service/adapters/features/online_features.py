@@ -1,0 +1,79 @@
+"""A customer's online features as a decision reads them, and how old each one is."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from feature_repo.definitions import ACTIVITY_VIEW, MAX_AGE, SCORING_FEATURES, VIEW_OF
+
+
+def feature_age(moment: datetime, now: datetime) -> float:
+    """Seconds between a feature row's time and ``now``, never negative. A row stamped in the
+    future (a host's clock ahead, an upstream time the bounds let through) is as old as it is
+    far from now: jitter between hosts reads as a few seconds, and a row from 2099 is stale,
+    never fresh forever."""
+    return abs((now - moment).total_seconds())
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    customer_id: str
+    values: dict[str, float | None]
+    #: The activity row's time (the customer's latest event the stream has folded in).
+    as_of: datetime | None
+    #: Each view's row time (None: no row), so every feature's age is known.
+    as_of_by_view: dict[str, datetime | None] = field(default_factory=dict)
+
+    @classmethod
+    def of_views(
+        cls,
+        customer_id: str,
+        values: dict[str, float | None],
+        stamps: dict[str, datetime | None],
+    ) -> OnlineFeatures:
+        """Every scoring feature in scoring order (None where ``values`` has none), with each
+        view's row time (``stamps``)."""
+        ordered = {name: values.get(name) for name in SCORING_FEATURES}
+        return cls(customer_id, ordered, stamps.get(ACTIVITY_VIEW), stamps)
+
+    @property
+    def known(self) -> bool:
+        return self.as_of is not None
+
+    def age_of(self, name: str, now: datetime) -> float | None:
+        """Seconds since the feature's row was computed (None: no row)."""
+        moment = self.as_of_by_view.get(VIEW_OF[name])
+        return None if moment is None else feature_age(moment, now)
+
+    def fresh(self, now: datetime) -> tuple[dict[str, float | None], frozenset[str]]:
+        """The values with every feature older than its allowed age (``MAX_AGE``) treated as
+        missing, and the names of those stale features: stale data is never used silently."""
+        stale: set[str] = set()
+        for view, moment in self.as_of_by_view.items():
+            limits = _LIMITS.get(view)
+            if moment is None or not limits:
+                continue
+            age = feature_age(moment, now)
+            # The view's features whose allowed age is under this row's age.
+            over = bisect.bisect_left(limits[0], age)
+            stale.update(n for n in limits[1][:over] if n in self.values)
+        if not stale:
+            return self.values, frozenset()
+        return {k: None if k in stale else v for k, v in self.values.items()}, frozenset(stale)
+
+
+def _limits() -> dict[str, tuple[list[float], list[str]]]:
+    """Per view, its features that have an allowed age, by that age: (ages, names)."""
+    by_view: dict[str, list[tuple[float, str]]] = {}
+    for name, limit in MAX_AGE.items():
+        if limit is not None and name in VIEW_OF:
+            by_view.setdefault(VIEW_OF[name], []).append((limit.total_seconds(), name))
+    return {
+        view: ([age for age, _ in ranked], [name for _, name in ranked])
+        for view, ranked in ((v, sorted(items)) for v, items in by_view.items())
+    }
+
+
+_LIMITS = _limits()

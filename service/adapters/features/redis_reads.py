@@ -1,0 +1,99 @@
+"""A customer's online features read from Feast's Redis store: one ``HMGET`` of every view's
+values and row times, with redis-py on a thread or on the running event loop's link."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from feast import FeatureStore
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from service.adapters.features.breaker import READ_TIMEOUT_S, Breaker
+from service.adapters.features.layout import (
+    VIEW_FEATURES,
+    FeastLayout,
+    decode_time,
+    decode_value,
+)
+from service.adapters.features.online_features import OnlineFeatures
+from service.adapters.features.redis_link import LoopLinks, PackedHmget
+
+
+class RedisOnlineReads:
+    """Reads on connections of their own to the server Feast writes to, bounded for the
+    decision path: a short timeout and no retries (the breaker decides when to try again),
+    where Feast's own client waits as long as the operating system does and retries with
+    backoff."""
+
+    def __init__(
+        self, store: FeatureStore, layout: FeastLayout, breaker: Breaker | None = None
+    ) -> None:
+        settings = store.config.online_store
+        online = store._get_provider().online_store
+        assert isinstance(online, RedisOnlineStore)
+        self._layout = layout
+        self._breaker = breaker or Breaker()
+        # Feast keeps every view of an entity in one hash: one HMGET reads values and times.
+        self._fields = [
+            *(layout.redis_field(view, n) for view, names in VIEW_FEATURES.items() for n in names),
+            *(layout.redis_time_field(view) for view in VIEW_FEATURES),
+        ]
+        self._count = len(self._fields) - len(VIEW_FEATURES)
+        self._client: Any
+        connection: dict[str, Any] = {}
+        if settings.redis_type == RedisType.redis:
+            connection = _connection(settings.connection_string)
+            self._client = redis.Redis(
+                **connection,
+                socket_timeout=READ_TIMEOUT_S,
+                socket_connect_timeout=READ_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
+            )
+        else:  # a cluster or a sentinel: Feast's own client knows where each key lives
+            self._client = online._get_client(settings)
+        #: Whether ``read_async`` reads on the event loop: a single server without TLS (the
+        #: link speaks plain TCP). Any other Redis is read on a thread.
+        self.asynchronous = bool(connection) and not connection.get("ssl")
+        self._links = LoopLinks(connection, READ_TIMEOUT_S)
+        self._hmget = PackedHmget(self._fields)
+
+    def read(self, customer_id: str) -> OnlineFeatures:
+        with self._breaker:
+            raw = self._client.hmget(self._layout.redis_key(customer_id), self._fields)
+        return self._decoded(customer_id, raw)
+
+    async def read_async(self, customer_id: str) -> OnlineFeatures:
+        """``read`` on the running event loop, with the same timeout and breaker."""
+        if not self.asynchronous:
+            raise NotImplementedError("this Redis is read on a thread (see asynchronous)")
+        command = self._hmget(self._layout.redis_key(customer_id))
+        with self._breaker:
+            reply = await (await self._links.link()).call(command, READ_TIMEOUT_S)
+            if isinstance(reply, Exception):  # a Redis error reply
+                raise reply
+        return self._decoded(customer_id, reply)
+
+    async def close_async(self) -> None:
+        """Close the running event loop's link."""
+        await self._links.close()
+
+    def _decoded(self, customer_id: str, raw: list[bytes | None]) -> OnlineFeatures:
+        names = (name for names in VIEW_FEATURES.values() for name in names)
+        values = {
+            name: decode_value(blob) for name, blob in zip(names, raw[: self._count], strict=True)
+        }
+        stamps = {
+            view: decode_time(blob)
+            for view, blob in zip(VIEW_FEATURES, raw[self._count :], strict=True)
+        }
+        return OnlineFeatures.of_views(customer_id, values, stamps)
+
+
+def _connection(connection_string: str) -> dict[str, Any]:
+    """A single server's connection settings from Feast's connection string, parsed as Feast
+    parses it for its own clients."""
+    nodes, settings = RedisOnlineStore._parse_connection_string(connection_string)
+    return {"host": nodes[0]["host"], "port": int(nodes[0].get("port", 6379)), **settings}

@@ -1,0 +1,114 @@
+"""Writing the stream's feature rows into Feast's online store: Feast's own write for any store,
+and direct writes of Feast's layout for Redis and SQLite, the stream's hot path."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+from feature_repo.activity import FEATURE_NAMES
+from feature_repo.definitions import ACTIVITY_VIEW
+from service.adapters.features.layout import FeastLayout, encode_rows, encode_time
+
+
+class OnlineWriter(Protocol):
+    def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
+        """Each customer's activity row (``matrix``: one row per customer, ``FEATURE_NAMES``
+        columns) as of its time in microseconds since the epoch."""
+        ...
+
+    def erase(self, customer_id: str) -> None:
+        """Remove every view's online row of the customer (Feast has no per-entity delete)."""
+        ...
+
+
+class SdkOnlineWriter:
+    """Feast's ``write_to_online_store``, for any online store Feast supports: the reference the
+    direct writers below are held equal to."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
+        if not customers:
+            return
+        frame = pd.DataFrame(matrix, columns=list(FEATURE_NAMES))
+        frame.insert(0, "event_timestamp", pd.to_datetime(as_of_us, unit="us", utc=True))
+        frame.insert(0, "customer_id", customers)
+        self.store.write_to_online_store(ACTIVITY_VIEW, frame)
+
+
+class RedisOnlineWriter:
+    """One ``HSET`` per customer in one pipeline per batch. Feast's own write reads every stored
+    row time first, to skip a row older than the stored one; the stream writes each customer's
+    state as it folds events in, so the latest write is the newest row."""
+
+    def __init__(self, store: FeatureStore, layout: FeastLayout) -> None:
+        online = store._get_provider().online_store
+        assert isinstance(online, RedisOnlineStore)
+        self._client: Any = online._get_client(store.config.online_store)
+        self._layout = layout
+        self._fields = [layout.redis_field(ACTIVITY_VIEW, name) for name in FEATURE_NAMES]
+        self._time_field = layout.redis_time_field(ACTIVITY_VIEW)
+
+    def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
+        if not customers:
+            return
+        rows = encode_rows(matrix)
+        with self._client.pipeline(transaction=False) as pipe:
+            for customer, at, values in zip(customers, as_of_us.tolist(), rows, strict=True):
+                mapping = dict(zip(self._fields, values, strict=True))
+                mapping[self._time_field] = encode_time(at)
+                pipe.hset(self._layout.redis_key(customer), mapping=mapping)
+            pipe.execute()
+
+    def erase(self, customer_id: str) -> None:
+        # Feast keeps all of an entity's views in one hash: deleting it erases them all.
+        self._client.delete(self._layout.redis_key(customer_id))
+
+
+class SQLiteOnlineWriter:
+    """One ``executemany`` per batch into Feast's SQLite table (Feast's own write runs one
+    statement per feature value)."""
+
+    def __init__(self, store: FeatureStore, layout: FeastLayout) -> None:
+        online = store._get_provider().online_store
+        assert isinstance(online, SqliteOnlineStore)
+        self._conn: sqlite3.Connection = online._get_conn(store.config)
+        self._layout = layout
+        self._sql = (
+            f'INSERT INTO "{layout.sqlite_tables[ACTIVITY_VIEW]}" (entity_key, feature_name, '
+            "value, value_text, event_ts, created_ts) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+            "value_text = excluded.value_text, event_ts = excluded.event_ts, "
+            "created_ts = excluded.created_ts"
+        )
+
+    def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
+        if not customers:
+            return
+        rows: list[tuple[bytes, str, bytes, str, datetime, None]] = []
+        for customer, at, values, numbers in zip(
+            customers, as_of_us.tolist(), encode_rows(matrix), matrix.tolist(), strict=True
+        ):
+            key = self._layout.entity_key(customer)
+            stamp = datetime.fromtimestamp(at / 1e6, UTC).replace(tzinfo=None)
+            rows.extend(
+                (key, name, blob, str(number), stamp, None)
+                for name, blob, number in zip(FEATURE_NAMES, values, numbers, strict=True)
+            )
+        with self._conn:
+            self._conn.executemany(self._sql, rows)
+
+    def erase(self, customer_id: str) -> None:
+        key = self._layout.entity_key(customer_id)
+        with self._conn:
+            for table in self._layout.sqlite_tables.values():
+                self._conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,))

@@ -1,0 +1,51 @@
+"""The adapters' value encoding against Feast's own type conversion: a feature row is stored as
+Feast stores a Float64 feature, and read back as Feast reads it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from feast.type_map import python_values_to_proto_values
+from feast.value_type import ValueType
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from service.adapters.features.layout import decode_value, encode_rows, encode_time
+
+EDGES = [0.0, -0.0, 1e-300, -1e308, math.inf, -math.inf, 123456789.25, 91.0, 5e-324]
+FINITE_OR_INFINITE = st.floats(allow_nan=False)
+
+
+def _feasts(values: list[float | None]) -> list[bytes]:
+    """What Feast stores for these values of a Float64 feature."""
+    protos = python_values_to_proto_values(values, ValueType.DOUBLE)
+    return [p.SerializeToString() for p in protos]
+
+
+@given(st.lists(st.lists(FINITE_OR_INFINITE, min_size=3, max_size=3), min_size=1, max_size=20))
+@example([EDGES[:3], EDGES[3:6], EDGES[6:]])
+def test_rows_are_stored_as_feast_stores_a_float64_feature(rows: list[list[float]]) -> None:
+    encoded = encode_rows(np.array(rows, dtype=np.float64))
+    assert encoded == [_feasts(list(row)) for row in rows]
+
+
+@given(st.lists(FINITE_OR_INFINITE | st.none() | st.just(math.nan), min_size=1, max_size=40))
+def test_values_read_back_as_feast_wrote_them(values: list[float | None]) -> None:
+    """A stored number reads as itself (its sign too); a null, as Feast writes a missing or NaN
+    value, reads as None, as does an absent field."""
+    read = [decode_value(raw) for raw in _feasts(values)]
+    for got, value in zip(read, values, strict=True):
+        if value is None or math.isnan(value):
+            assert got is None
+        else:
+            assert got == value and math.copysign(1, got) == math.copysign(1, value)
+    assert decode_value(None) is None
+
+
+def test_row_times_are_protobuf_timestamps_to_the_microsecond() -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    stamp = Timestamp.FromString(encode_time(1_795_931_509_123_456))
+    assert (stamp.seconds, stamp.nanos) == (1_795_931_509, 123_456_000)
+    assert encode_time(0) == Timestamp().SerializeToString() == b""
