@@ -24,7 +24,8 @@ from sqlalchemy import Engine, create_engine, func, insert, make_url, select, te
 from bench.audit_records import Decisions
 from consent.rules.model import DecisionRecord
 from consent.stores.audit import Appended, AuditLog, AuditWriteFailed
-from consent.stores.store import audit_log, connect, customer_keys
+from consent.stores.store import connect
+from consent.stores.tables import audit_log, customer_keys
 
 #: Records made ahead per writer thread and second of a run (more than any thread writes).
 PREBUILT_PER_THREAD_SECOND = 600

@@ -68,16 +68,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from consent.rules.model import DecisionRecord, OperationRecord
-from consent.stores.breaker import Breaker, StoreNotAnswering, close_or_drop
-from consent.stores.store import (
+from consent.stores.bounds import (
     DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
     DECISION_SERVER_BOUNDS,
     asyncpg_connect_args,
-    audit_checkpoints,
-    audit_log,
     bounded_engine,
-    customer_keys,
 )
+from consent.stores.breaker import Breaker, StoreNotAnswering, close_or_drop
+from consent.stores.tables import audit_checkpoints, audit_log, customer_keys
 
 log = logging.getLogger(__name__)
 

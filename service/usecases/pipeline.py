@@ -21,7 +21,7 @@ from consent.rules.vocabulary import NEEDS
 from consent.stores.customers import from_extract
 from consent.stores.erasure import Erased
 from consent.stores.registry import LOAD_RECORDER
-from consent.stores.store import consent_history
+from consent.stores.tables import consent_history
 from feature_repo.aggregates import MAX_DAYS
 from feature_repo.definitions import ACTIVITY_VIEW
 from feature_repo.profile import profile_rows

@@ -26,7 +26,7 @@ from consent.stores.audit import (
     mentions,
     verify_export,
 )
-from consent.stores.store import audit_checkpoints, audit_log
+from consent.stores.tables import audit_checkpoints, audit_log
 from tests.integration.conftest import fresh_schema
 from tests.unit.test_audit import (
     TAMPERINGS,

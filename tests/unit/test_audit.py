@@ -42,13 +42,8 @@ from consent.stores.audit import (
     timestamp,
     verify_export,
 )
-from consent.stores.store import (
-    audit_checkpoints,
-    audit_log,
-    connect,
-    consent_history,
-    customer_keys,
-)
+from consent.stores.store import connect
+from consent.stores.tables import audit_checkpoints, audit_log, consent_history, customer_keys
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
 
