@@ -44,7 +44,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from sqlalchemy import text
 
 from bench.common import emit
-from bench.decide import Backends, State, distribution, environment, machine_load
+from bench.sampling import machine_load
+from bench.state import Backends, State, environment
+from bench.summaries import distribution
 from service.adapters.transport import ALERTS_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
 from service.settings import Settings, load_settings

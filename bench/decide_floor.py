@@ -35,18 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.api_server import ApiServer
 from bench.common import emit
-from bench.decide import (
-    DECIDERS,
-    TARGET_P50_MS,
-    TARGET_P99_MS,
-    ApiServer,
-    Backends,
-    State,
-    environment,
-    machine_load,
-    run_load,
-)
+from bench.decide import TARGET_P50_MS, TARGET_P99_MS, run_load
+from bench.sampling import machine_load
+from bench.state import DECIDERS, Backends, State, environment
 
 STEPS = ("bare", "thread", "reads", "audit", "decide")
 CHANNEL = "mobile_app"

@@ -32,6 +32,7 @@ from service.settings import load_settings
 from service.usecases import pipeline
 from training import need_model, trainset
 from training.bank import BankSpec, write_bank
+from training.fitting import Trainer
 
 
 def build_state(home: Path, customers: int, days: int, seed: int) -> dict[str, float]:
@@ -68,7 +69,7 @@ def naive_need(
     consents["recorded_at"] = pd.to_datetime(consents["recorded_at"], utc=True)
     outcomes = pd.read_parquet(home / "bank" / "outcomes.parquet")
     data = trainset.build(container.feature_store, entity, consents, outcomes, 30, (need,))
-    trainer = need_model.Trainer(data)
+    trainer = Trainer(data)
     fitted = trainer.fit(need, truth, groups, container.catalog.delivery_threshold(need))
     return fitted.evaluation.roc_auc
 
@@ -99,7 +100,7 @@ def main() -> None:
         result["features"] = len(data.features)
 
         began = time.perf_counter()
-        trainer = need_model.Trainer(data)
+        trainer = Trainer(data)
         truth = pd.read_parquet(home / "bank" / "truth.parquet")
         truth = truth.rename(columns={"snapshot_at": "event_timestamp"})
         groups = pipeline.fairness_groups(home / "bank")

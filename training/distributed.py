@@ -31,7 +31,7 @@ Limits
   again.
 * Partitions are trained where they lie, so a worker without a partition sits idle, and a
   partition must fit in its worker's memory together with LightGBM's binned copy of it.
-* The params are those of `lgb.train` (as in `training.need_model.PARAMS`) restricted to the
+* The params are those of `lgb.train` (as in `training.fitting.PARAMS`) restricted to the
   keys in `_RENAMED` and `_PASSED_THROUGH`; any other key fails loudly instead of being
   silently ignored or fighting an alias.
 """

@@ -48,8 +48,8 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from consent.rules.vocabulary import NEEDS
 from training import pyfunc_model
+from training.calibration import Calibration
 from training.input_example import synthetic_example
-from training.need_model import Calibration
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",

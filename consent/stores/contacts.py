@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, delete, insert, or_, select
 
 from consent.rules.model import ContactKind, ContactRecord
-from consent.stores.store import contact_history
+from consent.stores.tables import contact_history
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from consent.rules.model import CustomerFacts
 from consent.rules.vocabulary import NEEDS
-from consent.stores.store import customers
+from consent.stores.tables import customers
 
 #: Rows per statement when loading a whole extract.
 UPSERT_BATCH = 5_000

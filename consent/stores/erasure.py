@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, Table, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from consent.stores.store import erasure_register, erasure_register_key
+from consent.stores.tables import erasure_register, erasure_register_key
 
 REF_PREFIX = "erased:"
 KEY_BYTES = 32

@@ -29,20 +29,18 @@ from psycopg import OperationalError as _PsycopgOperational
 from sqlalchemy import Engine
 
 from consent.rules.model import ConsentGiven, ContactRecord, CustomerFacts
-from consent.stores.breaker import Breaker, close_or_drop
-from consent.stores.contacts import ContactHistory
-from consent.stores.customers import CustomerDirectory, KnownCustomer
-from consent.stores.registry import ConsentRegistry
-from consent.stores.store import (
+from consent.stores.bounds import (
     DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
     DECISION_SERVER_BOUNDS,
     ServerNotAnswering,
     asyncpg_connect_args,
     bounded_engine,
-    consent_history,
-    contact_history,
-    customers,
 )
+from consent.stores.breaker import Breaker, close_or_drop
+from consent.stores.contacts import ContactHistory
+from consent.stores.customers import CustomerDirectory, KnownCustomer
+from consent.stores.registry import ConsentRegistry
+from consent.stores.tables import consent_history, contact_history, customers
 
 #: Connections the PostgreSQL reader keeps (a decision holds one for a single round trip): as
 #: many as decisions an API process runs at once (``service.entrypoints.api.DECISION_THREADS``).
@@ -181,7 +179,7 @@ class PostgresGateReads(GateReads):
     async def read_async(self, customer_id: str, now: datetime, days: int) -> GateRead:
         """``read`` without a thread: on asyncpg connections of the running loop, kept like
         the pool's (``READ_POOL_SIZE`` idle at most); a connection that fails is dropped and
-        the read retried once on a new one. Each wait is bounded (``consent.stores.store``'s
+        the read retried once on a new one. Each wait is bounded (``consent.stores.bounds``'s
         ``DECISION_*``); a timeout or a lost connection trips the breaker, which refuses reads
         at once until a probe is answered, and drops the kept connections, which may be stuck
         behind the same stalled network."""

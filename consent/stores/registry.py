@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from consent.rules.model import ConsentGiven
-from consent.stores.store import consent_history
+from consent.stores.tables import consent_history
 
 #: ``recorded_by`` of entries recorded from the event stream and from the bank's extract
 #: (``nextbest load``); the API records ``<role>:<key name>`` (``recorder``).

@@ -26,7 +26,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from consent.rules.vocabulary import NEEDS
-from training.need_model import Calibration, registered_name
+from training.calibration import Calibration
+from training.need_model import registered_name
 from training.quality import QualityFloor
 
 log = logging.getLogger(__name__)

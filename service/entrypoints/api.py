@@ -97,8 +97,8 @@ log = logging.getLogger(__name__)
 #: same as 16.
 DECISION_THREADS = 16
 #: How long a decision may take in all, its wait for a turn (or a thread) included: the gate's
-#: read and the audit append have bounds of their own (``consent.stores.store``), this is the whole,
-#: so a client is answered (503 ``overloaded``) within about two seconds whatever stalls.
+#: read and the audit append have bounds of their own (``consent.stores.bounds``), this is the
+#: whole, so a client is answered (503 ``overloaded``) within about two seconds whatever stalls.
 DECISION_DEADLINE_S = 1.5
 
 #: How long each of ``/readyz``'s probes may take: a probe that has not answered by then

@@ -50,9 +50,9 @@ from consent.rules.policy import Catalog, PolicyError, _explain, _load_yaml, con
 from consent.rules.vocabulary import ANY_CHANNEL, NEEDS
 from consent.stores.contacts import ContactHistory, ContactMade
 from consent.stores.customers import CustomerDirectory
-from consent.stores.store import alerts as alerts_table
-from consent.stores.store import consent_history
-from consent.stores.store import customers as customers_table
+from consent.stores.tables import alerts as alerts_table
+from consent.stores.tables import consent_history
+from consent.stores.tables import customers as customers_table
 from feature_repo.explain import describe
 from service.adapters.metrics import send_failures
 from service.adapters.state import StateStore

@@ -21,7 +21,7 @@ from consent.rules.vocabulary import NEEDS
 from consent.stores.customers import from_extract
 from consent.stores.erasure import Erased
 from consent.stores.registry import LOAD_RECORDER
-from consent.stores.store import consent_history
+from consent.stores.tables import consent_history
 from feature_repo.activity import MAX_DAYS
 from feature_repo.definitions import ACTIVITY_VIEW
 from feature_repo.profile import profile_rows
@@ -31,6 +31,7 @@ from service.usecases.worker import WorkerStats
 from training import evaluation, need_model, trainset
 from training.backfill import write_history
 from training.bank import Bank, BankSpec
+from training.fitting import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def train_from_bank(
             "age_band": evaluation.age_band(people["age"]),
         }
     )
-    trainer = need_model.Trainer(data, dask_client=dask_client)
+    trainer = Trainer(data, dask_client=dask_client)
     settings = container.settings
     floor = settings.quality_floor
     models, evaluations, skipped, below_floor = [], {}, {}, {}

@@ -40,6 +40,7 @@ from service.adapters.models import load_version
 from service.bootstrap import Container
 from service.usecases import pipeline
 from training import evaluation, need_model
+from training.fitting import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def retrain(
     mlflow.set_tracking_uri(settings.tracking_uri)
     client = MlflowClient(settings.tracking_uri)
     data = pipeline.bank_training_set(container, bank_dir, horizon_days, step_days, warm_up_days)
-    trainer = need_model.Trainer(data)
+    trainer = Trainer(data)
     groups = pipeline.fairness_groups(bank_dir)
     verdicts = []
     for need in needs:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from consent.rules.model import ConsentGiven
 from consent.stores.customers import KnownCustomer
-from consent.stores.store import contact_history
+from consent.stores.tables import contact_history
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from tests.conftest import key_headers

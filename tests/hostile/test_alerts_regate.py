@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from consent.stores.customers import KnownCustomer
-from consent.stores.store import consent_history
+from consent.stores.tables import consent_history
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from service.usecases.alerts import Alert

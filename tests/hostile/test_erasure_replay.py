@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from consent.rules.chain import mentions
 from consent.stores.customers import KnownCustomer
-from consent.stores.store import audit_log, erasure_register
+from consent.stores.tables import audit_log, erasure_register
 from service.adapters.erasure_purge import overwritten
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container

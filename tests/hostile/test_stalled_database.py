@@ -29,7 +29,8 @@ import psutil
 import pytest
 from sqlalchemy import make_url
 
-from bench.decide import ApiServer, Load, Outcome, open_loop
+from bench.api_server import ApiServer
+from bench.load import Load, Outcome, open_loop
 from service.bootstrap import Container
 from service.entrypoints.auth import DEV_KEYS_FILE, plain_key
 from tests.conftest import make_settings

@@ -20,7 +20,7 @@ from consent.rules.simulate import replay
 from consent.stores.contacts import ContactMade
 from consent.stores.customers import KnownCustomer
 from consent.stores.reads import GateRead, GateReads
-from consent.stores.store import audit_log
+from consent.stores.tables import audit_log
 from service.bootstrap import Container
 from service.errors import AuditUnavailable
 from service.usecases.alerts import Alert, shown_to

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from consent.rules.model import ConsentGiven
 from consent.rules.vocabulary import NEEDS
 from consent.stores.customers import CustomerDirectory, KnownCustomer
-from consent.stores.store import contact_history
+from consent.stores.tables import contact_history
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.adapters.features.online_features import OnlineFeatures
 from service.bootstrap import Container

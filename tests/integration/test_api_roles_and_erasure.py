@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from consent.stores.customers import KnownCustomer
-from consent.stores.store import audit_log
+from consent.stores.tables import audit_log
 from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.api import create_app

@@ -41,13 +41,8 @@ from consent.rules.model import (
 from consent.stores.audit.failures import AuditWriteFailed, DuplicateDecision
 from consent.stores.audit.log import AuditLog
 from consent.stores.audit.writes import erase_customer_key
-from consent.stores.store import (
-    audit_checkpoints,
-    audit_log,
-    connect,
-    consent_history,
-    customer_keys,
-)
+from consent.stores.store import connect
+from consent.stores.tables import audit_checkpoints, audit_log, consent_history, customer_keys
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
 

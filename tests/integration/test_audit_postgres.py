@@ -19,7 +19,7 @@ from consent.rules.chain import OPERATION_REF, Checkpoint, mentions, verify_expo
 from consent.stores.audit.failures import AuditWriteFailed, DuplicateDecision
 from consent.stores.audit.log import AuditLog
 from consent.stores.audit.writes import erase_customer_key, lock_chain
-from consent.stores.store import audit_checkpoints, audit_log
+from consent.stores.tables import audit_checkpoints, audit_log
 from tests.integration.conftest import fresh_schema
 from tests.integration.test_audit import (
     TAMPERINGS,

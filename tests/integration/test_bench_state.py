@@ -6,7 +6,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from bench.decide import Backends, State, new_state, replace_state
+from bench.state import Backends, State, new_state, replace_state
 
 
 def _schema_exists(url: str, schema: str) -> bool:

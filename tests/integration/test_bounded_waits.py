@@ -27,20 +27,20 @@ from sqlalchemy.exc import OperationalError
 
 from consent.stores.audit.failures import AuditWriteFailed
 from consent.stores.audit.log import AuditLog
-from consent.stores.breaker import StoreNotAnswering
-from consent.stores.contacts import ContactHistory
-from consent.stores.customers import CustomerDirectory, KnownCustomer
-from consent.stores.reads import PostgresGateReads
-from consent.stores.registry import ConsentRegistry
-from consent.stores.store import (
+from consent.stores.bounds import (
     CLIENT_GRACE_S,
     DECISION_STATEMENT_TIMEOUT_S,
     STATEMENT_TIMEOUT_S,
     ServerNotAnswering,
     asyncpg_connect_args,
     client_bound,
-    connect,
 )
+from consent.stores.breaker import StoreNotAnswering
+from consent.stores.contacts import ContactHistory
+from consent.stores.customers import CustomerDirectory, KnownCustomer
+from consent.stores.reads import PostgresGateReads
+from consent.stores.registry import ConsentRegistry
+from consent.stores.store import connect
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from tests.conftest import key_headers, make_settings

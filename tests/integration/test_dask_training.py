@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from feature_repo.definitions import SCORING_FEATURES
 from training.distributed import connect, estimator_params, train_on_dask
-from training.need_model import PARAMS, Trainer
+from training.fitting import PARAMS, Trainer
 from training.trainset import TrainingSet
 
 pytestmark = [

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from consent.rules.simulate import replay
 from consent.stores.erasure import REF_PREFIX, candidate_ids
-from consent.stores.store import audit_log, erasure_register
+from consent.stores.tables import audit_log, erasure_register
 from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW
 from service.adapters.erasure_purge import ERASED_MARKER, naming, purge_offline, redact_local_log

@@ -12,7 +12,8 @@ from sqlalchemy.exc import StatementError
 from consent.rules.model import ConsentGiven
 from consent.stores.audit.log import AuditLog
 from consent.stores.registry import ConsentRegistry
-from consent.stores.store import audit_log, connect, consent_history
+from consent.stores.store import connect
+from consent.stores.tables import audit_log, consent_history
 from tests.integration.test_audit import record
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -34,7 +34,8 @@ from service.usecases import pipeline
 from tests.conftest import backfilled, make_settings
 from training import need_model
 from training.bank import BankSpec, busy_housing_market, generate
-from training.need_model import CalibratedNeedModel, Calibration
+from training.calibration import Calibration
+from training.need_model import CalibratedNeedModel
 from training.table import TableReport, encode_features, train_table
 
 UCI_BANK = Path("/work/shared/data/uci-bank-marketing/bank-full.csv")

@@ -8,7 +8,8 @@ import pytest
 
 from service.usecases.retrain import judge
 from training import evaluation
-from training.need_model import Calibration, time_split
+from training.calibration import Calibration
+from training.time_split import time_split
 
 
 def frame(times: int, customers: int = 50, step_days: int = 7) -> pd.DataFrame:

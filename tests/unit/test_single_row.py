@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.adapters.models import NeedModel
-from training.need_model import Calibration
+from training.calibration import Calibration
 
 FEATURES = tuple(f"f{i}" for i in range(12))
 

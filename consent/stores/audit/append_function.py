@@ -31,7 +31,7 @@ from consent.rules.chain import (
 from consent.stores.audit.failures import from_driver
 from consent.stores.audit.pending import PendingRecord
 from consent.stores.audit.writes import LOCK_NAMESPACE, lock_chain, lock_timeout
-from consent.stores.store import audit_log, customer_keys
+from consent.stores.tables import audit_log, customer_keys
 
 log = logging.getLogger(__name__)
 

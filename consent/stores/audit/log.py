@@ -46,8 +46,8 @@ from consent.stores.audit.writes import (
     append_operation_in,
     erase_customer_key,
 )
+from consent.stores.bounds import asyncpg_connect_args
 from consent.stores.breaker import Breaker
-from consent.stores.store import asyncpg_connect_args
 
 
 class AuditLog:

@@ -20,7 +20,7 @@ from consent.rules.chain import (
     verify_chain,
 )
 from consent.stores.audit.writes import insert_if_absent, read_keys
-from consent.stores.store import audit_checkpoints, audit_log
+from consent.stores.tables import audit_checkpoints, audit_log
 
 #: Records read per query when verifying or exporting.
 READ_BATCH = 1000

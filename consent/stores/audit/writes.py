@@ -28,7 +28,7 @@ from consent.rules.chain import (
 )
 from consent.rules.model import OperationRecord
 from consent.stores.audit.pending import MAX_BATCH, PendingRecord
-from consent.stores.store import audit_log, customer_keys
+from consent.stores.tables import audit_log, customer_keys
 
 #: How long a writer waits for the chain's lock on PostgreSQL before failing the batch (SQLite
 #: waits for its busy timeout, set in consent/stores/store.py).
