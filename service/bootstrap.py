@@ -20,6 +20,9 @@ from service.adapters.transport import (
     EVENTS_TOPIC,
     KAFKA_FLUSH_TIMEOUT_S,
     Consumer,
+    KafkaConsumerAdapter,
+    KafkaProducerAdapter,
+    LocalLog,
     Producer,
 )
 from service.settings import Settings
@@ -39,7 +42,6 @@ if TYPE_CHECKING:
     from service.adapters.features import FeastFeatures
     from service.adapters.models import ModelSet
     from service.adapters.state import StateStore
-    from service.adapters.transport import LocalLog
     from service.entrypoints.auth import KeyRing
     from service.usecases.alerts import Alerter, AlertPolicy, AlertStore
     from service.usecases.decisions import DecisionService
@@ -241,21 +243,15 @@ class Container:
     # --- events ---
     @cached_property
     def local_log(self) -> LocalLog:
-        from service.adapters.transport import LocalLog
-
         return LocalLog(self.settings.home / "events")
 
     def producer(self, timeout_s: float = KAFKA_FLUSH_TIMEOUT_S) -> Producer:
         """A producer whose waits on the broker are bounded by ``timeout_s``."""
-        from service.adapters.transport import KafkaProducerAdapter
-
         if self.settings.event_transport == "kafka":
             return KafkaProducerAdapter(self.settings.kafka_bootstrap_servers, timeout_s)
         return self.local_log.producer()
 
     def consumer(self, topic: str = EVENTS_TOPIC) -> Consumer:
-        from service.adapters.transport import KafkaConsumerAdapter
-
         name = self.settings.topic(topic)
         if self.settings.event_transport == "kafka":
             return KafkaConsumerAdapter(
