@@ -3,43 +3,46 @@
 The app, the worker and the CLI all build what they need from a ``Container``; tests build one
 from their own ``Settings`` (pointing at real Kafka, Redis and PostgreSQL, or at a temporary
 state folder) rather than patching anything deep inside.
+
+Each part's module is imported when the part is first built, so a process that needs the audit
+log alone (``nextbest audit verify``) never loads Feast, MLflow or LightGBM.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from feast import FeatureStore
-from sqlalchemy import Engine
-
-from consent.rules.policy import Catalog, Policy
-from consent.stores.audit.log import AuditLog
-from consent.stores.contacts import ContactHistory
-from consent.stores.customers import CustomerDirectory
-from consent.stores.erasure import ErasureRegister
-from consent.stores.reads import GateReads, gate_reads
-from consent.stores.registry import ConsentRegistry
-from consent.stores.store import connect
-from feature_repo.store import StoreLocation, open_store
-from service.adapters.features.feast_features import FeastFeatures
-from service.adapters.features.offline import OfflineBuffer
 from service.adapters.kafka_transport import (
     KAFKA_FLUSH_TIMEOUT_S,
     KafkaConsumerAdapter,
     KafkaProducerAdapter,
 )
 from service.adapters.local_log import LocalLog
-from service.adapters.metrics import stream_metrics
-from service.adapters.models import ModelSet
-from service.adapters.state import RedisStateStore, SQLiteStateStore, StateStore
 from service.adapters.transport import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, Consumer, Producer
-from service.entrypoints.auth import AuthConfigError, KeyRing, development_keys
 from service.settings import Settings
-from service.usecases.alerts import Alerter, AlertPolicy, AlertStore, alerts_publisher
-from service.usecases.decisions import DecisionService
-from service.usecases.regate import AlertGate
-from service.usecases.worker import StreamWorker
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+    from sqlalchemy import Engine
+
+    from consent.rules.policy import Catalog, Policy
+    from consent.stores.audit.log import AuditLog
+    from consent.stores.contacts import ContactHistory
+    from consent.stores.customers import CustomerDirectory
+    from consent.stores.erasure import ErasureRegister
+    from consent.stores.reads import GateReads
+    from consent.stores.registry import ConsentRegistry
+    from feature_repo.store import StoreLocation
+    from service.adapters.features.feast_features import FeastFeatures
+    from service.adapters.models import ModelSet
+    from service.adapters.state import StateStore
+    from service.entrypoints.auth import KeyRing
+    from service.usecases.alerts import Alerter, AlertPolicy, AlertStore
+    from service.usecases.decisions import DecisionService
+    from service.usecases.regate import AlertGate
+    from service.usecases.worker import StreamWorker
 
 
 @dataclass
@@ -67,46 +70,66 @@ class Container:
     # --- operational store ---
     @cached_property
     def engine(self) -> Engine:
+        from consent.stores.store import connect
+
         return connect(self.settings.operational_url)
 
     @cached_property
     def registry(self) -> ConsentRegistry:
+        from consent.stores.registry import ConsentRegistry
+
         return ConsentRegistry(self.engine)
 
     @cached_property
     def directory(self) -> CustomerDirectory:
+        from consent.stores.customers import CustomerDirectory
+
         return CustomerDirectory(self.engine)
 
     @cached_property
     def contacts(self) -> ContactHistory:
+        from consent.stores.contacts import ContactHistory
+
         return ContactHistory(self.engine)
 
     @cached_property
     def gate_reads(self) -> GateReads:
         """The gate's reads for a decision (one round trip on PostgreSQL)."""
+        from consent.stores.reads import gate_reads
+
         return gate_reads(
             self.registry, self.directory, self.contacts, self.settings.operational_url
         )
 
     @cached_property
     def erasures(self) -> ErasureRegister:
+        from consent.stores.erasure import ErasureRegister
+
         return ErasureRegister(self.engine)
 
     @cached_property
     def audit(self) -> AuditLog:
+        from consent.stores.audit.log import AuditLog
+
         return AuditLog(self.engine)
 
     @cached_property
     def catalog(self) -> Catalog:
+        from consent.rules.policy import Catalog
+
         return Catalog.load()
 
     @cached_property
     def policy(self) -> Policy:
+        from consent.rules.policy import Policy
+
         return Policy.load()
 
     # --- features ---
     @cached_property
     def store_location(self) -> StoreLocation:
+        from feature_repo.store import StoreLocation
+
         s = self.settings
         return StoreLocation(
             home=s.home, project=s.feast_project, online=s.online_store, redis_url=s.redis_url
@@ -114,16 +137,22 @@ class Container:
 
     @cached_property
     def feature_store(self) -> FeatureStore:
+        from feature_repo.store import open_store
+
         return open_store(self.store_location)
 
     @cached_property
     def features(self) -> FeastFeatures:
+        from service.adapters.features.feast_features import FeastFeatures
+
         return FeastFeatures(self.feature_store, self.store_location)
 
     # --- models ---
     @cached_property
     def models(self) -> ModelSet:
         """The served models, loaded now; ``refresh()`` follows the registry alias."""
+        from service.adapters.models import ModelSet
+
         settings = self.settings
         models = ModelSet(settings.tracking_uri, settings.model_alias, floor=settings.quality_floor)
         models.refresh()
@@ -131,6 +160,8 @@ class Container:
 
     @cached_property
     def decisions(self) -> DecisionService:
+        from service.usecases.decisions import DecisionService
+
         return DecisionService(
             self.registry,
             self.directory,
@@ -146,16 +177,22 @@ class Container:
     # --- RM alerts ---
     @cached_property
     def alert_policy(self) -> AlertPolicy:
+        from service.usecases.alerts import AlertPolicy
+
         return AlertPolicy.load(self.catalog)
 
     @cached_property
     def alert_store(self) -> AlertStore:
+        from service.usecases.alerts import AlertStore
+
         return AlertStore(self.engine)
 
     @cached_property
     def alerter(self) -> Alerter:
         """Raises alerts from the stream (``start()`` runs it); records dispositions. Alerts
         are published to ``nextbest.alerts.v1`` through a producer made at first use."""
+        from service.usecases.alerts import Alerter, alerts_publisher
+
         made: list[Producer] = []
 
         def producer() -> Producer:
@@ -180,6 +217,8 @@ class Container:
     @cached_property
     def alert_gate(self) -> AlertGate:
         """The gate again when an alert reaches the RM: the decisions' reads, policy and log."""
+        from service.usecases.regate import AlertGate
+
         return AlertGate(
             self.gate_reads, self.policy, self.catalog, self.audit, self.alert_policy.regate_rules
         )
@@ -187,6 +226,8 @@ class Container:
     # --- who may call ---
     @cached_property
     def keyring(self) -> KeyRing:
+        from service.entrypoints.auth import AuthConfigError, KeyRing, development_keys
+
         path = self.settings.api_keys_file
         development = self.settings.environment == "development"
         if path is None:
@@ -215,6 +256,8 @@ class Container:
         return self.local_log.consumer(name, self.settings.consumer_group)
 
     def state_store(self) -> StateStore:
+        from service.adapters.state import RedisStateStore, SQLiteStateStore
+
         if self.settings.online_store == "redis":
             return RedisStateStore(self.settings.redis_url, self.settings.feast_project)
         return SQLiteStateStore(self.settings.home / "stream_state.db")
@@ -223,6 +266,8 @@ class Container:
         """How far each partition's dead letters are written, in the stream state's kind of
         store but apart from it: ``--reset-state`` rebuilds features, and its replay still
         does not write the dead letters again."""
+        from service.adapters.state import RedisStateStore, SQLiteStateStore
+
         if self.settings.online_store == "redis":
             project = self.settings.feast_project
             return RedisStateStore(self.settings.redis_url, f"{project}:dead_letters")
@@ -230,12 +275,18 @@ class Container:
 
     def alert_memory(self) -> StateStore:
         """The alerter's last scores per customer, in the stream state's kind of store."""
+        from service.adapters.state import RedisStateStore, SQLiteStateStore
+
         if self.settings.online_store == "redis":
             return RedisStateStore(self.settings.redis_url, f"{self.settings.feast_project}:alerts")
         return SQLiteStateStore(self.settings.home / "alert_memory.db")
 
     def worker(self, alerter: Alerter | None = None) -> StreamWorker:
         """The stream worker; with ``alerter``, it is told which customers each batch changed."""
+        from service.adapters.features.offline import OfflineBuffer
+        from service.adapters.metrics import stream_metrics
+        from service.usecases.worker import StreamWorker
+
         return StreamWorker(
             consumer=self.consumer(),
             dlq=self.producer(),

@@ -13,10 +13,15 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.entrypoints.quiet import quiet_libraries
+
+if TYPE_CHECKING:
+    from service.bootstrap import Container
 
 #: Building a worker's container (Feast, MLflow, the models) takes a while on a busy machine;
 #: the master must not take that silence for a hung worker.
@@ -35,9 +40,8 @@ class PerWorkerApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
             from service.entrypoints.api import create_app
-            from service.entrypoints.cli import _container
 
-            self._app = create_app(_container())
+            self._app = create_app(worker_container())
         await self._app(scope, receive, send)
 
 
@@ -59,13 +63,21 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return PerWorkerApp()
 
 
-def _prepare() -> None:
+def worker_container() -> Container:
+    """A container on the settings of the environment (the CLI checked them before it started
+    the server), for a worker or for preparing the stores."""
+    from service.bootstrap import Container
+    from service.settings import load_settings
+
+    quiet_libraries()
+    return Container(load_settings())
+
+
+def prepare_stores() -> None:
     """Create what the workers share on first use (the operational store's tables, MLflow's
     database, the feature store, the development keys): workers starting together on a new
     home would race to migrate the same databases."""
-    from service.entrypoints.cli import _container
-
-    container = _container()
+    container = worker_container()
     try:
         _ = container.engine, container.models, container.feature_store, container.keyring
     finally:
@@ -74,7 +86,7 @@ def _prepare() -> None:
 
 def serve_workers(host: str, port: int, workers: int, log_level: str) -> None:
     # In a process of its own: the master forks the workers and must hold no connection.
-    code = "from service.entrypoints.serving import _prepare; _prepare()"
+    code = "from service.entrypoints.serving import prepare_stores; prepare_stores()"
     prepared = subprocess.run([sys.executable, "-c", code], check=False)
     if prepared.returncode != 0:
         raise SystemExit(f"nextbest serve: preparing the stores failed ({prepared.returncode})")

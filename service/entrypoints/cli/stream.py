@@ -1,0 +1,91 @@
+"""``nextbest stream``: the stream worker, with the RM alerter beside it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from service.entrypoints.cli.context import open_container
+
+
+@click.command()
+@click.option(
+    "--until-idle",
+    type=float,
+    default=None,
+    help="Stop after this many seconds without new events (default: run until stopped).",
+)
+@click.option(
+    "--from-offset",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Replay: start every partition at this offset (0: the beginning).",
+)
+@click.option(
+    "--from-time",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Replay: start at the first record at or after this time (UTC).",
+)
+@click.option(
+    "--reset-state",
+    is_flag=True,
+    help="Forget the windows' state first (rebuild after a change of definitions).",
+)
+@click.option(
+    "--alerts/--no-alerts",
+    default=True,
+    show_default=True,
+    help="Rescore changed customers and raise RM alerts (turn off to replay history).",
+)
+def stream(
+    until_idle: float | None,
+    from_offset: int | None,
+    from_time: datetime | None,
+    reset_state: bool,
+    alerts: bool,
+) -> None:
+    """Run the stream worker: events in, online and offline features out.
+
+    SIGTERM or Ctrl-C finishes the batch, commits and leaves the consumer group. With
+    NEXTBEST_WORKER_METRICS_PORT set, Prometheus metrics are served on that port.
+    """
+    if from_offset is not None and from_time is not None:
+        raise click.UsageError("choose --from-offset or --from-time, not both")
+    # Handlers first: a SIGTERM while the consumer is still connecting (a broker restarting,
+    # a slow start) must stop the worker cleanly, not kill it mid-way.
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    container = open_container()
+    # The alerter loads the models on first use, in its own thread: the worker starts at once.
+    alerter = container.alerter if alerts else None
+    worker = container.worker(alerter)
+    worker.stopping = stopping
+    if reset_state:
+        worker.states.clear()
+    if from_offset is not None or from_time is not None:
+        stamp = None if from_time is None else int(from_time.replace(tzinfo=UTC).timestamp() * 1000)
+        worker.consumer.replay_from(from_offset, stamp)
+    port = container.settings.worker_metrics_port
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=container.settings.api_host)
+    if alerter is not None:
+        alerter.start()
+    try:
+        stats = worker.run(idle_exit_s=until_idle)
+    finally:
+        if alerter is not None:
+            alerter.stop()  # what the last batches touched is still rescored
+        worker.close()
+    report: dict[str, Any] = stats.as_dict()
+    if alerter is not None:
+        report["alerts"] = alerter.stats.as_dict()
+    click.echo(json.dumps(report))
