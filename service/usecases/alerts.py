@@ -46,7 +46,13 @@ from pydantic import (
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, text, update
 
 from consent.rules.model import ANY_CHANNEL, Action, Condition, ContactKind
-from consent.rules.policy import Catalog, PolicyError, _explain, _load_yaml, content_hash
+from consent.rules.policy import (
+    Catalog,
+    PolicyError,
+    content_hash,
+    explain_invalid,
+    load_rules_yaml,
+)
 from consent.stores.contacts import ContactHistory, ContactMade
 from consent.stores.customers import NEEDS, CustomerDirectory
 from consent.stores.store import alerts as alerts_table
@@ -136,11 +142,11 @@ class AlertPolicy(BaseModel):
 
     @classmethod
     def load(cls, catalog: Catalog, path: Path | None = None) -> AlertPolicy:
-        document = _load_yaml(path, "alerts.yaml")
+        document = load_rules_yaml(path, "alerts.yaml")
         try:
             policy = cls.model_validate({**document, "content_version": content_hash(document)})
         except ValidationError as error:
-            raise PolicyError(f"invalid alert policy: {_explain(error)}") from None
+            raise PolicyError(f"invalid alert policy: {explain_invalid(error)}") from None
         for trigger in policy.triggers:
             for action_id in trigger.actions:
                 action = catalog.actions.get(action_id)
