@@ -22,6 +22,8 @@ from consent.stores.reads import GateReads, gate_reads
 from consent.stores.registry import ConsentRegistry
 from consent.stores.store import connect
 from feature_repo.store import StoreLocation, open_store
+from service.adapters.alert_publisher import AlertFeed, alerts_publisher
+from service.adapters.alert_store import AlertStore
 from service.adapters.features import FeastFeatures, OfflineBuffer
 from service.adapters.metrics import stream_metrics
 from service.adapters.models import ModelSet
@@ -39,7 +41,10 @@ from service.adapters.transport import (
 )
 from service.entrypoints.auth import AuthConfigError, KeyRing, development_keys
 from service.settings import Settings
-from service.usecases.alerts import Alerter, AlertPolicy, AlertStore, alerts_publisher
+from service.usecases.alert_inbox import AlertInbox
+from service.usecases.alert_policy import AlertPolicy
+from service.usecases.alert_runner import AlertRunner
+from service.usecases.alerter import Alerter
 from service.usecases.decisions import DecisionService
 from service.usecases.regate import AlertGate
 from service.usecases.worker import StreamWorker
@@ -156,9 +161,8 @@ class Container:
         return AlertStore(self.engine)
 
     @cached_property
-    def alerter(self) -> Alerter:
-        """Raises alerts from the stream (``start()`` runs it); records dispositions. Alerts
-        are published to ``nextbest.alerts.v1`` through a producer made at first use."""
+    def alert_feed(self) -> AlertFeed:
+        """Alerts published to ``nextbest.alerts.v1`` through a producer made at first use."""
         made: list[Producer] = []
 
         def producer() -> Producer:
@@ -167,18 +171,31 @@ class Container:
             return made[0]
 
         topic = self.settings.topic(ALERTS_TOPIC)
+        return AlertFeed(lambda alerts: alerts_publisher(producer(), topic)(alerts))
+
+    @cached_property
+    def alerter(self) -> Alerter:
+        """Raises alerts from the stream (``alert_runner`` runs it)."""
         return Alerter(
             lambda: self.decisions,
-            self.features,
-            self.directory,
-            self.contacts,
             self.alert_store,
             self.alert_policy,
             self.catalog,
             self.alert_memory(),
-            self.alert_gate,
-            publish=lambda alerts: alerts_publisher(producer(), topic)(alerts),
+            self.alert_feed,
         )
+
+    @cached_property
+    def alert_inbox(self) -> AlertInbox:
+        """Alerts reaching the RM: opened, listed, disposed, each passing the gate again."""
+        return AlertInbox(
+            self.alert_store, self.alert_gate, self.contacts, self.alert_policy, self.alert_feed
+        )
+
+    @cached_property
+    def alert_runner(self) -> AlertRunner:
+        """The alerter's thread beside the stream worker (``start()`` runs it)."""
+        return AlertRunner(self.alerter, self.alert_inbox, self.alert_policy.debounce_seconds)
 
     @cached_property
     def alert_gate(self) -> AlertGate:
@@ -237,8 +254,8 @@ class Container:
             return RedisStateStore(self.settings.redis_url, f"{self.settings.feast_project}:alerts")
         return SQLiteStateStore(self.settings.home / "alert_memory.db")
 
-    def worker(self, alerter: Alerter | None = None) -> StreamWorker:
-        """The stream worker; with ``alerter``, it is told which customers each batch changed."""
+    def worker(self, alerts: AlertRunner | None = None) -> StreamWorker:
+        """The stream worker; with ``alerts``, it is told which customers each batch changed."""
         return StreamWorker(
             consumer=self.consumer(),
             dlq=self.producer(),
@@ -250,7 +267,7 @@ class Container:
             metrics=stream_metrics(),
             consents=self.registry,
             erasures=self.erasures,
-            on_features=alerter.touched if alerter is not None else None,
+            on_features=alerts.touched if alerts is not None else None,
             time_bounds=self.settings.time_bounds,
             dead_marks=self.dead_letter_marks(),
         )

@@ -20,7 +20,7 @@ from feature_repo.aggregates import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.adapters.features import OnlineFeatures
 from service.bootstrap import Container
-from service.usecases.alerts import Alert
+from service.usecases.alert_model import Alert
 from service.usecases.decisions import DecisionService
 
 

@@ -161,7 +161,7 @@ class StreamWorker:
         self._written: set[str] = set()  # customers the current batch writes
         self._batch_erased = Erased(b"", frozenset())  # the register as the batch began
         #: Told which customers' features each batch wrote, and the event that last changed
-        #: them (the alerter: ``service.usecases.alerts``).
+        #: them (the alerter: ``service.usecases.alert_runner``).
         self.on_features = on_features
         self.consumer = consumer
         self.consents = consents
