@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 from sqlalchemy import Engine
 
-from consent.rules.model import ConsentGiven, CustomerFacts
+from consent.rules.model import ConsentGiven, ContactChannel, CustomerFacts, Purpose
 from consent.rules.policy import Catalog, Policy
 from consent.stores.audit import AuditLog
 from consent.stores.contacts import ContactHistory
@@ -96,6 +97,29 @@ def grant_all(registry: ConsentRegistry, customer_id: str, channel: str) -> None
             notice_version="v1",
         )
         for purpose, on in (("marketing", channel), ("service", channel), ("profiling", "any"))
+    )
+
+
+def choose(
+    registry: ConsentRegistry,
+    customer_id: str,
+    purpose: Purpose,
+    channel: ContactChannel | Literal["any"],
+    granted: bool,
+) -> None:
+    """One consent choice (granted or withdrawn), recorded now."""
+    registry.record(
+        [
+            ConsentGiven(
+                customer_id=customer_id,
+                purpose=purpose,
+                channel=channel,
+                granted=granted,
+                recorded_at=datetime.now(UTC),
+                source="test",
+                notice_version="v1",
+            )
+        ]
     )
 
 

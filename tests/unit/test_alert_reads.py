@@ -20,8 +20,7 @@ from feature_repo.aggregates import FEATURE_NAMES
 from service.adapters.features import OnlineFeatures
 from service.bootstrap import Container
 from service.usecases.decisions import DecideForCustomer, FeatureReader
-from tests.doubles import GOOD_STANDING, grant_all
-from tests.unit.test_alert_regate import _choose
+from tests.doubles import GOOD_STANDING, choose, grant_all
 from tests.unit.test_alerts import ViewsModel
 
 RM = "RM7"
@@ -155,7 +154,7 @@ def test_profiling_withdrawn_between_the_look_and_the_gate_leaves_the_scores_out
     container, reads, features = counted
     _known(container, "UP")
     _online(container, {"UP": 6})
-    reads.before_read["UP"] = lambda: _choose(container, "UP", "profiling", "any", False)
+    reads.before_read["UP"] = lambda: choose(container.registry, "UP", "profiling", "any", False)
 
     assert container.alerter.process({"UP": None}) == []
 

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from consent.rules.model import ConsentGiven
 from consent.rules.policy import PolicyError
 from consent.rules.simulate import replay
 from consent.stores.contacts import ContactMade
@@ -25,7 +24,7 @@ from service.bootstrap import Container
 from service.errors import AuditUnavailable
 from service.usecases.alert_model import Alert, shown_to
 from service.usecases.regate import AlertGate
-from tests.doubles import GOOD_STANDING, grant_all, sample_alert
+from tests.doubles import GOOD_STANDING, choose, grant_all, sample_alert
 
 RM = "RM0001"
 
@@ -43,22 +42,6 @@ def _raise(container: Container, customer_id: str, action_id: str = "mortgage_co
 def _known(container: Container, customer_id: str, **facts) -> None:
     fact_sheet = GOOD_STANDING.model_copy(update=facts)
     container.directory.upsert([KnownCustomer(customer_id, None, RM, fact_sheet)])
-
-
-def _choose(container: Container, customer_id: str, purpose: str, channel: str, granted: bool):
-    container.registry.record(
-        [
-            ConsentGiven(
-                customer_id=customer_id,
-                purpose=purpose,  # type: ignore[arg-type]
-                channel=channel,  # type: ignore[arg-type]
-                granted=granted,
-                recorded_at=datetime.now(UTC),
-                source="test",
-                notice_version="v1",
-            )
-        ]
-    )
 
 
 def _status(container: Container, alert: Alert) -> Alert:
@@ -107,8 +90,8 @@ def test_an_alert_stays_open_exactly_while_consent_and_the_customer_allow_it(
         aml_flag=aml,
         open_complaint=complaint,
     )
-    _choose(embedded, customer, "marketing", "rm", marketing)
-    _choose(embedded, customer, "profiling", "any", profiling)
+    choose(embedded.registry, customer, "marketing", "rm", marketing)
+    choose(embedded.registry, customer, "profiling", "any", profiling)
 
     listed = embedded.alert_inbox.alerts(RM, None, 500).alerts
     [now] = [a for a in listed if a.alert_id == alert.alert_id]
@@ -179,7 +162,7 @@ def test_a_withdrawal_record_replays_unchanged_under_the_same_policy(embedded) -
         _raise(embedded, customer)
         _raise(embedded, customer, "term_deposit_offer")
         _known(embedded, customer, **change)
-    _choose(embedded, "C1", "marketing", "rm", False)
+    choose(embedded.registry, "C1", "marketing", "rm", False)
     assert len([a for a in embedded.alert_inbox.alerts(RM, None, 10).alerts]) == 4
     records = [entry["record"] for entry in embedded.audit.export()]
     assert len(records) == 4
@@ -216,7 +199,7 @@ def test_a_withdrawal_that_cannot_be_logged_holds_the_alert_back_unchanged(embed
     _known(embedded, "C1")
     grant_all(embedded.registry, "C1", "rm")
     alert = _raise(embedded, "C1")
-    _choose(embedded, "C1", "marketing", "rm", False)
+    choose(embedded.registry, "C1", "marketing", "rm", False)
     with embedded.engine.begin() as connection:
         connection.execute(text(f"ALTER TABLE {audit_log.name} RENAME TO audit_away"))
     try:
@@ -272,7 +255,7 @@ def test_an_expired_alert_is_not_asked_about_again(embedded) -> None:
     _known(embedded, "C1")
     grant_all(embedded.registry, "C1", "rm")
     alert = _raise(embedded, "C1")
-    _choose(embedded, "C1", "marketing", "rm", False)
+    choose(embedded.registry, "C1", "marketing", "rm", False)
     later = datetime.now(UTC) + timedelta(hours=embedded.alert_policy.expire_hours + 1)
     embedded.alert_inbox.clock = lambda: later
     [expired] = embedded.alert_inbox.sweep()
