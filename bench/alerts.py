@@ -300,7 +300,7 @@ def compare_in_process(state: State, backends: Backends, events: int, seed: int)
         # Bursts as the stream delivers them: a few events per customer.
         stream = [c for c in rng.sample(customers, events // 4) for _ in range(4)]
         alerter = container.alerter
-        alerter.publish = None
+        alerter.feed.send = None
         origin = Origin("bench", "bench", 0, 0)
         assert alerter.decisions.models and container.decisions  # loaded before timing
         began = time.process_time()

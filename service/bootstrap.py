@@ -35,11 +35,16 @@ if TYPE_CHECKING:
     from consent.stores.reads import GateReads
     from consent.stores.registry import ConsentRegistry
     from feature_repo.store import StoreLocation
+    from service.adapters.alert_publisher import AlertFeed
+    from service.adapters.alert_store import AlertStore
     from service.adapters.features.feast_features import FeastFeatures
     from service.adapters.models import ModelSet
     from service.adapters.state import StateStore
     from service.entrypoints.auth import KeyRing
-    from service.usecases.alerts import Alerter, AlertPolicy, AlertStore
+    from service.usecases.alert_inbox import AlertInbox
+    from service.usecases.alert_policy import AlertPolicy
+    from service.usecases.alert_runner import AlertRunner
+    from service.usecases.alerter import Alerter
     from service.usecases.decisions import DecisionService
     from service.usecases.regate import AlertGate
     from service.usecases.worker import StreamWorker
@@ -177,21 +182,20 @@ class Container:
     # --- RM alerts ---
     @cached_property
     def alert_policy(self) -> AlertPolicy:
-        from service.usecases.alerts import AlertPolicy
+        from service.usecases.alert_policy import AlertPolicy
 
         return AlertPolicy.load(self.catalog)
 
     @cached_property
     def alert_store(self) -> AlertStore:
-        from service.usecases.alerts import AlertStore
+        from service.adapters.alert_store import AlertStore
 
         return AlertStore(self.engine)
 
     @cached_property
-    def alerter(self) -> Alerter:
-        """Raises alerts from the stream (``start()`` runs it); records dispositions. Alerts
-        are published to ``nextbest.alerts.v1`` through a producer made at first use."""
-        from service.usecases.alerts import Alerter, alerts_publisher
+    def alert_feed(self) -> AlertFeed:
+        """Alerts published to ``nextbest.alerts.v1`` through a producer made at first use."""
+        from service.adapters.alert_publisher import AlertFeed, alerts_publisher
 
         made: list[Producer] = []
 
@@ -201,18 +205,37 @@ class Container:
             return made[0]
 
         topic = self.settings.topic(ALERTS_TOPIC)
+        return AlertFeed(lambda alerts: alerts_publisher(producer(), topic)(alerts))
+
+    @cached_property
+    def alerter(self) -> Alerter:
+        """Raises alerts from the stream (``alert_runner`` runs it)."""
+        from service.usecases.alerter import Alerter
+
         return Alerter(
             lambda: self.decisions,
-            self.features,
-            self.directory,
-            self.contacts,
             self.alert_store,
             self.alert_policy,
             self.catalog,
             self.alert_memory(),
-            self.alert_gate,
-            publish=lambda alerts: alerts_publisher(producer(), topic)(alerts),
+            self.alert_feed,
         )
+
+    @cached_property
+    def alert_inbox(self) -> AlertInbox:
+        """Alerts reaching the RM: opened, listed, disposed, each passing the gate again."""
+        from service.usecases.alert_inbox import AlertInbox
+
+        return AlertInbox(
+            self.alert_store, self.alert_gate, self.contacts, self.alert_policy, self.alert_feed
+        )
+
+    @cached_property
+    def alert_runner(self) -> AlertRunner:
+        """The alerter's thread beside the stream worker (``start()`` runs it)."""
+        from service.usecases.alert_runner import AlertRunner
+
+        return AlertRunner(self.alerter, self.alert_inbox, self.alert_policy.debounce_seconds)
 
     @cached_property
     def alert_gate(self) -> AlertGate:
@@ -281,8 +304,8 @@ class Container:
             return RedisStateStore(self.settings.redis_url, f"{self.settings.feast_project}:alerts")
         return SQLiteStateStore(self.settings.home / "alert_memory.db")
 
-    def worker(self, alerter: Alerter | None = None) -> StreamWorker:
-        """The stream worker; with ``alerter``, it is told which customers each batch changed."""
+    def worker(self, alerts: AlertRunner | None = None) -> StreamWorker:
+        """The stream worker; with ``alerts``, it is told which customers each batch changed."""
         from service.adapters.features.offline import OfflineBuffer
         from service.adapters.metrics import stream_metrics
         from service.usecases.worker import StreamWorker
@@ -298,7 +321,7 @@ class Container:
             metrics=stream_metrics(),
             consents=self.registry,
             erasures=self.erasures,
-            on_features=alerter.touched if alerter is not None else None,
+            on_features=alerts.touched if alerts is not None else None,
             time_bounds=self.settings.time_bounds,
             dead_marks=self.dead_letter_marks(),
         )

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 from sqlalchemy import Engine
 
-from consent.rules.model import ConsentGiven, CustomerFacts
+from consent.rules.model import ConsentGiven, ContactChannel, CustomerFacts, Purpose
 from consent.rules.policy import Catalog, Policy
 from consent.rules.vocabulary import NEEDS
 from consent.stores.audit.log import AuditLog
@@ -21,7 +22,7 @@ from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.adapters.features.online_features import OnlineFeatures
 from service.bootstrap import Container
-from service.usecases.alerts import Alert
+from service.usecases.alert_model import Alert
 from service.usecases.decisions import DecisionService
 from service.usecases.ports import FixedModels
 
@@ -113,6 +114,29 @@ def grant_all(registry: ConsentRegistry, customer_id: str, channel: str) -> None
             notice_version="v1",
         )
         for purpose, on in (("marketing", channel), ("service", channel), ("profiling", "any"))
+    )
+
+
+def choose(
+    registry: ConsentRegistry,
+    customer_id: str,
+    purpose: Purpose,
+    channel: ContactChannel | Literal["any"],
+    granted: bool,
+) -> None:
+    """One consent choice (granted or withdrawn), recorded now."""
+    registry.record(
+        [
+            ConsentGiven(
+                customer_id=customer_id,
+                purpose=purpose,
+                channel=channel,
+                granted=granted,
+                recorded_at=datetime.now(UTC),
+                source="test",
+                notice_version="v1",
+            )
+        ]
     )
 
 

@@ -55,7 +55,7 @@ def content_hash(document: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _explain(error: ValidationError) -> str:
+def explain_invalid(error: ValidationError) -> str:
     """One line per problem, naming where it is: what a policy author needs to fix it."""
     problems = []
     for e in error.errors():
@@ -65,7 +65,9 @@ def _explain(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _load_yaml(path: Path | None, packaged: str) -> Any:
+def load_rules_yaml(path: Path | None, packaged: str) -> Any:
+    """The YAML document at ``path``, or else the one packaged in ``consent/`` as ``packaged``
+    (``policy.yaml``, ``actions.yaml``, ``alerts.yaml``)."""
     text = path.read_text() if path else resources.files("consent").joinpath(packaged).read_text()
     try:
         return yaml.safe_load(text)
@@ -91,11 +93,11 @@ class Catalog:
 
     @classmethod
     def load(cls, path: Path | None = None) -> Catalog:
-        document = _load_yaml(path, "actions.yaml")
+        document = load_rules_yaml(path, "actions.yaml")
         try:
             parsed = _Catalog.model_validate(document)
         except ValidationError as error:
-            raise PolicyError(f"invalid action catalog: {_explain(error)}") from None
+            raise PolicyError(f"invalid action catalog: {explain_invalid(error)}") from None
         return cls(parsed.actions, content_hash(document))
 
 
@@ -624,7 +626,7 @@ def _build(spec: RuleSpec, entry: Any) -> Rule:
     try:
         params = definition.params.model_validate(spec.params)
     except ValidationError as error:
-        raise PolicyError(f"invalid params for rule {spec.id}: {_explain(error)}") from None
+        raise PolicyError(f"invalid params for rule {spec.id}: {explain_invalid(error)}") from None
     return Rule(
         spec.id, spec.reason_code, spec.description, params, content_hash(entry), definition
     )
@@ -656,11 +658,11 @@ class Policy:
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
-        document = _load_yaml(path, "policy.yaml")
+        document = load_rules_yaml(path, "policy.yaml")
         try:
             parsed = _Policy.model_validate(document)
         except ValidationError as error:
-            raise PolicyError(f"invalid policy: {_explain(error)}") from None
+            raise PolicyError(f"invalid policy: {explain_invalid(error)}") from None
         for what, values in (
             ("rule id", [r.id for r in parsed.rules]),
             ("reason code", [r.reason_code for r in parsed.rules]),

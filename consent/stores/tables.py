@@ -201,7 +201,7 @@ erasure_register_key = Table(
 
 
 alerts = Table(
-    # Relationship-manager alerts (service/usecases/alerts.py): raised by the stream after the gate
+    # Relationship-manager alerts (service/usecases/alerter.py): raised by the stream after the gate
     # passed them and their decision was logged; an RM works them off in the inbox.
     "alerts",
     metadata,

@@ -82,8 +82,8 @@ from service.errors import (
     Unauthenticated,
     error_document,
 )
-from service.usecases.alerts import Alert, Outcome, shown_to
-from service.usecases.alerts import Status as AlertStatus
+from service.usecases.alert_model import Alert, Outcome, shown_to
+from service.usecases.alert_model import Status as AlertStatus
 from service.usecases.consent_writes import RecordConsentChoice, consent_entries
 from service.usecases.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionMade
 from service.usecases.erasure import erase_customer
@@ -1084,7 +1084,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
             rm_id = who.rm_id
         try:
             # Expires what is overdue, opens what waited for capacity, asks the gate again.
-            inbox = c.alerter.inbox(rm_id, status, limit)
+            inbox = c.alert_inbox.alerts(rm_id, status, limit)
         except Exception as error:
             log.error("alerts read failed: %s", error)
             raise StoreUnavailable("the alerts cannot be read right now") from error
@@ -1114,7 +1114,7 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         if who.role == "rm" and alert.rm_id != who.rm_id:
             raise Forbidden("this alert belongs to another RM")
         try:
-            done = c.alerter.dispose(alert_id, body.outcome, who.name, body.note)
+            done = c.alert_inbox.dispose(alert_id, body.outcome, who.name, body.note)
         except NextBestError:
             raise
         except Exception as error:

@@ -124,6 +124,40 @@ class Reason:
 
 
 @dataclass(frozen=True)
+class Scored:
+    """A customer's online features as a decision uses them, and what the models made of them.
+
+    The alerter scores a customer this way to see whether an alert is due; the decision that
+    alert carries reuses it (``Seen``), so the features are read and the models run once."""
+
+    online: OnlineFeatures | None
+    #: Whether the models were allowed to run (profiling consent, as read then).
+    profiled: bool
+    #: The values with stale features served as missing, and the stale features' names.
+    values: dict[str, float | None]
+    stale: frozenset[str]
+    #: One consistent set of models, whatever a refresh does meanwhile.
+    models: Mapping[str, Scorer]
+    scores: dict[str, float]
+    #: The rows the models scored, by their features (models on the same features share one).
+    rows: dict[tuple[str, ...], np.ndarray]
+
+    def fits(self, online: OnlineFeatures | None, profiled: bool) -> bool:
+        """Whether these are the scores a decision reading ``online`` with ``profiled`` makes."""
+        return self.online is online and self.profiled == profiled
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A customer as read for a decision before the decision is asked for: the gate's read as
+    of ``at``, and their features as read and scored (``Scored``)."""
+
+    at: datetime
+    read: GateRead
+    scored: Scored
+
+
+@dataclass(frozen=True)
 class DecisionMade:
     customer_id: str
     record: DecisionRecord
@@ -160,24 +194,60 @@ class DecisionService:
         reads have asynchronous forms (PostgreSQL, Redis). The audit log always has one."""
         return self.reads.asynchronous and self.features.asynchronous
 
-    def decide(self, command: DecideForCustomer) -> DecisionMade:
+    def decide(self, command: DecideForCustomer, seen: Seen | None = None) -> DecisionMade:
+        """The decision for ``command``, logged. With ``seen`` (``see``), it is made from that
+        read and those scores rather than reading and scoring again; the gate's read in it
+        still says whether the features and scores may be used."""
         now = self._check(command)
-        try:
-            read = self.reads.read(command.customer_id, now, self.policy.max_contact_lookback_days)
-        except Exception as error:  # any failure to read consent means no delivery
-            raise self._consent_unavailable(error) from error
-        online, fallback = None, None
-        if self._may_read_features(read, command):
-            try:
-                online = self.features.read(command.customer_id)
-            except Exception as error:
-                fallback = self._without_features(error)
-        record, reasons = self._decide(command, now, read, online, fallback)
+        online, fallback, scored = None, None, None
+        if seen is not None:
+            now, read, scored = seen.at, seen.read, seen.scored
+            if self._may_read_features(read, command):
+                online = scored.online
+        else:
+            read = self.read_gate(command.customer_id, now)
+            if self._may_read_features(read, command):
+                try:
+                    online = self.features.read(command.customer_id)
+                except Exception as error:
+                    fallback = self._without_features(error)
+        record, reasons = self._decide(command, now, read, online, fallback, scored)
         try:
             appended = self.audit.append(record, customer_id=command.customer_id)
         except Exception as error:
             raise self._audit_unavailable(error) from error
         return DecisionMade(command.customer_id, record, appended, reasons)
+
+    def read_gate(self, customer_id: str, now: datetime) -> GateRead:
+        """The gate's inputs for ``customer_id`` as of ``now``: ``ConsentUnavailable`` if they
+        cannot be read (any failure to read consent means no delivery)."""
+        try:
+            return self.reads.read(customer_id, now, self.policy.max_contact_lookback_days)
+        except Exception as error:
+            raise self._consent_unavailable(error) from error
+
+    def see(self, customer_id: str, scored: Scored) -> Seen:
+        """The gate's read of ``customer_id`` now, with their features as read and scored
+        moments ago (``score``): what ``decide`` needs to decide without reading them again."""
+        now = datetime.now(UTC)
+        return Seen(now, self.read_gate(customer_id, now), scored)
+
+    def score(self, online: OnlineFeatures | None, now: datetime, profiled: bool) -> Scored:
+        """What the models make of ``online`` as of ``now``; they run only if ``profiled``."""
+        # Stale features are served as missing; the gate withholds what depends on them.
+        raw = online.values if online is not None and online.known else {}
+        values, stale = online.fresh(now) if online is not None and raw else ({}, frozenset())
+        # One consistent set of models for the whole decision, whatever a refresh does meanwhile.
+        models = self.models.snapshot()
+        scores: dict[str, float] = {}
+        rows: dict[tuple[str, ...], np.ndarray] = {}  # models on the same features share a row
+        if profiled and values:
+            for need, model in models.items():
+                row = rows.get(model.features)
+                if row is None:
+                    row = rows[model.features] = model.row(values)
+                scores[need] = model.probability(row)
+        return Scored(online, profiled, values, stale, models, scores, rows)
 
     async def decide_async(self, command: DecideForCustomer) -> DecisionMade:
         """``decide`` on the running event loop (see ``asynchronous``): the same reads, rules
@@ -251,9 +321,11 @@ class DecisionService:
         read: GateRead,
         online: OnlineFeatures | None,
         fallback: str | None,
+        scored: Scored | None = None,
     ) -> tuple[DecisionRecord, dict[str, tuple[Reason, ...]]]:
-        """The decision from what was read: scores, candidates through the gate, arbitration,
-        reasons for what is delivered, and the record (not yet logged)."""
+        """The decision from what was read: scores (``scored`` if they fit what was read),
+        candidates through the gate, arbitration, reasons for what is delivered, and the
+        record (not yet logged)."""
         consents, known, contacts = read.consents, read.known, read.contacts
         if known is None:
             # Not a customer of the bank's directory: one clear outcome, nothing made up.
@@ -265,20 +337,11 @@ class DecisionService:
                 gate=GateInputs(facts=None, limit=command.limit, depends_on={}),
             ), {}
         may_profile = _granted(consents, "profiling", ANY_CHANNEL)
-        # Stale features are served as missing; the gate withholds what depends on them.
+        if scored is None or not scored.fits(online, may_profile):
+            scored = self.score(online, now, may_profile)
         raw = online.values if online is not None and online.known else {}
-        values, stale = online.fresh(now) if online is not None and raw else ({}, frozenset())
-
-        # One consistent set of models for the whole decision, whatever a refresh does meanwhile.
-        models = self.models.snapshot()
-        scores: dict[str, float] = {}
-        rows: dict[tuple[str, ...], np.ndarray] = {}  # models on the same features share a row
-        if may_profile and values:
-            for need, model in models.items():
-                row = rows.get(model.features)
-                if row is None:
-                    row = rows[model.features] = model.row(values)
-                scores[need] = model.probability(row)
+        values, stale, models = scored.values, scored.stale, scored.models
+        scores, rows = scored.scores, scored.rows
 
         in_flight = frozenset(n for n in NEEDS if (values.get(f"in_flight_{n}") or 0) > 0)
         facts = known.facts if known else None
@@ -342,7 +405,7 @@ class DecisionService:
             now,
             candidates=tuple(candidates),
             delivered=tuple(delivered_ids),
-            consents_relied_on=self._relied_on(consents, command.channel),
+            consents_relied_on=self.relied_on(consents, command.channel),
             features=self._feature_reads(online, now),
             models=tuple(
                 ModelUsed(need=m.need, name=m.name, version=m.version, run_id=m.run_id)  # type: ignore[arg-type]
@@ -389,9 +452,10 @@ class DecisionService:
         )
 
     @staticmethod
-    def _relied_on(
+    def relied_on(
         consents: dict[tuple[str, str], ConsentGiven], channel: str
     ) -> tuple[ConsentGiven, ...]:
+        """The consent records a decision on ``channel`` relies on, as its record keeps them."""
         keys = [(p, channel) for p in ("marketing", "service")] + [("profiling", ANY_CHANNEL)]
         return tuple(consents[k] for k in keys if k in consents)
 

@@ -27,6 +27,7 @@ from consent.stores.customers import CustomerDirectory
 from consent.stores.erasure import record_erasure
 from consent.stores.registry import ConsentRegistry
 from service import __version__ as CODE_VERSION
+from service.adapters.alert_store import AlertStore
 from service.adapters.erasure_purge import (
     naming,
     purge_kafka_topic,
@@ -34,7 +35,6 @@ from service.adapters.erasure_purge import (
     redact_local_log,
 )
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
-from service.usecases.alerts import AlertStore
 
 if TYPE_CHECKING:
     from service.bootstrap import Container

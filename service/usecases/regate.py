@@ -32,7 +32,7 @@ from consent.stores.audit.log import AuditLog
 from consent.stores.reads import GateRead, GateReads
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable, NextBestError
-from service.usecases.alerts import (
+from service.usecases.alert_model import (
     ACTIONABLE,
     NOTICE_TEXT,
     RM_CHANNEL,
@@ -168,7 +168,7 @@ class AlertGate:
             channel=RM_CHANNEL,
             candidates=candidates,
             delivered=(),
-            consents_relied_on=DecisionService._relied_on(read.consents, RM_CHANNEL),
+            consents_relied_on=DecisionService.relied_on(read.consents, RM_CHANNEL),
             features=(),
             models=(),
             policy_version=self.policy.version,

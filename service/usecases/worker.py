@@ -123,7 +123,7 @@ class StreamWorker:
         #: Customers who were erased: their events are dropped.
         self.erased = ErasedOnStream(erasures)
         #: Told which customers' features each batch wrote, and the event that last changed
-        #: them (the alerter: ``service.usecases.alerts``).
+        #: them (the alerter: ``service.usecases.alert_runner``).
         self.on_features = on_features
         self.consumer = consumer
         self.consents = consents

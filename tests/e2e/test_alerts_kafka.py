@@ -68,9 +68,9 @@ def test_the_seed_scenario_reaches_the_rm_inbox_or_the_log_says_why(stack) -> No
     rm_of = dict(zip(bank.customers["customer_id"], bank.customers["rm_id"], strict=True))
 
     # The stream worker with its alerter, as `nextbest stream` runs them.
-    alerter = container.alerter
-    worker = container.worker(alerter)
-    alerter.start()
+    alerts = container.alert_runner
+    worker = container.worker(alerts)
+    alerts.start()
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     channel, compliance = key_headers(container, "channel"), key_headers(container, "compliance")
@@ -105,7 +105,7 @@ def test_the_seed_scenario_reaches_the_rm_inbox_or_the_log_says_why(stack) -> No
     finally:
         worker.stopping.set()
         thread.join(30)
-        alerter.stop()
+        alerts.stop()
         worker.close()
 
     # Every decision on the RM channel, from the log: what was delivered, what was not and why.

@@ -25,7 +25,7 @@ from consent.stores.customers import KnownCustomer
 from consent.stores.tables import consent_history
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
-from service.usecases.alerts import Alert
+from service.usecases.alert_model import Alert
 from tests.conftest import key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 from tests.integration.conftest import fresh_schema
@@ -137,7 +137,7 @@ def test_a_changed_customer_s_alerts_are_withdrawn_wherever_they_would_reach_the
     apply(container, client)
 
     # The sweep (the alerter's, every second) does not open the queued one: it withdraws it.
-    swept = {a.alert_id: a for a in container.alerter.sweep()}
+    swept = {a.alert_id: a for a in container.alert_inbox.sweep()}
     assert swept[queued].status == "withdrawn" and swept[queued].opened_at is None
     stored = container.alert_store.get(queued)
     assert stored is not None and (stored.status, stored.opened_at) == ("withdrawn", None)
@@ -233,7 +233,7 @@ def test_alerts_are_held_back_while_consent_cannot_be_read_and_return_after(api)
     with container.engine.begin() as connection:
         connection.execute(text(f"ALTER TABLE {consent_history.name} RENAME TO {away}"))
     try:
-        swept = container.alerter.sweep()
+        swept = container.alert_inbox.sweep()
         assert [a for a in swept if a.status == "open"] == []  # nothing opened unchecked
         inbox = client.get(INBOX, headers=rm)
         assert inbox.status_code == 200, inbox.text

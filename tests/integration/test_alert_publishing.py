@@ -8,16 +8,23 @@ import json
 
 from prometheus_client import REGISTRY
 
+from service.adapters.alert_publisher import alerts_publisher
 from service.adapters.metrics import send_failures
 from service.adapters.transport import ALERTS_TOPIC
-from service.usecases.alerts import alerts_publisher
-from tests.integration.test_alerts import EVERYTHING, _consent, _customer, _origin, setup  # noqa: F401
+from tests.integration.test_alerts import (  # noqa: F401
+    EVERYTHING,
+    _consent,
+    _customer,
+    _origin,
+    inbox,
+    setup,
+)
 
 
-def test_an_alert_the_transport_refused_is_published_at_the_next_sweep(setup) -> None:  # noqa: F811
+def test_an_alert_the_transport_refused_is_published_at_the_next_sweep(setup, inbox) -> None:
     alerter, features, container = setup
     topic = container.settings.topic(ALERTS_TOPIC)
-    alerter.publish = alerts_publisher(container.producer(), topic)
+    alerter.feed.send = alerts_publisher(container.producer(), topic)
     log_file = container.local_log.path(topic)
     log_file.mkdir(parents=True)  # the transport cannot write the topic
     send_failures()  # registered
@@ -36,8 +43,8 @@ def test_an_alert_the_transport_refused_is_published_at_the_next_sweep(setup) ->
     assert not log_file.is_file()
 
     log_file.rmdir()  # the transport is back
-    alerter.sweep()
+    inbox.sweep()
     published = [json.loads(r.value or b"") for r in container.consumer(ALERTS_TOPIC).poll(10)]
     assert [a["alert_id"] for a in published] == [alert.alert_id]
-    alerter.sweep()  # published once: nothing is waiting any more
+    inbox.sweep()  # published once: nothing is waiting any more
     assert len(container.consumer(ALERTS_TOPIC).poll(10)) == 1

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from consent.rules.model import ConsentGiven
 from consent.rules.policy import PolicyError
 from consent.rules.simulate import replay
 from consent.stores.contacts import ContactMade
@@ -23,9 +22,9 @@ from consent.stores.reads import GateRead, GateReads
 from consent.stores.tables import audit_log
 from service.bootstrap import Container
 from service.errors import AuditUnavailable
-from service.usecases.alerts import Alert, shown_to
+from service.usecases.alert_model import Alert, shown_to
 from service.usecases.regate import AlertGate
-from tests.doubles import GOOD_STANDING, grant_all, sample_alert
+from tests.doubles import GOOD_STANDING, choose, grant_all, sample_alert
 
 RM = "RM0001"
 
@@ -43,22 +42,6 @@ def _raise(container: Container, customer_id: str, action_id: str = "mortgage_co
 def _known(container: Container, customer_id: str, **facts) -> None:
     fact_sheet = GOOD_STANDING.model_copy(update=facts)
     container.directory.upsert([KnownCustomer(customer_id, None, RM, fact_sheet)])
-
-
-def _choose(container: Container, customer_id: str, purpose: str, channel: str, granted: bool):
-    container.registry.record(
-        [
-            ConsentGiven(
-                customer_id=customer_id,
-                purpose=purpose,  # type: ignore[arg-type]
-                channel=channel,  # type: ignore[arg-type]
-                granted=granted,
-                recorded_at=datetime.now(UTC),
-                source="test",
-                notice_version="v1",
-            )
-        ]
-    )
 
 
 def _status(container: Container, alert: Alert) -> Alert:
@@ -107,10 +90,10 @@ def test_an_alert_stays_open_exactly_while_consent_and_the_customer_allow_it(
         aml_flag=aml,
         open_complaint=complaint,
     )
-    _choose(embedded, customer, "marketing", "rm", marketing)
-    _choose(embedded, customer, "profiling", "any", profiling)
+    choose(embedded.registry, customer, "marketing", "rm", marketing)
+    choose(embedded.registry, customer, "profiling", "any", profiling)
 
-    listed = embedded.alerter.inbox(RM, None, 500).alerts
+    listed = embedded.alert_inbox.alerts(RM, None, 500).alerts
     [now] = [a for a in listed if a.alert_id == alert.alert_id]
     allowed = (
         marketing
@@ -145,7 +128,7 @@ def test_what_was_judged_when_the_alert_was_raised_does_not_withdraw_it(embedded
             )
         ]
     )
-    [listed] = embedded.alerter.inbox(RM, "open", 10).alerts
+    [listed] = embedded.alert_inbox.alerts(RM, "open", 10).alerts
     assert listed.alert_id == alert.alert_id
 
 
@@ -179,8 +162,8 @@ def test_a_withdrawal_record_replays_unchanged_under_the_same_policy(embedded) -
         _raise(embedded, customer)
         _raise(embedded, customer, "term_deposit_offer")
         _known(embedded, customer, **change)
-    _choose(embedded, "C1", "marketing", "rm", False)
-    assert len([a for a in embedded.alerter.inbox(RM, None, 10).alerts]) == 4
+    choose(embedded.registry, "C1", "marketing", "rm", False)
+    assert len([a for a in embedded.alert_inbox.alerts(RM, None, 10).alerts]) == 4
     records = [entry["record"] for entry in embedded.audit.export()]
     assert len(records) == 4
     report = replay(records, embedded.policy, embedded.catalog).as_dict()
@@ -193,9 +176,9 @@ def test_the_rm_and_the_topic_see_the_notice_compliance_sees_the_reasons(embedde
     grant_all(embedded.registry, "C1", "rm")
     opened = _raise(embedded, "C1")
     published: list[Alert] = []
-    embedded.alerter.publish = published.extend
+    embedded.alert_feed.send = published.extend
     _known(embedded, "C1", aml_flag=True)
-    [withdrawn] = embedded.alerter.inbox(RM, None, 10).alerts
+    [withdrawn] = embedded.alert_inbox.alerts(RM, None, 10).alerts
     assert withdrawn.withdrawal is not None
     assert withdrawn.withdrawal.reason_codes == ("AML_FLAG",)
     assert withdrawn.withdrawal.text == "no longer allowed by the bank's rules"
@@ -216,19 +199,19 @@ def test_a_withdrawal_that_cannot_be_logged_holds_the_alert_back_unchanged(embed
     _known(embedded, "C1")
     grant_all(embedded.registry, "C1", "rm")
     alert = _raise(embedded, "C1")
-    _choose(embedded, "C1", "marketing", "rm", False)
+    choose(embedded.registry, "C1", "marketing", "rm", False)
     with embedded.engine.begin() as connection:
         connection.execute(text(f"ALTER TABLE {audit_log.name} RENAME TO audit_away"))
     try:
-        assert embedded.alerter.inbox(RM, None, 10).unchecked == 1
+        assert embedded.alert_inbox.alerts(RM, None, 10).unchecked == 1
         with pytest.raises(AuditUnavailable):
-            embedded.alerter.dispose(alert.alert_id, "contacted", "rm")
+            embedded.alert_inbox.dispose(alert.alert_id, "contacted", "rm")
         assert _status(embedded, alert).status == "open"  # not withdrawn without its record
     finally:
         with embedded.engine.begin() as connection:
             connection.execute(text(f"ALTER TABLE audit_away RENAME TO {audit_log.name}"))
     assert _status(embedded, alert).status == "open"
-    [now] = embedded.alerter.inbox(RM, None, 10).alerts
+    [now] = embedded.alert_inbox.alerts(RM, None, 10).alerts
     assert now.status == "withdrawn"
 
 
@@ -252,7 +235,7 @@ def test_listing_reads_each_customer_once_however_many_alerts_they_have(embedded
             _raise(embedded, customer, action)
     counting = CountingReads(embedded.gate_reads)
     embedded.alert_gate.reads = counting
-    listed = embedded.alerter.inbox(RM, "open", 100).alerts
+    listed = embedded.alert_inbox.alerts(RM, "open", 100).alerts
     assert len(listed) == 9
     assert sorted(counting.customers) == ["C1", "C2", "C3"]
 
@@ -272,9 +255,9 @@ def test_an_expired_alert_is_not_asked_about_again(embedded) -> None:
     _known(embedded, "C1")
     grant_all(embedded.registry, "C1", "rm")
     alert = _raise(embedded, "C1")
-    _choose(embedded, "C1", "marketing", "rm", False)
+    choose(embedded.registry, "C1", "marketing", "rm", False)
     later = datetime.now(UTC) + timedelta(hours=embedded.alert_policy.expire_hours + 1)
-    embedded.alerter.clock = lambda: later
-    [expired] = embedded.alerter.sweep()
+    embedded.alert_inbox.clock = lambda: later
+    [expired] = embedded.alert_inbox.sweep()
     assert (expired.alert_id, expired.status) == (alert.alert_id, "expired")
     assert list(embedded.audit.export()) == []

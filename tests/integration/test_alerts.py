@@ -7,23 +7,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from consent.rules.model import ConsentGiven
+from consent.rules.policy import Catalog, PolicyError
 from consent.rules.vocabulary import NEEDS
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.tables import contact_history
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
+from service.adapters.alert_store import AlertStore
 from service.adapters.features.online_features import OnlineFeatures
 from service.bootstrap import Container
 from service.entrypoints.cli import main
 from service.errors import Conflict
-from service.usecases.alerts import Alerter, AlertPolicy, AlertStore
+from service.usecases.alert_inbox import AlertInbox
+from service.usecases.alert_policy import AlertPolicy
+from service.usecases.alert_runner import AlertRunner
+from service.usecases.alerter import Alerter
 from service.usecases.origin import Origin
 from service.usecases.ports import FixedModels
 from service.usecases.regate import AlertGate
@@ -95,22 +102,27 @@ def setup(embedded: Container) -> tuple[Alerter, Scripted, Container]:
     policy = AlertPolicy.load(decisions.catalog).model_copy(update={"rm_daily_capacity": 2})
     alerter = Alerter(
         decisions,
-        features,
-        decisions.directory,
-        decisions.contacts,
         AlertStore(embedded.engine),
         policy,
         decisions.catalog,
         embedded.alert_memory(),
-        AlertGate(
-            decisions.reads,
-            decisions.policy,
-            decisions.catalog,
-            decisions.audit,
-            policy.regate_rules,
-        ),
     )
     return alerter, features, embedded
+
+
+@pytest.fixture
+def inbox(setup: tuple[Alerter, Scripted, Container]) -> AlertInbox:
+    """The RM's side of ``setup``'s alerts: the same store, policy and feed."""
+    alerter, _features, _container = setup
+    decisions = alerter.decisions
+    gate = AlertGate(
+        decisions.reads,
+        decisions.policy,
+        decisions.catalog,
+        decisions.audit,
+        alerter.policy.regate_rules,
+    )
+    return AlertInbox(alerter.store, gate, decisions.contacts, alerter.policy, alerter.feed)
 
 
 def _customer(container: Container, cid: str, household: str | None = None, rm: str = "RM1"):
@@ -197,7 +209,7 @@ def test_without_rm_marketing_consent_no_alert_and_the_log_says_why(setup) -> No
     assert record["reason_codes"] == ["NO_CONSENT_FOR_PURPOSE_AND_CHANNEL"]
 
 
-def test_capacity_opens_the_highest_priorities_first_then_queues(setup) -> None:
+def test_capacity_opens_the_highest_priorities_first_then_queues(setup, inbox) -> None:
     alerter, features, container = setup
     for cid, views in (("C1", 4), ("C2", 9), ("C3", 6)):
         _customer(container, cid)
@@ -208,22 +220,22 @@ def test_capacity_opens_the_highest_priorities_first_then_queues(setup) -> None:
     assert status == {"C2": "open", "C3": "open", "C1": "queued"}
     # Capacity is per day: tomorrow the queued one opens; past its expiry it is expired.
     tomorrow = datetime.now(UTC) + timedelta(days=1)
-    alerter.clock = lambda: tomorrow
-    [opened] = alerter.sweep()
+    inbox.clock = lambda: tomorrow
+    [opened] = inbox.sweep()
     assert (opened.customer_id, opened.status) == ("C1", "open")
     later = datetime.now(UTC) + timedelta(hours=alerter.policy.expire_hours + 1)
-    alerter.clock = lambda: later
-    assert {a.status for a in alerter.sweep()} == {"expired"}
+    inbox.clock = lambda: later
+    assert {a.status for a in inbox.sweep()} == {"expired"}
     assert alerter.store.find("RM1", "open") == []
 
 
-def test_a_disposition_closes_the_alert_feeds_contacts_and_labels(setup) -> None:
+def test_a_disposition_closes_the_alert_feeds_contacts_and_labels(setup, inbox) -> None:
     alerter, features, container = setup
     _customer(container, "C1", household="H9")
     _consent(container, "C1", *EVERYTHING)
     features.set("C1", mortgage_calculator_views_7d=5)
     [alert] = alerter.process({"C1": None})
-    done = alerter.dispose(alert.alert_id, "not_interested", "rm-key", "not now")
+    done = inbox.dispose(alert.alert_id, "not_interested", "rm-key", "not now")
     assert (done.status, done.disposition, done.disposed_by) == (
         "closed",
         "not_interested",
@@ -237,7 +249,7 @@ def test_a_disposition_closes_the_alert_feeds_contacts_and_labels(setup) -> None
     [label] = alerter.store.labels()
     assert (label["customer_id"], label["need"], label["label"]) == ("C1", "mortgage", 0)
     with pytest.raises(Conflict):
-        alerter.dispose(alert.alert_id, "converted", "rm-key")
+        inbox.dispose(alert.alert_id, "converted", "rm-key")
     # The labels as training reads them.
     out = container.settings.home / "labels.parquet"
     env = {"NEXTBEST_HOME": str(container.settings.home)}
@@ -249,14 +261,15 @@ def test_a_disposition_closes_the_alert_feeds_contacts_and_labels(setup) -> None
     ]
 
 
-def test_a_burst_of_events_is_one_rescoring(setup) -> None:
+def test_a_burst_of_events_is_one_rescoring(setup, inbox) -> None:
     alerter, _features, _container = setup
+    runner = AlertRunner(alerter, inbox, alerter.policy.debounce_seconds)
     for n in range(5):
-        alerter.touched({"C1": _origin(n)})
-    assert alerter.due(now=0.0) == {}  # still within the debounce
-    ready = alerter.due(now=float("inf"))
+        runner.touched({"C1": _origin(n)})
+    assert runner.due(now=0.0) == {}  # still within the debounce
+    ready = runner.due(now=float("inf"))
     assert list(ready) == ["C1"] and ready["C1"] == _origin(4)
-    assert alerter.due(now=float("inf")) == {}
+    assert runner.due(now=float("inf")) == {}
 
 
 def test_the_last_scores_outlive_the_alerter_so_a_restart_raises_nothing_again(setup) -> None:
@@ -267,14 +280,10 @@ def test_the_last_scores_outlive_the_alerter_so_a_restart_raises_nothing_again(s
     assert len(alerter.process({"C1": None})) == 1
     restarted = Alerter(
         alerter.decisions,
-        features,
-        alerter.directory,
-        alerter.contacts,
         alerter.store,
         alerter.policy,
         alerter.catalog,
         container.alert_memory(),  # a new handle on the same store
-        alerter.gate,
     )
     assert restarted.process({"C1": None}) == []
     assert (restarted.stats.rescored, restarted.stats.considered) == (1, 0)
@@ -291,3 +300,14 @@ def test_customers_without_an_rm_or_consent_to_look_are_not_rescored(setup) -> N
     assert alerter.process({"NORM": None, "SHY": None, "UNKNOWN": None}) == []
     assert alerter.stats.rescored == 0
     assert alerter.stats.skipped == {"no_rm": 2, "no_consent_to_look": 1}
+
+
+def test_an_alert_policy_with_a_threshold_for_an_unknown_need_is_refused(tmp_path) -> None:
+    document = yaml.safe_load(resources.files("consent").joinpath("alerts.yaml").read_text())
+    path = tmp_path / "alerts.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert AlertPolicy.load(Catalog.load(), path).thresholds == document["thresholds"]
+    document["thresholds"]["astrology"] = 0.3
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(PolicyError, match=r"thresholds: .*unknown needs \['astrology'\]"):
+        AlertPolicy.load(Catalog.load(), path)

@@ -64,8 +64,8 @@ def stream(
         signal.signal(sig, lambda *_: stopping.set())
     container = open_container()
     # The alerter loads the models on first use, in its own thread: the worker starts at once.
-    alerter = container.alerter if alerts else None
-    worker = container.worker(alerter)
+    runner = container.alert_runner if alerts else None
+    worker = container.worker(runner)
     worker.stopping = stopping
     if reset_state:
         worker.states.clear()
@@ -77,15 +77,15 @@ def stream(
         from prometheus_client import start_http_server
 
         start_http_server(port, addr=container.settings.api_host)
-    if alerter is not None:
-        alerter.start()
+    if runner is not None:
+        runner.start()
     try:
         stats = worker.run(idle_exit_s=until_idle)
     finally:
-        if alerter is not None:
-            alerter.stop()  # what the last batches touched is still rescored
+        if runner is not None:
+            runner.stop()  # what the last batches touched is still rescored
         worker.close()
     report: dict[str, Any] = stats.as_dict()
-    if alerter is not None:
-        report["alerts"] = alerter.stats.as_dict()
+    if runner is not None:
+        report["alerts"] = runner.stats()
     click.echo(json.dumps(report))
