@@ -89,8 +89,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     refresher = ModelRefresher(container.models, container.settings.model_refresh_seconds)
     refresher.start()
     # Everything loaded at start (Feast, MLflow, models) stays for the process's life: out of
-    # the collector's sight, a full collection no longer walks half a million objects, a pause
-    # long enough to set the tail latency of the requests it lands on.
+    # the collector's sight, a full collection no longer walks all of it, a pause long enough
+    # to set the tail latency of the requests it lands on.
     gc.collect()
     gc.freeze()
     try:
