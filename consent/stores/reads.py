@@ -43,7 +43,8 @@ from consent.stores.registry import ConsentRegistry
 from consent.stores.tables import consent_history, contact_history, customers
 
 #: Connections the PostgreSQL reader keeps (a decision holds one for a single round trip): as
-#: many as decisions an API process runs at once (``service.entrypoints.api.DECISION_THREADS``).
+#: many as decisions an API process runs at once
+#: (``service.entrypoints.api.decision_runner.DECISION_THREADS``).
 #: Beyond the kept ones, connections are opened and closed per use.
 READ_POOL_SIZE = 16
 READ_POOL_OVERFLOW = 16

@@ -29,7 +29,7 @@ from datetime import datetime
 from consent.rules.model import ConsentGiven
 from consent.rules.vocabulary import ANY_CHANNEL, Purpose
 from consent.stores.customers import CustomerDirectory
-from consent.stores.registry import STREAM_RECORDER, recorder
+from consent.stores.registry import STREAM_RECORDER, ConsentRegistry, recorder
 from feature_repo.events import ConsentChangedEvent, Event, TimeBounds
 from service.entrypoints.auth import Principal
 from service.errors import Forbidden, InvalidRequest
@@ -114,3 +114,19 @@ def stream_entries(events: Iterable[tuple[Event, str | None]], now: datetime) ->
         for e, sender in events
         if isinstance(e, ConsentChangedEvent)
     ]
+
+
+def record_consent_choices(
+    registry: ConsentRegistry,
+    directory: CustomerDirectory,
+    bounds: TimeBounds,
+    customer_id: str,
+    choices: Sequence[RecordConsentChoice],
+    principal: Principal,
+    now: datetime,
+) -> list[ConsentGiven]:
+    """Record ``choices`` under ``consent_entries``' rules: all of them, or none when one is
+    refused."""
+    entries = consent_entries(customer_id, choices, principal, directory, bounds, now)
+    registry.record(entries)
+    return entries

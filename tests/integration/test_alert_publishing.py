@@ -21,7 +21,7 @@ from tests.integration.test_alerts import (  # noqa: F401
 )
 
 
-def test_an_alert_the_transport_refused_is_published_at_the_next_sweep(setup, inbox) -> None:
+def test_an_alert_the_transport_refused_is_published_at_the_next_sweep(setup, inbox) -> None:  # noqa: F811
     alerter, features, container = setup
     topic = container.settings.topic(ALERTS_TOPIC)
     alerter.feed.send = alerts_publisher(container.producer(), topic)

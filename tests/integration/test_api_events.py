@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 
 from service.adapters.transport import EVENTS_TOPIC
 from service.bootstrap import Container
-from service.entrypoints.api import CONSENT_EVENT_ROLES, create_app
+from service.entrypoints.api import create_app
 from service.entrypoints.auth import ROLES
+from service.usecases.event_intake import CONSENT_EVENT_ROLES
 from tests.conftest import key_headers
 
 AT = (datetime.now(UTC) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")

@@ -231,7 +231,7 @@ def test_a_streamed_body_over_the_limit_gets_413_through_a_client(limited) -> No
 
 
 def test_a_streamed_decision_body_over_the_limit_gets_413(limited) -> None:
-    """The decision route reads its body itself (``service.entrypoints.api._direct``): the limit
+    """The decision route reads its body itself (``service.entrypoints.api.direct``): the limit
     holds."""
     container, client = limited
     response = client.post(

@@ -58,7 +58,7 @@ def decide(customer_id: str, channel: str) -> None:
     """Decide for one customer and print the audit record."""
     from pydantic import ValidationError
 
-    from service.entrypoints.api import DecisionRequest
+    from service.entrypoints.api.schemas import DecisionRequest
     from service.errors import NextBestError
     from service.usecases.decisions import DecideForCustomer
 
