@@ -300,7 +300,7 @@ def test_reads_use_the_connection_strings_user_password_and_database(tmp_path, r
         connection = f"{host['host']}:{host['port']},db=3,username={user},password={password}"
         config["online_store"] = {"type": "redis", "connection_string": connection}
         return FeastFeatures(
-            FeatureStore(config=RepoConfig(repo_path=where.repo_path, **config)), where
+            FeatureStore(config=RepoConfig(repo_path=where.registry_dir, **config)), where
         )
 
     async def read_async(features: FeastFeatures, customer: str) -> OnlineFeatures:
