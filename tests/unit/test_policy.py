@@ -9,6 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from consent.rules.catalog import Catalog
+from consent.rules.documents import PolicyError, content_hash
 from consent.rules.model import (
     MAX_COOLOFF_DAYS,
     Action,
@@ -17,14 +19,9 @@ from consent.rules.model import (
     CustomerFacts,
     RuleOutcome,
 )
-from consent.rules.policy import (
-    Catalog,
-    Policy,
-    PolicyError,
-    QuietHoursParams,
-    Subject,
-    content_hash,
-)
+from consent.rules.params import QuietHoursParams
+from consent.rules.policy import Policy
+from consent.rules.subject import Subject
 
 PACKAGED = Path(__file__).parents[2] / "consent" / "policy.yaml"
 # 10:00 in London, 18:00 in Shanghai (the packaged default zone): outside quiet hours in both.
