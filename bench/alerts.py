@@ -50,7 +50,7 @@ from bench.summaries import distribution
 from service.adapters.transport import ALERTS_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
 from service.settings import Settings, load_settings
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.origin import Origin
 from training.bank import BankSpec, generate
 from training.bank.scenario import seed_scenario

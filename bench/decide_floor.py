@@ -56,7 +56,7 @@ class _Worker:
     def __init__(self) -> None:
         from service.bootstrap import Container
         from service.settings import load_settings
-        from service.usecases.decisions import DecideForCustomer
+        from service.usecases.decision_messages import DecideForCustomer
 
         self.step = os.environ["BENCH_FLOOR_STEP"]
         self.command = DecideForCustomer

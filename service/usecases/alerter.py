@@ -37,7 +37,8 @@ from service.adapters.alert_store import AlertStore
 from service.adapters.state import StateStore
 from service.usecases.alert_model import RM_CHANNEL, Alert, AlertReason, Look
 from service.usecases.alert_policy import AlertPolicy
-from service.usecases.decisions import DecideForCustomer, DecisionMade, DecisionService, Scored
+from service.usecases.decision_messages import DecideForCustomer, DecisionMade, Scored
+from service.usecases.decisions import DecisionService
 from service.usecases.origin import Origin
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,9 @@ from service.usecases.alert_model import (
     Notice,
     Withdrawal,
 )
-from service.usecases.decisions import CUSTOMER_UNKNOWN, PENDING_REF, DecisionService
+from service.usecases.decision_consent import relied_on
+from service.usecases.decision_making import CUSTOMER_UNKNOWN
+from service.usecases.decision_record import PENDING_REF
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,7 @@ class AlertGate:
             channel=RM_CHANNEL,
             candidates=candidates,
             delivered=(),
-            consents_relied_on=DecisionService.relied_on(read.consents, RM_CHANNEL),
+            consents_relied_on=relied_on(read.consents, RM_CHANNEL),
             features=(),
             models=(),
             policy_version=self.policy.version,

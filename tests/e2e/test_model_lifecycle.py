@@ -22,7 +22,7 @@ from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from service.usecases import pipeline, retrain
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.scoring import batch_score
 from tests.conftest import backfilled, key_headers, make_settings
 from training import trainset

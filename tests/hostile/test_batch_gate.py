@@ -28,7 +28,7 @@ from consent.stores.customers import from_extract
 from service.bootstrap import Container
 from service.entrypoints.cli import main
 from service.usecases import pipeline
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.scoring import batch_score
 from tests.conftest import make_settings
 from training.bank import Bank, BankSpec, busy_housing_market, generate

@@ -28,7 +28,9 @@ from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
 from service.entrypoints.cli import main
-from service.usecases.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionService
+from service.usecases.decision_making import CUSTOMER_UNKNOWN
+from service.usecases.decision_messages import DecideForCustomer
+from service.usecases.decisions import DecisionService
 from tests.conftest import key_headers, make_settings, postgres_schema
 from tests.doubles import GOOD_STANDING, EveryoneEngaged, decision_service, grant_all
 

@@ -20,7 +20,7 @@ from consent.stores.reads import GateRead, GateReads
 from feature_repo.activity import FEATURE_NAMES
 from service.adapters.features.online_features import OnlineFeatures
 from service.bootstrap import Container
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.ports import FixedModels, OnlineFeatureReads
 from tests.doubles import GOOD_STANDING, SyncFeatures, choose, grant_all
 from tests.integration.test_alerts import ViewsModel

@@ -9,7 +9,7 @@ from sqlalchemy import delete
 from consent.stores.customers import KnownCustomer
 from consent.stores.tables import audit_checkpoints, audit_log
 from service.entrypoints.cli import main
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 
 

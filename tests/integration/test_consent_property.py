@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from consent.rules.model import ConsentGiven
 from consent.stores.customers import KnownCustomer
 from consent.stores.store import connect
-from service.usecases.decisions import DecideForCustomer, DecisionService
+from service.usecases.decision_messages import DecideForCustomer
+from service.usecases.decisions import DecisionService
 from tests.doubles import GOOD_STANDING, decision_service
 
 CUSTOMERS = 3

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from consent.stores.customers import KnownCustomer
 from feature_repo.definitions import MAX_AGE
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from tests.doubles import GOOD_STANDING, EveryoneEngaged, decision_service, grant_all
 
 

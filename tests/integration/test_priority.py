@@ -5,7 +5,7 @@ scale."""
 from __future__ import annotations
 
 from consent.stores.customers import KnownCustomer
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 
 

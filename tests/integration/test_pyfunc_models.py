@@ -36,7 +36,8 @@ from training import need_model
 from training.bank import BankSpec, busy_housing_market, generate
 from training.calibration import Calibration
 from training.need_model import CalibratedNeedModel
-from training.table import TableReport, encode_features, train_table
+from training.table import TableReport, train_table
+from training.table_columns import encode_features
 
 UCI_BANK = Path("/work/shared/data/uci-bank-marketing/bank-full.csv")
 SPEC = BankSpec(seed=23, customers=1_500, days=200, situations=busy_housing_market())

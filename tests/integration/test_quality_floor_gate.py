@@ -4,7 +4,7 @@ consequence; the floor itself is in tests/unit/test_quality_floor.py)."""
 from __future__ import annotations
 
 from consent.stores.customers import KnownCustomer
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.ports import FixedModels
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 

@@ -14,7 +14,7 @@ from consent.rules.simulate import replay
 from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
 from service.entrypoints.cli import main
-from service.usecases.decisions import DecideForCustomer
+from service.usecases.decision_messages import DecideForCustomer
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
 
 POLICY = Path(__file__).parents[2] / "consent" / "policy.yaml"

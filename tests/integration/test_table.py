@@ -9,12 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from training.input_example import equals_a_row
-from training.table import (
-    TableReport,
-    read_table,
-    registered_name,
-    train_table,
-)
+from training.table import TableReport, train_table
+from training.table_columns import read_table
+from training.table_registration import registered_name
 
 UCI_BANK = Path("/work/shared/data/uci-bank-marketing/bank-full.csv")
 

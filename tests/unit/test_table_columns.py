@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.table import encode_features, label_vector
+from training.table_columns import encode_features, label_vector
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ import weakref
 from anyio import CapacityLimiter, to_thread
 
 from service.errors import Overloaded
-from service.usecases.decisions import DecideForCustomer, DecisionMade, DecisionService
+from service.usecases.decision_messages import DecideForCustomer, DecisionMade
+from service.usecases.decisions import DecisionService
 
 #: Decisions a process runs at once: on the event loop (PostgreSQL and Redis, see
 #: ``DecisionService.decide_async``) or in as many worker threads (the other stores). Requests

@@ -60,7 +60,7 @@ def decide(customer_id: str, channel: str) -> None:
 
     from service.entrypoints.api.schemas import DecisionRequest
     from service.errors import NextBestError
-    from service.usecases.decisions import DecideForCustomer
+    from service.usecases.decision_messages import DecideForCustomer
 
     # The API's own request model: what it answers 422 to is refused here before anything runs.
     try:

@@ -23,7 +23,8 @@ from service.entrypoints.api.schemas import (
 from service.entrypoints.api.security import DECIDING, Deciding
 from service.entrypoints.api.state import Sharing
 from service.entrypoints.auth import Role
-from service.usecases.decisions import CUSTOMER_UNKNOWN, DecideForCustomer, DecisionMade
+from service.usecases.decision_making import CUSTOMER_UNKNOWN
+from service.usecases.decision_messages import DecideForCustomer, DecisionMade
 
 router = APIRouter()
 
