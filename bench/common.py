@@ -29,7 +29,7 @@ class PeakMemory:
 
     def _sample(self) -> int:
         me = psutil.Process()
-        total = me.memory_info().rss
+        total: int = me.memory_info().rss
         for child in me.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 total += child.memory_info().rss

@@ -16,7 +16,7 @@ from consent.rules.policy import (
     explain_invalid,
     load_rules_yaml,
 )
-from consent.stores.customers import NEEDS
+from consent.rules.vocabulary import NEEDS
 from service.usecases.alert_model import RM_CHANNEL
 
 
