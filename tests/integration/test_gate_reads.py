@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from consent.rules.model import ConsentGiven, CustomerFacts
+from consent.rules.vocabulary import ConsentChannel, Purpose
 from consent.stores.contacts import ContactHistory, ContactMade
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.reads import GateReads, PostgresGateReads, gate_reads
@@ -20,7 +21,7 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 def consent(
-    purpose: str, channel: str, granted: bool, at: datetime, who: str = "C1"
+    purpose: Purpose, channel: ConsentChannel, granted: bool, at: datetime, who: str = "C1"
 ) -> ConsentGiven:
     return ConsentGiven(
         customer_id=who,
