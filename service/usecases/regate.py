@@ -28,8 +28,7 @@ from datetime import datetime
 
 from consent.rules.model import Action, Candidate, DecisionRecord, GateInputs, RuleOutcome
 from consent.rules.policy import Catalog, Policy, PolicyError, Subject
-from consent.stores.audit.log import AuditLog
-from consent.stores.reads import GateRead, GateReads
+from consent.stores.reads import GateRead
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable, NextBestError
 from service.usecases.alert_model import (
@@ -42,6 +41,7 @@ from service.usecases.alert_model import (
     Withdrawal,
 )
 from service.usecases.decisions import CUSTOMER_UNKNOWN, PENDING_REF, DecisionService
+from service.usecases.ports import ConsentReads, DecisionLog
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,10 @@ class Regated:
 class AlertGate:
     def __init__(
         self,
-        reads: GateReads,
+        reads: ConsentReads,
         policy: Policy,
         catalog: Catalog,
-        audit: AuditLog,
+        audit: DecisionLog,
         rules: Iterable[str],
     ) -> None:
         self.reads = reads

@@ -51,7 +51,7 @@ class Scripted(SyncFeatures):
         values: dict[str, float | None] = dict.fromkeys(SCORING_FEATURES, 0.0)
         values["salary_change_ratio"] = 1.0  # a steady salary (0 would be a drop)
         values.update(self.values.get(customer_id, {}))
-        views = {ACTIVITY_VIEW: at, PROFILE_VIEW: at}
+        views: dict[str, datetime | None] = {ACTIVITY_VIEW: at, PROFILE_VIEW: at}
         return OnlineFeatures(customer_id, values, at, views)
 
 
@@ -98,7 +98,7 @@ EVERYTHING = (("marketing", "rm"), ("service", "rm"), ("profiling", "any"))
 def setup(embedded: Container) -> tuple[Alerter, Scripted, Container]:
     features = Scripted()
     decisions = decision_service(embedded.engine, features)  # type: ignore[arg-type]
-    decisions.models = FixedModels({need: ViewsModel(need) for need in NEEDS})  # type: ignore[misc]
+    decisions.models = FixedModels({need: ViewsModel(need) for need in NEEDS})
     policy = AlertPolicy.load(decisions.catalog).model_copy(update={"rm_daily_capacity": 2})
     alerter = Alerter(
         decisions,

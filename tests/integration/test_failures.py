@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ from tests.proxy import TcpProxy, free_port
 CUSTOMERS = [f"C{n:07d}" for n in range(1, 21)]
 
 
-def _start_redis(port: int, folder: Path) -> subprocess.Popen:
+def _start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
         [
             "redis-server",
@@ -70,12 +71,13 @@ def private_redis(tmp_path) -> Iterator[tuple[int, Path]]:
     yield free_port(), tmp_path
 
 
-def _decide(client: TestClient, headers: dict[str, str], customer: str) -> dict:
+def _decide(client: TestClient, headers: dict[str, str], customer: str) -> dict[str, Any]:
     response = client.post(
         "/v1/decisions", json={"customer_id": customer, "channel": "mobile_app"}, headers=headers
     )
     assert response.status_code == 200, response.text
-    return response.json()
+    decision: dict[str, Any] = response.json()
+    return decision
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -58,7 +59,7 @@ def test_a_restarted_worker_resumes_after_committed_offsets(embedded) -> None:
     assert (first.events, second.events) == (100, len(events) - 100)
 
 
-def _consent_event(customer: str, granted: bool, at: str, event_id: str) -> dict:
+def _consent_event(customer: str, granted: bool, at: str, event_id: str) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "customer_id": customer,
