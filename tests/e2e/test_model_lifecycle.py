@@ -46,7 +46,8 @@ def state(tmp_path_factory) -> Iterator[tuple[Container, Path]]:
 
 
 def _served(client: TestClient) -> str:
-    return client.get("/readyz").json()["models"]
+    served: str = client.get("/readyz").json()["models"]
+    return served
 
 
 def _wait_for(client: TestClient, expected: str, timeout: float = 20.0) -> None:
@@ -61,7 +62,8 @@ def _wait_for(client: TestClient, expected: str, timeout: float = 20.0) -> None:
 def _decide(client: TestClient, customer: str) -> dict[str, Any]:
     response = client.post("/v1/decisions", json={"customer_id": customer, "channel": "rm"})
     assert response.status_code == 200, response.text
-    return response.json()
+    decision: dict[str, Any] = response.json()
+    return decision
 
 
 def test_promotion_and_rollback_reach_the_running_api(state) -> None:
@@ -130,9 +132,9 @@ def test_promotion_and_rollback_reach_the_running_api(state) -> None:
     tags = client_.get_model_version("nextbest-mortgage", "2").tags
     assert tags["promotion"] == "rejected" and "margin" in tags["promotion_reason"]
     assert client_.get_model_version("nextbest-mortgage", "3").tags["promotion"] == "promoted"
-    verdicts = client_.search_runs(
-        [client_.get_experiment_by_name(retrain.EXPERIMENT).experiment_id]
-    )
+    experiment = client_.get_experiment_by_name(retrain.EXPERIMENT)
+    assert experiment is not None
+    verdicts = client_.search_runs([experiment.experiment_id])
     assert {r.data.params["action"] for r in verdicts} == {"retrain", "rollback"}
 
 
@@ -189,8 +191,8 @@ def test_training_sets_never_hold_customers_without_profiling_consent(state) -> 
     assert data.excluded_withdrawn_now == withdrawn > 0  # the bank has later objections
     assert excluded + withdrawn == len(entity) - checked
     never = set(customers["customer_id"]) - set(profiling["customer_id"])
-    withdrawn = set(profiling.loc[~profiling["granted"], "customer_id"])
-    assert never and withdrawn  # the bank has both kinds
+    objectors = set(profiling.loc[~profiling["granted"], "customer_id"])
+    assert never and objectors  # the bank has both kinds
     assert not never & set(data.frame["customer_id"])
     assert excluded > 0
 

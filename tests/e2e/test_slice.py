@@ -64,7 +64,8 @@ def stack(request, bank: Bank, tmp_path_factory) -> Iterator[tuple[Container, Te
 def _decide(client: TestClient, customer_id: str, channel: str = "mobile_app") -> dict[str, Any]:
     response = client.post("/v1/decisions", json={"customer_id": customer_id, "channel": channel})
     assert response.status_code == 200, response.text
-    return response.json()
+    decision: dict[str, Any] = response.json()
+    return decision
 
 
 def test_decision_is_in_the_audit_log_with_a_valid_chain(stack, bank: Bank) -> None:

@@ -17,18 +17,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from consent.rules.model import ConsentGiven, CustomerFacts
 from consent.rules.policy import Catalog, Policy, Subject
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory, KnownCustomer
-from consent.stores.reads import gate_reads
+from consent.stores.reads import GateReads, gate_reads
 from consent.stores.registry import ConsentRegistry
 from consent.stores.store import connect
 from feature_repo.events import TimeBounds, parse_event
@@ -41,6 +42,8 @@ from service.usecases.consent_writes import RecordConsentChoice, consent_entries
 from tests.conftest import key_headers, make_settings
 
 CUSTOMER = "C0000017"
+#: An operational store as the property drives it: its engine, registry and gate reads.
+Backend = tuple[Engine, ConsentRegistry, GateReads]
 CATALOG = Catalog.load()
 POLICY = Policy.load()
 MORTGAGE = CATALOG.actions["mortgage_consultation"]
@@ -106,7 +109,9 @@ def bank(request, tmp_path: Path) -> Iterator[tuple[Container, TestClient]]:
             container.close()
 
 
-def put(client: TestClient, container: Container, granted: bool, **fields: object) -> dict:
+def put(
+    client: TestClient, container: Container, granted: bool, **fields: object
+) -> dict[str, Any]:
     consent = {"purpose": "marketing", "channel": "email", "granted": granted}
     body = {"consents": [{**consent, "source": "app", "notice_version": "v1", **fields}]}
     response = client.put(
@@ -115,7 +120,7 @@ def put(client: TestClient, container: Container, granted: bool, **fields: objec
     return {"status": response.status_code, **response.json()}
 
 
-def consent_event(event_id: str, granted: bool, occurred_at: str) -> dict:
+def consent_event(event_id: str, granted: bool, occurred_at: str) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "customer_id": CUSTOMER,
@@ -261,7 +266,7 @@ def test_both_backends_agree_with_the_last_recorded_entry_and_the_gate_follows(
         operational_url("sqlite", tmp_path, None) as lite_url,
         operational_url("postgres", tmp_path, postgres_url) as pg_url,
     ):
-        backends = []
+        backends: list[Backend] = []
         for url in (lite_url, pg_url):
             engine = connect(url)
             registry = ConsentRegistry(engine)
@@ -280,7 +285,7 @@ def test_both_backends_agree_with_the_last_recorded_entry_and_the_gate_follows(
                 engine.dispose()
 
 
-def _property(backends: list) -> None:
+def _property(backends: list[Backend]) -> None:
     bounds = TimeBounds(ahead=SKEW)
 
     @settings(
@@ -292,7 +297,7 @@ def _property(backends: list) -> None:
     def check(sequence: list[Step]) -> None:
         customer = f"P{uuid.uuid4().hex[:12]}"
         model: dict[tuple[str, str], bool] = {}
-        sent: list[dict] = []
+        sent: list[dict[str, Any]] = []
         directory = CustomerDirectory(backends[0][0])
         for step in sequence:
             entries = _entries(step, customer, sent, model, directory, bounds)
@@ -308,7 +313,7 @@ def _property(backends: list) -> None:
 def _entries(
     step: Step,
     customer: str,
-    sent: list[dict],
+    sent: list[dict[str, Any]],
     model: dict[tuple[str, str], bool],
     directory: CustomerDirectory,
     bounds: TimeBounds,
@@ -355,7 +360,7 @@ def _entries(
 
 
 def _assert_backends_agree_with(
-    model: dict[tuple[str, str], bool], backends: list, customer: str
+    model: dict[tuple[str, str], bool], backends: list[Backend], customer: str
 ) -> None:
     reads = []
     for _, registry, reader in backends:
@@ -363,7 +368,10 @@ def _assert_backends_agree_with(
         assert reader.read(customer, datetime.now(UTC), 1).consents == current
         assert {k: e.granted for k, e in current.items()} == model
         assert all(e.recorded_at.utcoffset() == timedelta(0) for e in current.values())
-        assert all(e.given_at.utcoffset() == timedelta(0) for e in current.values())
+        assert all(
+            e.given_at is not None and e.given_at.utcoffset() == timedelta(0)
+            for e in current.values()
+        )
         reads.append(current)
     lite, pg = reads
     assert {k: (e.granted, e.recorded_at, e.given_at) for k, e in lite.items()} == {

@@ -88,7 +88,7 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _dead_letters(container: Container) -> list[tuple[bytes | None, bytes]]:
+def _dead_letters(container: Container) -> list[tuple[bytes | None, bytes | None]]:
     """Every record the dead-letter topic holds, from its beginning."""
     topic = container.settings.topic(DLQ_TOPIC)
     if container.settings.event_transport == "local":
@@ -110,9 +110,9 @@ def _dead_letters(container: Container) -> list[tuple[bytes | None, bytes]]:
         reader.close()
 
 
-def _names(letter: tuple[bytes | None, bytes], customer: str) -> bool:
+def _names(letter: tuple[bytes | None, bytes | None], customer: str) -> bool:
     key, value = letter
-    text = (key or b"").decode("utf-8", "replace") + " " + value.decode("utf-8", "replace")
+    text = (key or b"").decode("utf-8", "replace") + " " + (value or b"").decode("utf-8", "replace")
     return mentions(text, customer)
 
 

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -39,7 +40,7 @@ PROMISED_S = 5.0
 AT = (datetime.now(UTC) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
 
 
-def _events(n: int, run: str) -> dict:
+def _events(n: int, run: str) -> dict[str, Any]:
     return {
         "events": [
             {

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from consent.rules.model import ConsentGiven, CustomerFacts
 from consent.rules.policy import Policy
 from consent.rules.simulate import replay
+from consent.rules.vocabulary import ContactChannel
 from consent.stores.contacts import ContactMade
 from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
@@ -48,12 +49,14 @@ FACTS: dict[str, CustomerFacts] = {
     "young": GOOD_STANDING.model_copy(update={"age": 19, "income": 12_000}),
     "complaint": GOOD_STANDING.model_copy(update={"open_complaint": True}),
 }
-CHANNELS = ("mobile_app", "rm", "email")
+CHANNELS: tuple[ContactChannel, ...] = ("mobile_app", "rm", "email")
 _SERVICES: weakref.WeakKeyDictionary[Engine, DecisionService] = weakref.WeakKeyDictionary()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Container, dict]]:
+def bank(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Container, dict[str, str]]]:
     """A container on SQLite or on the real PostgreSQL (its own schema), and the environment
     that points the CLI at the same state."""
     home = tmp_path / "home"
@@ -146,7 +149,7 @@ def test_any_recorded_decision_replays_unchanged(
     embedded: Container,
     facts: str,
     age: timedelta,
-    channel: str,
+    channel: ContactChannel,
     profiling: bool,
     limit: int,
 ) -> None:

@@ -55,7 +55,7 @@ def test_load_publishes_a_written_bank_in_event_time_order(tmp_path) -> None:
     times = []
     for record in records:
         try:
-            times.append(parse_event(record.value).occurred_at)
+            times.append(parse_event(record.value or b"").occurred_at)
         except InvalidEvent:
             continue
     assert len(times) == summary["events"]
