@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from sqlalchemy import Engine
 
-    from consent.rules.policy import Catalog, Policy
+    from consent.rules.catalog import Catalog
+    from consent.rules.policy import Policy
     from consent.stores.audit.log import AuditLog
     from consent.stores.contacts import ContactHistory
     from consent.stores.customers import CustomerDirectory
@@ -120,7 +121,7 @@ class Container:
 
     @cached_property
     def catalog(self) -> Catalog:
-        from consent.rules.policy import Catalog
+        from consent.rules.catalog import Catalog
 
         return Catalog.load()
 

@@ -11,8 +11,9 @@ from typing import Literal
 import numpy as np
 from sqlalchemy import Engine
 
+from consent.rules.catalog import Catalog
 from consent.rules.model import ConsentGiven, CustomerFacts
-from consent.rules.policy import Catalog, Policy
+from consent.rules.policy import Policy
 from consent.rules.vocabulary import NEEDS, ConsentChannel, ContactChannel, Purpose
 from consent.stores.audit.log import AuditLog
 from consent.stores.contacts import ContactHistory

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consent.rules.arbitration import arbitrate
+from consent.rules.catalog import Catalog
 from consent.rules.model import (
     Action,
     Candidate,
@@ -24,7 +25,8 @@ from consent.rules.model import (
     RuleOutcome,
     is_operation,
 )
-from consent.rules.policy import Catalog, ConsentState, Policy, Subject
+from consent.rules.policy import Policy
+from consent.rules.subject import ConsentState, Subject
 
 #: The rule whose inputs (features' freshness) older records did not keep.
 FRESHNESS_RULE = "features.fresh"

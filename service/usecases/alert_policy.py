@@ -8,14 +8,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from consent.rules.catalog import Catalog
+from consent.rules.documents import PolicyError, content_hash, explain_invalid, load_rules_yaml
 from consent.rules.model import Condition
-from consent.rules.policy import (
-    Catalog,
-    PolicyError,
-    content_hash,
-    explain_invalid,
-    load_rules_yaml,
-)
 from consent.rules.vocabulary import NEEDS
 from service.usecases.alert_model import RM_CHANNEL
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from consent.rules.catalog import Catalog
 from consent.rules.model import Action
-from consent.rules.policy import Catalog
 from feature_repo.explain import describe
 from service.adapters.alert_publisher import AlertFeed
 from service.adapters.alert_store import AlertStore

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from consent.rules.arbitration import arbitrate
+from consent.rules.catalog import Catalog
 from consent.rules.chain import Appended, mentions
 from consent.rules.model import (
     Action,
@@ -32,7 +33,8 @@ from consent.rules.model import (
     GateInputs,
     ModelUsed,
 )
-from consent.rules.policy import Catalog, Policy, Subject
+from consent.rules.policy import Policy
+from consent.rules.subject import Subject
 from consent.rules.vocabulary import ANY_CHANNEL, NEEDS
 from consent.stores.breaker import StoreNotAnswering
 from consent.stores.contacts import ContactHistory

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from consent.rules.catalog import Catalog
 from consent.rules.model import ContactKind
-from consent.rules.policy import Catalog
 from consent.stores.contacts import ContactHistory, ContactMade
 from consent.stores.customers import CustomerDirectory
 from feature_repo.events import TimeBounds

@@ -26,8 +26,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from consent.rules.catalog import Catalog
+from consent.rules.documents import PolicyError
 from consent.rules.model import Action, Candidate, DecisionRecord, GateInputs, RuleOutcome
-from consent.rules.policy import Catalog, Policy, PolicyError, Subject
+from consent.rules.policy import Policy
+from consent.rules.subject import Subject
 from consent.stores.reads import GateRead
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable, NextBestError

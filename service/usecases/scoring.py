@@ -43,7 +43,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from consent.rules.model import OperationRecord
-from consent.rules.policy import Subject
+from consent.rules.subject import Subject
 from consent.rules.vocabulary import ANY_CHANNEL
 from feature_repo.definitions import ACTIVITY_VIEW, MAX_AGE, VIEW_OF
 from service import __version__

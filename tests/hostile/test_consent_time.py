@@ -25,8 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, text
 
+from consent.rules.catalog import Catalog
 from consent.rules.model import ConsentGiven, CustomerFacts
-from consent.rules.policy import Catalog, Policy, Subject
+from consent.rules.policy import Policy
+from consent.rules.subject import Subject
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.reads import GateReads, gate_reads

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from consent.rules.policy import PolicyError
+from consent.rules.documents import PolicyError
 from consent.rules.simulate import replay
 from consent.stores.contacts import ContactMade
 from consent.stores.customers import KnownCustomer

@@ -16,8 +16,9 @@ import yaml
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from consent.rules.catalog import Catalog
+from consent.rules.documents import PolicyError
 from consent.rules.model import ConsentGiven
-from consent.rules.policy import Catalog, PolicyError
 from consent.rules.vocabulary import NEEDS
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.tables import contact_history

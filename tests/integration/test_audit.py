@@ -966,7 +966,8 @@ def test_operations_and_decisions_from_threads_make_one_chain(
 
 
 def test_a_replay_of_the_log_skips_operation_records(log: AuditLog) -> None:
-    from consent.rules.policy import Catalog, Policy
+    from consent.rules.catalog import Catalog
+    from consent.rules.policy import Policy
     from consent.rules.simulate import replay
 
     log.append(record())

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import make_url, text
 
 from consent.stores.customers import KnownCustomer
+from consent.stores.reads import GateReads
 from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.api import create_app
+from service.entrypoints.api.routes.operations import READINESS_TIMEOUT_S
 from tests.conftest import IN_CI, key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all, servable
 from tests.integration.conftest import fresh_schema
@@ -215,3 +218,27 @@ def test_the_operational_store_going_away_means_503_and_nothing_delivered(
         finally:
             proxy.cut()
             container.close()
+
+
+class SlowToOpen(Container):
+    """Stores that take longer to open than a readiness probe may take (a busy machine's
+    first connection, a database warming up); once open, they answer at once."""
+
+    @cached_property
+    def gate_reads(self) -> GateReads:
+        time.sleep(READINESS_TIMEOUT_S + 0.5)
+        reads: GateReads = super().gate_reads
+        return reads
+
+
+def test_the_first_readiness_probe_times_a_round_trip_not_the_opening_of_the_stores(
+    tmp_path: Path,
+) -> None:
+    container = SlowToOpen(make_settings(tmp_path / "home"))
+    try:
+        with TestClient(create_app(container)) as client:
+            first = client.get("/readyz")
+            assert first.status_code == 200, first.json()
+            assert first.json()["operational_store"] == "ok"
+    finally:
+        container.close()

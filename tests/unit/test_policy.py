@@ -9,6 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from consent.rules.catalog import Catalog
+from consent.rules.documents import PolicyError, content_hash
 from consent.rules.model import (
     MAX_COOLOFF_DAYS,
     Action,
@@ -18,14 +20,9 @@ from consent.rules.model import (
     CustomerFacts,
     RuleOutcome,
 )
-from consent.rules.policy import (
-    Catalog,
-    Policy,
-    PolicyError,
-    QuietHoursParams,
-    Subject,
-    content_hash,
-)
+from consent.rules.params import QuietHoursParams
+from consent.rules.policy import Policy
+from consent.rules.subject import Subject
 from consent.rules.vocabulary import ConsentChannel, ContactChannel, Purpose
 
 PACKAGED = Path(__file__).parents[2] / "consent" / "policy.yaml"

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import TypeAdapter
 
-from consent.rules.policy import Catalog
+from consent.rules.catalog import Catalog
 from feature_repo.events import Event
 from service.entrypoints.api.schemas import ErrorResponse
 

@@ -83,7 +83,8 @@ def policy() -> None:
 def policy_simulate(policy_file: Path, since: datetime | None, until: datetime | None) -> None:
     """Replay recorded decisions under a changed policy and report, by rule and by action, how
     many actions would be added or removed. Nothing is written."""
-    from consent.rules.policy import Policy, PolicyError
+    from consent.rules.documents import PolicyError
+    from consent.rules.policy import Policy
     from consent.rules.simulate import replay
 
     try:

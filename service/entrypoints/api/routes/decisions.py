@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from consent.rules.policy import Catalog
+from consent.rules.catalog import Catalog
 from service.entrypoints.api.direct import direct_route
 from service.entrypoints.api.openapi import BODY_ERRORS, V1_ERRORS, declared
 from service.entrypoints.api.schemas import (

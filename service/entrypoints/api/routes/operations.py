@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from anyio import to_thread
 from fastapi import APIRouter
@@ -13,15 +13,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from service import __version__
-from service.bootstrap import Container
 from service.entrypoints.api.openapi import declared
 from service.entrypoints.api.schemas import Health, Readiness
 from service.entrypoints.api.state import Wired
+from service.usecases.ports import ConsentReads, OnlineFeatureReads
 
 #: How long each of ``/readyz``'s probes may take: a probe that has not answered by then
 #: reports its store unavailable (an orchestrator's probe has a timeout of its own, often 1 s).
 READINESS_TIMEOUT_S = 1.0
 READINESS_PROBE = "readiness-probe"
+T = TypeVar("T")
 
 router = APIRouter()
 
@@ -41,18 +42,30 @@ async def _probe(read: Callable[[], Awaitable[object]]) -> Literal["ok", "unavai
     return "ok"
 
 
-def _gate_read(c: Container, now: datetime) -> Awaitable[object]:
-    reads = c.gate_reads
+async def _unavailable() -> Literal["unavailable"]:
+    return "unavailable"
+
+
+def _gate_read(reads: ConsentReads, now: datetime) -> Awaitable[object]:
     if reads.asynchronous:
         return reads.read_async(READINESS_PROBE, now, 1)
     return to_thread.run_sync(reads.read, READINESS_PROBE, now, 1, abandon_on_cancel=True)
 
 
-def _features_read(c: Container) -> Awaitable[object]:
-    features = c.features
+def _features_read(features: OnlineFeatureReads) -> Awaitable[object]:
     if features.asynchronous:
         return features.read_async(READINESS_PROBE)
     return to_thread.run_sync(features.read, READINESS_PROBE, abandon_on_cancel=True)
+
+
+async def _opened(open_: Callable[[], T]) -> T | None:
+    """What ``open_`` opens, in a thread (opening blocks), or None if it cannot be opened.
+    Stores are opened before any probe's timeout starts, so a first probe times a round trip,
+    not the opening of a store."""
+    try:
+        return await to_thread.run_sync(open_)
+    except Exception:  # a store that cannot be opened is not ready
+        return None
 
 
 @router.get(
@@ -65,8 +78,11 @@ async def readyz(c: Wired) -> JSONResponse:
     # A customer nobody has: a round trip, nothing more. Through the decision path's own
     # reads, so ready means that path answers, and a stalled store costs the probe their
     # bounds (or nothing, while their breaker is open), not the batch engine's minutes.
+    reads = await _opened(lambda: c.gate_reads)
+    features = await _opened(lambda: c.features)
     store, online = await asyncio.gather(
-        _probe(lambda: _gate_read(c, now)), _probe(lambda: _features_read(c))
+        _probe(lambda: _gate_read(reads, now)) if reads is not None else _unavailable(),
+        _probe(lambda: _features_read(features)) if features is not None else _unavailable(),
     )
     versions = c.models.versions()
     ready = Readiness(
