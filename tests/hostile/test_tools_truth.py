@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from consent.rules.model import ConsentGiven, CustomerFacts
 from consent.rules.policy import Policy
 from consent.rules.simulate import replay
-from consent.rules.vocabulary import ContactChannel
+from consent.rules.vocabulary import ConsentChannel, ContactChannel, Purpose
 from consent.stores.contacts import ContactMade
 from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
@@ -172,11 +172,11 @@ def test_any_recorded_decision_replays_unchanged(
     assert not report.newly_allowed and not report.newly_suppressed
 
 
-def _withdrawn(customer: str, purpose: str, channel: str) -> ConsentGiven:
+def _withdrawn(customer: str, purpose: Purpose, channel: ConsentChannel) -> ConsentGiven:
     return ConsentGiven(
         customer_id=customer,
-        purpose=purpose,  # type: ignore[arg-type]
-        channel=channel,  # type: ignore[arg-type]
+        purpose=purpose,
+        channel=channel,
         granted=False,
         recorded_at=datetime.now(UTC),
         source="test",
