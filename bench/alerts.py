@@ -52,8 +52,9 @@ from service.bootstrap import Container
 from service.settings import Settings, load_settings
 from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.origin import Origin
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
 from training.bank.scenario import seed_scenario
+from training.bank.spec import BankSpec
 
 TARGET_P99_S = 2.0
 READY_TIMEOUT_S = 120.0

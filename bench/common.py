@@ -11,11 +11,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import psutil
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class PeakMemory:
@@ -29,7 +33,7 @@ class PeakMemory:
 
     def _sample(self) -> int:
         me = psutil.Process()
-        total = me.memory_info().rss
+        total: int = me.memory_info().rss
         for child in me.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 total += child.memory_info().rss
@@ -97,7 +101,7 @@ def emit(result: dict[str, Any]) -> None:
     sys.stdout.write("\n")
 
 
-def timed(fn, *args, **kwargs) -> tuple[float, Any]:  # type: ignore[no-untyped-def]
+def timed(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> tuple[float, R]:
     began = time.perf_counter()
     value = fn(*args, **kwargs)
     return time.perf_counter() - began, value

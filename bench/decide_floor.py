@@ -33,13 +33,16 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.api_server import ApiServer
 from bench.common import emit
 from bench.decide import TARGET_P50_MS, TARGET_P99_MS, run_load
 from bench.sampling import machine_load
 from bench.state import DECIDERS, Backends, State, environment
+
+if TYPE_CHECKING:
+    from service.usecases.decision_messages import DecisionMade
 
 STEPS = ("bare", "thread", "reads", "audit", "decide")
 CHANNEL = "mobile_app"
@@ -65,7 +68,7 @@ class _Worker:
         customers = json.loads((home / DECIDERS).read_text())[:TEMPLATES]
         self.templates = itertools.cycle([(self._decide(c).record, c) for c in customers])
 
-    def _decide(self, customer_id: str) -> Any:
+    def _decide(self, customer_id: str) -> DecisionMade:
         command = self.command(customer_id=customer_id, channel=CHANNEL, limit=3, context={})
         return self.container.decisions.decide(command)
 

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from bench.common import PeakMemory, emit, median, timed
-from training.bank import BankSpec, write_bank
+from training.bank.spec import BankSpec
+from training.bank.store import write_bank
 
 
 def naive_bank(customers: int, days: int, seed: int, out: Path) -> int:

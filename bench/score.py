@@ -26,7 +26,7 @@ from bench.common import PeakMemory, emit, median
 from service.bootstrap import Container
 from service.settings import load_settings
 from service.usecases.scoring import batch_score, features_at, score_matrix
-from training.bank import BankSpec
+from training.bank.spec import BankSpec
 
 
 def main() -> None:

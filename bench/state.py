@@ -34,7 +34,8 @@ from service.bootstrap import Container
 from service.settings import load_settings
 from service.usecases import pipeline
 from training.backfill import history
-from training.bank import BankSpec, write_bank
+from training.bank.spec import BankSpec
+from training.bank.store import write_bank
 
 MANIFEST = "bench-decide.json"
 DECIDERS = "decision-customers.json"

@@ -24,6 +24,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,13 +37,17 @@ from feature_repo.buckets import WindowState
 from feature_repo.definitions import ACTIVITY_PUSH
 from feature_repo.events import InvalidEvent, parse_event
 from feature_repo.windows import compute_features
-from service.adapters.transport import EVENTS_TOPIC
+from service.adapters.transport import EVENTS_TOPIC, Record
 from service.bootstrap import Container
-from service.settings import load_settings
-from training.bank import BankSpec, generate
+from service.settings import Settings, load_settings
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
-def settings_for(home: Path, online: str, namespace: str, run: str):  # type: ignore[no-untyped-def]
+def settings_for(home: Path, online: str, namespace: str, run: str) -> Settings:
     return load_settings(
         {
             "NEXTBEST_HOME": str(home),
@@ -81,7 +86,7 @@ def run_worker(home: Path, online: str, namespace: str, expected: int) -> dict[s
     original = worker.process
     marks: dict[str, float] = {"records": 0}
 
-    def timed(records):  # type: ignore[no-untyped-def]
+    def timed(records: list[Record]) -> None:
         marks.setdefault("first", time.perf_counter())
         original(records)
         marks["last"] = time.perf_counter()
@@ -89,7 +94,7 @@ def run_worker(home: Path, online: str, namespace: str, expected: int) -> dict[s
         if marks["records"] >= expected:
             worker.stopping.set()
 
-    worker.process = timed  # type: ignore[method-assign]
+    worker.process = timed  # type: ignore[method-assign]  # instrumented for the measurement
     worker.run(idle_exit_s=10)
     worker.close()
     seconds = marks["last"] - marks["first"]
@@ -206,7 +211,7 @@ def freshness(home: Path, rate: float, seconds: float, probes: int) -> dict[str,
     }
 
 
-def _await_row(store, customer: str, sent: float, out: list[float]) -> None:  # type: ignore[no-untyped-def]
+def _await_row(store: FeatureStore, customer: str, sent: float, out: list[float]) -> None:
     deadline = sent + 30
     while time.perf_counter() < deadline:
         row = store.get_online_features(

@@ -31,7 +31,8 @@ from service.bootstrap import Container
 from service.settings import load_settings
 from service.usecases import pipeline
 from training import need_model, trainset
-from training.bank import BankSpec, write_bank
+from training.bank.spec import BankSpec
+from training.bank.store import write_bank
 from training.fitting import Trainer
 
 

@@ -6,7 +6,6 @@ goes to the dead-letter topic with the reason, never silently dropped.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -338,7 +337,3 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> Event:
 
 def event_to_json(event: Event) -> bytes:
     return event.model_dump_json().encode()
-
-
-def event_as_dict(event: Event) -> dict[str, Any]:
-    return json.loads(event.model_dump_json())

@@ -20,7 +20,7 @@ from service.entrypoints.auth import DEV_KEYS_FILE, Role, plain_key
 from service.settings import Settings, load_settings
 from service.usecases import pipeline
 from training.backfill import history
-from training.bank import Bank
+from training.bank.in_memory import Bank
 from training.bank.spec import DEFAULT_END
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -12,9 +12,9 @@ import numpy as np
 from sqlalchemy import Engine
 
 from consent.rules.catalog import Catalog
-from consent.rules.model import ConsentGiven, ContactChannel, CustomerFacts, Purpose
+from consent.rules.model import ConsentGiven, CustomerFacts
 from consent.rules.policy import Policy
-from consent.rules.vocabulary import NEEDS
+from consent.rules.vocabulary import NEEDS, ConsentChannel, ContactChannel, Purpose
 from consent.stores.audit.log import AuditLog
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory, KnownCustomer
@@ -23,7 +23,7 @@ from feature_repo.activity import FEATURE_NAMES
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
 from service.adapters.features.online_features import OnlineFeatures
 from service.bootstrap import Container
-from service.usecases.alert_model import Alert
+from service.usecases.alert_model import Alert, AlertReason
 from service.usecases.decisions import DecisionService
 from service.usecases.ports import FixedModels
 
@@ -51,7 +51,10 @@ class EveryoneEngaged(SyncFeatures):
 
     def read(self, customer_id: str) -> OnlineFeatures:
         activity = datetime.now(UTC) - self.age
-        views = {ACTIVITY_VIEW: activity, PROFILE_VIEW: datetime.now(UTC) - timedelta(days=400)}
+        views: dict[str, datetime | None] = {
+            ACTIVITY_VIEW: activity,
+            PROFILE_VIEW: datetime.now(UTC) - timedelta(days=400),
+        }
         return OnlineFeatures(customer_id, dict.fromkeys(SCORING_FEATURES, 0.0), activity, views)
 
 
@@ -95,15 +98,20 @@ def decision_service(engine: Engine, features: EveryoneEngaged | None = None) ->
         CustomerDirectory(engine),
         ContactHistory(engine),
         features or EveryoneEngaged(),
-        FixedModels({need: ConfidentModel(need) for need in NEEDS}),  # type: ignore[misc]
+        FixedModels({need: ConfidentModel(need) for need in NEEDS}),
         Catalog.load(),
         Policy.load(),
         AuditLog(engine),
     )
 
 
-def grant_all(registry: ConsentRegistry, customer_id: str, channel: str) -> None:
+def grant_all(registry: ConsentRegistry, customer_id: str, channel: ContactChannel) -> None:
     """Marketing, service (on ``channel``) and profiling consent, granted now."""
+    grants: tuple[tuple[Purpose, ConsentChannel], ...] = (
+        ("marketing", channel),
+        ("service", channel),
+        ("profiling", "any"),
+    )
     registry.record(
         ConsentGiven(
             customer_id=customer_id,
@@ -114,7 +122,7 @@ def grant_all(registry: ConsentRegistry, customer_id: str, channel: str) -> None
             source="test",
             notice_version="v1",
         )
-        for purpose, on in (("marketing", channel), ("service", channel), ("profiling", "any"))
+        for purpose, on in grants
     )
 
 
@@ -162,11 +170,11 @@ def sample_alert(customer_id: str, rm_id: str, alert_id: str | None = None) -> A
         opened_at=None,
         expires_at=now + timedelta(days=3),
         reasons=(
-            {
-                "feature": "largest_inflow_7d",
-                "value": 600000.0,
-                "text": "largest single credit, last 7 days: 600,000",
-            },
+            AlertReason(
+                feature="largest_inflow_7d",
+                value=600000.0,
+                text="largest single credit, last 7 days: 600,000",
+            ),
         ),
         talking_points=(
             "Mortgage interest 0.71",
@@ -176,7 +184,7 @@ def sample_alert(customer_id: str, rm_id: str, alert_id: str | None = None) -> A
     )
 
 
-def servable(container: Container, customers: list[str], channel: str) -> None:
+def servable(container: Container, customers: list[str], channel: ContactChannel) -> None:
     """``customers`` in good standing, consenting on ``channel``, with an online row written
     now (all features zero): every decision for them reads and scores."""
     container.directory.upsert(KnownCustomer(c, None, None, GOOD_STANDING) for c in customers)

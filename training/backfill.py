@@ -53,7 +53,7 @@ class _Buckets:
         self._last: list[tuple[np.ndarray, ...]] = []
 
     def _codes(self, ids: np.ndarray) -> np.ndarray:
-        codes = self.index.get_indexer(ids)
+        codes: np.ndarray = self.index.get_indexer(ids)
         if (codes < 0).any():
             self.index = self.index.append(pd.Index(pd.unique(ids[codes < 0])))
             codes = self.index.get_indexer(ids)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 
 def platt(margin: Any, slope: float, intercept: float) -> np.ndarray:
@@ -67,7 +67,7 @@ def encode(
     return matrix
 
 
-class CalibratedBooster(PythonModel):  # type: ignore[misc]
+class CalibratedBooster(PythonModel):
     """``predict``: calibrated probabilities for raw rows."""
 
     def load_context(self, context: Any) -> None:
@@ -111,7 +111,8 @@ def log_model(
         for key, (file_name, text) in files.items():
             (folder / file_name).write_text(text)
             artifacts[key] = str(folder / file_name)
-        return mlflow.pyfunc.log_model(
+        # mlflow declares no return type for log_model; it returns a ModelInfo (see its docs).
+        info: ModelInfo = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__)),
             artifacts=artifacts,
@@ -124,6 +125,7 @@ def log_model(
             ],
             registered_model_name=registered_model_name,
         )
+        return info
 
 
 mlflow.models.set_model(CalibratedBooster())

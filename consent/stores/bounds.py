@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Dialect, Engine, create_engine, event
+from sqlalchemy.pool import ConnectionPoolEntry
 
 #: How long a new psycopg connection may take (libpq's ``connect_timeout``: whole seconds,
 #: and libpq makes anything under 2 into 2); the decision path's, the shortest. A URL's own
@@ -111,7 +112,9 @@ def bounded_engine(
     engine = create_engine(url, pool_timeout=POOL_TIMEOUT_S, **kwargs)
 
     @event.listens_for(engine, "do_connect")
-    def _bounds(_dialect, _record, args, params):  # type: ignore[no-untyped-def]
+    def _bounds(
+        _dialect: Dialect, _record: ConnectionPoolEntry, args: list[Any], params: dict[str, Any]
+    ) -> BoundedConnection:
         params["options"] = with_bounds(params.get("options"), bounds)
         params.setdefault("connect_timeout", connect_timeout)
         connection = BoundedConnection.connect(*args, **params)

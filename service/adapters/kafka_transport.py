@@ -5,10 +5,13 @@ it is told to."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any
 
 from service.adapters.transport import Headers, Record, TransportError
+
+if TYPE_CHECKING:
+    from kafka import TopicPartition
 
 #: How long a Kafka producer waits for acknowledgement of a flush before the call fails.
 KAFKA_FLUSH_TIMEOUT_S = 30.0
@@ -94,15 +97,15 @@ class KafkaConsumerAdapter:
 
         adapter = self
 
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
             # kafka-python 3 runs these on its IO thread, where nothing may block (no commit).
             # Nothing needs to: the worker processes each poll's records before it polls
             # again, so at a rebalance no batch is half done; what it has not committed yet
             # is redelivered to the new owner, whose state recognises it (see worker.py).
-            def on_partitions_revoked(self, revoked):  # type: ignore[no-untyped-def]
+            def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
                 pass
 
-            def on_partitions_assigned(self, assigned):  # type: ignore[no-untyped-def]
+            def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
                 adapter._assigned(list(assigned))
 
         self._replay: tuple[int | None, int | None] | None = None
@@ -125,7 +128,7 @@ class KafkaConsumerAdapter:
         self._consumer.partitions_for_topic(topic)
         self._consumer.subscribe([topic], listener=Listener())
 
-    def _assigned(self, partitions: list) -> None:  # type: ignore[type-arg]
+    def _assigned(self, partitions: list[TopicPartition]) -> None:
         if self._replay is None or not partitions:
             return
         offset, timestamp_ms = self._replay

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 #: SQLite's default limit on host parameters is 999 (older builds); stay under it.
 _SQLITE_CHUNK = 900
 #: A Redis call that takes longer than this fails (and the batch is retried after restart).
 REDIS_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
 
 
 class StateStore(Protocol):
@@ -115,8 +117,8 @@ class RedisStateStore:
         self.client.close()
 
 
-def _batched(iterable, size):  # type: ignore[no-untyped-def]
-    batch = []
+def _batched(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
     for item in iterable:
         batch.append(item)
         if len(batch) == size:

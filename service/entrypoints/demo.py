@@ -24,11 +24,12 @@ import uvicorn
 
 from feature_repo.definitions import VIEW_OF
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.entrypoints.auth import DEV_KEYS_FILE, plain_key
 from service.usecases import pipeline
-from training.bank import Bank, BankSpec, busy_housing_market, generate
+from training.bank.in_memory import Bank, generate
 from training.bank.scenario import mortgage_suitable
+from training.bank.spec import BankSpec, busy_housing_market
 
 READY_TIMEOUT_S = 30.0
 #: A few broken events, to show the dead-letter path.

@@ -39,7 +39,7 @@ class PerWorkerApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._app is None:
-            from service.entrypoints.api import create_app
+            from service.entrypoints.api.app import create_app
 
             self._app = create_app(worker_container())
         await self._app(scope, receive, send)

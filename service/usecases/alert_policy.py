@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from consent.rules.catalog import Catalog
 from consent.rules.documents import PolicyError, content_hash, explain_invalid, load_rules_yaml
 from consent.rules.model import Condition
-from consent.stores.customers import NEEDS
+from consent.rules.vocabulary import NEEDS
 from service.usecases.alert_model import RM_CHANNEL
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from consent.rules.catalog import Catalog
 from consent.rules.model import Action, Candidate, GateInputs, RuleOutcome
-from consent.rules.policy import Policy, Subject
+from consent.rules.policy import Policy
+from consent.rules.subject import Subject
 from consent.rules.vocabulary import NEEDS
 from consent.stores.reads import GateRead
 from service.usecases.decision_messages import DecideForCustomer, Scored

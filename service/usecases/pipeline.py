@@ -30,7 +30,8 @@ from service.bootstrap import Container
 from service.usecases.worker import WorkerStats
 from training import evaluation, need_model, trainset
 from training.backfill import write_history
-from training.bank import Bank, BankSpec
+from training.bank.in_memory import Bank
+from training.bank.spec import BankSpec
 from training.fitting import Trainer
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ whether a method exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -90,5 +90,11 @@ class DecisionLog(Protocol):
     async def append_async(
         self, record: DecisionRecord, customer_id: str | None = None
     ) -> Appended: ...
+
+    def append_many(
+        self, records: Sequence[DecisionRecord], customer_ids: Sequence[str] | None = None
+    ) -> list[Appended]:
+        """All of ``records`` in one transaction, in order, or none."""
+        ...
 
     async def close_async(self) -> None: ...

@@ -31,8 +31,7 @@ from consent.rules.documents import PolicyError
 from consent.rules.model import Action, Candidate, DecisionRecord, GateInputs, RuleOutcome
 from consent.rules.policy import Policy
 from consent.rules.subject import Subject
-from consent.stores.audit.log import AuditLog
-from consent.stores.reads import GateRead, GateReads
+from consent.stores.reads import GateRead
 from service import __version__
 from service.errors import AuditUnavailable, ConsentUnavailable, NextBestError
 from service.usecases.alert_model import (
@@ -47,6 +46,7 @@ from service.usecases.alert_model import (
 from service.usecases.decision_consent import relied_on
 from service.usecases.decision_making import CUSTOMER_UNKNOWN
 from service.usecases.decision_record import PENDING_REF
+from service.usecases.ports import ConsentReads, DecisionLog
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,10 @@ class Regated:
 class AlertGate:
     def __init__(
         self,
-        reads: GateReads,
+        reads: ConsentReads,
         policy: Policy,
         catalog: Catalog,
-        audit: AuditLog,
+        audit: DecisionLog,
         rules: Iterable[str],
     ) -> None:
         self.reads = reads

@@ -17,11 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.usecases import pipeline
 from tests.conftest import key_headers, real_stack_settings
-from training.bank import Bank, BankSpec, busy_housing_market, generate
+from training.bank.in_memory import Bank, generate
 from training.bank.scenario import mortgage_suitable, seed_scenario
+from training.bank.spec import BankSpec, busy_housing_market
 
 END = datetime.now(UTC).replace(microsecond=0)
 SPEC = BankSpec(seed=23, customers=2_000, days=120, end=END, situations=busy_housing_market())

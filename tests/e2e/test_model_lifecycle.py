@@ -20,14 +20,15 @@ from mlflow.tracking import MlflowClient
 
 from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.usecases import pipeline, retrain
 from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.scoring import batch_score
 from tests.conftest import backfilled, key_headers, make_settings
 from training import trainset
 from training.backfill import history
-from training.bank import BankSpec, busy_housing_market, generate
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec, busy_housing_market
 
 SPEC = BankSpec(seed=17, customers=3_000, days=200, situations=busy_housing_market())
 NEEDS = ("mortgage",)
@@ -46,7 +47,8 @@ def state(tmp_path_factory) -> Iterator[tuple[Container, Path]]:
 
 
 def _served(client: TestClient) -> str:
-    return client.get("/readyz").json()["models"]
+    served: str = client.get("/readyz").json()["models"]
+    return served
 
 
 def _wait_for(client: TestClient, expected: str, timeout: float = 20.0) -> None:
@@ -61,7 +63,8 @@ def _wait_for(client: TestClient, expected: str, timeout: float = 20.0) -> None:
 def _decide(client: TestClient, customer: str) -> dict[str, Any]:
     response = client.post("/v1/decisions", json={"customer_id": customer, "channel": "rm"})
     assert response.status_code == 200, response.text
-    return response.json()
+    decision: dict[str, Any] = response.json()
+    return decision
 
 
 def test_promotion_and_rollback_reach_the_running_api(state) -> None:
@@ -130,9 +133,9 @@ def test_promotion_and_rollback_reach_the_running_api(state) -> None:
     tags = client_.get_model_version("nextbest-mortgage", "2").tags
     assert tags["promotion"] == "rejected" and "margin" in tags["promotion_reason"]
     assert client_.get_model_version("nextbest-mortgage", "3").tags["promotion"] == "promoted"
-    verdicts = client_.search_runs(
-        [client_.get_experiment_by_name(retrain.EXPERIMENT).experiment_id]
-    )
+    experiment = client_.get_experiment_by_name(retrain.EXPERIMENT)
+    assert experiment is not None
+    verdicts = client_.search_runs([experiment.experiment_id])
     assert {r.data.params["action"] for r in verdicts} == {"retrain", "rollback"}
 
 
@@ -189,8 +192,8 @@ def test_training_sets_never_hold_customers_without_profiling_consent(state) -> 
     assert data.excluded_withdrawn_now == withdrawn > 0  # the bank has later objections
     assert excluded + withdrawn == len(entity) - checked
     never = set(customers["customer_id"]) - set(profiling["customer_id"])
-    withdrawn = set(profiling.loc[~profiling["granted"], "customer_id"])
-    assert never and withdrawn  # the bank has both kinds
+    objectors = set(profiling.loc[~profiling["granted"], "customer_id"])
+    assert never and objectors  # the bank has both kinds
     assert not never & set(data.frame["customer_id"])
     assert excluded > 0
 

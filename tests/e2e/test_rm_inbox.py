@@ -19,7 +19,7 @@ from consent.rules.model import ConsentGiven
 from consent.stores.customers import KnownCustomer
 from consent.stores.tables import contact_history
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from tests.conftest import key_headers
 from tests.doubles import GOOD_STANDING, grant_all, sample_alert
 

@@ -84,4 +84,5 @@ def test_two_workers_share_one_port_and_stop_cleanly(tmp_path: Path) -> None:
 
 def alive(process: psutil.Process) -> bool:
     # A stopped worker may linger as a zombie until whatever adopted it reaps it.
-    return process.info["status"] != psutil.STATUS_ZOMBIE
+    zombie: bool = process.info["status"] == psutil.STATUS_ZOMBIE
+    return not zombie

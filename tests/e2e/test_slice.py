@@ -15,10 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.usecases import pipeline
 from tests.conftest import key_headers, make_settings, real_stack_settings
-from training.bank import Bank, BankSpec, busy_housing_market, generate
+from training.bank.in_memory import Bank, generate
+from training.bank.spec import BankSpec, busy_housing_market
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 SPEC = BankSpec(seed=21, customers=2_000, days=120, end=END, situations=busy_housing_market())
@@ -64,7 +65,8 @@ def stack(request, bank: Bank, tmp_path_factory) -> Iterator[tuple[Container, Te
 def _decide(client: TestClient, customer_id: str, channel: str = "mobile_app") -> dict[str, Any]:
     response = client.post("/v1/decisions", json={"customer_id": customer_id, "channel": channel})
     assert response.status_code == 200, response.text
-    return response.json()
+    decision: dict[str, Any] = response.json()
+    return decision
 
 
 def test_decision_is_in_the_audit_log_with_a_valid_chain(stack, bank: Bank) -> None:

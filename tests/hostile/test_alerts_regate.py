@@ -24,7 +24,7 @@ from sqlalchemy import text
 from consent.stores.customers import KnownCustomer
 from consent.stores.tables import consent_history
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.usecases.alert_model import Alert
 from tests.conftest import key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all, sample_alert

@@ -31,7 +31,8 @@ from service.usecases import pipeline
 from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.scoring import batch_score
 from tests.conftest import make_settings
-from training.bank import Bank, BankSpec, busy_housing_market, generate
+from training.bank.in_memory import Bank, generate
+from training.bank.spec import BankSpec, busy_housing_market
 
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 SPEC = BankSpec(seed=29, customers=600, days=120, end=END, situations=busy_housing_market())

@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from consent.rules.catalog import Catalog
 from consent.rules.model import ConsentGiven, CustomerFacts
@@ -30,12 +31,12 @@ from consent.rules.policy import Policy
 from consent.rules.subject import Subject
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory, KnownCustomer
-from consent.stores.reads import gate_reads
+from consent.stores.reads import GateReads, gate_reads
 from consent.stores.registry import ConsentRegistry
 from consent.stores.store import connect
 from feature_repo.events import TimeBounds, parse_event
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.entrypoints.auth import Principal
 from service.errors import InvalidRequest
 from service.usecases import pipeline
@@ -43,6 +44,8 @@ from service.usecases.consent_writes import RecordConsentChoice, consent_entries
 from tests.conftest import key_headers, make_settings
 
 CUSTOMER = "C0000017"
+#: An operational store as the property drives it: its engine, registry and gate reads.
+Backend = tuple[Engine, ConsentRegistry, GateReads]
 CATALOG = Catalog.load()
 POLICY = Policy.load()
 MORTGAGE = CATALOG.actions["mortgage_consultation"]
@@ -108,7 +111,9 @@ def bank(request, tmp_path: Path) -> Iterator[tuple[Container, TestClient]]:
             container.close()
 
 
-def put(client: TestClient, container: Container, granted: bool, **fields: object) -> dict:
+def put(
+    client: TestClient, container: Container, granted: bool, **fields: object
+) -> dict[str, Any]:
     consent = {"purpose": "marketing", "channel": "email", "granted": granted}
     body = {"consents": [{**consent, "source": "app", "notice_version": "v1", **fields}]}
     response = client.put(
@@ -117,7 +122,7 @@ def put(client: TestClient, container: Container, granted: bool, **fields: objec
     return {"status": response.status_code, **response.json()}
 
 
-def consent_event(event_id: str, granted: bool, occurred_at: str) -> dict:
+def consent_event(event_id: str, granted: bool, occurred_at: str) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "customer_id": CUSTOMER,
@@ -263,7 +268,7 @@ def test_both_backends_agree_with_the_last_recorded_entry_and_the_gate_follows(
         operational_url("sqlite", tmp_path, None) as lite_url,
         operational_url("postgres", tmp_path, postgres_url) as pg_url,
     ):
-        backends = []
+        backends: list[Backend] = []
         for url in (lite_url, pg_url):
             engine = connect(url)
             registry = ConsentRegistry(engine)
@@ -282,7 +287,7 @@ def test_both_backends_agree_with_the_last_recorded_entry_and_the_gate_follows(
                 engine.dispose()
 
 
-def _property(backends: list) -> None:
+def _property(backends: list[Backend]) -> None:
     bounds = TimeBounds(ahead=SKEW)
 
     @settings(
@@ -294,7 +299,7 @@ def _property(backends: list) -> None:
     def check(sequence: list[Step]) -> None:
         customer = f"P{uuid.uuid4().hex[:12]}"
         model: dict[tuple[str, str], bool] = {}
-        sent: list[dict] = []
+        sent: list[dict[str, Any]] = []
         directory = CustomerDirectory(backends[0][0])
         for step in sequence:
             entries = _entries(step, customer, sent, model, directory, bounds)
@@ -310,7 +315,7 @@ def _property(backends: list) -> None:
 def _entries(
     step: Step,
     customer: str,
-    sent: list[dict],
+    sent: list[dict[str, Any]],
     model: dict[tuple[str, str], bool],
     directory: CustomerDirectory,
     bounds: TimeBounds,
@@ -357,7 +362,7 @@ def _entries(
 
 
 def _assert_backends_agree_with(
-    model: dict[tuple[str, str], bool], backends: list, customer: str
+    model: dict[tuple[str, str], bool], backends: list[Backend], customer: str
 ) -> None:
     reads = []
     for _, registry, reader in backends:
@@ -365,7 +370,10 @@ def _assert_backends_agree_with(
         assert reader.read(customer, datetime.now(UTC), 1).consents == current
         assert {k: e.granted for k, e in current.items()} == model
         assert all(e.recorded_at.utcoffset() == timedelta(0) for e in current.values())
-        assert all(e.given_at.utcoffset() == timedelta(0) for e in current.values())
+        assert all(
+            e.given_at is not None and e.given_at.utcoffset() == timedelta(0)
+            for e in current.values()
+        )
         reads.append(current)
     lite, pg = reads
     assert {k: (e.granted, e.recorded_at, e.given_at) for k, e in lite.items()} == {

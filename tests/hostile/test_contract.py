@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import schemathesis
@@ -31,10 +31,13 @@ from schemathesis.specs.openapi.formats import unregister_string_format
 from consent.rules.chain import mentions
 from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.entrypoints.auth import ROLES
 from tests.conftest import key_headers, make_settings, postgres_schema
 from tests.doubles import GOOD_STANDING, grant_all
+
+if TYPE_CHECKING:
+    from schemathesis.specs.openapi.schemas import OpenApiCase
 
 CUSTOMER = "C0000042"
 SHORTEST_REAL_ID = 6
@@ -119,7 +122,7 @@ def api_schema(
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_keeps_its_published_contract_for_every_role(
-    case: schemathesis.Case, contract_container: Container
+    case: OpenApiCase, contract_container: Container
 ) -> None:
     # Each generated request is sent with every role's key: an operation a role may not call
     # answers 403, which its contract declares; the others must keep the whole contract.
@@ -132,7 +135,7 @@ def test_every_operation_keeps_its_published_contract_for_every_role(
         case.validate_response(response, headers=headers)
 
 
-def _decision_for(case: schemathesis.Case) -> tuple[str, dict[str, Any]] | None:
+def _decision_for(case: OpenApiCase) -> tuple[str, dict[str, Any]] | None:
     body = case.body if isinstance(case.body, dict) else {}
     customer_id, context = body.get("customer_id"), body.get("context")
     if case.operation.path != "/v1/decisions" or not isinstance(customer_id, str):
@@ -140,7 +143,7 @@ def _decision_for(case: schemathesis.Case) -> tuple[str, dict[str, Any]] | None:
     return customer_id, context if isinstance(context, dict) else {}
 
 
-def _known_audit_refusal(case: schemathesis.Case, response: schemathesis.Response) -> bool:
+def _known_audit_refusal(case: OpenApiCase, response: schemathesis.Response) -> bool:
     """A known limitation outside the API: the audit writer refuses a record in which the
     customer id occurs outside the pseudonym (consent/rules/chain.py, ``mentions``). An id that is
     a word of the record's own vocabulary (a channel, a need, an action or rule id: "rm",
@@ -156,7 +159,7 @@ def _known_audit_refusal(case: schemathesis.Case, response: schemathesis.Respons
     )
 
 
-def _context_names_the_customer(case: schemathesis.Case, response: schemathesis.Response) -> bool:
+def _context_names_the_customer(case: OpenApiCase, response: schemathesis.Response) -> bool:
     """A business rule no JSON schema can state (one field must not contain another's value),
     stated in the context's description: a context naming the customer is refused with 422."""
     decision = _decision_for(case)

@@ -30,7 +30,7 @@ from consent.stores.tables import audit_log, erasure_register
 from service.adapters.erasure_purge import overwritten
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.settings import Settings
 from tests.conftest import key_headers, make_settings, real_stack_settings
 from tests.doubles import GOOD_STANDING, sample_alert
@@ -88,7 +88,7 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _dead_letters(container: Container) -> list[tuple[bytes | None, bytes]]:
+def _dead_letters(container: Container) -> list[tuple[bytes | None, bytes | None]]:
     """Every record the dead-letter topic holds, from its beginning."""
     topic = container.settings.topic(DLQ_TOPIC)
     if container.settings.event_transport == "local":
@@ -110,9 +110,9 @@ def _dead_letters(container: Container) -> list[tuple[bytes | None, bytes]]:
         reader.close()
 
 
-def _names(letter: tuple[bytes | None, bytes], customer: str) -> bool:
+def _names(letter: tuple[bytes | None, bytes | None], customer: str) -> bool:
     key, value = letter
-    text = (key or b"").decode("utf-8", "replace") + " " + value.decode("utf-8", "replace")
+    text = (key or b"").decode("utf-8", "replace") + " " + (value or b"").decode("utf-8", "replace")
     return mentions(text, customer)
 
 
@@ -125,7 +125,8 @@ def _stream(container: Container, *args: str) -> dict[str, Any]:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
 
 
 @pytest.fixture(params=["real", "embedded"])

@@ -27,7 +27,8 @@ from service.adapters.deadletter import DEAD_LETTER_VALUE_BYTES
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
 from tests.conftest import real_stack_settings
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.postgres]
 

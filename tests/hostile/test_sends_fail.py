@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,7 +31,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from service.adapters.transport import API_SEND_TIMEOUT_S, DLQ_TOPIC, EVENTS_TOPIC, TransportError
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from tests.conftest import key_headers, make_settings, real_stack_settings
 
 pytestmark = pytest.mark.kafka
@@ -39,7 +40,7 @@ PROMISED_S = 5.0
 AT = (datetime.now(UTC) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
 
 
-def _events(n: int, run: str) -> dict:
+def _events(n: int, run: str) -> dict[str, Any]:
     return {
         "events": [
             {

@@ -23,10 +23,11 @@ from sqlalchemy import Engine
 from consent.rules.model import ConsentGiven, CustomerFacts
 from consent.rules.policy import Policy
 from consent.rules.simulate import replay
+from consent.rules.vocabulary import ConsentChannel, ContactChannel, Purpose
 from consent.stores.contacts import ContactMade
 from consent.stores.customers import KnownCustomer
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.entrypoints.cli import main
 from service.usecases.decision_making import CUSTOMER_UNKNOWN
 from service.usecases.decision_messages import DecideForCustomer
@@ -50,12 +51,14 @@ FACTS: dict[str, CustomerFacts] = {
     "young": GOOD_STANDING.model_copy(update={"age": 19, "income": 12_000}),
     "complaint": GOOD_STANDING.model_copy(update={"open_complaint": True}),
 }
-CHANNELS = ("mobile_app", "rm", "email")
+CHANNELS: tuple[ContactChannel, ...] = ("mobile_app", "rm", "email")
 _SERVICES: weakref.WeakKeyDictionary[Engine, DecisionService] = weakref.WeakKeyDictionary()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def bank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Container, dict]]:
+def bank(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Container, dict[str, str]]]:
     """A container on SQLite or on the real PostgreSQL (its own schema), and the environment
     that points the CLI at the same state."""
     home = tmp_path / "home"
@@ -148,7 +151,7 @@ def test_any_recorded_decision_replays_unchanged(
     embedded: Container,
     facts: str,
     age: timedelta,
-    channel: str,
+    channel: ContactChannel,
     profiling: bool,
     limit: int,
 ) -> None:
@@ -171,11 +174,11 @@ def test_any_recorded_decision_replays_unchanged(
     assert not report.newly_allowed and not report.newly_suppressed
 
 
-def _withdrawn(customer: str, purpose: str, channel: str) -> ConsentGiven:
+def _withdrawn(customer: str, purpose: Purpose, channel: ConsentChannel) -> ConsentGiven:
     return ConsentGiven(
         customer_id=customer,
-        purpose=purpose,  # type: ignore[arg-type]
-        channel=channel,  # type: ignore[arg-type]
+        purpose=purpose,
+        channel=channel,
         granted=False,
         recorded_at=datetime.now(UTC),
         source="test",

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from consent.rules.catalog import Catalog
 from consent.rules.documents import PolicyError
 from consent.rules.model import ConsentGiven
-from consent.rules.vocabulary import NEEDS
+from consent.rules.vocabulary import NEEDS, ConsentChannel, Purpose
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.tables import contact_history
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW, SCORING_FEATURES
@@ -52,7 +52,7 @@ class Scripted(SyncFeatures):
         values: dict[str, float | None] = dict.fromkeys(SCORING_FEATURES, 0.0)
         values["salary_change_ratio"] = 1.0  # a steady salary (0 would be a drop)
         values.update(self.values.get(customer_id, {}))
-        views = {ACTIVITY_VIEW: at, PROFILE_VIEW: at}
+        views: dict[str, datetime | None] = {ACTIVITY_VIEW: at, PROFILE_VIEW: at}
         return OnlineFeatures(customer_id, values, at, views)
 
 
@@ -77,12 +77,14 @@ class ViewsModel:
         return [("mortgage_calculator_views_7d", 0.8)]
 
 
-def _consent(container: Container, customer_id: str, *pairs: tuple[str, str]) -> None:
+def _consent(
+    container: Container, customer_id: str, *pairs: tuple[Purpose, ConsentChannel]
+) -> None:
     container.registry.record(
         ConsentGiven(
             customer_id=customer_id,
-            purpose=purpose,  # type: ignore[arg-type]
-            channel=channel,  # type: ignore[arg-type]
+            purpose=purpose,
+            channel=channel,
             granted=True,
             recorded_at=datetime.now(UTC) - timedelta(seconds=1),
             source="test",
@@ -92,14 +94,18 @@ def _consent(container: Container, customer_id: str, *pairs: tuple[str, str]) ->
     )
 
 
-EVERYTHING = (("marketing", "rm"), ("service", "rm"), ("profiling", "any"))
+EVERYTHING: tuple[tuple[Purpose, ConsentChannel], ...] = (
+    ("marketing", "rm"),
+    ("service", "rm"),
+    ("profiling", "any"),
+)
 
 
 @pytest.fixture
 def setup(embedded: Container) -> tuple[Alerter, Scripted, Container]:
     features = Scripted()
     decisions = decision_service(embedded.engine, features)  # type: ignore[arg-type]
-    decisions.models = FixedModels({need: ViewsModel(need) for need in NEEDS})  # type: ignore[misc]
+    decisions.models = FixedModels({need: ViewsModel(need) for need in NEEDS})
     policy = AlertPolicy.load(decisions.catalog).model_copy(update={"rm_daily_capacity": 2})
     alerter = Alerter(
         decisions,
@@ -126,7 +132,7 @@ def inbox(setup: tuple[Alerter, Scripted, Container]) -> AlertInbox:
     return AlertInbox(alerter.store, gate, decisions.contacts, alerter.policy, alerter.feed)
 
 
-def _customer(container: Container, cid: str, household: str | None = None, rm: str = "RM1"):
+def _customer(container: Container, cid: str, household: str | None = None, rm: str | None = "RM1"):
     CustomerDirectory(container.engine).upsert([KnownCustomer(cid, household, rm, GOOD_STANDING)])
 
 
@@ -292,7 +298,7 @@ def test_the_last_scores_outlive_the_alerter_so_a_restart_raises_nothing_again(s
 
 def test_customers_without_an_rm_or_consent_to_look_are_not_rescored(setup) -> None:
     alerter, features, container = setup
-    _customer(container, "NORM", rm=None)  # type: ignore[arg-type]
+    _customer(container, "NORM", rm=None)
     _consent(container, "NORM", *EVERYTHING)
     _customer(container, "SHY")
     _consent(container, "SHY", ("marketing", "rm"))

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from service.adapters.transport import EVENTS_TOPIC
+from service.adapters.transport import EVENTS_TOPIC, Record
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.entrypoints.auth import ROLES
 from service.usecases.event_intake import CONSENT_EVENT_ROLES
 from tests.conftest import key_headers
@@ -48,8 +48,8 @@ def api(embedded: Container) -> Iterator[tuple[Container, TestClient]]:
         yield embedded, client
 
 
-def _written(container: Container) -> list:
-    return container.consumer(EVENTS_TOPIC).poll(100)
+def _written(container: Container) -> list[Record]:
+    return container.consumer(EVENTS_TOPIC).poll(100, 0)
 
 
 def test_each_record_carries_the_principal_that_sent_it(api) -> None:

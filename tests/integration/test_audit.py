@@ -606,7 +606,7 @@ def test_when_the_transaction_fails_every_caller_gets_audit_write_failed(
 def test_a_repeated_decision_fails_alone(log: AuditLog, engine: Engine) -> None:
     first = record()
     log.append(first)
-    failures: list[BaseException] = []
+    failures: list[DuplicateDecision] = []
     barrier = threading.Barrier(6)
 
     def write(n: int) -> None:

@@ -78,7 +78,7 @@ def test_a_new_customers_key_is_made_once_across_processes(log: AuditLog, pg: En
 
 def test_writers_waiting_too_long_for_the_chain_fail_and_leave_no_trace(pg: Engine) -> None:
     impatient = AuditLog(pg, lock_timeout_seconds=0.3)
-    failures: list[BaseException] = []
+    failures: list[AuditWriteFailed] = []
     holder = pg.connect()
     lock_chain(holder)  # another process is writing (or stuck) with the lock held
 

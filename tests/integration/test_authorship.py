@@ -14,7 +14,8 @@ from sqlalchemy import select
 from consent.stores.customers import KnownCustomer
 from consent.stores.tables import contact_history
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
+from service.entrypoints.auth import Role
 from tests.conftest import key_headers
 from tests.doubles import GOOD_STANDING
 
@@ -33,7 +34,7 @@ def api(embedded: Container) -> Iterator[tuple[Container, TestClient]]:
         yield embedded, client
 
 
-def put(client, container, role: str, customer: str, granted: bool, **extra: object):
+def put(client, container, role: Role, customer: str, granted: bool, **extra: object):
     choice = {"purpose": "marketing", "channel": "rm", "granted": granted}
     body = {"consents": [{**choice, "source": "branch_form", "notice_version": "v1", **extra}]}
     return client.put(
@@ -92,7 +93,7 @@ def test_a_withdrawal_is_taken_from_any_recording_key_for_anyone(api) -> None:
 
 
 @pytest.mark.parametrize("role", ["compliance", "admin"])
-def test_roles_that_do_not_record_consent_cannot_even_withdraw(api, role: str) -> None:
+def test_roles_that_do_not_record_consent_cannot_even_withdraw(api, role: Role) -> None:
     container, client = api
     refused = put(client, container, role, MINE, False)
     assert refused.status_code == 403

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from training.backfill import write_history
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from training.bank import BankSpec, generate, write_bank
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
+from training.bank.store import write_bank
 
 
 def digest(folder: Path) -> dict[str, str]:

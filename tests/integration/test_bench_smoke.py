@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).parents[2]
 
@@ -35,7 +36,7 @@ def test_generate_benchmark_prints_json_with_the_naive_comparison() -> None:
     assert result["speedup_vs_naive"] > 0 and result["peak_memory_mb_process_tree"] > 0
 
 
-def _json_of(*args: str) -> dict:
+def _json_of(*args: str) -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-m", *args],
         cwd=ROOT,
@@ -44,7 +45,8 @@ def _json_of(*args: str) -> dict:
         timeout=600,
         check=True,
     )
-    return json.loads(run.stdout)
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
 
 
 def test_train_and_score_benchmarks_print_json_with_the_naive_comparison(tmp_path) -> None:

@@ -42,7 +42,7 @@ from consent.stores.reads import PostgresGateReads
 from consent.stores.registry import ConsentRegistry
 from consent.stores.store import connect
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from tests.conftest import key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all
 from tests.integration.conftest import fresh_schema

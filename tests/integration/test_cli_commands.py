@@ -36,7 +36,8 @@ def test_load_publishes_a_written_bank_in_event_time_order(tmp_path) -> None:
     from feature_repo.events import InvalidEvent, parse_event
     from service.adapters.local_log import LocalLog
     from service.adapters.transport import EVENTS_TOPIC
-    from training.bank import BankSpec, write_bank
+    from training.bank.spec import BankSpec
+    from training.bank.store import write_bank
 
     summary = write_bank(
         BankSpec(seed=8, customers=50, days=6, malformed_fraction=0.01), tmp_path / "bank"
@@ -55,7 +56,7 @@ def test_load_publishes_a_written_bank_in_event_time_order(tmp_path) -> None:
     times = []
     for record in records:
         try:
-            times.append(parse_event(record.value).occurred_at)
+            times.append(parse_event(record.value or b"").occurred_at)
         except InvalidEvent:
             continue
     assert len(times) == summary["events"]

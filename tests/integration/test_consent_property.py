@@ -70,8 +70,8 @@ def test_no_marketing_action_is_delivered_without_valid_consent(processes, steps
                 [
                     ConsentGiven(
                         customer_id=customer,
-                        purpose=purpose_or_process,  # type: ignore[arg-type]
-                        channel=channel,  # type: ignore[arg-type]
+                        purpose=purpose_or_process,
+                        channel=channel,
                         granted=kind == "grant",
                         recorded_at=datetime.now(UTC),
                         source="property_test",

@@ -5,7 +5,9 @@ feature rows; the audit record of an erasure; made-up MLflow input examples."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from feature_repo.definitions import ACTIVITY_VIEW
 from service.adapters.erasure_purge import ERASED_MARKER, naming, purge_offline, redact_local_log
 from service.adapters.features.offline import OfflineBuffer
 from service.adapters.transport import DLQ_TOPIC
+from service.bootstrap import Container
 from service.usecases import pipeline
 from service.usecases.erasure import erase_customer
 from training.input_example import equals_a_row, synthetic_example
@@ -31,7 +34,7 @@ from training.input_example import equals_a_row, synthetic_example
 GONE, KEPT = "C0000013", "C0000014"
 
 
-def _login(customer: str, n: int) -> dict:
+def _login(customer: str, n: int) -> dict[str, Any]:
     at = datetime.now(UTC) - timedelta(hours=5 - n)
     return {
         "event_id": f"{customer}-{n}",
@@ -194,7 +197,7 @@ def test_the_logged_input_example_is_never_a_training_row(frame: pd.DataFrame) -
 
 
 def test_an_erasure_committed_while_a_batch_is_being_written_is_not_undone_by_it(
-    embedded,
+    embedded: Container,
 ) -> None:
     consent = {
         **_login(GONE, 3),
@@ -219,11 +222,11 @@ def test_an_erasure_committed_while_a_batch_is_being_written_is_not_undone_by_it
         def __getattr__(self, name: str) -> object:
             return getattr(states, name)
 
-        def get_many(self, keys: list[str]) -> list[bytes | None]:
+        def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
             erase_customer(embedded, GONE, "test:someone")
             return states.get_many(keys)
 
-    worker.states = ErasedMidBatch()  # type: ignore[assignment]
+    worker.states = ErasedMidBatch()  # type: ignore[assignment]  # the rest via __getattr__
     try:
         stats = worker.run(idle_exit_s=0.3)
     finally:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from consent.stores.customers import KnownCustomer
 from consent.stores.reads import GateReads
 from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
-from service.entrypoints.api import create_app
+from service.entrypoints.api.app import create_app
 from service.entrypoints.api.routes.operations import READINESS_TIMEOUT_S
 from tests.conftest import IN_CI, key_headers, make_settings
 from tests.doubles import GOOD_STANDING, grant_all, servable
@@ -36,7 +37,7 @@ from tests.proxy import TcpProxy, free_port
 CUSTOMERS = [f"C{n:07d}" for n in range(1, 21)]
 
 
-def _start_redis(port: int, folder: Path) -> subprocess.Popen:
+def _start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
         [
             "redis-server",
@@ -73,12 +74,13 @@ def private_redis(tmp_path) -> Iterator[tuple[int, Path]]:
     yield free_port(), tmp_path
 
 
-def _decide(client: TestClient, headers: dict[str, str], customer: str) -> dict:
+def _decide(client: TestClient, headers: dict[str, str], customer: str) -> dict[str, Any]:
     response = client.post(
         "/v1/decisions", json={"customer_id": customer, "channel": "mobile_app"}, headers=headers
     )
     assert response.status_code == 200, response.text
-    return response.json()
+    decision: dict[str, Any] = response.json()
+    return decision
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from consent.rules.model import ConsentGiven, CustomerFacts
+from consent.rules.model import ConsentGiven, ContactKind, CustomerFacts
+from consent.rules.vocabulary import ConsentChannel, Purpose
 from consent.stores.contacts import ContactHistory, ContactMade
 from consent.stores.customers import CustomerDirectory, KnownCustomer
 from consent.stores.reads import GateReads, PostgresGateReads, gate_reads
@@ -20,7 +21,7 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 def consent(
-    purpose: str, channel: str, granted: bool, at: datetime, who: str = "C1"
+    purpose: Purpose, channel: ConsentChannel, granted: bool, at: datetime, who: str = "C1"
 ) -> ConsentGiven:
     return ConsentGiven(
         customer_id=who,
@@ -34,14 +35,14 @@ def consent(
 
 
 def contact(
-    who: str, household: str | None, days_ago: float, kind: str = "impression"
+    who: str, household: str | None, days_ago: float, kind: ContactKind = "impression"
 ) -> ContactMade:
     return ContactMade(
         customer_id=who,
         household_id=household,
         occurred_at=NOW - timedelta(days=days_ago),
         channel="rm",
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         action_id="mortgage_consultation",
         need="mortgage",
     )

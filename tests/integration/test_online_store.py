@@ -21,7 +21,8 @@ from service.adapters.features.feast_features import FeastFeatures
 from service.adapters.features.layout import FeastLayout
 from service.adapters.features.online_features import OnlineFeatures
 from service.adapters.features.redis_reads import RedisOnlineReads
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -79,7 +80,7 @@ def test_redis_urls_become_feast_connection_strings() -> None:
         redis_connection_string("http://h:1")
 
 
-def _snapshot(features: FeastFeatures) -> dict:
+def _snapshot(features: FeastFeatures) -> dict[bytes | str, Any]:
     """Everything the online store holds for this project, as raw bytes."""
     import sqlite3
 
@@ -88,7 +89,7 @@ def _snapshot(features: FeastFeatures) -> dict:
     if features.where.online == "redis":
         client = redis.Redis.from_url(features.where.redis_url)
         project = features.where.project.encode()
-        return {k: client.hgetall(k) for k in client.keys(b"*") if project in k}
+        return {k: client.hgetall(k) for k in client.keys(b"*") if project in k}  # type: ignore[union-attr]  # sync reply typed as Awaitable
     connection = sqlite3.connect(features.where.home / "online_store.db")
     table = f"{features.where.project}_customer_activity"
     rows = connection.execute(f'select * from "{table}" order by entity_key, feature_name')
@@ -103,7 +104,7 @@ def _clear(features: FeastFeatures) -> None:
     if features.where.online == "redis":
         client = redis.Redis.from_url(features.where.redis_url)
         project = features.where.project.encode()
-        keys = [k for k in client.keys(b"*") if project in k]
+        keys = [k for k in client.keys(b"*") if project in k]  # type: ignore[union-attr]  # sync reply typed as Awaitable
         if keys:
             client.delete(*keys)
     else:
@@ -186,13 +187,13 @@ LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
 def test_concurrent_reads_share_one_pipelined_link_and_each_get_their_own_row(
-    redis_features, redis_url, loop: str
+    redis_features: tuple[FeastFeatures, list[str]], redis_url, loop: str
 ) -> None:
     import redis
 
     features, ids = redis_features
     customers = [*ids, "C-nobody"] * 3
-    before = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]
+    before = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]  # type: ignore[index]  # sync reply typed as Awaitable
 
     async def read_all() -> list[OnlineFeatures]:
         try:
@@ -201,7 +202,7 @@ def test_concurrent_reads_share_one_pipelined_link_and_each_get_their_own_row(
             await features.close_async()
 
     reads = LOOPS[loop](read_all())
-    opened = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]
+    opened = redis.Redis.from_url(redis_url).info("stats")["total_connections_received"]  # type: ignore[index]  # sync reply typed as Awaitable
     assert opened - before == 2  # the loop's link, and this test's own client
     assert [r.customer_id for r in reads] == customers
     assert reads == [features.read(c) for c in customers]
@@ -238,10 +239,10 @@ def test_the_links_replies_are_redis_pys_byte_for_byte(redis_features, redis_url
 
     replies = asyncio.run(through_the_link())
     for key, reply in zip(keys[:-1], replies[:-1], strict=True):
-        assert reply == client.hmget(key, fields)
+        assert reply == client.hmget(key, fields)  # type: ignore[arg-type]  # bytes keys work
     assert any(v is not None for v in replies[0]) and set(replies[-2]) == {None}
     with pytest.raises(redis.ResponseError) as refused:
-        client.hmget(other, fields)
+        client.hmget(other, fields)  # type: ignore[arg-type]  # bytes keys work
     assert isinstance(replies[-1], Exception) and str(replies[-1]) == str(refused.value)
 
 
@@ -265,7 +266,7 @@ def test_a_connection_the_server_closed_is_replaced(redis_features, redis_url, l
                 for c in psutil.Process().net_connections("tcp")
                 if c.raddr and c.raddr.port == port
             }
-            ours = [c for c in admin.client_list() if c["addr"] in mine and c["cmd"] == "hmget"]
+            ours = [c for c in admin.client_list() if c["addr"] in mine and c["cmd"] == "hmget"]  # type: ignore[union-attr]  # sync reply typed as Awaitable
             for client in ours:
                 admin.client_kill_filter(_id=client["id"])
             await asyncio.sleep(0.05)  # the loop sees the connections end
@@ -318,13 +319,13 @@ def test_reads_use_the_connection_strings_user_password_and_database(tmp_path, r
         read = features.read(customer)
         assert read.values["age"] == float(bank.customers["age"].iloc[0])
         assert asyncio.run(read_async(features, customer)) == read
-        assert [k for k in three.keys(b"*") if where.project.encode() in k]  # in database 3
+        assert [k for k in three.keys(b"*") if where.project.encode() in k]  # type: ignore[union-attr]  # in database 3; sync reply typed as Awaitable
         with pytest.raises(redis.AuthenticationError):
             features_as("wrong").read(customer)
         with pytest.raises(Exception, match="WRONGPASS"):  # the server's error reply, raised
             asyncio.run(read_async(features_as("wrong"), customer))
     finally:
-        for key in [k for k in three.keys(b"*") if where.project.encode() in k]:
+        for key in [k for k in three.keys(b"*") if where.project.encode() in k]:  # type: ignore[union-attr]  # sync reply typed as Awaitable
             three.delete(key)
         admin.acl_deluser(user)
 

@@ -10,6 +10,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import StatementError
 
 from consent.rules.model import ConsentGiven
+from consent.rules.vocabulary import ConsentChannel
 from consent.stores.audit.log import AuditLog
 from consent.stores.registry import ConsentRegistry
 from consent.stores.store import connect
@@ -19,7 +20,7 @@ from tests.integration.test_audit import record
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def entry(granted: bool, at: datetime, channel: str = "rm") -> ConsentGiven:
+def entry(granted: bool, at: datetime, channel: ConsentChannel = "rm") -> ConsentGiven:
     return ConsentGiven(
         customer_id="C42",
         purpose="marketing",

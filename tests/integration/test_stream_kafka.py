@@ -26,7 +26,8 @@ from feature_repo.reference import reference_features
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.bootstrap import Container
 from tests.conftest import make_settings
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
 
 ROOT = Path(__file__).parents[2]
 NEXTBEST = str(Path(sys.executable).with_name("nextbest"))
@@ -83,7 +84,7 @@ def _produce(bootstrap: str, topic: str, records, rate: float | None = None) -> 
 
 def _worker(
     env: dict[str, str], idle: float | None = None, quiet: bool = False
-) -> subprocess.Popen:
+) -> subprocess.Popen[str]:
     command = [NEXTBEST, "stream"] + ([] if idle is None else ["--until-idle", str(idle)])
     pipe = subprocess.DEVNULL if quiet else subprocess.PIPE
     return subprocess.Popen(command, env=env, cwd=ROOT, stdout=pipe, stderr=pipe, text=True)
@@ -101,7 +102,7 @@ def _check(container: Container, records, malformed: int, bootstrap: str) -> Non
         features=[f"customer_activity:{n}" for n in FEATURE_NAMES],
         entity_rows=[{"customer_id": c} for c in customers],
     ).to_dict(include_event_timestamps=True)
-    mismatches = []
+    mismatches: list[tuple[str, str, object, object]] = []
     for i, customer in enumerate(customers):
         as_of, values = expected[customer]
         if online["inflow_1d__ts"][i] != int(as_of.timestamp()):

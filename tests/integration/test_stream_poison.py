@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from service.usecases.worker import StreamWorker, WorkerStats
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def login(event_id: str, customer: str, at: datetime, **extra: object) -> dict:
+def login(event_id: str, customer: str, at: datetime, **extra: object) -> dict[str, Any]:
     """A login event (``extra``: other fields, or another ``type`` with its ``payload``)."""
     return {
         "event_id": event_id,
@@ -37,14 +38,16 @@ def login(event_id: str, customer: str, at: datetime, **extra: object) -> dict:
     }
 
 
-def good_events(n: int = 30) -> list[dict]:
+def good_events(n: int = 30) -> list[dict[str, Any]]:
     return [
         login(f"ok-{i}", f"C{i % 3}", NOW - timedelta(hours=n - i), payload={"method": "pin"})
         for i in range(n)
     ]
 
 
-def _event(event_id: str, customer: str = "CX", at: datetime = NOW, **extra: object) -> tuple:
+def _event(
+    event_id: str, customer: str = "CX", at: datetime = NOW, **extra: object
+) -> tuple[str, bytes]:
     return "CX", json.dumps(login(event_id, customer, at, **extra)).encode()
 
 
@@ -71,11 +74,11 @@ def _publish(container: Container, records: list[tuple[str | None, bytes | None]
     producer.flush()
 
 
-def _dead_letters(container: Container) -> list[dict]:
-    return [json.loads(r.value or b"") for r in container.consumer(DLQ_TOPIC).poll(100_000)]
+def _dead_letters(container: Container) -> list[dict[str, Any]]:
+    return [json.loads(r.value or b"") for r in container.consumer(DLQ_TOPIC).poll(100_000, 0)]
 
 
-def _assert_features_equal_reference(container: Container, events: list[dict]) -> None:
+def _assert_features_equal_reference(container: Container, events: list[dict[str, Any]]) -> None:
     expected = reference_features(parse_event(e) for e in events)
     assert expected
     for customer, (as_of, values) in expected.items():
@@ -197,7 +200,9 @@ def test_no_offset_is_committed_before_its_dead_letter_is_acknowledged(
     embedded: Container,
 ) -> None:
     good = good_events(5)
-    records = [(e["customer_id"], json.dumps(e).encode()) for e in good]
+    records: list[tuple[str | None, bytes | None]] = [
+        (e["customer_id"], json.dumps(e).encode()) for e in good
+    ]
     records.insert(2, POISON[0][0])
     _publish(embedded, records)
     refusing = RefusingProducer()
@@ -219,7 +224,9 @@ def test_no_offset_is_committed_before_its_dead_letter_is_acknowledged(
 def test_a_replay_from_offset_zero_does_not_write_the_dead_letters_again(
     embedded: Container,
 ) -> None:
-    records = [(e["customer_id"], json.dumps(e).encode()) for e in good_events(6)]
+    records: list[tuple[str | None, bytes | None]] = [
+        (e["customer_id"], json.dumps(e).encode()) for e in good_events(6)
+    ]
     records[3:3] = [POISON[0][0], POISON[4][0]]
     _publish(embedded, records)
     first = pipeline.stream_until_idle(embedded, idle_s=0.3)
@@ -246,7 +253,7 @@ def test_dead_letters_carry_their_origin_as_kafka_key_and_the_sender(
     producer.send(topic, "CX", b"not json", [("nextbest-principal", author)])
     producer.flush()
     pipeline.stream_until_idle(embedded, idle_s=0.3)
-    (record,) = embedded.consumer(DLQ_TOPIC).poll(10)
+    (record,) = embedded.consumer(DLQ_TOPIC).poll(10, 0)
     assert record.key == f"{topic}:0:0".encode()
     letter = json.loads(record.value or b"")
     assert json.loads(letter["principal"]) == {"name": "app-backend", "role": "channel"}

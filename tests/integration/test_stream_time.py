@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 CEILING_US = round((NOW + timedelta(minutes=5)).timestamp() * 1_000_000)
 
 
-def page_view(event_id: str, at: datetime, customer: str = "C1") -> dict:
+def page_view(event_id: str, at: datetime, customer: str = "C1") -> dict[str, Any]:
     return login(event_id, customer, at, type="page_view", payload={"page": "mortgage_calculator"})
 
 
@@ -39,11 +40,13 @@ def test_an_event_after_the_ceiling_is_not_applied_and_later_real_events_are() -
 def test_a_state_already_in_the_future_does_not_make_real_events_late() -> None:
     states: dict[str, WindowState] = {}
     apply_events(states, [parse_event(page_view("f", datetime(2099, 1, 1, tzinfo=UTC)))])
-    assert states["C1"].as_of_us > CEILING_US  # what an unbounded stream once stored
+    stored = states["C1"].as_of_us
+    assert stored is not None and stored > CEILING_US  # what an unbounded stream once stored
     real = [parse_event(page_view(f"r{i}", NOW - timedelta(hours=i))) for i in range(3)]
     applied = apply_events(states, real, ceiling_us=CEILING_US)
     assert (applied.applied, applied.late) == (3, 0)
-    assert states["C1"].as_of_us <= CEILING_US
+    stored = states["C1"].as_of_us
+    assert stored is not None and stored <= CEILING_US
     # Without the ceiling, the same events were all late: the customer was frozen.
     frozen: dict[str, WindowState] = {}
     apply_events(frozen, [parse_event(page_view("f", datetime(2099, 1, 1, tzinfo=UTC)))])
@@ -63,7 +66,7 @@ def test_the_stream_dead_letters_a_future_event_and_applies_those_after_it(
     pipeline.publish_events(embedded, events)
     stats = pipeline.stream_until_idle(embedded, idle_s=0.3)
     assert (stats.events, stats.late, stats.dead_letters) == (3, 0, 2)
-    reasons = [json.loads(r.value or b"") for r in embedded.consumer(DLQ_TOPIC).poll(10)]
+    reasons = [json.loads(r.value or b"") for r in embedded.consumer(DLQ_TOPIC).poll(10, 0)]
     assert [(r["error"], r["origin"]["offset"]) for r in reasons] == [
         ("out_of_bounds", 1),
         ("out_of_bounds", 2),

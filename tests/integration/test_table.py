@@ -1,6 +1,7 @@
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -63,7 +64,7 @@ def _customers(rows: int, seed: int = 3) -> pd.DataFrame:
 
 
 def _train(tmp_path: Path, table: Path, **kwargs: object) -> TableReport:
-    arguments: dict = {
+    arguments: dict[str, Any] = {
         "label": "bought",
         "need": "term_deposit",
         "drop": ["customer_id"],

@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,8 @@ from feature_repo.events import parse_event
 from feature_repo.reference import reference_features
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC
 from service.usecases import pipeline
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
 
 
 def test_online_features_equal_a_batch_recomputation_and_bad_events_reach_the_dlq(
@@ -58,7 +60,7 @@ def test_a_restarted_worker_resumes_after_committed_offsets(embedded) -> None:
     assert (first.events, second.events) == (100, len(events) - 100)
 
 
-def _consent_event(customer: str, granted: bool, at: str, event_id: str) -> dict:
+def _consent_event(customer: str, granted: bool, at: str, event_id: str) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "customer_id": customer,

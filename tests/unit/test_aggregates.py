@@ -14,7 +14,8 @@ from feature_repo.buckets import DAY_US, WindowState
 from feature_repo.events import parse_event
 from feature_repo.reference import reference_features
 from feature_repo.windows import compute_features
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 _ids = iter(range(10**9))

@@ -12,7 +12,8 @@ from feature_repo.activity import FEATURE_NAMES
 from feature_repo.events import parse_event
 from feature_repo.reference import reference_features
 from training.backfill import history
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
+from training.bank.spec import BankSpec
 
 
 @pytest.fixture(scope="module")

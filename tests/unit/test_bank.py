@@ -9,8 +9,9 @@ from sklearn.metrics import roc_auc_score
 
 from consent.rules.vocabulary import NEEDS
 from feature_repo.events import InvalidEvent, parse_event
-from training.bank import BankSpec, generate
+from training.bank.in_memory import generate
 from training.bank.replay import paced
+from training.bank.spec import BankSpec
 
 
 # The statistics need a bank this large: generating it is most of this module's time, so its

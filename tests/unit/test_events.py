@@ -1,10 +1,11 @@
 import json
+from typing import Any
 
 import pytest
 
 from feature_repo.events import InvalidEvent, event_to_json, parse_event
 
-VALID = {
+VALID: dict[str, Any] = {
     "event_id": "7f6c",
     "customer_id": "C0001234",
     "type": "transaction",
@@ -40,7 +41,7 @@ def test_design_example_parses_and_round_trips_in_utc() -> None:
         ({"unexpected": 1}, "unexpected"),
     ],
 )
-def test_invalid_events_name_what_is_wrong(change: dict, where: str) -> None:
+def test_invalid_events_name_what_is_wrong(change: dict[str, Any], where: str) -> None:
     with pytest.raises(InvalidEvent) as raised:
         parse_event(json.dumps({**VALID, **change}))
     assert where in raised.value.reason

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,7 +59,7 @@ def test_platt_calibration_recovers_a_known_mapping() -> None:
 
 
 def test_without_both_classes_calibration_only_undoes_the_weight() -> None:
-    fitted = Calibration.fit(np.zeros(10), np.zeros(10, int), weight_positive=np.e)
+    fitted = Calibration.fit(np.zeros(10), np.zeros(10, int), weight_positive=math.e)
     assert fitted.method == "prior_shift"
     assert fitted.apply(np.array([1.0]))[0] == pytest.approx(0.5)
 

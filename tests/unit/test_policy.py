@@ -15,6 +15,7 @@ from consent.rules.model import (
     MAX_COOLOFF_DAYS,
     Action,
     ConsentGiven,
+    ContactKind,
     ContactRecord,
     CustomerFacts,
     RuleOutcome,
@@ -22,11 +23,20 @@ from consent.rules.model import (
 from consent.rules.params import QuietHoursParams
 from consent.rules.policy import Policy
 from consent.rules.subject import Subject
+from consent.rules.vocabulary import ConsentChannel, ContactChannel, Purpose
 
 PACKAGED = Path(__file__).parents[2] / "consent" / "policy.yaml"
 # 10:00 in London, 18:00 in Shanghai (the packaged default zone): outside quiet hours in both.
 NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
-CHANNELS = ("mobile_app", "web", "email", "sms", "phone", "rm", "branch")
+CHANNELS: tuple[ContactChannel, ...] = (
+    "mobile_app",
+    "web",
+    "email",
+    "sms",
+    "phone",
+    "rm",
+    "branch",
+)
 
 CATALOG = Catalog.load()
 POLICY = Policy.load()
@@ -42,7 +52,7 @@ GOOD = CustomerFacts(
 )
 
 
-def consent(purpose: str, channel: str, granted: bool = True) -> ConsentGiven:
+def consent(purpose: Purpose, channel: ConsentChannel, granted: bool = True) -> ConsentGiven:
     return ConsentGiven(
         customer_id="C1",
         purpose=purpose,
@@ -54,13 +64,14 @@ def consent(purpose: str, channel: str, granted: bool = True) -> ConsentGiven:
     )
 
 
-ALL_CONSENTS = {
-    **{(p, c): consent(p, c) for p in ("marketing", "service") for c in CHANNELS},
+CONTACT_PURPOSES: tuple[Purpose, ...] = ("marketing", "service")
+ALL_CONSENTS: dict[tuple[Purpose, ConsentChannel], ConsentGiven] = {
+    **{(p, c): consent(p, c) for p in CONTACT_PURPOSES for c in CHANNELS},
     ("profiling", "any"): consent("profiling", "any"),
 }
 
 
-def contact(kind: str = "impression", days_ago: float = 1, **fields: Any) -> ContactRecord:
+def contact(kind: ContactKind = "impression", days_ago: float = 1, **fields: Any) -> ContactRecord:
     fields.setdefault("channel", "rm")
     return ContactRecord(occurred_at=NOW - timedelta(days=days_ago), kind=kind, **fields)
 
@@ -362,7 +373,8 @@ def test_every_catalog_action_passes_for_a_realistic_customer(target: str, chann
 
 
 def policy_text(*rules: dict[str, Any], **top: Any) -> str:
-    return yaml.safe_dump({"version": 1, "rules": list(rules), **top}, sort_keys=False)
+    text: str = yaml.safe_dump({"version": 1, "rules": list(rules), **top}, sort_keys=False)
+    return text
 
 
 def rule(rule_id: str, **params: Any) -> dict[str, Any]:

@@ -103,7 +103,8 @@ class Emitter:
     def _times(self, customer: np.ndarray, day: np.ndarray, rhythm: str) -> np.ndarray:
         local = self._local_seconds(rhythm, len(customer))
         utc_in_day = np.mod(local - self.offsets[self.who.tz[customer], day], 86_400)
-        return self.start + day.astype(np.int64) * 86_400 + utc_in_day
+        times: np.ndarray = self.start + day.astype(np.int64) * 86_400 + utc_in_day
+        return times
 
     # --- emitting ---------------------------------------------------------------------------
     def add(

@@ -88,7 +88,7 @@ def resolved(spec: BankSpec, life: Situations, outcomes: Outcomes) -> Situations
 def _eligibility(name: str, who: People) -> np.ndarray:
     """Relative onset rate per customer (0: never)."""
     age, income, emp, seg = who.age, who.income, who.employment, who.segment
-    working = (emp == 0) | (emp == 1)
+    working = np.isin(emp, (0, 1))  # employed or self-employed
     if name == "home_purchase":
         ok = ~who.holds["mortgage"] & (age >= 23) & (age <= 55) & working
         return ok * np.clip(income / 80_000, 0.5, 3.0)
@@ -101,7 +101,8 @@ def _eligibility(name: str, who: People) -> np.ndarray:
     if name == "cash_squeeze":
         return np.where(emp == 2, 3.0, np.where(seg == 0, 1.5, 0.5))
     if name == "retirement_approach":
-        return ((age >= 52) & (age <= 66) & (emp != 3)) * 1.0
+        not_retired = np.isin(emp, (3,), invert=True)
+        return ((age >= 52) & (age <= 66) & not_retired) * 1.0
     if name == "idle_cash":
         return (income > 60_000) * np.where(seg >= 1, 2.0, 1.0)
     raise ValueError(f"unknown situation {name!r}")

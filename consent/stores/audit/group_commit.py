@@ -36,9 +36,12 @@ from consent.stores.audit.failures import (
 from consent.stores.audit.pending import MAX_WAITING, PendingRecord
 from consent.stores.audit.stats import WriteCounter
 from consent.stores.audit.writes import write_group
-from consent.stores.bounds import DECISION_PSYCOPG_CONNECT_TIMEOUT_S, DECISION_SERVER_BOUNDS
+from consent.stores.bounds import (
+    DECISION_PSYCOPG_CONNECT_TIMEOUT_S,
+    DECISION_SERVER_BOUNDS,
+    bounded_engine,
+)
 from consent.stores.breaker import Breaker, StoreNotAnswering
-from consent.stores.store import bounded_engine
 
 #: How long a new leader yields to callers about to join its group (see GroupCommit._gather).
 GATHER_SECONDS = 0.001

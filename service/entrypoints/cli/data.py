@@ -50,7 +50,8 @@ def generate(
 ) -> None:
     """Write a synthetic bank as Parquet in OUT: profiles, consents, events, outcomes and the
     ground truth, with a summary (base rates, oracle AUC per need) in OUT/bank.json."""
-    from training.bank import BankSpec, write_bank
+    from training.bank.spec import BankSpec
+    from training.bank.store import write_bank
 
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     spec = BankSpec(
@@ -98,8 +99,8 @@ def load(bank_dir: Path, rate: float | None, speedup: float | None, skip_events:
     import pandas as pd
 
     from service.usecases import pipeline
-    from training.bank import BankSpec
     from training.bank.replay import paced, stream_folder
+    from training.bank.spec import BankSpec
 
     if rate is not None and speedup is not None:
         raise click.UsageError("choose --rate or --speedup, not both")

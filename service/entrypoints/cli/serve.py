@@ -31,7 +31,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 
     import uvicorn
 
-    from service.entrypoints.api import create_app
+    from service.entrypoints.api.app import create_app
 
     container = open_container()
     app = create_app(container)
