@@ -4,6 +4,8 @@ for any row of any of several real models, and LightGBM's own message when a cal
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightgbm as lgb
 import numpy as np
 import pytest
@@ -11,7 +13,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from service.adapters.lightgbm_rows import LightGBMCallError, RowBooster, SingleRow
+from service.adapters.lightgbm_rows import (
+    LightGBMCallError,
+    RowBooster,
+    SingleRow,
+    library_path,
+)
 
 WIDTH = 9
 
@@ -63,7 +70,7 @@ VALUES = st.floats(allow_nan=True, allow_infinity=False, width=64) | st.sampled_
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(row=arrays(np.float64, WIDTH, elements=VALUES))
 @example(row=np.full(WIDTH, np.nan))
 @example(row=np.zeros(WIDTH))
@@ -103,3 +110,9 @@ def test_the_width_is_the_models() -> None:
     assert rows.width == booster.num_feature() == WIDTH
     with pytest.raises(ValueError, match=f"contiguous float64 row of {WIDTH}"):
         rows.scores()(np.zeros(WIDTH - 1))
+
+
+def test_the_library_is_the_one_the_package_loaded() -> None:
+    from lightgbm.basic import _LIB  # the package's own handle, as the reference
+
+    assert Path(library_path()).resolve() == Path(_LIB._name).resolve()
