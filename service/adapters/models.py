@@ -8,12 +8,10 @@ without a restart, and an unreachable registry leaves the loaded models serving.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import threading
-import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,11 +19,11 @@ from pathlib import Path
 import lightgbm as lgb
 import mlflow
 import numpy as np
-from lightgbm.basic import _LIB, _c_str, _safe_call
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from consent.rules.vocabulary import NEEDS
+from service.adapters.lightgbm_rows import RowBooster, SingleRow
 from training.calibration import Calibration
 from training.need_model import registered_name
 from training.quality import QualityFloor
@@ -34,75 +32,6 @@ log = logging.getLogger(__name__)
 
 #: How many of a model's most important features its actions depend on (for freshness).
 DEPENDS_ON_TOP = 10
-
-# LightGBM's C API (the library the lightgbm package loaded) for one row at a time: the
-# package's ``Booster.predict`` validates and converts its input and builds a predictor on
-# every call, far more Python than predicting one row takes; the single-row path skips that.
-_C_PREDICT_RAW_SCORE = 1
-_C_PREDICT_CONTRIB = 3
-_C_FLOAT64 = 1
-# Own handles on the loaded library, so these declarations are not the package's. A score is
-# shorter than handing the GIL over and back, so its call keeps the GIL (PyDLL), which also
-# means no two threads use a configuration at once. Contributions take far longer: their call
-# releases the GIL (CDLL) and takes a lock instead.
-_score_fast = ctypes.PyDLL(_LIB._name).LGBM_BoosterPredictForMatSingleRowFast
-_contrib_fast = ctypes.CDLL(_LIB._name).LGBM_BoosterPredictForMatSingleRowFast
-for _function in (_score_fast, _contrib_fast):
-    _function.argtypes = (
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.POINTER(ctypes.c_int64),
-        ctypes.c_void_p,
-    )
-    _function.restype = ctypes.c_int
-
-
-class SingleRow:
-    """One booster's predictions for one row at a time (``LGBM_BoosterPredictForMat
-    SingleRowFast``), with the configuration set up once. A configuration holds buffers and
-    must not be used by two threads at once (LightGBM's own tests give each thread its own):
-    a score's call holds the GIL, a contribution's takes a lock."""
-
-    def __init__(self, booster: lgb.Booster, kind: int) -> None:
-        self._booster = booster  # the configuration must not outlive it
-        self.width = booster.num_feature()
-        handle = ctypes.c_void_p()
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle,
-                ctypes.c_int(kind),
-                ctypes.c_int(0),
-                ctypes.c_int(-1),
-                ctypes.c_int(_C_FLOAT64),
-                ctypes.c_int32(self.width),
-                _c_str("num_threads=1"),
-                ctypes.byref(handle),
-            )
-        )
-        self._handle = handle
-        self._out = np.zeros(self.width + 1 if kind == _C_PREDICT_CONTRIB else 1)
-        self._out_pointer = self._out.ctypes.data
-        self._written = ctypes.c_int64()
-        self._function = _contrib_fast if kind == _C_PREDICT_CONTRIB else _score_fast
-        self._lock = threading.Lock() if kind == _C_PREDICT_CONTRIB else None
-        weakref.finalize(self, _LIB.LGBM_FastConfigFree, handle)
-
-    def __call__(self, row: np.ndarray) -> np.ndarray:
-        """``row``: C-contiguous float64 of the booster's width (NaN for missing)."""
-        if row.shape != (self.width,) or row.dtype != np.float64 or not row.flags.c_contiguous:
-            raise ValueError(f"expected a contiguous float64 row of {self.width} features")
-        if self._lock is None:
-            return self._predict(row)
-        with self._lock:
-            return self._predict(row)
-
-    def _predict(self, row: np.ndarray) -> np.ndarray:
-        _safe_call(
-            self._function(
-                self._handle, row.ctypes.data, ctypes.byref(self._written), self._out_pointer
-            )
-        )
-        return self._out.copy()
 
 
 @dataclass(frozen=True)
@@ -140,12 +69,16 @@ class NeedModel:
         return self.probability(row), self.contributions(row)
 
     @cached_property
+    def _rows(self) -> RowBooster:
+        return RowBooster.of(self.booster)
+
+    @cached_property
     def _raw(self) -> SingleRow:
-        return SingleRow(self.booster, _C_PREDICT_RAW_SCORE)
+        return self._rows.scores()
 
     @cached_property
     def _contrib(self) -> SingleRow:
-        return SingleRow(self.booster, _C_PREDICT_CONTRIB)
+        return self._rows.contributions()
 
     @cached_property
     def depends_on(self) -> frozenset[str]:
@@ -209,10 +142,10 @@ class ModelSet(Mapping[str, NeedModel]):
         """The models as one consistent set (a refresh replaces the dict, never mutates it)."""
         return self._models
 
-    def items(self):  # type: ignore[no-untyped-def,override]
+    def items(self) -> ItemsView[str, NeedModel]:
         return self._models.items()
 
-    def values(self):  # type: ignore[no-untyped-def,override]
+    def values(self) -> ValuesView[NeedModel]:
         return self._models.values()
 
     def versions(self) -> dict[str, str]:

@@ -1,20 +1,54 @@
-"""The adapters' value encoding against Feast's own type conversion: a feature row is stored as
-Feast stores a Float64 feature, and read back as Feast reads it."""
+"""The adapters' layout against Feast's own: keys and fields are those Feast's helpers compute,
+a feature row is stored as Feast stores a Float64 feature, and read back as Feast reads it."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
+
+# Feast's private helpers are the reference here: the layout computes the same with public APIs.
+from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from service.adapters.features.layout import decode_value, encode_rows, encode_time
+from feature_repo.store import StoreLocation, open_store
+from service.adapters.features.layout import (
+    VIEW_FEATURES,
+    FeastLayout,
+    decode_value,
+    encode_rows,
+    encode_time,
+)
 
 EDGES = [0.0, -0.0, 1e-300, -1e308, math.inf, -math.inf, 123456789.25, 91.0, 5e-324]
 FINITE_OR_INFINITE = st.floats(allow_nan=False)
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> FeastLayout:
+    where = StoreLocation(tmp_path_factory.mktemp("feast"), "layout_ü")
+    return FeastLayout(open_store(where))
+
+
+@given(customer_id=st.text(max_size=40))
+@example(customer_id="C-000001")
+def test_redis_keys_are_those_feast_computes(layout: FeastLayout, customer_id: str) -> None:
+    entity = EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)])
+    theirs = _redis_key(layout.project, entity, entity_key_serialization_version=layout.version)
+    assert layout.redis_key(customer_id) == theirs
+    assert layout.redis_key(customer_id).startswith(layout.entity_key(customer_id))
+
+
+@given(view=st.sampled_from(sorted(VIEW_FEATURES)), name=st.text(max_size=40))
+@example(view=sorted(VIEW_FEATURES)[0], name=VIEW_FEATURES[sorted(VIEW_FEATURES)[0]][0])
+def test_redis_fields_are_those_feast_computes(layout: FeastLayout, view: str, name: str) -> None:
+    assert layout.redis_field(view, name) == _mmh3(f"{layout.stored_names[view]}:{name}")
 
 
 def _feasts(values: list[float | None]) -> list[bytes]:

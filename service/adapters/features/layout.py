@@ -1,20 +1,17 @@
 """Feast's online layout: the keys, field names and value encodings Feast itself reads and
-writes, taken from Feast's own helpers and protobuf types so the adapters beside this module
-store and read exactly what the Feast SDK does (see docs/feast-storage.md)."""
+writes, built from Feast's public key encoding and protobuf types (and the hash Feast uses for
+Redis fields) so the adapters beside this module store and read exactly what the Feast SDK does
+(see docs/feast-storage.md)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import mmh3
 import numpy as np
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import (
-    _mmh3,
-    _redis_key,
-    compute_table_id,
-    compute_versioned_name,
-)
+from feast.infra.online_stores.helpers import compute_table_id, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -56,16 +53,16 @@ class FeastLayout:
         return key
 
     def redis_key(self, customer_id: str) -> bytes:
-        """The Redis hash that holds every view of the customer."""
-        key: bytes = _redis_key(
-            self.project, _entity(customer_id), entity_key_serialization_version=self.version
-        )
-        return key
+        """The Redis hash that holds every view of the customer: the serialized entity key,
+        then the project's name (UTF-8), as Feast's Redis store names it."""
+        return self.entity_key(customer_id) + self.project.encode()
 
     def redis_field(self, view: str, name: str) -> bytes:
-        """The hash field of one feature's value."""
-        field: bytes = _mmh3(f"{self.stored_names[view]}:{name}")
-        return field
+        """The hash field of one feature's value: MurmurHash3 (x86, 32 bits, seed 0) of
+        ``view:feature`` as four little-endian bytes, the field Feast's Redis store (and its
+        Java serving) computes."""
+        digest = mmh3.hash(f"{self.stored_names[view]}:{name}", signed=False)
+        return digest.to_bytes(4, "little")
 
     def redis_time_field(self, view: str) -> bytes:
         """The hash field of a view's row time."""
