@@ -113,6 +113,6 @@ def test_the_width_is_the_models() -> None:
 
 
 def test_the_library_is_the_one_the_package_loaded() -> None:
-    from lightgbm.basic import _LIB  # the package's own handle, as the reference
+    from lightgbm.basic import _LIB  # type: ignore[attr-defined]  # the reference: not exported
 
     assert Path(library_path()).resolve() == Path(_LIB._name).resolve()

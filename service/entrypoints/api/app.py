@@ -127,5 +127,5 @@ def create_app(container: Container, *, clock: Callable[[], float] = time.monoto
         app.include_router(router)
     publish_catalog_and_events(app, container.catalog)
     # The served set at scrape time; read lazily, since the first read loads the models.
-    shared.metrics.serving(lambda: container.models.values())  # type: ignore[no-untyped-call]
+    shared.metrics.serving(lambda: container.models.values())
     return app
