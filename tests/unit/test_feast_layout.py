@@ -4,6 +4,7 @@ a feature row is stored as Feast stores a Float64 feature, and read back as Feas
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from service.adapters.features.layout import (
     VIEW_FEATURES,
     FeastLayout,
     decode_value,
+    decode_values,
     encode_rows,
     encode_time,
 )
@@ -83,3 +85,28 @@ def test_row_times_are_protobuf_timestamps_to_the_microsecond() -> None:
     stamp = Timestamp.FromString(encode_time(1_795_931_509_123_456))
     assert (stamp.seconds, stamp.nanos) == (1_795_931_509, 123_456_000)
     assert encode_time(0) == Timestamp().SerializeToString() == b""
+
+
+STORED = st.one_of(
+    FINITE_OR_INFINITE.map(lambda v: Value(double_val=v)),
+    st.just(Value()),  # a null: Feast's missing or NaN value
+    st.integers(-(2**63), 2**63 - 1).map(lambda v: Value(int64_val=v)),
+    st.floats(width=32, allow_nan=False).map(lambda v: Value(float_val=v)),
+)
+
+
+@given(st.lists(STORED.map(Value.SerializeToString) | st.none(), max_size=130))
+@example([Value(double_val=v).SerializeToString() for v in EDGES])
+def test_a_row_decoded_at_once_reads_as_each_value_decoded_alone(raws: list[bytes | None]) -> None:
+    """The batch decode equals the library's decode of each value: doubles alone take the
+    joined read, and any other stored value (a null, an absent field, another type) the
+    message parse, with the same result."""
+    at_once = decode_values(raws)
+    alone = [decode_value(raw) for raw in raws]
+    assert len(at_once) == len(alone)
+    for got, expected in zip(at_once, alone, strict=True):
+        assert (got is None and expected is None) or (
+            got is not None
+            and expected is not None
+            and struct.pack("<d", got) == struct.pack("<d", expected)
+        )

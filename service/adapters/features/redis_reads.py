@@ -16,7 +16,7 @@ from service.adapters.features.layout import (
     VIEW_FEATURES,
     FeastLayout,
     decode_time,
-    decode_value,
+    decode_values,
 )
 from service.adapters.features.online_features import OnlineFeatures
 from service.adapters.features.redis_link import LoopLinks, PackedHmget
@@ -82,9 +82,7 @@ class RedisOnlineReads:
 
     def _decoded(self, customer_id: str, raw: list[bytes | None]) -> OnlineFeatures:
         names = (name for names in VIEW_FEATURES.values() for name in names)
-        values = {
-            name: decode_value(blob) for name, blob in zip(names, raw[: self._count], strict=True)
-        }
+        values = dict(zip(names, decode_values(raw[: self._count]), strict=True))
         stamps = {
             view: decode_time(blob)
             for view, blob in zip(VIEW_FEATURES, raw[self._count :], strict=True)

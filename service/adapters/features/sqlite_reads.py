@@ -10,7 +10,7 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from service.adapters.features.layout import (
     VIEW_FEATURES,
     FeastLayout,
-    decode_value,
+    decode_values,
     sqlite_time,
 )
 from service.adapters.features.online_features import OnlineFeatures
@@ -38,8 +38,9 @@ class SQLiteOnlineReads:
         stamps = {}
         for view in VIEW_FEATURES:
             rows = self._conn.execute(self._queries[view], (key,)).fetchall()
-            for name, blob, _ in rows:
-                values[name] = decode_value(blob)
+            values.update(
+                zip((r[0] for r in rows), decode_values([r[1] for r in rows]), strict=True)
+            )
             stamps[view] = sqlite_time(rows[0][2]) if rows else None
         return OnlineFeatures.of_views(customer_id, values, stamps)
 
