@@ -74,9 +74,29 @@ def _entity(customer_id: str) -> EntityKey:
     return EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=customer_id)])
 
 
+#: A double as Feast stores it: a serialized ``ValueProto`` holding ``double_val`` alone (field
+#: 5, wire type 1: tag byte 0x29), then the 8 bytes of the value, little-endian.
+DOUBLE_TAG = 0x29
+TAGGED_DOUBLE = np.dtype([("tag", "u1"), ("value", "<f8")])
+
+
 def encode_rows(matrix: np.ndarray) -> list[list[bytes]]:
-    """Each row's values as Feast stores a double (a serialized ``ValueProto``)."""
-    return [[Value(double_val=v).SerializeToString() for v in row] for row in matrix.tolist()]
+    """Each row's values as Feast stores a double (a serialized ``ValueProto``). The whole
+    matrix is laid out in one array of tagged doubles and cut into values: building a message
+    per value costs the stream worker more CPU than folding the events in."""
+    count, columns = matrix.shape
+    if columns == 0:
+        return [[] for _ in range(count)]
+    tagged = np.empty(matrix.shape, dtype=TAGGED_DOUBLE)
+    tagged["tag"] = DOUBLE_TAG
+    tagged["value"] = matrix
+    blob = tagged.tobytes()
+    width = TAGGED_DOUBLE.itemsize
+    row_bytes = width * columns
+    return [
+        [blob[at : at + width] for at in range(start, start + row_bytes, width)]
+        for start in range(0, count * row_bytes, row_bytes)
+    ]
 
 
 def encode_time(as_of_us: int) -> bytes:
@@ -93,12 +113,6 @@ def decode_value(raw: bytes | None) -> float | None:
     value = Value.FromString(raw)
     kind = value.WhichOneof("val")
     return None if kind is None else float(getattr(value, kind))
-
-
-#: A double as Feast stores it: a serialized ``ValueProto`` holding ``double_val`` alone (field
-#: 5, wire type 1: tag byte 0x29), then the 8 bytes of the value, little-endian.
-DOUBLE_TAG = 0x29
-TAGGED_DOUBLE = np.dtype([("tag", "u1"), ("value", "<f8")])
 
 
 def decode_values(raws: Sequence[bytes | None]) -> list[float | None]:
