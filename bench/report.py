@@ -120,6 +120,21 @@ KINDS: dict[str, Kind] = {
             ("freshness p99", at("freshness.p99_seconds", " s")),
         ],
     ),
+    "stale": Kind(
+        title="Stale features on the demo bank",
+        module="bench.stale",
+        measures="the share of 400 decisions (customers drawn with a fixed seed, on the app) "
+        "that carry `FEATURES_STALE`, and that deliver anything, on the demo bank right after "
+        "its set-up.",
+        naive="the same measurement on the commit before timers, where a row's features were "
+        "judged by their age (run `-before`).",
+        columns=[
+            ("decisions", at("decisions")),
+            ("FEATURES_STALE", at("features_stale")),
+            ("share stale", at("features_stale_share")),
+            ("share delivering", at("delivered_anything_share")),
+        ],
+    ),
     "train": Kind(
         title="Training the seven need models",
         module="bench.train",

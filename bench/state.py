@@ -29,13 +29,14 @@ from sqlalchemy import create_engine, make_url, text
 
 from bench.load import CHANNEL
 from consent.rules.vocabulary import NEEDS
-from feature_repo.activity import FEATURE_NAMES
+from feature_repo.activity import ACTIVITY_FIELDS
 from service.bootstrap import Container
 from service.settings import load_settings
 from service.usecases import pipeline
 from training.backfill import history
 from training.bank.spec import BankSpec
 from training.bank.store import write_bank
+from training.trainset import END_OF_DAY
 
 MANIFEST = "bench-decide.json"
 DECIDERS = "decision-customers.json"
@@ -173,16 +174,20 @@ def consenting(consents: pd.DataFrame) -> set[str]:
 
 
 def write_latest_online(container: Container, bank_dir: Path, end: datetime) -> list[str]:
-    """The feature rows as of ``end`` online, as the stream would have left them; returns the
-    customers who have a row (the others decide without features)."""
+    """The feature rows online as the stream's timers leave them on ``end``'s day (a midnight,
+    the bank's end): exact for that day, stamped with its midnight, saying until when they
+    hold; returns the customers who have a row (the others decide without features)."""
     customers = pd.read_parquet(bank_dir / "customers.parquet", columns=["customer_id"])
     days = (pq.read_table(path) for path in sorted((bank_dir / "events").glob("*.parquet")))
-    (_, latest), *_ = reversed(list(history(days, [end], customers["customer_id"].tolist())))
+    # The features of ``end``'s day: those at its end, with no event after the bank's end.
+    day_end = pd.Timestamp(end) + pd.Timedelta(days=1) - END_OF_DAY
+    (_, latest), *_ = reversed(list(history(days, [day_end], customers["customer_id"].tolist())))
     frame = latest.to_pandas()
+    midnight = int(pd.Timestamp(end).value // 1_000)
     container.features.online.write(
         frame["customer_id"].tolist(),
-        frame["event_timestamp"].to_numpy(dtype="datetime64[us]").astype(np.int64),
-        frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float64),
+        np.full(len(frame), midnight, np.int64),
+        frame[list(ACTIVITY_FIELDS)].to_numpy(dtype=np.float64),
     )
     return list(frame["customer_id"])
 
@@ -191,8 +196,8 @@ def build_state(state: State, backends: Backends, seed: int) -> dict[str, Any]:
     """The project's pipeline end to end; returns seconds per step and what was trained."""
     seconds: dict[str, float] = {}
     bank_dir = state.home / "bank"
-    # The bank ends at today's midnight: the features served are a day old at most, and
-    # history() takes snapshots at midnights only.
+    # The bank ends at today's midnight: the rows served are today's, as the stream's timers
+    # leave them.
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     began = time.perf_counter()
     spec = BankSpec(seed=seed, customers=state.customers, days=state.days, end=end)

@@ -192,6 +192,12 @@ FEATURES: tuple[Feature, ...] = (
     ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+#: Beside the features, each activity row says until when it is exact with no new event: the
+#: next midnight its features change at, in epoch seconds (inf: until her next event; a null:
+#: a row written before rows said so). Not a feature: no model uses it.
+VALID_UNTIL = "valid_until"
+#: Every field of an activity row, in the order rows are written.
+ACTIVITY_FIELDS: tuple[str, ...] = (*FEATURE_NAMES, VALID_UNTIL)
 #: The windows' widths in days, shortest first.
 WINDOWS = sorted({f.days for f in FEATURES if f.kind == "window" and f.days})
 assert max(WINDOWS) == MAX_DAYS

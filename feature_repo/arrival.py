@@ -122,7 +122,7 @@ def _merge(
     days = np.concatenate([*(s.days for s in old), new_days]).astype(np.int64)
     measures = np.concatenate([*(s.measures for s in old), new_measures]).astype(np.int64)
     values = np.concatenate([*(s.values for s in old), new_values])
-    today = np.fromiter((s.as_of_us // DAY_US for s in old), np.int64, len(old))  # type: ignore[operator]
+    today = np.fromiter((s.row_time_us // DAY_US for s in old), np.int64, len(old))  # type: ignore[operator]
     keep = days > today[rows] - MAX_DAYS
     rows, days, measures, values = rows[keep], days[keep], measures[keep], values[keep]
     u_row, u_day, u_measure, merged = combine_buckets(rows, days, measures, values)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from feature_repo.activity import MAX_DAYS
 from feature_repo.aggregates import IS_MAX, N_MEASURES
 
 #: A bucket's day is an event time in epoch microseconds floor-divided by this.
@@ -19,16 +20,56 @@ DAY_US = 86_400 * 1_000_000
 
 @dataclass
 class WindowState:
-    """One customer's buckets (absolute day, measure, value; one entry per pair), the as-of time
-    and the event ids seen within the allowed lateness."""
+    """One customer's buckets (absolute day, measure, value; one entry per pair), her latest
+    event time, the time her features were last advanced to by a timer, and the event ids seen
+    within the allowed lateness."""
 
+    #: The customer's latest event time (what lateness is measured from).
     as_of_us: int | None = None
     days: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     measures: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     seen: dict[str, int] = field(default_factory=dict)
+    #: The start of the latest day a timer advanced her features to (None: never). Windows
+    #: move with the calendar, not with her events: see ``row_time_us``.
+    clock_us: int | None = None
 
-    _HEADER = struct.Struct("<qII")  # as_of (-1: none), entries, seen ids
+    # Version 1: as_of (-1: none), entries, seen ids. Version 2 starts with -2 (an as-of time
+    # is never below -1), then as_of, clock (-1: none), entries, seen ids.
+    _HEADER = struct.Struct("<qII")
+    _HEADER_V2 = struct.Struct("<qqqII")
+    _V2 = -2
+
+    @property
+    def row_time_us(self) -> int | None:
+        """The time her features are exact as of: her latest event, or the day a timer moved
+        them to, whichever is later (None: no event yet)."""
+        if self.as_of_us is None:
+            return None
+        return self.as_of_us if self.clock_us is None else max(self.as_of_us, self.clock_us)
+
+    def advance_to(self, moment_us: int) -> bool:
+        """Move her features to the start of ``moment_us``'s day, if that is later than her row
+        time's day (True: they moved)."""
+        row = self.row_time_us
+        if row is None:
+            return False
+        day = moment_us // DAY_US
+        if day <= row // DAY_US:
+            return False
+        self.clock_us = day * DAY_US
+        return True
+
+    def next_change_us(self) -> int | None:
+        """The next moment her features change with no new event: the next midnight (UTC),
+        while any non-zero bucket is inside the longest window (a window sum drops it, a day
+        count ticks); None once none is (every feature then stays as it is)."""
+        row = self.row_time_us
+        if row is None:
+            return None
+        today = row // DAY_US
+        inside = (self.days.astype(np.int64) > today - MAX_DAYS) & (self.values != 0)
+        return (today + 1) * DAY_US if inside.any() else None
 
     def to_bytes(self) -> bytes:
         ids = "\n".join(self.seen).encode()
@@ -38,8 +79,12 @@ class WindowState:
         times = np.fromiter(self.seen.values(), np.int64, len(self.seen))
         return b"".join(
             (
-                self._HEADER.pack(
-                    -1 if self.as_of_us is None else self.as_of_us, len(self.days), len(self.seen)
+                self._HEADER_V2.pack(
+                    self._V2,
+                    -1 if self.as_of_us is None else self.as_of_us,
+                    -1 if self.clock_us is None else self.clock_us,
+                    len(self.days),
+                    len(self.seen),
                 ),
                 self.days.astype(np.int32).tobytes(),
                 self.measures.astype(np.int8).tobytes(),
@@ -51,8 +96,13 @@ class WindowState:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> WindowState:
-        as_of, n, k = cls._HEADER.unpack_from(blob)
-        at = cls._HEADER.size
+        (first,) = struct.unpack_from("<q", blob)
+        if first == cls._V2:
+            _, as_of, clock, n, k = cls._HEADER_V2.unpack_from(blob)
+            at = cls._HEADER_V2.size
+        else:
+            as_of, n, k = cls._HEADER.unpack_from(blob)
+            clock, at = -1, cls._HEADER.size
         days = np.frombuffer(blob, np.int32, n, at)
         at += 4 * n
         measures = np.frombuffer(blob, np.int8, n, at)
@@ -68,6 +118,7 @@ class WindowState:
             measures,
             values,
             dict(zip(ids, times.tolist(), strict=True)),
+            None if clock < 0 else clock,
         )
 
 

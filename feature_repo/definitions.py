@@ -10,7 +10,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import ParquetFormat
 from feast.types import Float64
 
-from feature_repo.activity import FEATURE_NAMES, FEATURES, MAX_DAYS
+from feature_repo.activity import FEATURE_NAMES, FEATURES, MAX_DAYS, VALID_UNTIL
 from feature_repo.profile import PROFILE_FEATURE_NAMES, PROFILE_FEATURES
 
 ACTIVITY_VIEW = "customer_activity"
@@ -28,9 +28,10 @@ ACTIVITY_TTL = timedelta(days=MAX_DAYS)
 
 
 def _allowed_age(kind: str, days: int | None) -> timedelta:
-    # An activity row is as of the customer's latest event; the stream does not slide windows
-    # between events, so a row's windows drift as it ages. Half a window of drift is allowed;
-    # day counts ("since", "first") and derived features may be two days off.
+    # For rows that do not say until when they hold (written before the stream's timers): such
+    # a row is as of the customer's latest event, and its windows drift as it ages. Half a
+    # window of drift is allowed; day counts ("since", "first") and derived features may be
+    # two days off. Rows that say are judged by the pipeline's lag (OnlineFeatures.fresh).
     if kind == "window" and days:
         return timedelta(days=days) / 2
     return timedelta(days=2)
@@ -71,7 +72,15 @@ def build(offline_dir: Path) -> list[Any]:
         name=ACTIVITY_VIEW,
         entities=[customer],
         ttl=ACTIVITY_TTL,
-        schema=[Field(name=f.name, dtype=Float64, description=f.description) for f in FEATURES],
+        schema=[
+            *(Field(name=f.name, dtype=Float64, description=f.description) for f in FEATURES),
+            Field(
+                name=VALID_UNTIL,
+                dtype=Float64,
+                description="Epoch seconds until which the row is exact with no new event "
+                "(the next midnight, UTC, its features change at; inf: until the next event).",
+            ),
+        ],
         source=push,
         online=True,
         description="Windowed aggregates of a customer's events, kept current by the stream.",

@@ -16,10 +16,12 @@ from feature_repo.events import Event
 
 
 def reference_features(
-    events: Iterable[Event], lateness_us: int = DEFAULT_LATENESS_US
+    events: Iterable[Event], lateness_us: int = DEFAULT_LATENESS_US, now: datetime | None = None
 ) -> dict[str, tuple[datetime, dict[str, float]]]:
     """The same definitions computed the plain way, for checking the stream against:
-    ``{customer: (as_of, {feature: value})}``."""
+    ``{customer: (as_of, {feature: value})}``, as of each customer's latest event, or as of
+    the day of ``now`` when that is later (what the stream's timers keep online)."""
+    moment_us = None if now is None else epoch_micros(now)
     buckets: dict[str, dict[tuple[int, int], float]] = {}
     as_of: dict[str, int] = {}
     seen: dict[str, dict[str, int]] = {}
@@ -45,25 +47,30 @@ def reference_features(
                 bucket[key] = bucket.get(key, 0.0) + value
     result = {}
     for customer, bucket in buckets.items():
-        today = as_of[customer] // DAY_US
-        named: dict[str, np.ndarray] = {}
-        for feature in FEATURES:
-            if feature.kind == "window":
-                m, width = M[feature.measure], feature.days or 0  # type: ignore[index]
-                inside = [v for (d, mm), v in bucket.items() if mm == m and 0 <= today - d < width]
-                value = max(inside, default=0.0) if IS_MAX[m] else sum(inside)
-            elif feature.kind in ("since", "first"):
-                m = M[feature.measure]  # type: ignore[index]
-                days = [
-                    d
-                    for (d, mm), v in bucket.items()
-                    if mm == m and v and 0 <= today - d < MAX_DAYS
-                ]
-                pick = max if feature.kind == "since" else min
-                value = float(today - pick(days)) if days else NOT_SEEN_DAYS
-            else:
-                value = float(feature.derive(named)[0])  # type: ignore[misc]
-            named[feature.name] = np.array([value], dtype=np.float64)
-        moment = datetime.fromtimestamp(as_of[customer] / 1e6, UTC)
-        result[customer] = (moment, {name: float(v[0]) for name, v in named.items()})
+        row_us = as_of[customer]
+        if moment_us is not None and moment_us // DAY_US > row_us // DAY_US:
+            row_us = moment_us // DAY_US * DAY_US
+        moment = datetime.fromtimestamp(row_us / 1e6, UTC)
+        result[customer] = (moment, _features(bucket, row_us // DAY_US))
     return result
+
+
+def _features(bucket: dict[tuple[int, int], float], today: int) -> dict[str, float]:
+    """One customer's features as of ``today`` from her buckets ((day, measure): value)."""
+    named: dict[str, np.ndarray] = {}
+    for feature in FEATURES:
+        if feature.kind == "window":
+            m, width = M[feature.measure], feature.days or 0  # type: ignore[index]
+            inside = [v for (d, mm), v in bucket.items() if mm == m and 0 <= today - d < width]
+            value = max(inside, default=0.0) if IS_MAX[m] else sum(inside)
+        elif feature.kind in ("since", "first"):
+            m = M[feature.measure]  # type: ignore[index]
+            days = [
+                d for (d, mm), v in bucket.items() if mm == m and v and 0 <= today - d < MAX_DAYS
+            ]
+            pick = max if feature.kind == "since" else min
+            value = float(today - pick(days)) if days else NOT_SEEN_DAYS
+        else:
+            value = float(feature.derive(named)[0])  # type: ignore[misc]
+        named[feature.name] = np.array([value], dtype=np.float64)
+    return {name: float(v[0]) for name, v in named.items()}

@@ -11,15 +11,33 @@ from feature_repo.buckets import DAY_US, WindowState
 
 
 def compute_features(states: list[WindowState]) -> np.ndarray:
-    """Feature matrix [customer, feature] for states that have an as-of time."""
+    """Feature matrix [customer, feature] for states that have an as-of time, each as of its
+    row time (``WindowState.row_time_us``)."""
     k = len(states)
     counts = np.array([len(s.days) for s in states], np.int64)
     rows = np.repeat(np.arange(k), counts)
     days = np.concatenate([s.days for s in states]).astype(np.int64) if k else np.zeros(0)
     measures = np.concatenate([s.measures for s in states]).astype(np.int64) if k else np.zeros(0)
     values = np.concatenate([s.values for s in states]) if k else np.zeros(0)
-    today = np.array([s.as_of_us // DAY_US for s in states], np.int64)  # type: ignore[operator]
+    today = np.array([s.row_time_us // DAY_US for s in states], np.int64)  # type: ignore[operator]
     return features_from_buckets(rows, days, measures, values, today)
+
+
+def activity_rows(states: list[WindowState]) -> np.ndarray:
+    """Activity rows [customer, ``ACTIVITY_FIELDS``]: the features, then until when each row is
+    exact with no new event (epoch seconds; inf: until her next event)."""
+    matrix = compute_features(states)
+    changes = [s.next_change_us() for s in states]
+    valid = np.array([np.inf if c is None else c / 1e6 for c in changes], np.float64)
+    return np.column_stack([matrix, valid]) if len(states) else np.zeros((0, len(FEATURES) + 1))
+
+
+def as_activity_rows(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` as activity rows: features alone (rows that do not say until when they hold,
+    as a load or a test writes them) get a null ``valid_until``."""
+    if matrix.ndim == 2 and matrix.shape[1] == len(FEATURES):
+        return np.column_stack([matrix, np.full(len(matrix), np.nan)])
+    return matrix
 
 
 def features_from_buckets(

@@ -24,6 +24,8 @@ from service.adapters.transport import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, Co
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from feast import FeatureStore
     from sqlalchemy import Engine
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from service.adapters.features.feast_features import FeastFeatures
     from service.adapters.models import ModelSet
     from service.adapters.state import StateStore
+    from service.adapters.timers import TimerIndex, WatermarkStore
     from service.entrypoints.auth import KeyRing
     from service.usecases.alert_inbox import AlertInbox
     from service.usecases.alert_policy import AlertPolicy
@@ -67,6 +70,8 @@ class Container:
             made["audit"].close()
         if "engine" in made:
             made["engine"].dispose()
+        if "features" in made and made["features"].pipeline is not None:
+            made["features"].pipeline.close()
 
     async def close_async(self) -> None:
         """Give back what decisions opened on the running event loop (the API's lifespan)."""
@@ -149,9 +154,17 @@ class Container:
 
     @cached_property
     def features(self) -> FeastFeatures:
-        from service.adapters.features.feast_features import FeastFeatures
+        from datetime import timedelta
 
-        return FeastFeatures(self.feature_store, self.store_location)
+        from service.adapters.features.feast_features import FeastFeatures
+        from service.adapters.features.watermark import PipelineWatermark
+
+        return FeastFeatures(
+            self.feature_store,
+            self.store_location,
+            PipelineWatermark(self.watermark_store()),
+            timedelta(minutes=self.settings.allowed_feature_lag_minutes),
+        )
 
     # --- models ---
     @cached_property
@@ -286,6 +299,22 @@ class Container:
             return RedisStateStore(self.settings.redis_url, self.settings.feast_project)
         return SQLiteStateStore(self.settings.home / "stream_state.db")
 
+    def timer_index(self) -> TimerIndex:
+        """The stream's timers, in the stream state's kind of store."""
+        from service.adapters.timers import RedisTimerIndex, SQLiteTimerIndex
+
+        if self.settings.online_store == "redis":
+            return RedisTimerIndex(self.settings.redis_url, self.settings.feast_project)
+        return SQLiteTimerIndex(self.settings.home / "stream_timers.db")
+
+    def watermark_store(self) -> WatermarkStore:
+        """How far the stream is processed, per partition (the workers write, serving reads)."""
+        from service.adapters.timers import RedisWatermarks, SQLiteWatermarks
+
+        if self.settings.online_store == "redis":
+            return RedisWatermarks(self.settings.redis_url, self.settings.feast_project)
+        return SQLiteWatermarks(self.settings.home / "stream_timers.db")
+
     def dead_letter_marks(self) -> StateStore:
         """How far each partition's dead letters are written, in the stream state's kind of
         store but apart from it: ``--reset-state`` rebuilds features, and its replay still
@@ -305,10 +334,14 @@ class Container:
             return RedisStateStore(self.settings.redis_url, f"{self.settings.feast_project}:alerts")
         return SQLiteStateStore(self.settings.home / "alert_memory.db")
 
-    def worker(self, alerts: AlertRunner | None = None) -> StreamWorker:
-        """The stream worker; with ``alerts``, it is told which customers each batch changed."""
+    def worker(
+        self, alerts: AlertRunner | None = None, clock: Callable[[], int] | None = None
+    ) -> StreamWorker:
+        """The stream worker; with ``alerts``, it is told which customers each batch changed.
+        ``clock``: now in epoch µs, for its watermarks (the wall clock unless simulated)."""
         from service.adapters.features.offline import OfflineBuffer
         from service.adapters.metrics import stream_metrics
+        from service.usecases.stream_timers import StreamTimers, wall_clock_us
         from service.usecases.worker import StreamWorker
 
         return StreamWorker(
@@ -325,4 +358,7 @@ class Container:
             on_features=alerts.touched if alerts is not None else None,
             time_bounds=self.settings.time_bounds,
             dead_marks=self.dead_letter_marks(),
+            timers=StreamTimers(
+                self.timer_index(), clock or wall_clock_us, sink=self.watermark_store()
+            ),
         )

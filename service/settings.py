@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     #: ...and at most this far behind (the horizon of history a load or backfill may bring).
     max_event_age_days: Annotated[float, Field(gt=0, le=36_500)] = 400.0
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    #: How far the stream may be behind the clock, or a row behind its next change (a
+    #: midnight's timers), before serving calls a customer's activity features stale.
+    allowed_feature_lag_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 15.0
 
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"

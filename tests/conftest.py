@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -22,6 +23,7 @@ from service.usecases import pipeline
 from training.backfill import history
 from training.bank.in_memory import Bank
 from training.bank.spec import DEFAULT_END
+from training.trainset import END_OF_DAY
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -76,7 +78,8 @@ def backfilled(container: Container, bank: Bank, bank_dir: Path) -> list[str]:
     pipeline.record_consents(container, bank.consents)
     pipeline.write_profiles(container, bank.customers, bank.spec.start)
     assert pipeline.backfill(container, bank_dir, step_days=7) > 0
-    (_, latest), *_ = reversed(list(history(bank.tables["events"], [bank.spec.end])))
+    last_day_end = pd.Timestamp(bank.spec.end).normalize() - END_OF_DAY
+    (_, latest), *_ = reversed(list(history(bank.tables["events"], [last_day_end])))
     frame = latest.to_pandas()
     container.features.online.write(
         frame["customer_id"].tolist(),

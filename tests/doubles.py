@@ -44,10 +44,19 @@ class SyncFeatures:
 
 
 class EveryoneEngaged(SyncFeatures):
-    """Features for any customer: known, nothing in flight, as of ``age`` ago (a minute)."""
+    """Features for any customer: known, nothing in flight, as of ``age`` ago (a minute);
+    with ``valid_for``, the row says it holds that long after its time (None: it does not say,
+    as rows before timers), and ``behind`` puts the stream's watermark that far behind now."""
 
-    def __init__(self, age: timedelta = timedelta(minutes=1)) -> None:
+    def __init__(
+        self,
+        age: timedelta = timedelta(minutes=1),
+        valid_for: timedelta | None = None,
+        behind: timedelta | None = None,
+    ) -> None:
         self.age = age
+        self.valid_for = valid_for
+        self.behind = behind
 
     def read(self, customer_id: str) -> OnlineFeatures:
         activity = datetime.now(UTC) - self.age
@@ -55,7 +64,14 @@ class EveryoneEngaged(SyncFeatures):
             ACTIVITY_VIEW: activity,
             PROFILE_VIEW: datetime.now(UTC) - timedelta(days=400),
         }
-        return OnlineFeatures(customer_id, dict.fromkeys(SCORING_FEATURES, 0.0), activity, views)
+        valid = None
+        if self.valid_for == timedelta.max:  # holds until her next event
+            valid = float("inf")
+        elif self.valid_for is not None:
+            valid = (activity + self.valid_for).timestamp()
+        watermark = None if self.behind is None else datetime.now(UTC) - self.behind
+        values: dict[str, float | None] = dict.fromkeys(SCORING_FEATURES, 0.0)
+        return OnlineFeatures(customer_id, values, activity, views, valid, watermark)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 The stream worker writes a feature row to the offline store every time it updates a customer
 online; that log is what point-in-time training sets are joined from. History that never went
 through the stream (an archive of last year's events, a generated bank) gets the same rows from
-here: for each snapshot time, every customer whose features changed since the previous snapshot
-gets one row, stamped with the time of their latest event before the snapshot — exactly the row
-the online store held at that moment. The features come from ``features_from_buckets``, the
-function the stream uses, and a test holds backfilled rows to the plain recomputation.
+here: for each snapshot time (the end of a day), every customer whose features changed since the
+previous snapshot, by an event or by the calendar, gets one row stamped with the snapshot time,
+exact as of it — the row the stream keeps online at that moment (see docs/streaming.md). The
+features come from ``features_from_buckets``, the function the stream uses, and a test holds
+backfilled rows to the plain recomputation.
 
 The archive is taken as valid (it passed the contract when it was recorded): duplicates by
 ``event_id`` are dropped, and every event counts, however late it was recorded.
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from feature_repo.activity import FEATURE_NAMES, MAX_DAYS
+from feature_repo.activity import FEATURE_NAMES, MAX_DAYS, VALID_UNTIL
 from feature_repo.aggregates import contribution_arrays
 from feature_repo.buckets import DAY_US, combine_buckets
 from feature_repo.windows import features_from_buckets
@@ -125,13 +126,15 @@ def history(
     snapshots: Sequence[datetime],
     customers: Sequence[str] = (),
 ) -> Iterator[tuple[pd.Timestamp, pa.Table]]:
-    """(snapshot, offline feature rows) per snapshot (midnight UTC), in time order; snapshots
+    """(snapshot, offline feature rows) per snapshot (the end of a day, UTC: the last
+    microsecond before midnight, see ``trainset.snapshot_times``), in time order; snapshots
     where nobody's features changed are left out. ``events``: one table, or partitions (for
     example one per day) of a larger archive."""
     moments = sorted(pd.Timestamp(s) for s in snapshots)
     for moment in moments:
-        if moment.tzinfo is None or moment != moment.normalize():
-            raise ValueError(f"snapshot {moment} must be a timezone-aware midnight (UTC)")
+        after = moment + pd.Timedelta(microseconds=1)
+        if moment.tzinfo is None or after != after.normalize():
+            raise ValueError(f"snapshot {moment} must be the end of a day (UTC), aware")
     buckets = _Buckets(customers)
     for part in [events] if isinstance(events, pa.Table) else events:
         buckets.add(part)
@@ -141,14 +144,24 @@ def history(
         buckets.customer, np.arange(0, len(ids) + CUSTOMER_BLOCK, CUSTOMER_BLOCK)
     )
     previous = np.full(len(ids), -1, np.int64)
+    was_alive = np.zeros(len(ids), bool)
     for moment in moments:
-        before = int(moment.tz_convert("UTC").value // 1_000)
+        at = int(moment.tz_convert("UTC").value // 1_000)
+        before = at + 1  # the midnight after the snapshot: events before it count
         as_of = buckets.as_of(before)
-        changed = (as_of >= 0) & (as_of != previous)
-        previous = as_of
+        today = at // DAY_US
+        # Whose features change with no new event (as the stream's timers see it): a non-zero
+        # bucket inside the longest window now, or at the snapshot before.
+        inside = (buckets.day <= today) & (buckets.day > today - MAX_DAYS)
+        alive = np.zeros(len(ids), bool)
+        alive[buckets.customer[inside & (buckets.value != 0)]] = True
+        changed = (as_of >= 0) & ((as_of != previous) | alive | was_alive)
+        previous, was_alive = as_of, alive
         if not changed.any():
             continue
-        last_day = before // DAY_US - 1
+        # A row is exact as of the snapshot, and holds until the midnight after it while
+        # anything is inside the window (inf: until her next event).
+        valid_until = np.where(alive, before / 1e6, np.inf)
         blocks = []
         for b in range(len(bounds) - 1):
             lo, hi = int(bounds[b]), int(bounds[b + 1])
@@ -160,21 +173,24 @@ def history(
             row_of[mine - first] = np.arange(len(mine))
             customer = buckets.customer[lo:hi]
             day = buckets.day[lo:hi]
-            pick = (day <= last_day) & (day > last_day - MAX_DAYS)
+            pick = (day <= today) & (day > today - MAX_DAYS)
             pick &= row_of[customer - first] >= 0
             matrix = features_from_buckets(
                 row_of[customer[pick] - first],
                 day[pick],
                 buckets.measure[lo:hi][pick],
                 buckets.value[lo:hi][pick],
-                as_of[mine] // DAY_US,
+                np.full(len(mine), today, np.int64),
             )
             columns: dict[str, pa.Array] = {
                 "customer_id": pa.array(ids[mine], pa.string()),
-                "event_timestamp": pa.array(as_of[mine], pa.timestamp("us", tz="UTC")),
+                "event_timestamp": pa.array(
+                    np.full(len(mine), at, np.int64), pa.timestamp("us", tz="UTC")
+                ),
             }
             for j, name in enumerate(FEATURE_NAMES):
                 columns[name] = pa.array(matrix[:, j], pa.float64())
+            columns[VALID_UNTIL] = pa.array(valid_until[mine], pa.float64())
             blocks.append(pa.table(columns))
         yield moment, pa.concat_tables(blocks)
 

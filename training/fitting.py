@@ -20,7 +20,7 @@ import pandas as pd
 from training import evaluation
 from training.calibration import Calibration
 from training.time_split import time_split
-from training.trainset import TrainingSet
+from training.trainset import END_OF_DAY, TrainingSet
 
 PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -174,7 +174,9 @@ def _trimmed(booster: lgb.Booster) -> lgb.Booster:
 
 
 def _aligned(rows: pd.DataFrame, other: pd.DataFrame, column: str) -> np.ndarray | None:
-    keys = rows[["customer_id", "event_timestamp"]]
+    # A snapshot is the end of a day; the generator's truth names it by the midnight after.
+    keys = rows[["customer_id", "event_timestamp"]].copy()
+    keys["event_timestamp"] = keys["event_timestamp"] + END_OF_DAY
     joined = keys.merge(other, on=["customer_id", "event_timestamp"], how="left")
     values = joined[column].to_numpy(dtype=np.float64)
     return None if np.isnan(values).any() else values

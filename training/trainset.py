@@ -51,10 +51,18 @@ class TrainingSet:
         return str(stamps.min()), str(stamps.max())
 
 
+#: A snapshot is taken at the end of a day (UTC), the last microsecond before midnight: windows
+#: are calendar days, so at midnight itself the one-day windows are empty for everyone, and a
+#: model trained there would never see them otherwise.
+END_OF_DAY = pd.Timedelta(microseconds=1)
+
+
 def snapshot_times(first: datetime, last: datetime, step_days: int) -> list[pd.Timestamp]:
-    """Midnights (UTC) from ``first`` to ``last`` every ``step_days``."""
+    """Ends of days (UTC, just before midnight) from ``first``'s midnight to ``last`` every
+    ``step_days``."""
     start = pd.Timestamp(first).tz_convert("UTC").normalize()
-    return list(pd.date_range(start, pd.Timestamp(last), freq=f"{step_days}D"))
+    midnights = pd.date_range(start, pd.Timestamp(last), freq=f"{step_days}D")
+    return [m - END_OF_DAY for m in midnights]
 
 
 def snapshots(customer_ids: Sequence[str], times: Sequence[datetime]) -> pd.DataFrame:

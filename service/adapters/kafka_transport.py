@@ -178,6 +178,9 @@ class KafkaConsumerAdapter:
         ends = self._consumer.end_offsets(partitions)
         return {tp.partition: max(ends[tp] - self._consumer.position(tp), 0) for tp in partitions}
 
+    def partitions(self) -> list[int]:
+        return sorted(tp.partition for tp in self._consumer.assignment())
+
     def close(self) -> None:
         # Leaves the group at once, so its partitions move to the other workers without waiting
         # for the session to time out.

@@ -153,6 +153,9 @@ class LocalConsumer:
     def lag(self) -> dict[int, int]:
         return {}
 
+    def partitions(self) -> list[int]:
+        return [0]  # one reader, one file
+
     def close(self) -> None:
         pass
 

@@ -46,6 +46,18 @@ class StreamMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300, 3600, 86_400, float("inf")),
             registry=registry,
         )
+        self.timers = Counter(
+            "nextbest_stream_timers",
+            "Timers fired, by outcome (advanced: features moved to today; cancelled: nothing "
+            "left to change; failed: the customer's state could not be advanced).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.timer_lag = Gauge(
+            "nextbest_stream_timer_lag_seconds",
+            "How late the earliest timer fired in the latest round was.",
+            registry=registry,
+        )
         self.batch_seconds = Histogram(
             "nextbest_stream_batch_seconds",
             "Time to process one batch (parse, fold, write).",

@@ -30,24 +30,42 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-class SQLiteStateStore:
+class ThreadConnections:
+    """One SQLite connection per thread to a file (WAL, autocommit: each store says where its
+    transactions are), made on first use."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
         self.path = path
-        with self._conn() as conn:
-            conn.execute(
-                "create table if not exists window_state (customer text primary key, state blob)"
-            )
+        self._local = threading.local()
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=normal")
             self._local.conn = conn
         return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class SQLiteStateStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connections = ThreadConnections(path)
+        self._conn().execute(
+            "create table if not exists window_state (customer text primary key, state blob)"
+        )
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._connections.get()
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         found: dict[str, bytes] = {}
@@ -81,10 +99,7 @@ class SQLiteStateStore:
         self._conn().execute("delete from window_state")
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._connections.close()
 
 
 class RedisStateStore:

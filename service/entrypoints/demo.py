@@ -141,8 +141,13 @@ def run_demo(
     _say(started, f"state folder {settings.home}")
     if not _bank_ready(container, _BankSize(seed=seed, customers=customers, days=days), started):
         return
+    # The worker runs while the demo serves: events sent to the API are folded in, and the
+    # timers keep every row exact as the days pass (a stopped stream makes features stale).
+    worker = container.worker()
+    streaming = threading.Thread(target=worker.run, name="stream-worker", daemon=True)
+    streaming.start()
     server, thread, base = _serve(container, port or settings.api_port)
-    _say(started, f"API ready at {base}  (OpenAPI: {base}/docs)")
+    _say(started, f"API ready at {base}  (OpenAPI: {base}/docs); the stream worker is running")
     assert container.keyring  # generates the development keys on first use
     keys = settings.api_keys_file or settings.home / DEV_KEYS_FILE
     _say(started, f"API keys per role in {keys}; decisions below are the compliance view")
@@ -167,6 +172,9 @@ def run_demo(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        worker.stopping.set()
+        streaming.join(timeout=30)
+        worker.close()
         _say(started, "stopped")
 
 

@@ -97,6 +97,11 @@ def erase_customer(container: Container, customer_id: str, principal: str) -> Cu
             states.delete(customer_id)
         finally:
             states.close()
+    timers = container.timer_index()
+    try:
+        timers.delete(customer_id)
+    finally:
+        timers.close()
     offline = purge_offline(container.store_location, customer_id)
     letters = purge_dead_letters(container, customer_id)
     raw = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from feature_repo.definitions import ACTIVITY_VIEW
 from feature_repo.profile import profile_rows
 from service.adapters.transport import EVENTS_TOPIC
 from service.bootstrap import Container
-from service.usecases.worker import WorkerStats
+from service.usecases.stream_stats import WorkerStats
 from training import evaluation, need_model, trainset
 from training.backfill import write_history
 from training.bank.in_memory import Bank
@@ -113,8 +113,10 @@ def load_bank(container: Container, bank: Bank) -> tuple[int, int]:
     return consents, publish(container, records)
 
 
-def stream_until_idle(container: Container, idle_s: float = 2.0) -> WorkerStats:
-    worker = container.worker()
+def stream_until_idle(
+    container: Container, idle_s: float = 2.0, clock: Callable[[], int] | None = None
+) -> WorkerStats:
+    worker = container.worker(clock=clock)
     try:
         return worker.run(idle_exit_s=idle_s)
     finally:

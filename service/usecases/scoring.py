@@ -32,7 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,10 @@ import pyarrow.parquet as pq
 from consent.rules.model import OperationRecord
 from consent.rules.subject import Subject
 from consent.rules.vocabulary import ANY_CHANNEL
+from feature_repo.activity import VALID_UNTIL
 from feature_repo.definitions import ACTIVITY_VIEW, MAX_AGE, VIEW_OF
 from service import __version__
+from service.adapters.features.online_features import DEFAULT_LAG
 from service.adapters.models import NeedModel
 from service.bootstrap import Container
 from training.trainset import historical_features
@@ -121,33 +123,65 @@ def eligible(container: Container, at: datetime, now: datetime) -> Eligible:
     return result
 
 
-def activity_row_times(container: Container, customers: Sequence[str], at: datetime) -> pd.Series:
-    """Each customer's activity row time at ``at``: the time of the row a point-in-time join
-    takes (the latest at or before ``at``); NaT without one."""
+def activity_rows_at(container: Container, customers: Sequence[str], at: datetime) -> pd.DataFrame:
+    """Each customer's activity row at ``at`` (the latest at or before it, the row a
+    point-in-time join takes): its time (``event_timestamp``, NaT without one) and until when it
+    holds (``valid_until``, NaN where the row does not say)."""
     folder = container.store_location.offline_dir / ACTIVITY_VIEW
     files = sorted(str(p) for p in folder.glob("*.parquet"))
     index = pd.Index(customers, name="customer_id")
-    if not files:
-        return pd.Series(pd.NaT, index=index, dtype="datetime64[us, UTC]")
-    stamp = pa.scalar(pd.Timestamp(at).as_unit("us"), pa.timestamp("us", tz="UTC"))
-    table = ds.dataset(files, format="parquet").to_table(
-        columns=["customer_id", "event_timestamp"], filter=ds.field("event_timestamp") <= stamp
+    empty = pd.DataFrame(
+        {
+            "event_timestamp": pd.Series(pd.NaT, index=index, dtype="datetime64[us, UTC]"),
+            VALID_UNTIL: np.nan,
+        },
+        index=index,
     )
-    latest = table.group_by("customer_id").aggregate([("event_timestamp", "max")]).to_pandas()
-    times = latest.set_index("customer_id")["event_timestamp_max"]
-    return pd.to_datetime(times, utc=True).reindex(index)
+    if not files:
+        return empty
+    stamp = pa.scalar(pd.Timestamp(at).as_unit("us"), pa.timestamp("us", tz="UTC"))
+    # Parts written before rows said until when they hold have no such column: null there.
+    schema = pa.schema(
+        [
+            ("customer_id", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            (VALID_UNTIL, pa.float64()),
+        ]
+    )
+    table = ds.dataset(files, format="parquet", schema=schema).to_table(
+        filter=ds.field("event_timestamp") <= stamp
+    )
+    rows = table.to_pandas().sort_values(["customer_id", "event_timestamp"], kind="stable")
+    latest = rows.groupby("customer_id").tail(1).set_index("customer_id")
+    latest["event_timestamp"] = pd.to_datetime(latest["event_timestamp"], utc=True)
+    return latest[["event_timestamp", VALID_UNTIL]].reindex(index)
 
 
-def fresh_at(frame: pd.DataFrame, row_times: pd.Series, at: datetime) -> pd.DataFrame:
-    """``frame`` with every activity feature older than its allowed age at ``at`` set missing:
-    serving's rule (``OnlineFeatures.fresh``), applied at the scoring time."""
-    ages = pd.Timestamp(at) - row_times.reindex(frame["customer_id"])
-    seconds = ages.dt.total_seconds().to_numpy()  # no row: NaN, never stale (nothing to serve)
+def fresh_at(
+    frame: pd.DataFrame,
+    rows: pd.DataFrame,
+    at: datetime,
+    lag: timedelta = DEFAULT_LAG,
+    watermark: datetime | None = None,
+) -> pd.DataFrame:
+    """``frame`` with the activity features that serving would call stale at ``at`` set
+    missing (``OnlineFeatures.fresh``): a row that says until when it holds is stale once that,
+    or the stream's ``watermark`` (the offline rows are as complete as the stream), is more
+    than ``lag`` before ``at``; a row that does not say, feature by feature by its age
+    (``MAX_AGE``)."""
+    mine = rows.reindex(frame["customer_id"])
+    # No row: NaN, never stale (nothing to serve).
+    seconds = (pd.Timestamp(at) - mine["event_timestamp"]).dt.total_seconds().to_numpy()
+    valid = mine[VALID_UNTIL].to_numpy(dtype=np.float64)
+    says = ~np.isnan(valid)
+    if watermark is not None:
+        valid = np.minimum(valid, watermark.timestamp())
+    overdue = says & (valid + lag.total_seconds() < pd.Timestamp(at).timestamp())
     out = frame.copy()
     for name, limit in MAX_AGE.items():
         if limit is None or VIEW_OF[name] != ACTIVITY_VIEW or name not in out.columns:
             continue
-        stale = seconds > limit.total_seconds()
+        stale = np.where(says, overdue, seconds > limit.total_seconds())
         if stale.any():
             out[name] = out[name].to_numpy(dtype=np.float64)
             out.loc[stale, name] = np.nan
@@ -164,7 +198,15 @@ def features_at(
     entity = pd.DataFrame({"customer_id": list(customers), "event_timestamp": pd.Timestamp(at)})
     frame = historical_features(container.feature_store, entity)
     frame = frame.sort_values("customer_id", ignore_index=True)
-    return fresh_at(frame, activity_row_times(container, list(customers), at), at)
+    rows = activity_rows_at(container, list(customers), at)
+    lag = timedelta(minutes=container.settings.allowed_feature_lag_minutes)
+    marks = container.watermark_store()
+    try:
+        published = marks.read()
+    finally:
+        marks.close()
+    watermark = datetime.fromtimestamp(min(published.values()) / 1e6, UTC) if published else None
+    return fresh_at(frame, rows, at, lag, watermark)
 
 
 def _write(result: pd.DataFrame, path: Path, metadata: dict[bytes, bytes], csv: bool) -> str:

@@ -1,6 +1,12 @@
 """A batch's feature step: read the touched customers' states, fold the events in (duplicates and
 events later than the allowed lateness change nothing; late ones are counted and logged), write
-the states back atomically, then the features online, and buffer them for the offline store."""
+the states back atomically, then the features online, and buffer them for the offline store.
+
+Timers due (``advance_features``) go the same way: the customers' states are moved through the
+midnights up to their partition's watermark, and written back, online and offline like an
+event's. Either way each customer's next
+change becomes her timer (``TimerChange``), for the worker to store once the offline rows are
+durable."""
 
 from __future__ import annotations
 
@@ -11,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from feature_repo.arrival import Applied, apply_events
-from feature_repo.buckets import WindowState
-from feature_repo.windows import compute_features
+from feature_repo.buckets import DAY_US, WindowState
+from feature_repo.windows import activity_rows
 from service.adapters.features.offline import OfflineBuffer
 from service.adapters.features.writers import OnlineWriter
 from service.adapters.state import StateStore
+from service.adapters.timers import Timer, TimerChange
 from service.usecases.origin import Origin
 from service.usecases.stream_validation import Parsed
 
@@ -32,6 +39,8 @@ class FeaturesWritten:
     customers: list[str]
     as_of_us: np.ndarray
     origins: dict[str, Origin]
+    #: Each written customer's next change, under the partition of her latest event.
+    timers: list[TimerChange]
 
 
 def write_features(
@@ -68,10 +77,88 @@ def write_features(
             first[1],
         )
     written = [c for c in customers if states[c].as_of_us is not None]
+    as_of_us = _write_rows(written, states, store, online, offline)
+    timers = [_next_timer(origins[c].partition, c, states[c]) for c in written]
+    return FeaturesWritten(applied, written, as_of_us, origins, timers)
+
+
+@dataclass(frozen=True)
+class TimersFired:
+    """What a round of timers did: the customers whose features it moved (with their new row
+    times), and the timers to store."""
+
+    customers: list[str]
+    as_of_us: np.ndarray
+    timers: list[TimerChange]
+
+
+def advance_features(
+    due: list[Timer],
+    upto: dict[int, int],
+    store: StateStore,
+    online: OnlineWriter,
+    offline: OfflineBuffer,
+) -> TimersFired:
+    """Move the customers of ``due`` timers through every midnight their features change at,
+    up to their partition's watermark (``upto``, epoch µs): a row per midnight goes to the
+    offline buffer, the last one online too. A timer whose customer has no state (erased) or
+    whose features no longer change is cancelled.
+
+    Firing a timer again (its change was not stored before a crash) writes the customer's
+    current row again, as a redelivered event does. Rows of the midnights before it would be
+    lost with the buffer, so a round that moves anyone by more than one midnight makes the
+    buffer durable before it stores the states."""
+    customers = list(dict.fromkeys(t.customer for t in due))
+    blobs = store.get_many(customers)
+    states = {c: WindowState.from_bytes(b) for c, b in zip(customers, blobs, strict=True) if b}
+    until = {t.customer: upto[t.partition] for t in due}
+    written = [c for c in customers if c in states and states[c].as_of_us is not None]
+    stepping = [c for c in written if _changes_by(states[c], until[c])]
+    steps = 0
+    while stepping:
+        for customer in stepping:
+            states[customer].advance_to(states[customer].next_change_us() or 0)
+        steps += 1
+        stepping = [c for c in stepping if _changes_by(states[c], until[c])]
+        if stepping:  # a midnight before the last: offline only
+            ordered = [states[c] for c in stepping]
+            moments = np.fromiter((s.row_time_us for s in ordered), np.int64, len(ordered))
+            offline.add(stepping, moments, activity_rows(ordered))
+    if steps > 1:
+        offline.flush()
+    as_of_us = _write_rows(written, states, store, online, offline)
+    changes = []
+    for timer in due:
+        mine = states.get(timer.customer)
+        change = None if mine is None else mine.next_change_us()
+        changes.append(TimerChange(timer.partition, timer.customer, change, timer.due_us))
+    return TimersFired(written, as_of_us, changes)
+
+
+def _write_rows(
+    written: list[str],
+    states: dict[str, WindowState],
+    store: StateStore,
+    online: OnlineWriter,
+    offline: OfflineBuffer,
+) -> np.ndarray:
+    """Write the customers' states back (atomically), then their rows online and to the offline
+    buffer, each as of its row time (returned, epoch µs)."""
     store.put_many({c: states[c].to_bytes() for c in written})
     ordered = [states[c] for c in written]
-    matrix = compute_features(ordered)
-    as_of_us = np.fromiter((s.as_of_us for s in ordered), np.int64, len(ordered))
+    matrix = activity_rows(ordered)
+    as_of_us = np.fromiter((s.row_time_us for s in ordered), np.int64, len(ordered))
     online.write(written, as_of_us, matrix)
     offline.add(written, as_of_us, matrix)
-    return FeaturesWritten(applied, written, as_of_us, origins)
+    return as_of_us
+
+
+def _changes_by(state: WindowState, moment_us: int) -> bool:
+    change = state.next_change_us()
+    return change is not None and change <= moment_us
+
+
+def _next_timer(partition: int, customer: str, state: WindowState) -> TimerChange:
+    row = state.row_time_us or 0
+    # With no next change, any timer up to the midnight after her row time is obsolete.
+    return TimerChange(partition, customer, state.next_change_us(), (row // DAY_US + 1) * DAY_US)

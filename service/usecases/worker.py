@@ -21,28 +21,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-
-import numpy as np
 
 from consent.stores.erasure import ErasureRegister
 from consent.stores.registry import ConsentRegistry
-from feature_repo.arrival import DEFAULT_LATENESS_US
+from feature_repo.arrival import DEFAULT_LATENESS_US, epoch_micros
+from feature_repo.buckets import DAY_US
 from feature_repo.events import ConsentChangedEvent, Event, TimeBounds
 from service.adapters.deadletter import is_dependency_failure
 from service.adapters.features.offline import OfflineBuffer
 from service.adapters.features.writers import OnlineWriter
 from service.adapters.metrics import StreamMetrics
 from service.adapters.state import StateStore
+from service.adapters.timers import Timer, TimerChange
 from service.adapters.transport import Consumer, Producer, Record
 from service.usecases.consent_writes import stream_entries
 from service.usecases.origin import Origin
 from service.usecases.stream_dead_letters import DeadLetterOutbox
 from service.usecases.stream_erasure import ErasedOnStream
-from service.usecases.stream_features import write_features
+from service.usecases.stream_features import advance_features, write_features
 from service.usecases.stream_isolation import isolated
+from service.usecases.stream_stats import WorkerStats, count_batch
+from service.usecases.stream_timers import StreamTimers
 from service.usecases.stream_validation import Parsed, parse_records
 
 log = logging.getLogger(__name__)
@@ -71,38 +72,6 @@ def _backoff(attempt: int) -> float:
     return min(0.5 * 2.0**attempt, 8.0)
 
 
-@dataclass
-class WorkerStats:
-    events: int = 0
-    duplicates: int = 0
-    late: int = 0
-    dead_letters: int = 0
-    #: Records a replay met again that were dead-lettered before (not written twice).
-    dead_letters_known: int = 0
-    batches: int = 0
-    feature_rows: int = 0
-    commits: int = 0
-    consents: int = 0
-    erased: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def as_dict(self) -> dict[str, float]:
-        elapsed = time.monotonic() - self.started
-        return {
-            "events": self.events,
-            "duplicates": self.duplicates,
-            "late": self.late,
-            "dead_letters": self.dead_letters,
-            "dead_letters_known": self.dead_letters_known,
-            "batches": self.batches,
-            "feature_rows": self.feature_rows,
-            "commits": self.commits,
-            "consents": self.consents,
-            "erased": self.erased,
-            "events_per_second": round(self.events / elapsed, 1) if elapsed > 0 else 0.0,
-        }
-
-
 class StreamWorker:
     def __init__(
         self,
@@ -115,10 +84,11 @@ class StreamWorker:
         lateness_us: int = DEFAULT_LATENESS_US,
         metrics: StreamMetrics | None = None,
         consents: ConsentRegistry | None = None,
-        on_features: Callable[[dict[str, Origin]], None] | None = None,
+        on_features: Callable[[Mapping[str, Origin | None]], None] | None = None,
         erasures: ErasureRegister | None = None,
         time_bounds: TimeBounds | None = None,
         dead_marks: StateStore | None = None,
+        timers: StreamTimers | None = None,
     ) -> None:
         #: Customers who were erased: their events are dropped.
         self.erased = ErasedOnStream(erasures)
@@ -141,6 +111,9 @@ class StreamWorker:
         self.backoff: Callable[[int], float] = _backoff
         #: Events dated outside these bounds of the server's clock are dead-lettered.
         self.time_bounds = time_bounds or TimeBounds()
+        #: Each customer's next change with no new event (None: features move only with
+        #: events, as before timers).
+        self.timers = timers
         self._pending: list[Record] = []  # processed, not yet committed (last per partition)
         self._last_flush = time.monotonic()
         self._last_lag = 0.0
@@ -176,9 +149,88 @@ class StreamWorker:
             items, self.states, self.online, self.offline, self.lateness_us, self.time_bounds.ahead
         )
         applied, written = done.applied, done.customers
-        self._count(applied.applied, applied.duplicates, applied.late, len(written), done.as_of_us)
+        count_batch(self.stats, self.metrics, applied, len(written), done.as_of_us)
+        if self.timers is not None:
+            self.timers.note(done.timers)
+            for item in items:
+                self.timers.observe(item.record.partition, epoch_micros(item.event.occurred_at))
         if self.on_features is not None and written:
             self.on_features({c: done.origins[c] for c in written if c in done.origins})
+
+    # --- timers ----------------------------------------------------------------------------
+    def fire_timers(self, force: bool = False) -> int:
+        """Fire the timers due on this worker's partitions (a bounded round): the customers'
+        features move through their midnights by the event path's writes. A dependency's
+        failure leaves them due for the next round; a customer whose state cannot be advanced
+        is logged and her timer tried again at the next midnight (her next event arms it anew),
+        so she cannot stop the others. ``force``: look now, not at the next check."""
+        if self.timers is None:
+            return 0
+        partitions = self.consumer.partitions()
+        due = self.timers.due(partitions, force)
+        if not due:
+            return 0
+        upto = self.timers.owned(partitions)
+        try:
+            self._advance(due, upto)
+        except Exception as error:
+            if is_dependency_failure(error):
+                log.warning("timers not fired, tried again next round: %s", error)
+                return 0
+            for timer in due:
+                self._advance_alone(timer, upto)
+        if self.metrics:
+            self.metrics.timer_lag.set(max(upto[due[0].partition] - due[0].due_us, 0) / 1e6)
+        return len(due)
+
+    def _fire_all_due(self) -> None:
+        """Caught up: every timer due by now is fired (the ones the last batches armed are
+        stored first), so a run that ends leaves every customer's row as of now."""
+        self.flush_and_commit()
+        while self.fire_timers(force=True):
+            self.flush_and_commit()
+        if self.timers is not None:
+            self.timers.publish(self.consumer.partitions(), force=True)
+
+    def _advance(self, due: list[Timer], upto: dict[int, int]) -> None:
+        assert self.timers is not None
+        # An erased customer's timer is only cancelled: nothing of hers is written again.
+        gone = self.erased.current().among(t.customer for t in due)
+        if gone:
+            self.timers.note(
+                [
+                    TimerChange(t.partition, t.customer, None, t.due_us)
+                    for t in due
+                    if t.customer in gone
+                ]
+            )
+            due = [t for t in due if t.customer not in gone]
+        fired = advance_features(due, upto, self.states, self.online, self.offline)
+        self.timers.note(fired.timers)
+        self.stats.timers_fired += len(due)
+        self.stats.feature_rows += len(fired.customers)
+        if self.metrics:
+            cancelled = sum(1 for t in fired.timers if t.due_us is None)
+            self.metrics.timers.labels("advanced").inc(len(due) - cancelled)
+            self.metrics.timers.labels("cancelled").inc(cancelled)
+            self.metrics.feature_rows.inc(len(fired.customers))
+        if self.on_features is not None and fired.customers:
+            self.on_features(dict.fromkeys(fired.customers))
+
+    def _advance_alone(self, timer: Timer, upto: dict[int, int]) -> None:
+        assert self.timers is not None
+        try:
+            self._advance([timer], upto)
+        except Exception:
+            if self.metrics:
+                self.metrics.timers.labels("failed").inc()
+            log.exception(
+                "the timer of %r could not be fired; tried again tomorrow", timer.customer
+            )
+            # At the next midnight the partition reaches: once a day, however far behind.
+            tomorrow = (upto[timer.partition] // DAY_US + 1) * DAY_US
+            later = TimerChange(timer.partition, timer.customer, tomorrow)
+            self.timers.note([later])
 
     # --- dead letters, and erased customers' records (dropped, never dead-lettered) ----------
     def _dead_letter(self, record: Record, error: str, reason: str) -> None:
@@ -210,22 +262,6 @@ class StreamWorker:
             raise RuntimeError("consent events on the stream but no consent registry is wired")
         self.stats.consents += self.consents.record(entries)
 
-    def _count(
-        self, applied: int, duplicates: int, late: int, rows: int, as_of_us: np.ndarray
-    ) -> None:
-        self.stats.events += applied
-        self.stats.duplicates += duplicates
-        self.stats.late += late
-        self.stats.feature_rows += rows
-        if self.metrics:
-            self.metrics.events.labels("applied").inc(applied)
-            self.metrics.events.labels("duplicate").inc(duplicates)
-            self.metrics.events.labels("late").inc(late)
-            self.metrics.feature_rows.inc(rows)
-            now_us = time.time() * 1e6
-            for age in (now_us - as_of_us[-100:]) / 1e6:  # a sample keeps this cheap
-                self.metrics.freshness.observe(max(age, 0.0))
-
     # --- durability -----------------------------------------------------------------------
     def flush_and_commit(self) -> None:
         """Write the dead letters (acknowledged) and the offline buffer durably, then commit
@@ -236,6 +272,8 @@ class StreamWorker:
             if self.metrics:
                 self.metrics.events.labels("dead_letter").inc(sent)
         self.offline.flush()
+        if self.timers is not None:
+            self.timers.store()  # the rows they cover are durable now
         self._last_flush = time.monotonic()
         if not self._pending:
             return
@@ -293,10 +331,16 @@ class StreamWorker:
                 if records:
                     self._process_retrying(records)
                     last_record = now
+                elif self.timers is not None:
+                    self.timers.caught_up(self.consumer.partitions())
+                self.fire_timers()
+                if self.timers is not None:
+                    self.timers.publish(self.consumer.partitions())
                 self._maybe_flush()
                 self._maybe_measure_lag()
                 if not records and idle_exit_s is not None:
                     if last_record is not None and now - last_record >= idle_exit_s:
+                        self._fire_all_due()
                         break
                     if last_record is None and now - started >= first_record_timeout_s:
                         break
@@ -323,7 +367,17 @@ class StreamWorker:
                 if self.stopping.wait(self.backoff(attempt)):
                     raise
 
+    def reset_state(self) -> None:
+        """Forget every customer's state and timers (a replay rebuilds them)."""
+        self.states.clear()
+        if self.timers is not None:
+            self.timers.index.clear()
+
     def close(self) -> None:
         self.consumer.close()
         self.dead_letters.close()
         self.states.close()
+        if self.timers is not None:
+            self.timers.index.close()
+            if self.timers.sink is not None:
+                self.timers.sink.close()

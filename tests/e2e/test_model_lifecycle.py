@@ -209,10 +209,10 @@ def test_training_rows_hold_the_features_as_of_their_snapshot(state) -> None:
     events = pq.read_table(sorted((bank_dir / "events").glob("*.parquet")))
     ((_, rows),) = history(events, [moment])
     expected = rows.to_pandas().set_index("customer_id")
-    # Customers with events in the last step get a new row at this snapshot; the others keep
-    # their previous one, as the stream keeps a quiet customer's features.
-    active = expected.index[expected["event_timestamp"] >= moment - pd.Timedelta(days=7)]
-    shared = at.index.intersection(active)
+    # Every customer with anything inside the windows gets a row at this snapshot, exact as of
+    # it, as the stream's timers keep a quiet customer's features.
+    assert (expected["event_timestamp"] == moment).all()
+    shared = at.index.intersection(expected.index)
     assert len(shared) > 0.9 * len(at)
     names = list(FEATURE_NAMES)
     np.testing.assert_allclose(

@@ -25,11 +25,12 @@ from consent.rules.chain import mentions
 from consent.rules.model import ConsentGiven, is_operation
 from consent.rules.vocabulary import ANY_CHANNEL
 from consent.stores.customers import from_extract
+from feature_repo.activity import FEATURE_NAMES, VALID_UNTIL
 from service.bootstrap import Container
 from service.entrypoints.cli import main
 from service.usecases import pipeline
 from service.usecases.decision_messages import DecideForCustomer
-from service.usecases.scoring import batch_score
+from service.usecases.scoring import batch_score, eligible
 from tests.conftest import make_settings
 from training.bank.in_memory import Bank, generate
 from training.bank.spec import BankSpec, busy_housing_market
@@ -221,15 +222,33 @@ def _on_table(container: Container) -> str:
 
 def test_batch_scores_equal_the_decision_paths_at_the_same_moment(trained, tmp_path) -> None:
     """Same customers, same moment: the batch list's score and the score the decision path
-    (the API's) gives. Both read the same feature row; serving treats a feature older than its
-    allowed age as missing, and so does batch scoring at its scoring time."""
+    (the API's) gives. Both read the same feature row; serving treats a stale feature as
+    missing, and so does batch scoring at its scoring time."""
     container, _bank = trained
     out = tmp_path / "now.parquet"
+    eligible_now = eligible(container, datetime.now(UTC), datetime.now(UTC)).customers
+    every = eligible_now[:: max(1, len(eligible_now) // 60)]
+    # A few rows overdue, online and offline alike: due to change half an hour ago (a timer
+    # that did not fire), so stale on both paths.
+    overdue = every[:: max(1, len(every) // 6)]
+    moment = datetime.now(UTC)
+    rows = pd.DataFrame(
+        [
+            {
+                "customer_id": c,
+                "event_timestamp": moment - timedelta(seconds=30),
+                **{n: container.features.read(c).values[n] for n in FEATURE_NAMES},
+                VALID_UNTIL: (moment - timedelta(minutes=30)).timestamp(),
+            }
+            for c in overdue
+        ]
+    )
+    container.features.write(rows)
     at = datetime.now(UTC)
     batch_score(container, out, at)
     batch = pq.read_table(out).to_pandas().set_index("customer_id")["score_mortgage"]
     assert len(batch) > 100
-    customers = list(batch.index[:: max(1, len(batch) // 60)])
+    customers = [c for c in every if c in batch.index]
     online, stale = {}, 0
     for customer in customers:
         record = container.decisions.decide(DecideForCustomer(customer, "mobile_app")).record
@@ -237,8 +256,8 @@ def test_batch_scores_equal_the_decision_paths_at_the_same_moment(trained, tmp_p
         online[customer] = candidate.score
         read = container.features.read(customer)
         stale += bool(read.fresh(at)[1])
-    # Customers whose features have aged past their limits are among them: the case where the
-    # two paths used to differ (the offline row used as is, the online one fresh-filtered).
+    # Customers whose rows are overdue are among them: the case where the two paths used to
+    # differ (the offline row used as is, the online one fresh-filtered).
     assert stale >= 3, stale
     compared = pd.DataFrame({"batch": batch.loc[customers], "online": pd.Series(online)})
     assert compared["online"].notna().all()

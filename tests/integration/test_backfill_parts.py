@@ -12,6 +12,7 @@ import pytest
 from training.backfill import write_history
 from training.bank.in_memory import generate
 from training.bank.spec import BankSpec
+from training.trainset import END_OF_DAY
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def bank():
 
 
 def test_written_parts_hold_every_row_and_a_rerun_replaces_them(bank, tmp_path: Path) -> None:
-    snapshots = [bank.spec.start + timedelta(days=d) for d in (10, 20)]
+    snapshots = [bank.spec.start + timedelta(days=d) - END_OF_DAY for d in (10, 20)]
     rows = write_history(bank.tables["events"], snapshots, tmp_path)
     assert write_history(bank.tables["events"], snapshots, tmp_path) == rows
     parts = sorted(tmp_path.glob("*.parquet"))

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from consent.rules.simulate import replay
 from consent.stores.erasure import REF_PREFIX, candidate_ids
 from consent.stores.tables import audit_log, erasure_register
-from feature_repo.activity import FEATURE_NAMES
+from feature_repo.activity import ACTIVITY_FIELDS
 from feature_repo.definitions import ACTIVITY_VIEW
 from service.adapters.erasure_purge import ERASED_MARKER, naming, purge_offline, redact_local_log
 from service.adapters.features.offline import OfflineBuffer
@@ -151,7 +151,7 @@ def test_erasure_removes_the_customers_offline_feature_rows(embedded) -> None:
     buffer = OfflineBuffer(embedded.store_location)
     stamps = np.array([1_700_000_000_000_000, 1_700_000_100_000_000], np.int64)
     for _ in range(2):
-        buffer.add([GONE, KEPT], stamps, np.ones((2, len(FEATURE_NAMES))))
+        buffer.add([GONE, KEPT], stamps, np.ones((2, len(ACTIVITY_FIELDS))))
         buffer.flush()
     folder = embedded.store_location.offline_dir / ACTIVITY_VIEW
     assert purge_offline(embedded.store_location, GONE) == 2
@@ -165,7 +165,7 @@ def test_an_erasure_reports_its_purges(embedded) -> None:
     producer.send(embedded.settings.topic(DLQ_TOPIC), None, json.dumps({"key": GONE}).encode())
     producer.flush()
     buffer = OfflineBuffer(embedded.store_location)
-    buffer.add([GONE], np.array([1_700_000_000_000_000]), np.ones((1, len(FEATURE_NAMES))))
+    buffer.add([GONE], np.array([1_700_000_000_000_000]), np.ones((1, len(ACTIVITY_FIELDS))))
     buffer.flush()
     erased = erase_customer(embedded, GONE, "test:someone")
     assert (erased.dead_letters, erased.offline_rows) == (1, 1)

@@ -1,6 +1,7 @@
-"""Stale data is never used silently: features older than their allowed age are served as
-missing, the actions that depend on them are withheld with FEATURES_STALE, and the record keeps
-every feature's age."""
+"""Stale data is never used silently: features the pipeline has not kept up to date are served
+as missing, the actions that depend on them are withheld with FEATURES_STALE, and the record
+keeps every feature's age. A row that says until when it holds (the stream's timers keep it
+exact) is stale only when the pipeline is behind; a row that does not say, by its age."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ from feature_repo.definitions import MAX_AGE
 from service.usecases.decision_messages import DecideForCustomer
 from tests.doubles import GOOD_STANDING, EveryoneEngaged, decision_service, grant_all
 
+#: A row that holds until the customer's next event (the double's way of saying inf).
+INF = timedelta.max
 
-def _decide(embedded, age: timedelta):
-    service = decision_service(embedded.engine, EveryoneEngaged(age))
+
+def _decide(
+    embedded,
+    age: timedelta,
+    valid_for: timedelta | None = None,
+    behind: timedelta | None = None,
+):
+    service = decision_service(embedded.engine, EveryoneEngaged(age, valid_for, behind))
     service.directory.upsert([KnownCustomer("F1", "HF1", None, GOOD_STANDING)])
     grant_all(service.registry, "F1", "mobile_app")
     return service.decide(DecideForCustomer("F1", "mobile_app"))
@@ -67,3 +76,33 @@ def test_a_row_a_moment_ahead_reads_as_a_moment_old(embedded) -> None:
     assert "mortgage_consultation" in record.delivered
     ages = {name: read.age_seconds for read in record.features for name in read.values}
     assert 0 <= ages["property_views_7d"] < 60
+
+
+def test_a_quiet_customers_exact_row_is_fresh_however_old(embedded) -> None:
+    # Her last event was 40 days ago and nothing is inside the windows any more: the row holds
+    # until her next event, and the stream is up to date.
+    record = _decide(embedded, timedelta(days=40), INF, behind=timedelta(seconds=3)).record
+    assert "mortgage_consultation" in record.delivered
+    assert "FEATURES_STALE" not in record.reason_codes
+
+
+def test_a_row_past_its_next_change_beyond_the_lag_is_stale(embedded) -> None:
+    # Written ten hours ago, due to change after six: a timer that did not fire.
+    record = _decide(embedded, timedelta(hours=10), timedelta(hours=6)).record
+    assert "FEATURES_STALE" in record.reason_codes
+    # Within the allowed lag (15 minutes) of its change: a midnight's timers still firing.
+    record = _decide(embedded, timedelta(hours=10), timedelta(hours=9, minutes=50)).record
+    assert "mortgage_consultation" in record.delivered
+
+
+def test_a_stream_behind_the_clock_makes_every_activity_row_stale(embedded) -> None:
+    record = _decide(embedded, timedelta(hours=1), INF, behind=timedelta(minutes=20)).record
+    assert "FEATURES_STALE" in record.reason_codes
+    assert not any(c.delivered for c in record.candidates if c.kind == "sales")
+    record = _decide(embedded, timedelta(hours=1), INF, behind=timedelta(minutes=10)).record
+    assert "mortgage_consultation" in record.delivered
+
+
+def test_a_row_that_says_it_holds_but_is_dated_ahead_is_stale(embedded) -> None:
+    record = _decide(embedded, timedelta(days=-2), INF).record
+    assert "FEATURES_STALE" in record.reason_codes

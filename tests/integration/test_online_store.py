@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import uvloop
 
-from feature_repo.activity import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES, VALID_UNTIL
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW
 from feature_repo.profile import PROFILE_FEATURE_NAMES, profile_rows
 from feature_repo.store import StoreLocation, open_store, redis_connection_string
@@ -146,12 +147,16 @@ def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None
     active = pd.DataFrame(rng.gamma(1.0, 50.0, (20, len(FEATURE_NAMES))), columns=FEATURE_NAMES)
     active.insert(0, "event_timestamp", as_of)
     active.insert(0, "customer_id", ids[:20])
+    # Until when each row holds: the next midnight, until the next event, or not said (null).
+    tomorrow = datetime(2026, 11, 29, tzinfo=UTC).timestamp()
+    active[VALID_UNTIL] = [tomorrow, math.inf, math.nan, tomorrow, math.nan] * 4
     features.store.write_to_online_store(ACTIVITY_VIEW, active.iloc[:10])  # Feast's own write
     features.write(active.iloc[10:])
     customers = [*ids[5:25], "C-nobody"]
     for customer in customers:
         direct, sdk = features.read(customer), features.read_through_sdk(customer)
         assert direct.values == sdk.values, customer
+        assert direct.valid_until == sdk.valid_until, customer
         for view, moment in sdk.as_of_by_view.items():
             mine = direct.as_of_by_view[view]
             if moment is None:

@@ -21,7 +21,8 @@ from service.adapters.state import SQLiteStateStore
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC, Headers, TransportError
 from service.bootstrap import Container
 from service.usecases import pipeline
-from service.usecases.worker import StreamWorker, WorkerStats
+from service.usecases.stream_stats import WorkerStats
+from service.usecases.worker import StreamWorker
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

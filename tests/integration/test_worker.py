@@ -1,7 +1,7 @@
 """The stream worker on the embedded defaults: local event log into the Feast SQLite store."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,12 +27,16 @@ def test_online_features_equal_a_batch_recomputation_and_bad_events_reach_the_dl
     sent = pipeline.publish(embedded, records + duplicates)  # redelivered: change nothing
     assert sent == bank.summary["events"] + malformed + 50
 
-    stats = pipeline.stream_until_idle(embedded, idle_s=0.3)
+    # Now is three weeks after the bank's last day: the timers move everyone's windows on.
+    now = bank.spec.end + timedelta(days=20, hours=15)
+    clock = round(now.timestamp() * 1_000_000)
+    stats = pipeline.stream_until_idle(embedded, idle_s=0.3, clock=lambda: clock)
     assert stats.events == bank.summary["events"]
     assert stats.duplicates == 50
     assert stats.dead_letters == malformed
+    assert stats.timers_fired >= 60
 
-    expected = reference_features(parse_event(e) for e in bank.event_dicts())
+    expected = reference_features((parse_event(e) for e in bank.event_dicts()), now=now)
     for customer_id, (as_of, values) in expected.items():
         online = embedded.features.read(customer_id)
         assert online.as_of is not None

@@ -1,19 +1,22 @@
-"""The offline backfill: the rows the stream would have written, from an archive."""
+"""The offline backfill: the rows the stream would have written, from an archive, each exact as
+of its snapshot (the end of a day)."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from feature_repo.activity import FEATURE_NAMES
+from feature_repo.activity import FEATURE_NAMES, MAX_DAYS, NOT_SEEN_DAYS, VALID_UNTIL
 from feature_repo.events import parse_event
 from feature_repo.reference import reference_features
 from training.backfill import history
 from training.bank.in_memory import generate
 from training.bank.spec import BankSpec
+from training.trainset import END_OF_DAY
 
 
 @pytest.fixture(scope="module")
@@ -21,53 +24,71 @@ def bank():
     return generate(BankSpec(seed=3, customers=250, days=40))
 
 
+def _ends(bank, days: tuple[int, ...]) -> list[pd.Timestamp]:
+    """The ends of these days of the bank (the last microsecond before their midnights)."""
+    return [pd.Timestamp(bank.spec.start + timedelta(days=d)) - END_OF_DAY for d in days]
+
+
 def test_rows_equal_the_plain_recomputation_as_of_each_snapshot(bank) -> None:
+    """Every customer with anything inside the windows gets a row at each snapshot, stamped
+    with it and exact as of it (her quiet days included), saying until when it holds."""
     events = [parse_event(e) for e in bank.event_dicts()]
-    snapshots = [bank.spec.start + timedelta(days=d) for d in (5, 17, 30, 40)]
+    snapshots = _ends(bank, (5, 17, 30, 40, 75))
     produced = list(history(bank.tables["events"], snapshots))
-    assert [moment for moment, _ in produced] == [pd.Timestamp(s) for s in snapshots]
+    assert [moment for moment, _ in produced] == snapshots
     compared = 0
     for moment, table in produced:
-        expected = reference_features([e for e in events if e.occurred_at < moment])
+        expected = reference_features([e for e in events if e.occurred_at <= moment], now=moment)
         frame = table.to_pandas()
-        assert frame["event_timestamp"].max() < moment
+        assert (frame["event_timestamp"] == moment).all()
+        midnight = (moment + END_OF_DAY).timestamp()
+        assert set(frame[VALID_UNTIL]) <= {midnight, math.inf}
         for row in frame.to_dict("records"):
-            as_of, values = expected[row["customer_id"]]
-            assert row["event_timestamp"] == pd.Timestamp(as_of)
+            _row_time, values = expected[row["customer_id"]]
             for name in FEATURE_NAMES:
                 assert row[name] == pytest.approx(values[name], rel=1e-9, abs=1e-9), name
             compared += 1
+        if moment == snapshots[-1]:  # 35 days after the last event: some windows emptied
+            assert (frame[VALID_UNTIL] == midnight).all()
     assert compared > 500
 
 
-def test_a_customer_without_new_events_gets_no_new_row(bank) -> None:
+def test_rows_stop_once_nothing_is_inside_the_windows(bank) -> None:
+    """A customer with no new event still gets a row at each snapshot while her windows move
+    (the calendar changes her features), one more when the last bucket leaves the longest
+    window, and none after: that row holds until her next event."""
     events = bank.tables["events"]
     first = events["occurred_at"][0].as_py()
     cut = pd.Timestamp(first).normalize() + timedelta(days=3)
-    # Only events before the cut: the later snapshots see nothing new.
     early = events.filter(pa.compute.less(events["occurred_at"], pa.scalar(cut)))
-    produced = list(history(early, [cut, cut + timedelta(days=1), cut + timedelta(days=2)]))
-    assert [moment for moment, _ in produced] == [cut]
+    ends = [cut + timedelta(days=d) - END_OF_DAY for d in (0, 1, 50, MAX_DAYS + 3, MAX_DAYS + 9)]
+    produced = dict(history(early, ends))
+    assert sorted(produced) == ends[:4]
+    last = produced[ends[3]].to_pandas()
+    assert (last[VALID_UNTIL] == math.inf).all()
+    assert (last["days_since_login"] == NOT_SEEN_DAYS).all()
 
 
 def test_duplicates_count_once(bank) -> None:
     events = bank.tables["events"]
     doubled = pa.concat_tables([events, events.slice(0, 5000)]).sort_by("occurred_at")
-    snapshot = [bank.spec.end]
+    snapshot = [pd.Timestamp(bank.spec.end).normalize() - END_OF_DAY]
     (_, once), (_, twice) = (next(history(t, snapshot)) for t in (events, doubled))
     assert once.equals(twice)
 
 
-def test_snapshots_must_be_midnight_utc(bank) -> None:
-    with pytest.raises(ValueError, match="midnight"):
+def test_snapshots_must_be_ends_of_days_utc(bank) -> None:
+    with pytest.raises(ValueError, match="end of a day"):
         next(history(bank.tables["events"], [bank.spec.start + timedelta(hours=30)]))
+    with pytest.raises(ValueError, match="end of a day"):
+        next(history(bank.tables["events"], [bank.spec.start + timedelta(days=3)]))
 
 
 def test_partitions_give_the_same_rows_as_one_table(bank) -> None:
     events = bank.tables["events"]
     day = pa.compute.floor_temporal(events["occurred_at"], unit="day")
     parts = [events.filter(pa.compute.equal(day, d)) for d in pa.compute.unique(day)]
-    snapshots = [bank.spec.start + timedelta(days=d) for d in (9, 25, 40)]
+    snapshots = _ends(bank, (9, 25, 40))
     ids = sorted(set(bank.customers["customer_id"]))
     whole = list(history(events, snapshots))
     split = list(history(iter(parts), snapshots, ids))

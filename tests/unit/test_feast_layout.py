@@ -59,8 +59,15 @@ def _feasts(values: list[float | None]) -> list[bytes]:
     return [p.SerializeToString() for p in protos]
 
 
-@given(st.lists(st.lists(FINITE_OR_INFINITE, min_size=3, max_size=3), min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.lists(FINITE_OR_INFINITE | st.just(math.nan), min_size=3, max_size=3),
+        min_size=1,
+        max_size=20,
+    )
+)
 @example([EDGES[:3], EDGES[3:6], EDGES[6:]])
+@example([[math.nan, 1.0, math.nan]])
 def test_rows_are_stored_as_feast_stores_a_float64_feature(rows: list[list[float]]) -> None:
     encoded = encode_rows(np.array(rows, dtype=np.float64))
     assert encoded == [_feasts(list(row)) for row in rows]

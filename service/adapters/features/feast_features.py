@@ -3,21 +3,25 @@ offline, a customer's online features read, a customer's rows erased."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from feast import FeatureStore
 
-from feature_repo.activity import FEATURE_NAMES
+from feature_repo.activity import ACTIVITY_FIELDS, VALID_UNTIL
 from feature_repo.definitions import PROFILE_VIEW
 from feature_repo.profile import PROFILE_FEATURE_NAMES
 from feature_repo.store import StoreLocation
 from service.adapters.features.layout import FeastLayout
 from service.adapters.features.offline import OfflineBuffer, write_part
-from service.adapters.features.online_features import OnlineFeatures
+from service.adapters.features.online_features import DEFAULT_LAG, OnlineFeatures
 from service.adapters.features.redis_reads import RedisOnlineReads
 from service.adapters.features.sdk_reads import FeastSdkReads
 from service.adapters.features.sqlite_reads import SQLiteOnlineReads
+from service.adapters.features.watermark import PipelineWatermark
 from service.adapters.features.writers import (
     OnlineWriter,
     RedisOnlineWriter,
@@ -29,9 +33,18 @@ class FeastFeatures:
     """Reads and writes Feast's online layout directly (Redis or SQLite); ``read_through_sdk``
     is the same read through Feast, and contract tests hold the two equal."""
 
-    def __init__(self, store: FeatureStore, where: StoreLocation) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        where: StoreLocation,
+        pipeline: PipelineWatermark | None = None,
+        allowed_lag: timedelta = DEFAULT_LAG,
+    ) -> None:
         self.store = store
         self.where = where
+        #: How far the stream is processed, stamped on every read (its freshness rule).
+        self.pipeline = pipeline
+        self.allowed_lag = allowed_lag
         layout = FeastLayout(store)
         self.online: OnlineWriter
         self.reads: RedisOnlineReads | SQLiteOnlineReads
@@ -50,7 +63,9 @@ class FeastFeatures:
         customers = rows["customer_id"].tolist()
         stamps = pd.to_datetime(rows["event_timestamp"], utc=True)
         as_of_us = stamps.to_numpy(dtype="datetime64[us]").astype(np.int64)
-        matrix = rows[list(FEATURE_NAMES)].to_numpy(dtype=np.float64)
+        if VALID_UNTIL not in rows:  # rows that do not say until when they hold
+            rows = rows.assign(**{VALID_UNTIL: np.nan})
+        matrix = rows[list(ACTIVITY_FIELDS)].to_numpy(dtype=np.float64)
         self.online.write(customers, as_of_us, matrix)
         offline = OfflineBuffer(self.where)
         offline.add(customers, as_of_us, matrix)
@@ -76,7 +91,13 @@ class FeastFeatures:
     def read(self, customer_id: str) -> OnlineFeatures:
         """Every scoring feature (None when unknown) with each view's row time, in one round
         trip (Redis) or two indexed lookups (SQLite)."""
-        return self.reads.read(customer_id)
+        return self._stamped(self.reads.read(customer_id))
+
+    def _stamped(self, online: OnlineFeatures) -> OnlineFeatures:
+        """``online`` with what its freshness is judged by: the stream's watermark and the
+        allowed lag."""
+        watermark = None if self.pipeline is None else self.pipeline.current()
+        return replace(online, watermark=watermark, allowed_lag=self.allowed_lag)
 
     @property
     def asynchronous(self) -> bool:
@@ -84,7 +105,7 @@ class FeastFeatures:
         return self.reads.asynchronous
 
     async def read_async(self, customer_id: str) -> OnlineFeatures:
-        return await self.reads.read_async(customer_id)
+        return self._stamped(await self.reads.read_async(customer_id))
 
     async def close_async(self) -> None:
         """Close what ``read_async`` opened on the running event loop."""
@@ -92,4 +113,4 @@ class FeastFeatures:
 
     def read_through_sdk(self, customer_id: str) -> OnlineFeatures:
         """The same read through the Feast SDK's ``get_online_features``."""
-        return self.sdk.read(customer_id)
+        return self._stamped(self.sdk.read(customer_id))

@@ -17,13 +17,14 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from feature_repo.activity import FEATURE_NAMES
+from feature_repo.activity import ACTIVITY_FIELDS
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW
 from feature_repo.profile import PROFILE_FEATURE_NAMES
 
-#: Each view's features, in the order a decision scores them (activity, then profile).
+#: Each view's fields, in the order a decision scores them (activity, then profile); the
+#: activity row ends with until when it is exact (``VALID_UNTIL``), which no model scores.
 VIEW_FEATURES: dict[str, tuple[str, ...]] = {
-    ACTIVITY_VIEW: tuple(FEATURE_NAMES),
+    ACTIVITY_VIEW: ACTIVITY_FIELDS,
     PROFILE_VIEW: tuple(PROFILE_FEATURE_NAMES),
 }
 
@@ -81,9 +82,10 @@ TAGGED_DOUBLE = np.dtype([("tag", "u1"), ("value", "<f8")])
 
 
 def encode_rows(matrix: np.ndarray) -> list[list[bytes]]:
-    """Each row's values as Feast stores a double (a serialized ``ValueProto``). The whole
-    matrix is laid out in one array of tagged doubles and cut into values: building a message
-    per value costs the stream worker more CPU than folding the events in."""
+    """Each row's values as Feast stores a double (a serialized ``ValueProto``; a NaN as Feast
+    stores it, a null: the empty message). The whole matrix is laid out in one array of tagged
+    doubles and cut into values: building a message per value costs the stream worker more CPU
+    than folding the events in."""
     count, columns = matrix.shape
     if columns == 0:
         return [[] for _ in range(count)]
@@ -93,10 +95,13 @@ def encode_rows(matrix: np.ndarray) -> list[list[bytes]]:
     blob = tagged.tobytes()
     width = TAGGED_DOUBLE.itemsize
     row_bytes = width * columns
-    return [
+    rows = [
         [blob[at : at + width] for at in range(start, start + row_bytes, width)]
         for start in range(0, count * row_bytes, row_bytes)
     ]
+    for i, j in zip(*np.nonzero(np.isnan(matrix)), strict=True):
+        rows[i][j] = b""
+    return rows
 
 
 def encode_time(as_of_us: int) -> bytes:

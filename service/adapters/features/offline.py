@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from feature_repo.activity import FEATURE_NAMES
+from feature_repo.activity import ACTIVITY_FIELDS
 from feature_repo.definitions import ACTIVITY_VIEW
 from feature_repo.store import StoreLocation
+from feature_repo.windows import as_activity_rows
 
 
 def write_part(folder: Path, table: pa.Table, name: str | None = None) -> Path:
@@ -42,11 +43,12 @@ class OfflineBuffer:
     def add(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
         if not customers:
             return
+        matrix = as_activity_rows(matrix)
         columns: dict[str, Any] = {
             "customer_id": pa.array(customers, pa.string()),
             "event_timestamp": pa.array(as_of_us, pa.timestamp("us", tz="UTC")),
         }
-        for j, name in enumerate(FEATURE_NAMES):
+        for j, name in enumerate(ACTIVITY_FIELDS):
             columns[name] = pa.array(matrix[:, j], pa.float64())
         self._parts.append(pa.table(columns))
         self.rows += len(customers)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from feature_repo.activity import VALID_UNTIL
 from feature_repo.definitions import ACTIVITY_VIEW, MAX_AGE, SCORING_FEATURES, VIEW_OF
+
+#: The default allowed lag (``Settings.allowed_feature_lag_minutes``).
+DEFAULT_LAG = timedelta(minutes=15)
 
 
 def feature_age(moment: datetime, now: datetime) -> float:
@@ -25,6 +30,13 @@ class OnlineFeatures:
     as_of: datetime | None
     #: Each view's row time (None: no row), so every feature's age is known.
     as_of_by_view: dict[str, datetime | None] = field(default_factory=dict)
+    #: Until when the activity row is exact with no new event (epoch seconds; inf: until her
+    #: next event; None: the row does not say, as rows written before timers).
+    valid_until: float | None = None
+    #: How far the stream is processed (the oldest partition's watermark; None: unknown).
+    watermark: datetime | None = None
+    #: How far behind the stream or a row may be before the row is stale.
+    allowed_lag: timedelta = DEFAULT_LAG
 
     @classmethod
     def of_views(
@@ -36,7 +48,10 @@ class OnlineFeatures:
         """Every scoring feature in scoring order (None where ``values`` has none), with each
         view's row time (``stamps``)."""
         ordered = {name: values.get(name) for name in SCORING_FEATURES}
-        return cls(customer_id, ordered, stamps.get(ACTIVITY_VIEW), stamps)
+        valid = values.get(VALID_UNTIL)
+        if valid is not None and math.isnan(valid):  # a row that does not say (a null)
+            valid = None
+        return cls(customer_id, ordered, stamps.get(ACTIVITY_VIEW), stamps, valid)
 
     @property
     def known(self) -> bool:
@@ -48,12 +63,24 @@ class OnlineFeatures:
         return None if moment is None else feature_age(moment, now)
 
     def fresh(self, now: datetime) -> tuple[dict[str, float | None], frozenset[str]]:
-        """The values with every feature older than its allowed age (``MAX_AGE``) treated as
-        missing, and the names of those stale features: stale data is never used silently."""
+        """The values with every stale feature treated as missing, and the names of those
+        features: stale data is never used silently.
+
+        An activity row that says until when it holds is stale only when the pipeline is
+        behind: the row's next change (a midnight) or the stream's watermark is more than the
+        allowed lag before ``now``, or the row is from beyond ``now`` by more than that. A
+        quiet customer's row is exact, however old. A row that does not say (written before
+        timers) is judged by its age, feature by feature (``MAX_AGE``)."""
         stale: set[str] = set()
         for view, moment in self.as_of_by_view.items():
+            if moment is None:
+                continue
+            if view == ACTIVITY_VIEW and self.valid_until is not None:
+                if self._behind(moment, now):
+                    stale.update(n for n in _VIEW_NAMES[view] if n in self.values)
+                continue
             limits = _LIMITS.get(view)
-            if moment is None or not limits:
+            if not limits:
                 continue
             age = feature_age(moment, now)
             # The view's features whose allowed age is under this row's age.
@@ -62,6 +89,16 @@ class OnlineFeatures:
         if not stale:
             return self.values, frozenset()
         return {k: None if k in stale else v for k, v in self.values.items()}, frozenset(stale)
+
+    def _behind(self, moment: datetime, now: datetime) -> bool:
+        lag = self.allowed_lag.total_seconds()
+        at = now.timestamp()
+        valid = self.valid_until if self.valid_until is not None else math.inf
+        if moment.timestamp() > at + lag:
+            return True
+        if self.watermark is not None:
+            valid = min(valid, self.watermark.timestamp())
+        return valid + lag < at
 
 
 def _limits() -> dict[str, tuple[list[float], list[str]]]:
@@ -77,3 +114,6 @@ def _limits() -> dict[str, tuple[list[float], list[str]]]:
 
 
 _LIMITS = _limits()
+_VIEW_NAMES: dict[str, tuple[str, ...]] = {
+    ACTIVITY_VIEW: tuple(n for n in SCORING_FEATURES if VIEW_OF[n] == ACTIVITY_VIEW)
+}

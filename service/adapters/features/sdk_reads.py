@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from feast import FeatureStore
 
+from feature_repo.activity import VALID_UNTIL
 from feature_repo.definitions import ACTIVITY_SERVICE, SCORING_FEATURES
 from service.adapters.features.layout import VIEW_FEATURES
 from service.adapters.features.online_features import OnlineFeatures
@@ -26,11 +27,13 @@ class FeastSdkReads:
         response = self.store.get_online_features(
             features=self._service, entity_rows=[{"customer_id": customer_id}]
         ).to_dict(include_event_timestamps=True)
-        values = {name: response[name][0] for name in SCORING_FEATURES}
+        values = {name: response[name][0] for name in (*SCORING_FEATURES, VALID_UNTIL)}
         # Feast reports each feature's event time as epoch seconds, 0 when it has no value.
         stamps: dict[str, datetime | None] = {}
         for view, names in VIEW_FEATURES.items():
-            oldest = min(response[f"{name}__ts"][0] or 0 for name in names)
+            # Until when a row holds is no feature, and may be null where the features are not.
+            scored = (name for name in names if name != VALID_UNTIL)
+            oldest = min(response[f"{name}__ts"][0] or 0 for name in scored)
             stamps[view] = datetime.fromtimestamp(oldest, UTC) if oldest > 0 else None
         return OnlineFeatures.of_views(customer_id, values, stamps)
 

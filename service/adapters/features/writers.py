@@ -3,6 +3,7 @@ and direct writes of Feast's layout for Redis and SQLite, the stream's hot path.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -13,15 +14,17 @@ from feast import FeatureStore
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
-from feature_repo.activity import FEATURE_NAMES
+from feature_repo.activity import ACTIVITY_FIELDS
 from feature_repo.definitions import ACTIVITY_VIEW
+from feature_repo.windows import as_activity_rows
 from service.adapters.features.layout import FeastLayout, encode_rows, encode_time
 
 
 class OnlineWriter(Protocol):
     def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
-        """Each customer's activity row (``matrix``: one row per customer, ``FEATURE_NAMES``
-        columns) as of its time in microseconds since the epoch."""
+        """Each customer's activity row (``matrix``: one row per customer, ``ACTIVITY_FIELDS``
+        columns, or the features alone: see ``as_activity_rows``) as of its time in
+        microseconds since the epoch."""
         ...
 
     def erase(self, customer_id: str) -> None:
@@ -39,7 +42,8 @@ class SdkOnlineWriter:
     def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
         if not customers:
             return
-        frame = pd.DataFrame(matrix, columns=list(FEATURE_NAMES))
+        matrix = as_activity_rows(matrix)
+        frame = pd.DataFrame(matrix, columns=list(ACTIVITY_FIELDS))
         frame.insert(0, "event_timestamp", pd.to_datetime(as_of_us, unit="us", utc=True))
         frame.insert(0, "customer_id", customers)
         self.store.write_to_online_store(ACTIVITY_VIEW, frame)
@@ -55,12 +59,13 @@ class RedisOnlineWriter:
         assert isinstance(online, RedisOnlineStore)
         self._client: Any = online._get_client(store.config.online_store)
         self._layout = layout
-        self._fields = [layout.redis_field(ACTIVITY_VIEW, name) for name in FEATURE_NAMES]
+        self._fields = [layout.redis_field(ACTIVITY_VIEW, name) for name in ACTIVITY_FIELDS]
         self._time_field = layout.redis_time_field(ACTIVITY_VIEW)
 
     def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
         if not customers:
             return
+        matrix = as_activity_rows(matrix)
         rows = encode_rows(matrix)
         with self._client.pipeline(transaction=False) as pipe:
             for customer, at, values in zip(customers, as_of_us.tolist(), rows, strict=True):
@@ -94,15 +99,17 @@ class SQLiteOnlineWriter:
     def write(self, customers: list[str], as_of_us: np.ndarray, matrix: np.ndarray) -> None:
         if not customers:
             return
-        rows: list[tuple[bytes, str, bytes, str, datetime, None]] = []
+        matrix = as_activity_rows(matrix)
+        # A null (NaN) has no text, as Feast writes it.
+        rows: list[tuple[bytes, str, bytes, str | None, datetime, None]] = []
         for customer, at, values, numbers in zip(
             customers, as_of_us.tolist(), encode_rows(matrix), matrix.tolist(), strict=True
         ):
             key = self._layout.entity_key(customer)
             stamp = datetime.fromtimestamp(at / 1e6, UTC).replace(tzinfo=None)
             rows.extend(
-                (key, name, blob, str(number), stamp, None)
-                for name, blob, number in zip(FEATURE_NAMES, values, numbers, strict=True)
+                (key, name, blob, None if math.isnan(number) else str(number), stamp, None)
+                for name, blob, number in zip(ACTIVITY_FIELDS, values, numbers, strict=True)
             )
         with self._conn:
             self._conn.executemany(self._sql, rows)

@@ -68,7 +68,7 @@ def stream(
     worker = container.worker(runner)
     worker.stopping = stopping
     if reset_state:
-        worker.states.clear()
+        worker.reset_state()
     if from_offset is not None or from_time is not None:
         stamp = None if from_time is None else int(from_time.replace(tzinfo=UTC).timestamp() * 1000)
         worker.consumer.replay_from(from_offset, stamp)
