@@ -158,8 +158,10 @@ def _producing(container: Container, bootstrap: str, records, seconds: float) ->
 
 
 def _drain_and_check(container: Container, env, records, malformed: int, bootstrap: str) -> None:
-    """Run a worker until the topic is drained, then compare everything with the reference."""
-    final = _worker(env, idle=6)
+    """Run a worker until the topic is drained, then compare everything with the reference.
+    It stays idle longer than the group's session timeout: the partitions of killed workers
+    come to it, and with them their timers, which it fires before it leaves."""
+    final = _worker(env, idle=15)
     _out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err[-3000:]
     _check(container, records, malformed, bootstrap)
