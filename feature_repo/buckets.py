@@ -24,7 +24,7 @@ class WindowState:
     event time, the time her features were last advanced to by a timer, and the event ids seen
     within the allowed lateness."""
 
-    #: The customer's latest event time (what lateness is measured from).
+    #: The customer's latest event time: the allowed lateness counts back from it.
     as_of_us: int | None = None
     days: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     measures: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
@@ -48,17 +48,13 @@ class WindowState:
             return None
         return self.as_of_us if self.clock_us is None else max(self.as_of_us, self.clock_us)
 
-    def advance_to(self, moment_us: int) -> bool:
+    def advance_to(self, moment_us: int) -> None:
         """Move her features to the start of ``moment_us``'s day, if that is later than her row
-        time's day (True: they moved)."""
+        time's day."""
         row = self.row_time_us
-        if row is None:
-            return False
         day = moment_us // DAY_US
-        if day <= row // DAY_US:
-            return False
-        self.clock_us = day * DAY_US
-        return True
+        if row is not None and day > row // DAY_US:
+            self.clock_us = day * DAY_US
 
     def next_change_us(self) -> int | None:
         """The next moment her features change with no new event: the next midnight (UTC),

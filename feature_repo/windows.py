@@ -23,13 +23,12 @@ def compute_features(states: list[WindowState]) -> np.ndarray:
     return features_from_buckets(rows, days, measures, values, today)
 
 
-def activity_rows(states: list[WindowState]) -> np.ndarray:
+def activity_rows(states: list[WindowState], changes: list[int | None]) -> np.ndarray:
     """Activity rows [customer, ``ACTIVITY_FIELDS``]: the features, then until when each row is
-    exact with no new event (epoch seconds; inf: until her next event)."""
-    matrix = compute_features(states)
-    changes = [s.next_change_us() for s in states]
+    exact with no new event: her next change (``WindowState.next_change_us``, given), in epoch
+    seconds (inf: until her next event)."""
     valid = np.array([np.inf if c is None else c / 1e6 for c in changes], np.float64)
-    return np.column_stack([matrix, valid]) if len(states) else np.zeros((0, len(FEATURES) + 1))
+    return np.column_stack([compute_features(states), valid])
 
 
 def as_activity_rows(matrix: np.ndarray) -> np.ndarray:

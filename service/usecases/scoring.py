@@ -200,12 +200,8 @@ def features_at(
     frame = frame.sort_values("customer_id", ignore_index=True)
     rows = activity_rows_at(container, list(customers), at)
     lag = timedelta(minutes=container.settings.allowed_feature_lag_minutes)
-    marks = container.watermark_store()
-    try:
-        published = marks.read()
-    finally:
-        marks.close()
-    watermark = datetime.fromtimestamp(min(published.values()) / 1e6, UTC) if published else None
+    pipeline = container.features.pipeline
+    watermark = None if pipeline is None else pipeline.current()
     return fresh_at(frame, rows, at, lag, watermark)
 
 

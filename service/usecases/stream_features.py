@@ -4,9 +4,8 @@ the states back atomically, then the features online, and buffer them for the of
 
 Timers due (``advance_features``) go the same way: the customers' states are moved through the
 midnights up to their partition's watermark, and written back, online and offline like an
-event's. Either way each customer's next
-change becomes her timer (``TimerChange``), for the worker to store once the offline rows are
-durable."""
+event's. Either way each customer's next change becomes her timer (``TimerChange``), for the
+worker to store once the offline rows are durable."""
 
 from __future__ import annotations
 
@@ -77,8 +76,12 @@ def write_features(
             first[1],
         )
     written = [c for c in customers if states[c].as_of_us is not None]
-    as_of_us = _write_rows(written, states, store, online, offline)
-    timers = [_next_timer(origins[c].partition, c, states[c]) for c in written]
+    changes = [states[c].next_change_us() for c in written]
+    as_of_us = _write_rows(written, states, changes, store, online, offline)
+    timers = [
+        _next_timer(origins[c].partition, c, states[c], change)
+        for c, change in zip(written, changes, strict=True)
+    ]
     return FeaturesWritten(applied, written, as_of_us, origins, timers)
 
 
@@ -113,52 +116,53 @@ def advance_features(
     states = {c: WindowState.from_bytes(b) for c, b in zip(customers, blobs, strict=True) if b}
     until = {t.customer: upto[t.partition] for t in due}
     written = [c for c in customers if c in states and states[c].as_of_us is not None]
-    stepping = [c for c in written if _changes_by(states[c], until[c])]
+    nexts = {c: states[c].next_change_us() for c in written}
+    stepping = [c for c in written if _due_by(nexts[c], until[c])]
     steps = 0
     while stepping:
         for customer in stepping:
-            states[customer].advance_to(states[customer].next_change_us() or 0)
+            states[customer].advance_to(nexts[customer] or 0)
+            nexts[customer] = states[customer].next_change_us()
         steps += 1
-        stepping = [c for c in stepping if _changes_by(states[c], until[c])]
+        stepping = [c for c in stepping if _due_by(nexts[c], until[c])]
         if stepping:  # a midnight before the last: offline only
             ordered = [states[c] for c in stepping]
             moments = np.fromiter((s.row_time_us for s in ordered), np.int64, len(ordered))
-            offline.add(stepping, moments, activity_rows(ordered))
+            offline.add(stepping, moments, activity_rows(ordered, [nexts[c] for c in stepping]))
     if steps > 1:
         offline.flush()
-    as_of_us = _write_rows(written, states, store, online, offline)
-    changes = []
-    for timer in due:
-        mine = states.get(timer.customer)
-        change = None if mine is None else mine.next_change_us()
-        changes.append(TimerChange(timer.partition, timer.customer, change, timer.due_us))
-    return TimersFired(written, as_of_us, changes)
+    as_of_us = _write_rows(written, states, [nexts[c] for c in written], store, online, offline)
+    timers = [TimerChange(t.partition, t.customer, nexts.get(t.customer), t.due_us) for t in due]
+    return TimersFired(written, as_of_us, timers)
 
 
 def _write_rows(
     written: list[str],
     states: dict[str, WindowState],
+    changes: list[int | None],
     store: StateStore,
     online: OnlineWriter,
     offline: OfflineBuffer,
 ) -> np.ndarray:
     """Write the customers' states back (atomically), then their rows online and to the offline
-    buffer, each as of its row time (returned, epoch µs)."""
+    buffer, each as of its row time (returned, epoch µs) and holding until its next change
+    (``changes``, in ``written``'s order)."""
     store.put_many({c: states[c].to_bytes() for c in written})
     ordered = [states[c] for c in written]
-    matrix = activity_rows(ordered)
+    matrix = activity_rows(ordered, changes)
     as_of_us = np.fromiter((s.row_time_us for s in ordered), np.int64, len(ordered))
     online.write(written, as_of_us, matrix)
     offline.add(written, as_of_us, matrix)
     return as_of_us
 
 
-def _changes_by(state: WindowState, moment_us: int) -> bool:
-    change = state.next_change_us()
+def _due_by(change: int | None, moment_us: int) -> bool:
     return change is not None and change <= moment_us
 
 
-def _next_timer(partition: int, customer: str, state: WindowState) -> TimerChange:
+def _next_timer(
+    partition: int, customer: str, state: WindowState, change: int | None
+) -> TimerChange:
     row = state.row_time_us or 0
     # With no next change, any timer up to the midnight after her row time is obsolete.
-    return TimerChange(partition, customer, state.next_change_us(), (row // DAY_US + 1) * DAY_US)
+    return TimerChange(partition, customer, change, (row // DAY_US + 1) * DAY_US)
