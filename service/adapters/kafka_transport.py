@@ -4,7 +4,9 @@ it is told to."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,15 @@ KAFKA_REQUEST_TIMEOUT_MS = 15_000
 KAFKA_FETCH_MAX_WAIT_MS = 100
 KAFKA_SESSION_TIMEOUT_MS = 10_000
 KAFKA_MAX_POLL_INTERVAL_MS = 60_000
+#: A consumer left without partitions this long rejoins its group, then after twice as long
+#: each time, up to ``REJOIN_MAX_S``: a group formed before the topic's metadata was known
+#: assigns the member nothing until a metadata refresh minutes later, and kafka-python can
+#: stall in a join. The ceiling keeps a surplus member (more workers than partitions) from
+#: rebalancing its group often.
+REJOIN_AFTER_S = 30.0
+REJOIN_MAX_S = 600.0
+
+log = logging.getLogger(__name__)
 
 
 class KafkaProducerAdapter:
@@ -86,13 +97,30 @@ class KafkaProducerAdapter:
                 raise TransportError(f"refused: {type(refused).__name__}: {refused}")
 
     def close(self) -> None:
-        self._producer.close(timeout=self.timeout_s)
+        """Send what is buffered (up to ``timeout_s``) and close. A batch the broker refused
+        or never acknowledged is not an error here: every caller's own flush has already failed
+        for it (nothing was taken as written), and a shutdown must not fail on it."""
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.close(timeout=self.timeout_s)
+        except KafkaError as error:
+            log.warning("closing the producer with records not acknowledged: %s", error)
+            # kafka-python's close flushes first, and would raise again on the same batch:
+            # stop its sender thread (a KafkaProducer always has one), which aborts what is left.
+            self._producer._sender.force_close()
 
 
 class KafkaConsumerAdapter:
     """A kafka-python consumer in a group, committing only what it is told to."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, group: str) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        group: str,
+        rejoin_after_s: float = REJOIN_AFTER_S,
+    ) -> None:
         from kafka import ConsumerRebalanceListener, KafkaConsumer
 
         adapter = self
@@ -123,10 +151,38 @@ class KafkaConsumerAdapter:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS + 15_000,
         )
+        self._topic = topic
+        self._listener = Listener()
+        self._rejoin_first_s = rejoin_after_s
+        self._rejoin_after_s = rejoin_after_s
+        self._unassigned_since: float | None = None
+        self._subscribe()
+
+    def _subscribe(self) -> None:
         # Fetch the topic's metadata before joining: a group formed without it assigns this
         # member nothing, and kafka-python's second join can then stall (seen with 3.0.12).
-        self._consumer.partitions_for_topic(topic)
-        self._consumer.subscribe([topic], listener=Listener())
+        self._consumer.partitions_for_topic(self._topic)
+        self._consumer.subscribe([self._topic], listener=self._listener)
+        self._unassigned_since = time.monotonic()
+
+    def _watch_assignment(self) -> None:
+        """Rejoin the group when this member has had no partition for too long."""
+        if self._consumer.assignment():
+            self._unassigned_since = None
+            self._rejoin_after_s = self._rejoin_first_s
+            return
+        now = time.monotonic()
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+        elif now - self._unassigned_since >= self._rejoin_after_s:
+            log.warning(
+                "no partition of %s assigned for %.0f s: rejoining the group",
+                self._topic,
+                now - self._unassigned_since,
+            )
+            self._rejoin_after_s = min(2 * self._rejoin_after_s, REJOIN_MAX_S)
+            self._consumer.unsubscribe()
+            self._subscribe()
 
     def _assigned(self, partitions: list[TopicPartition]) -> None:
         if self._replay is None or not partitions:
@@ -147,6 +203,7 @@ class KafkaConsumerAdapter:
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        self._watch_assignment()
         return [
             Record(m.topic, m.partition, m.offset, m.key, m.value, tuple(m.headers or ()))
             for messages in batches.values()

@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
+from service.adapters.kafka_transport import KafkaProducerAdapter
 from service.adapters.transport import API_SEND_TIMEOUT_S, DLQ_TOPIC, EVENTS_TOPIC, TransportError
 from service.bootstrap import Container
 from service.entrypoints.api.app import create_app
@@ -129,6 +130,22 @@ def test_a_broker_that_refuses_the_records_gives_503_in_time_and_nothing_is_writ
     assert status == 503, text
     assert json.loads(text)["error"]["code"] == "transport_unavailable"
     assert took < PROMISED_S
+    assert _count(kafka_bootstrap, topic) == 0
+
+
+def test_a_producer_left_with_a_refused_batch_still_closes(kafka_bootstrap: str) -> None:
+    """kafka-python's close flushes again, and raises on the batch the broker refused: the API's
+    shutdown failed on it once. The callers' flush already failed; closing must not."""
+    topic = f"t{uuid.uuid4().hex[:10]}.refusing"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "1024"})])
+    admin.close()
+    producer = KafkaProducerAdapter(kafka_bootstrap, timeout_s=3.0)
+    for _ in range(3):
+        producer.send(topic, "k", b"x" * 5000)
+    with pytest.raises(TransportError):
+        producer.flush()
+    producer.close()
     assert _count(kafka_bootstrap, topic) == 0
 
 
