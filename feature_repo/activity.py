@@ -31,7 +31,8 @@ class Feature:
     measure: str | None = None
     days: int | None = None
     #: "window" (sum or max of the measure), "since" (days since last seen), "first" (days
-    #: since first seen in the longest window: how long an interest has lasted) or "derived".
+    #: since first seen in the longest window: how long an interest has lasted), "overdue"
+    #: (working days a monthly measure is late: ``overdue_working_days``) or "derived".
     kind: str = "window"
     derive: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
 
@@ -50,6 +51,28 @@ _TOPIC_VIEWS = (
 
 def _w(measure: str, days: int, what: str) -> Feature:
     return Feature(f"{measure}_{days}d", f"{what}, last {days} days", measure, days)
+
+
+def overdue_working_days(last: np.ndarray, today: np.ndarray) -> np.ndarray:
+    """Working days (Monday to Friday; no holiday calendar) a monthly payment last seen on day
+    ``last`` is overdue on day ``today`` (days since the epoch; ``last`` < 0: not seen, 0).
+
+    The payment is expected on the same day of the next month (the month's last day when it
+    is shorter), or at the end of the next month when the last one came in the last three
+    days of its month (a month-end payer). It is overdue by the working days after that date
+    that have passed in full: on day ``today``, those before it. A payment brought forward
+    over a weekend (at most two days) cannot make the next one look two working days late."""
+    seen = last >= 0
+    paid = np.where(seen, last, 0).astype("datetime64[D]")
+    month = paid.astype("datetime64[M]")
+    day = (paid - month.astype("datetime64[D]")).astype(np.int64)
+    next_start = (month + 1).astype("datetime64[D]")
+    this_length = (next_start - month.astype("datetime64[D]")).astype(np.int64)
+    next_length = ((month + 2).astype("datetime64[D]") - next_start).astype(np.int64)
+    month_end = day >= this_length - 3
+    expected = next_start + np.where(month_end, next_length - 1, np.minimum(day, next_length - 1))
+    late = np.busday_count(expected + 1, np.asarray(today).astype("datetime64[D]"))
+    return np.where(seen, np.maximum(late, 0), 0).astype(np.float64)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -135,6 +158,13 @@ FEATURES: tuple[Feature, ...] = (
         "days_since_transaction", "days since the last transaction", "transactions", kind="since"
     ),
     Feature("days_since_page_view", "days since the last page view", "page_views", kind="since"),
+    # An expected event that does not come is information too: a salary that stops.
+    Feature(
+        "salary_overdue_days",
+        "working days the salary is overdue",
+        "salary",
+        kind="overdue",
+    ),
     # How recent an interest is, not only how strong: interest ramps up before an application.
     *(
         Feature(f"days_since_{measure}", f"days since the last {what}", measure, kind="since")

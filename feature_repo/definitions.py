@@ -1,4 +1,5 @@
-"""Feast objects: the customer entity, the activity feature view and the push source feeding it."""
+"""Feast objects: the customer entity, the activity feature view and the push source feeding it,
+the profile view, and the scores kept ready beside them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from feast.types import Float64
 
 from feature_repo.activity import FEATURE_NAMES, FEATURES, MAX_DAYS, VALID_UNTIL
 from feature_repo.profile import PROFILE_FEATURE_NAMES, PROFILE_FEATURES
+from feature_repo.scores import SCORE_FIELDS, SCORES_VIEW
 
 ACTIVITY_VIEW = "customer_activity"
 ACTIVITY_PUSH = "customer_activity_push"
@@ -104,4 +106,32 @@ def build(offline_dir: Path) -> list[Any]:
         description="Who the customer is: age, income, segment, products held (no gender).",
     )
     scoring = FeatureService(name=ACTIVITY_SERVICE, features=[activity, profile])
-    return [customer, activity_source, push, activity, profile_source, profile, scoring]
+    scores_source = FileSource(
+        name="customer_scores_offline",
+        path=parts(offline_dir, SCORES_VIEW),
+        file_format=ParquetFormat(),
+        timestamp_field="event_timestamp",
+        description="Not written: scores are kept online only, for decisions (the models and "
+        "the feature history reproduce them).",
+    )
+    scores = FeatureView(
+        name=SCORES_VIEW,
+        entities=[customer],
+        ttl=timedelta(0),
+        schema=[Field(name=name, dtype=Float64) for name in SCORE_FIELDS],
+        source=scores_source,
+        online=True,
+        description="The served need models' scores and reasons, kept ready by the stream's "
+        "scorer when the customer's features change (feature_repo/scores.py).",
+    )
+    return [
+        customer,
+        activity_source,
+        push,
+        activity,
+        profile_source,
+        profile,
+        scoring,
+        scores_source,
+        scores,
+    ]

@@ -34,4 +34,6 @@ def _home() -> Path:
     customer_profile_offline,
     customer_profile,
     need_scoring_v1,
+    customer_scores_offline,
+    customer_scores,
 ) = build(StoreLocation(_home()).offline_dir)

@@ -4,7 +4,7 @@ feature at a time, under the same arrival rules: what tests hold the stream and 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -63,6 +63,12 @@ def _features(bucket: dict[tuple[int, int], float], today: int) -> dict[str, flo
             m, width = M[feature.measure], feature.days or 0  # type: ignore[index]
             inside = [v for (d, mm), v in bucket.items() if mm == m and 0 <= today - d < width]
             value = max(inside, default=0.0) if IS_MAX[m] else sum(inside)
+        elif feature.kind == "overdue":
+            m = M[feature.measure]  # type: ignore[index]
+            days = [
+                d for (d, mm), v in bucket.items() if mm == m and v and 0 <= today - d < MAX_DAYS
+            ]
+            value = float(plain_overdue_days(max(days), today)) if days else 0.0
         elif feature.kind in ("since", "first"):
             m = M[feature.measure]  # type: ignore[index]
             days = [
@@ -74,3 +80,20 @@ def _features(bucket: dict[tuple[int, int], float], today: int) -> dict[str, flo
             value = float(feature.derive(named)[0])  # type: ignore[misc]
         named[feature.name] = np.array([value], dtype=np.float64)
     return {name: float(v[0]) for name, v in named.items()}
+
+
+def plain_overdue_days(last: int, today: int) -> int:
+    """Working days a monthly payment last seen on day ``last`` is overdue on day ``today``,
+    counted one calendar day at a time (``activity.overdue_working_days`` says the rule)."""
+    epoch = date(1970, 1, 1)
+    paid, on = epoch + timedelta(days=last), epoch + timedelta(days=today)
+    year, month = (paid.year, paid.month + 1) if paid.month < 12 else (paid.year + 1, 1)
+    length = (date(year + month // 12, month % 12 + 1, 1) - date(year, month, 1)).days
+    this_length = (date(year, month, 1) - date(paid.year, paid.month, 1)).days
+    day = length if paid.day > this_length - 3 else min(paid.day, length)
+    expected = date(year, month, day)
+    late, moment = 0, expected + timedelta(days=1)
+    while moment < on:
+        late += moment.weekday() < 5
+        moment += timedelta(days=1)
+    return late

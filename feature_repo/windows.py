@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from feature_repo.activity import FEATURES, MAX_DAYS, NOT_SEEN_DAYS, WINDOWS
+from feature_repo.activity import (
+    FEATURES,
+    MAX_DAYS,
+    NOT_SEEN_DAYS,
+    WINDOWS,
+    overdue_working_days,
+)
 from feature_repo.aggregates import IS_MAX, N_MEASURES, M
 from feature_repo.buckets import DAY_US, WindowState
 
@@ -76,6 +82,8 @@ def features_from_buckets(
         elif feature.kind == "since":
             seen = last[:, M[feature.measure]]  # type: ignore[index]
             column = np.where(seen >= 0, today - seen, NOT_SEEN_DAYS).astype(np.float64)
+        elif feature.kind == "overdue":
+            column = overdue_working_days(last[:, M[feature.measure]], today)  # type: ignore[index]
         elif feature.kind == "first":
             seen = last[:, M[feature.measure]]  # type: ignore[index]
             began = first[:, M[feature.measure]]  # type: ignore[index]

@@ -233,6 +233,7 @@ class Container:
             self.catalog,
             self.alert_memory(),
             self.alert_feed,
+            scores=self.features.online,
         )
 
     @cached_property
@@ -344,7 +345,7 @@ class Container:
         from service.usecases.stream_timers import StreamTimers, wall_clock_us
         from service.usecases.worker import StreamWorker
 
-        return StreamWorker(
+        worker = StreamWorker(
             consumer=self.consumer(),
             dlq=self.producer(),
             dlq_topic=self.settings.topic(DLQ_TOPIC),
@@ -362,3 +363,14 @@ class Container:
                 self.timer_index(), clock or wall_clock_us, sink=self.watermark_store()
             ),
         )
+        if alerts is not None:
+            from service.usecases.score_keeping import Rescoring
+
+            alerter = alerts.alerter
+            # Only once the alerter has its models: a registry not answering is its to report.
+            alerts.rescoring = Rescoring(
+                lambda: alerter.keeper if alerter.ready else None,
+                self.timer_index().customers,
+                worker.consumer.partitions,
+            )
+        return worker

@@ -74,8 +74,31 @@ class EveryoneEngaged(SyncFeatures):
         return OnlineFeatures(customer_id, values, activity, views, valid, watermark)
 
 
+class RowByRow:
+    """A double's batch scoring (``Scorer.probabilities``, ``contributions_of``) one row at a
+    time, through its own ``probability`` and ``contributions``."""
+
+    features: tuple[str, ...]
+
+    def probability(self, row: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def contributions(self, row: np.ndarray) -> list[tuple[str, float]]:
+        raise NotImplementedError
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        return np.array([self.probability(row) for row in rows], np.float64)
+
+    def contributions_of(self, rows: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(rows), len(self.features)))
+        for i, row in enumerate(rows):
+            for name, contribution in self.contributions(row):
+                out[i, self.features.index(name)] = contribution
+        return out
+
+
 @dataclass(frozen=True)
-class ConfidentModel:
+class ConfidentModel(RowByRow):
     """A model that scores every need high: the gate, not the model, is under test."""
 
     need: str
@@ -148,21 +171,21 @@ def choose(
     purpose: Purpose,
     channel: ContactChannel | Literal["any"],
     granted: bool,
-) -> None:
-    """One consent choice (granted or withdrawn), recorded now."""
-    registry.record(
-        [
-            ConsentGiven(
-                customer_id=customer_id,
-                purpose=purpose,
-                channel=channel,
-                granted=granted,
-                recorded_at=datetime.now(UTC),
-                source="test",
-                notice_version="v1",
-            )
-        ]
-    )
+) -> list[ConsentGiven]:
+    """One consent choice (granted or withdrawn), recorded now; the entry recorded."""
+    entries = [
+        ConsentGiven(
+            customer_id=customer_id,
+            purpose=purpose,
+            channel=channel,
+            granted=granted,
+            recorded_at=datetime.now(UTC),
+            source="test",
+            notice_version="v1",
+        )
+    ]
+    registry.record(entries)
+    return entries
 
 
 def sample_alert(customer_id: str, rm_id: str, alert_id: str | None = None) -> Alert:

@@ -112,6 +112,9 @@ class Action(_Frozen):
     #: Proposed only when every condition holds on the customer's features (service actions
     #: answer a situation); without conditions an action is always a candidate.
     when: tuple[Condition, ...] = ()
+    #: Or situations, one of which must hold too: each a set of conditions that all hold (a
+    #: salary that dropped, or one that did not come). None listed: no further condition.
+    when_any: tuple[Annotated[tuple[Condition, ...], Field(min_length=1)], ...] = ()
     #: A notice is switched on in the catalog when it must go out, and off otherwise.
     enabled: bool = True
     #: The business lever: a multiplier the bank sets per action (campaigns, capacity).
@@ -120,6 +123,18 @@ class Action(_Frozen):
     #: (page name -> weight); pages not listed weigh 1.
     context: dict[str, Annotated[float, Field(gt=0, le=10)]] = Field(default_factory=dict)
     title: str
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether the action's situation holds on ``values`` (``when`` and ``when_any``)."""
+        if not all(c.holds(values) for c in self.when):
+            return False
+        return not self.when_any or any(all(c.holds(values) for c in s) for s in self.when_any)
+
+    @property
+    def conditioned_on(self) -> frozenset[str]:
+        """The features the action's situation is judged on."""
+        conditions = [*self.when, *(c for s in self.when_any for c in s)]
+        return frozenset(c.feature for c in conditions)
 
     @model_validator(mode="after")
     def _coherent(self) -> Action:

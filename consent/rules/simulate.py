@@ -181,4 +181,4 @@ def _depends_on(gate: GateInputs, action: Action) -> frozenset[str]:
     recorded, or else its trigger's (as ``DecisionService`` works them out)."""
     if gate.depends_on is not None and action.need in gate.depends_on:
         return frozenset(gate.depends_on[action.need])
-    return frozenset(c.feature for c in action.when)
+    return action.conditioned_on

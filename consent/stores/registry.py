@@ -8,7 +8,7 @@ on the stream, and from the bank's extract (`nextbest load`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
@@ -106,12 +106,16 @@ class ConsentRegistry:
             records = [_as_record(row) for row in connection.execute(query)]
         return {(r.purpose, r.channel): r for r in records}
 
-    def granted_at(self, purpose: str, channel: str, at: datetime) -> set[str]:
-        """Every customer whose choice for (purpose, channel) at ``at`` was a grant: the entry
-        ``current`` would have found then (recorded at or before ``at``). In one query, for
-        batch work over all customers."""
+    def granted_at(
+        self, purpose: str, channel: str, at: datetime, among: Sequence[str] | None = None
+    ) -> set[str]:
+        """Every customer (of ``among``, if given) whose choice for (purpose, channel) at ``at``
+        was a grant: the entry ``current`` would have found then (recorded at or before
+        ``at``). In one query, for batch work."""
         if at.utcoffset() is None:
             raise ValueError("at must be an aware datetime")
+        if among is not None and not among:
+            return set()
         ranked = (
             select(
                 consent_history.c.customer_id,
@@ -124,6 +128,7 @@ class ConsentRegistry:
                 consent_history.c.purpose == purpose,
                 consent_history.c.channel == channel,
                 consent_history.c.recorded_at <= at.astimezone(UTC),
+                *(() if among is None else (consent_history.c.customer_id.in_(list(among)),)),
             )
             .subquery()
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import ItemsView, Iterator, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -87,6 +87,14 @@ class NeedModel:
         gains = self.booster.feature_importance("gain")
         ranked = sorted(zip(self.features, gains, strict=True), key=lambda x: -x[1])
         return frozenset(name for name, gain in ranked[:DEPENDS_ON_TOP] if gain > 0)
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of many rows (``row``), as ``probability`` gives each."""
+        return self.predict(rows)
+
+    def contributions_of(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's contribution per feature (LightGBM's SHAP values), in ``features`` order."""
+        return np.asarray(self.booster.predict(rows, pred_contrib=True))[:, :-1]
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for rows of features in ``self.features`` order."""
@@ -245,8 +253,10 @@ class ModelRefresher:
     """Refreshes a ``ModelSet`` every ``interval`` seconds in a daemon thread (0: never), so a
     promotion or a rollback in the registry reaches a running process without a restart."""
 
-    def __init__(self, models: ModelSet, interval: float) -> None:
-        self.models = models
+    def __init__(self, models: ModelSet | Callable[[], ModelSet], interval: float) -> None:
+        #: The models, or how to get them: the stream worker's are loaded in the refresher's
+        #: thread, so a registry that cannot be opened yet never stops the worker.
+        self._models = models
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -263,6 +273,12 @@ class ModelRefresher:
                 self.models.refresh()
             except Exception:  # never let the refresher die; the loaded models keep serving
                 log.exception("model refresh failed; keeping the loaded models")
+
+    @property
+    def models(self) -> ModelSet:
+        if not isinstance(self._models, ModelSet):
+            self._models = self._models()
+        return self._models
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,7 +3,8 @@
 Per batch the worker reads the touched customers' states, folds the events in, and writes them
 back in one atomic operation (an SQLite transaction, a Redis MSET) before it writes features or
 commits offsets: a crash anywhere leaves states, features and offsets in an order that a
-redelivery repairs (see feature_repo/arrival.py for the de-duplication rules).
+redelivery repairs (see feature_repo/arrival.py for the de-duplication rules). States moved
+by timers through several midnights are held until their rows are durable (``HoldingStates``).
 """
 
 from __future__ import annotations
@@ -130,6 +131,55 @@ class RedisStateStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+class HoldingStates:
+    """A state store that writes through, except the states it is told to hold: those wait in
+    memory until ``flush``, and so does every later write of those customers. Reads see them.
+
+    A timer that moves a customer through several midnights writes a row per midnight to the
+    offline buffer; if her state were stored before those rows are durable, a crash would lose
+    them for good (firing the timer again finds her state already moved on). The worker holds
+    such states and flushes them once the rows are durable. Events' states are written through
+    as before, inside their batch (a store refusing one is that batch's failure, isolated)."""
+
+    def __init__(self, store: StateStore, chunk: int = 2_000) -> None:
+        self.store = store
+        self.chunk = chunk
+        self._held: dict[str, bytes] = {}
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        stored = [k for k in keys if k not in self._held]
+        found = dict(zip(stored, self.store.get_many(stored), strict=True))
+        return [self._held[k] if k in self._held else found[k] for k in keys]
+
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        through = {k: v for k, v in items.items() if k not in self._held}
+        self.store.put_many(through)
+        self._held.update((k, v) for k, v in items.items() if k not in through)
+
+    def hold_many(self, items: Mapping[str, bytes]) -> None:
+        self._held.update(items)
+
+    def flush(self) -> list[str]:
+        """Store the states held (a chunk at a time: each customer's state is one value, so a
+        crash between chunks leaves every state whole). Returns their customers."""
+        customers = list(self._held)
+        for part in _batched(customers, self.chunk):
+            self.store.put_many({c: self._held[c] for c in part})
+        self._held.clear()
+        return customers
+
+    def delete(self, key: str) -> None:
+        self._held.pop(key, None)
+        self.store.delete(key)
+
+    def clear(self) -> None:
+        self._held.clear()
+        self.store.clear()
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def _batched(iterable: Iterable[T], size: int) -> Iterator[list[T]]:

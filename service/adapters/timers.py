@@ -47,6 +47,11 @@ class TimerIndex(Protocol):
         ...
 
     def count(self, partitions: Sequence[int]) -> int: ...
+    def customers(self, partition: int, cursor: int, count: int) -> tuple[int, list[str]]:
+        """A page of the customers with a timer on ``partition``, as ``SCAN`` pages: start at
+        cursor 0, go on with the cursor returned until it is 0 again."""
+        ...
+
     def delete(self, customer: str) -> None:
         """Remove the customer's timers on every partition (her erasure)."""
         ...
@@ -114,6 +119,19 @@ class SQLiteTimerIndex:
             .fetchone()
         )
         return int(n)
+
+    def customers(self, partition: int, cursor: int, count: int) -> tuple[int, list[str]]:
+        # The cursor is the last customer's rowid: pages hold however timers move meanwhile.
+        rows = (
+            self._conn()
+            .execute(
+                "select rowid, customer from timers where partition = ? and rowid > ? "
+                "order by rowid limit ?",
+                (partition, cursor, count),
+            )
+            .fetchall()
+        )
+        return (rows[-1][0] if len(rows) == count else 0), [r[1] for r in rows]
 
     def delete(self, customer: str) -> None:
         self._conn().execute("delete from timers where customer = ?", (customer,))
@@ -202,6 +220,11 @@ class RedisTimerIndex:
             for partition in partitions:
                 pipe.zcard(self._key(partition))
             return int(sum(pipe.execute()))
+
+    def customers(self, partition: int, cursor: int, count: int) -> tuple[int, list[str]]:
+        reply: Any = self.client.zscan(self._key(partition), cursor, count=count)
+        following, members = reply
+        return int(following), [member.decode() for member, _ in members]
 
     def delete(self, customer: str) -> None:
         with self.client.pipeline(transaction=False) as pipe:

@@ -34,12 +34,15 @@ from consent.rules.model import Action
 from feature_repo.explain import describe
 from service.adapters.alert_publisher import AlertFeed
 from service.adapters.alert_store import AlertStore
+from service.adapters.features.online_features import OnlineFeatures
+from service.adapters.features.writers import OnlineWriter
 from service.adapters.state import StateStore
 from service.usecases.alert_model import RM_CHANNEL, Alert, AlertReason, Look
 from service.usecases.alert_policy import AlertPolicy
 from service.usecases.decision_messages import DecideForCustomer, DecisionMade, Scored
 from service.usecases.decisions import DecisionService
-from service.usecases.origin import Origin
+from service.usecases.origin import Origin, TimerOrigin
+from service.usecases.score_keeping import ScoreKeeper
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class Considered:
     customer_id: str
     crossed: dict[str, float]
     fired: tuple[str, ...]
-    origin: Origin | None
+    origin: Origin | TimerOrigin | None
     scored: Scored
 
 
@@ -82,6 +85,7 @@ class Alerter:
         memory: StateStore,
         feed: AlertFeed | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        scores: OnlineWriter | None = None,
     ) -> None:
         # Built on first use, in the alerter's thread: loading the models takes seconds, and
         # the stream worker must not wait for it (nor need MLflow before a customer is due).
@@ -94,6 +98,9 @@ class Alerter:
         self.memory = memory
         self.feed = feed or AlertFeed()
         self.clock = clock
+        #: Where the scores of every changed customer are kept ready (None: not kept).
+        self._scores = scores
+        self._keeper: ScoreKeeper | None = None
         self.stats = AlerterStats()
         self._triggers = {t.id: t for t in policy.triggers}
         self._actions_of_need: dict[str, tuple[str, ...]] = {}
@@ -108,14 +115,41 @@ class Alerter:
             self._decisions = self._decisions()
         return self._decisions
 
+    @property
+    def ready(self) -> bool:
+        """Whether the decision service (the models) is built: nothing waits on building it."""
+        return isinstance(self._decisions, DecisionService)
+
+    @property
+    def keeper(self) -> ScoreKeeper | None:
+        """Keeps the changed customers' scores ready, with the decision service's models."""
+        if self._keeper is None and self._scores is not None:
+            decisions = self.decisions
+            self._keeper = ScoreKeeper(
+                decisions.models,
+                decisions.features.read,
+                self._scores,
+                decisions.registry,
+                self.catalog,
+                self.clock,
+            )
+        return self._keeper
+
     def prepare(self) -> None:
         """Build the decision service (it loads the models) before the first customer is due."""
         self._decisions = self.decisions
 
-    def process(self, customers: Mapping[str, Origin | None]) -> list[Alert]:
-        """Rescore ``customers``; raise, gate, store and publish what is due. Returns the alerts
-        stored (open or queued)."""
-        considered = self.consider(customers)
+    def process(self, customers: Mapping[str, Origin | TimerOrigin | None]) -> list[Alert]:
+        """Score ``customers`` and keep their scores ready; raise, gate, store and publish the
+        alerts due. Returns the alerts stored (open or queued)."""
+        kept: Mapping[str, OnlineFeatures] = {}
+        if (keeper := self.keeper) is not None:
+            try:
+                kept = keeper.keep(list(customers))
+            except Exception as error:  # decisions then score in process; alerts go on
+                log.warning("scores not kept for %d customer(s): %s", len(customers), error)
+                self.stats.skip("scores_not_kept", len(customers))
+        considered = self.consider(customers, kept)
         now = self.clock()
         new: list[Alert] = []
         for item in considered:
@@ -126,10 +160,15 @@ class Alerter:
             self.feed.publish(stored)
         return stored
 
-    def consider(self, customers: Mapping[str, Origin | None]) -> list[Considered]:
+    def consider(
+        self,
+        customers: Mapping[str, Origin | TimerOrigin | None],
+        kept: Mapping[str, OnlineFeatures] | None = None,
+    ) -> list[Considered]:
         """Who has a need crossing its threshold or a trigger coming to hold (with an RM, and
         consent to be looked at for it). One query tells who may be looked at and one read
-        gives their last scores; features are read and scored only for them."""
+        gives their last scores; features are read and scored only for them, unless ``kept``
+        has them read with their scores just kept."""
         looks = self.store.lookable(list(customers))
         for look in looks.values():
             if look.skip:
@@ -139,7 +178,7 @@ class Alerter:
         remembered: dict[str, bytes] = {}
         out: list[Considered] = []
         for customer_id in ready:
-            scored = self._look(customer_id, looks[customer_id])
+            scored = self._look(customer_id, looks[customer_id], (kept or {}).get(customer_id))
             if scored is None:
                 continue
             item, remembered[customer_id] = self._judge(
@@ -151,19 +190,25 @@ class Alerter:
         self.stats.considered += len(out)
         return out
 
-    def _look(self, customer_id: str, look: Look) -> Scored | None:
-        """The customer's features, read and scored as a decision does (None: unreadable)."""
-        try:
-            online = self.decisions.features.read(customer_id)
-        except Exception as error:
-            log.warning("alerts: online read failed, customer not rescored: %s", error)
-            self.stats.skip("online_store_unavailable")
-            return None
+    def _look(self, customer_id: str, look: Look, online: OnlineFeatures | None) -> Scored | None:
+        """The customer's features, read and scored as a decision does (None: unreadable):
+        the scores just kept are used, as a decision would."""
+        if online is None:
+            try:
+                online = self.decisions.features.read(customer_id)
+            except Exception as error:
+                log.warning("alerts: online read failed, customer not rescored: %s", error)
+                self.stats.skip("online_store_unavailable")
+                return None
         self.stats.rescored += 1
         return self.decisions.score(online, self.clock(), look.may_profile)
 
     def _judge(
-        self, customer_id: str, scored: Scored, memo: bytes | None, origin: Origin | None
+        self,
+        customer_id: str,
+        scored: Scored,
+        memo: bytes | None,
+        origin: Origin | TimerOrigin | None,
     ) -> tuple[Considered | None, bytes]:
         """What crossed and fired since the customer's last look, and what to remember now."""
         thresholds = self.policy.thresholds
@@ -210,7 +255,7 @@ class Alerter:
             "alert_policy_version": self.policy.content_version,
         }
         if item.origin is not None:
-            trigger["event"] = item.origin.as_dict()
+            trigger.update(item.origin.in_trigger())
         command = DecideForCustomer(
             customer_id=item.customer_id,
             channel=RM_CHANNEL,

@@ -32,7 +32,7 @@ def offered(action: Action, command: DecideForCustomer, raw: dict[str, Any]) -> 
         return False
     if command.actions is not None and action.id not in command.actions:
         return False
-    return not action.when or all(c.holds(raw) for c in action.when)
+    return action.applies(raw)
 
 
 def gate_candidates(
@@ -63,7 +63,7 @@ def gate_candidates(
         if action.need is not None and action.need in models:
             depends_on = depended[action.need] = models[action.need].depends_on
         else:
-            depends_on = frozenset(c.feature for c in action.when)
+            depends_on = action.conditioned_on
         relevant_stale.update(depends_on & stale)
         outcomes = policy.evaluate(
             Subject(

@@ -16,7 +16,7 @@ from consent.rules.chain import Appended
 from consent.rules.model import DecisionRecord
 from consent.stores.reads import GateRead
 from feature_repo.explain import describe
-from service.adapters.features.online_features import OnlineFeatures
+from service.adapters.features.online_features import OnlineFeatures, StoredScores
 from service.usecases.ports import Scorer
 
 if TYPE_CHECKING:
@@ -68,6 +68,8 @@ class Scored:
     scores: dict[str, float]
     #: The rows the models scored, by their features (models on the same features share one).
     rows: dict[tuple[str, ...], np.ndarray]
+    #: The scores kept ready that were used instead of scoring (None: scored in process).
+    kept: StoredScores | None = None
 
     def fits(self, online: OnlineFeatures | None, profiled: bool) -> bool:
         """Whether these are the scores a decision reading ``online`` with ``profiled`` makes."""

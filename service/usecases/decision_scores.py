@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from service.adapters.features.online_features import OnlineFeatures
 from service.usecases.decision_messages import Reason, Reasons, Scored
 from service.usecases.ports import Scorer
+from service.usecases.score_keeping import kept_scores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,6 +29,9 @@ def score_features(
     scores: dict[str, float] = {}
     rows: dict[tuple[str, ...], np.ndarray] = {}  # models on the same features share a row
     if profiled and values:
+        kept = kept_scores(models, online, stale)  # type: ignore[arg-type]
+        if kept is not None:  # what scoring now would give, kept ready: nothing to compute
+            return Scored(online, profiled, values, stale, models, dict(kept.scores), rows, kept)
         for need, model in models.items():
             row = rows.get(model.features)
             if row is None:
@@ -43,8 +47,15 @@ def reasons(needs: Iterable[str | None], scored: Scored) -> Reasons:
     for need in needs:
         if need is None or need not in scored.scores or need in found:
             continue
+        kept = scored.kept.reasons.get(need) if scored.kept is not None else None
+        if kept is not None:
+            found[need] = tuple(Reason(name, scored.values.get(name), c) for name, c in kept)
+            continue
         model = scored.models[need]
-        contributions = model.contributions(scored.rows[model.features])
+        row = scored.rows.get(model.features)
+        if row is None:  # scores kept, reasons not (the need was under its threshold then)
+            row = scored.rows[model.features] = model.row(scored.values)
+        contributions = model.contributions(row)
         found[need] = tuple(
             Reason(name, scored.values.get(name), c)
             for name, c in contributions[:TOP_REASONS]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from consent.rules.catalog import Catalog
@@ -58,6 +59,7 @@ class DecisionService:
         policy: Policy,
         audit: DecisionLog,
         reads: ConsentReads | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.registry = registry
         self.directory = directory
@@ -68,6 +70,8 @@ class DecisionService:
         self.catalog = catalog
         self.policy = policy
         self.audit = audit
+        #: Now, for every decision (the wall clock unless a simulation runs the bank forward).
+        self.clock = clock
 
     @property
     def asynchronous(self) -> bool:
@@ -110,7 +114,7 @@ class DecisionService:
     def see(self, customer_id: str, scored: Scored) -> Seen:
         """The gate's read of ``customer_id`` now, with their features as read and scored
         moments ago (``score``): what ``decide`` needs to decide without reading them again."""
-        now = datetime.now(UTC)
+        now = self.clock()
         return Seen(now, self.read_gate(customer_id, now), scored)
 
     def score(self, online: OnlineFeatures | None, now: datetime, profiled: bool) -> Scored:
@@ -151,12 +155,11 @@ class DecisionService:
     def _maker(self) -> DecisionMaker:
         return DecisionMaker(self.catalog, self.policy, self.models)
 
-    @staticmethod
-    def _check(command: DecideForCustomer) -> datetime:
+    def _check(self, command: DecideForCustomer) -> datetime:
         if mentions(json.dumps(command.context), command.customer_id):
             # It would be written to the audit log in clear and outlive an erasure.
             raise InvalidRequest("the context must not carry the customer id")
-        return datetime.now(UTC)
+        return self.clock()
 
     @staticmethod
     def _consent_unavailable(error: Exception) -> ConsentUnavailable:

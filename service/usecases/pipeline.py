@@ -123,6 +123,26 @@ def stream_until_idle(
         worker.close()
 
 
+def keep_scores(container: Container, customers: Sequence[str]) -> int:
+    """Keep the served models' scores ready for ``customers`` who agreed to profiling, as the
+    stream's alerter does when their features change: for features loaded outside the stream.
+    Returns how many were kept."""
+    from datetime import UTC
+
+    from service.usecases.score_keeping import ScoreKeeper
+
+    keeper = ScoreKeeper(
+        container.models,
+        container.features.read,
+        container.features.online,
+        container.registry,
+        container.catalog,
+        lambda: datetime.now(UTC),
+    )
+    keeper.keep(list(customers))
+    return keeper.kept
+
+
 def write_profiles(container: Container, customers: pd.DataFrame, as_of: datetime) -> int:
     """A customer-table extract as profile features (online and offline) and as the facts the
     gate reads (the customer directory)."""

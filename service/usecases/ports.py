@@ -67,6 +67,14 @@ class Scorer(ServedModel, Protocol):
 
     def contributions(self, row: np.ndarray) -> list[tuple[str, float]]: ...
 
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """``probability`` of many rows at once (the scores kept ready)."""
+        ...
+
+    def contributions_of(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's contribution per feature, in ``features`` order: [row, feature]."""
+        ...
+
 
 class ServedModels(Protocol):
     """The models served now, by need. A refresh may replace them at any time, so a decision

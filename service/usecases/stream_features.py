@@ -20,7 +20,7 @@ from feature_repo.buckets import DAY_US, WindowState
 from feature_repo.windows import activity_rows
 from service.adapters.features.offline import OfflineBuffer
 from service.adapters.features.writers import OnlineWriter
-from service.adapters.state import StateStore
+from service.adapters.state import HoldingStates, StateStore
 from service.adapters.timers import Timer, TimerChange
 from service.usecases.origin import Origin
 from service.usecases.stream_validation import Parsed
@@ -98,7 +98,7 @@ class TimersFired:
 def advance_features(
     due: list[Timer],
     upto: dict[int, int],
-    store: StateStore,
+    store: HoldingStates,
     online: OnlineWriter,
     offline: OfflineBuffer,
 ) -> TimersFired:
@@ -108,9 +108,9 @@ def advance_features(
     whose features no longer change is cancelled.
 
     Firing a timer again (its change was not stored before a crash) writes the customer's
-    current row again, as a redelivered event does. Rows of the midnights before it would be
-    lost with the buffer, so a round that moves anyone by more than one midnight makes the
-    buffer durable before it stores the states."""
+    current row again, as a redelivered event does. The rows of the midnights before it would
+    be lost with the buffer, so the states of customers moved through more than one midnight
+    are held (``HoldingStates``) until the worker has made the buffer durable."""
     customers = list(dict.fromkeys(t.customer for t in due))
     blobs = store.get_many(customers)
     states = {c: WindowState.from_bytes(b) for c, b in zip(customers, blobs, strict=True) if b}
@@ -118,19 +118,18 @@ def advance_features(
     written = [c for c in customers if c in states and states[c].as_of_us is not None]
     nexts = {c: states[c].next_change_us() for c in written}
     stepping = [c for c in written if _due_by(nexts[c], until[c])]
-    steps = 0
+    several: set[str] = set()
     while stepping:
         for customer in stepping:
             states[customer].advance_to(nexts[customer] or 0)
             nexts[customer] = states[customer].next_change_us()
-        steps += 1
         stepping = [c for c in stepping if _due_by(nexts[c], until[c])]
         if stepping:  # a midnight before the last: offline only
+            several.update(stepping)
             ordered = [states[c] for c in stepping]
             moments = np.fromiter((s.row_time_us for s in ordered), np.int64, len(ordered))
             offline.add(stepping, moments, activity_rows(ordered, [nexts[c] for c in stepping]))
-    if steps > 1:
-        offline.flush()
+    store.hold_many({c: states[c].to_bytes() for c in several})
     as_of_us = _write_rows(written, states, [nexts[c] for c in written], store, online, offline)
     timers = [TimerChange(t.partition, t.customer, nexts.get(t.customer), t.due_us) for t in due]
     return TimersFired(written, as_of_us, timers)

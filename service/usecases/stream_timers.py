@@ -8,8 +8,10 @@ moves it through history; a live stream keeps it at about now.
 **Timers** fire when their partition's watermark passes them, as stream processors' event-time
 timers do. A replay of history thus writes each customer's row at every midnight her features
 change, exactly as of that day, and the live stream does the same in real time. Each round
-takes the timers due, earliest first, a bounded number at a time (a midnight makes every active
-customer due at once: events keep flowing between rounds).
+takes the timers due, earliest first, as many as fit the time the worker gives timers after a
+poll: little while records are arriving, so events never wait long behind a midnight's (or a
+catch-up's) timers, and much when the stream is quiet. A round's size follows what firing a
+timer has cost lately (a timer stepping a customer through ten midnights costs ten of one).
 
 The changes a round or a batch makes to the timers are kept in memory and stored only once the
 rows they cover are durable offline (``StreamWorker.flush_and_commit``), like offsets: a crash
@@ -28,8 +30,13 @@ log = logging.getLogger(__name__)
 
 #: How often the worker looks for due timers when none were left over.
 TIMER_CHECK_S = 1.0
-#: At most this many timers per round.
+#: At most this many timers per round, and fired but not stored yet (each round looks past
+#: those in the index): the worker flushes before firing more.
 TIMER_BATCH = 5_000
+#: The fewest timers a round takes, however costly they have been.
+MIN_ROUND = 16
+#: What firing one timer is assumed to cost before any was measured (seconds).
+FIRST_COST_S = 1e-3
 #: How often the watermarks are published for serving.
 PUBLISH_S = 1.0
 
@@ -59,6 +66,8 @@ class StreamTimers:
         self._pending: dict[tuple[int, str], TimerChange] = {}
         self._next_check = 0.0
         self._next_publish = 0.0
+        #: Seconds per timer fired, a moving average (sizes the rounds to a time budget).
+        self._cost_s = FIRST_COST_S
 
     # --- watermarks -----------------------------------------------------------------------
     def observe(self, partition: int, event_us: int) -> None:
@@ -105,17 +114,40 @@ class StreamTimers:
         for change in changes:
             self._pending[(change.partition, change.customer)] = change
 
-    def due(self, partitions: Sequence[int], force: bool = False) -> list[Timer]:
-        """The timers to fire now (none between checks unless ``force``), on the partitions
-        owned. Timers fired already, whose changes are not stored yet, are left out."""
+    def due(
+        self, partitions: Sequence[int], force: bool = False, limit: int | None = None
+    ) -> list[Timer]:
+        """The timers to fire now, at most ``limit`` (a full round by default; none between
+        checks unless ``force``), on the partitions owned. Timers fired already, whose changes
+        are not stored yet, are left out."""
         if not force and time.monotonic() < self._next_check:
             return []
+        size = self.batch if limit is None else max(1, min(limit, self.batch))
         upto = self.owned(partitions)
-        found = self.index.due(upto, self.batch + len(self._pending))
-        due = [t for t in found if (t.partition, t.customer) not in self._pending][: self.batch]
+        found = self.index.due(upto, size + len(self._pending))
+        due = [t for t in found if (t.partition, t.customer) not in self._pending][:size]
         # A full round may have more behind it: look again at once.
-        self._next_check = 0.0 if len(due) == self.batch else time.monotonic() + self.check_s
+        self._next_check = 0.0 if len(due) == size else time.monotonic() + self.check_s
         return due
+
+    def round_size(self, budget_s: float) -> int:
+        """How many timers fit in ``budget_s``, at what they have cost lately."""
+        return max(MIN_ROUND, min(self.batch, int(budget_s / self._cost_s)))
+
+    def took(self, timers: int, seconds: float) -> None:
+        """A round fired ``timers`` in ``seconds``."""
+        if timers:
+            self._cost_s = 0.7 * self._cost_s + 0.3 * max(seconds / timers, 1e-6)
+
+    @property
+    def behind(self) -> bool:
+        """The last round was full: more timers may be due now."""
+        return self._next_check == 0.0
+
+    @property
+    def unstored(self) -> int:
+        """Timer changes noted and not stored yet."""
+        return len(self._pending)
 
     def store(self) -> None:
         """Store the changes noted (after the rows they cover are durable)."""

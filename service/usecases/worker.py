@@ -14,6 +14,9 @@ An exception raised while processing valid events is either a dependency's failu
 (``service.adapters.deadletter.DEPENDENCY_ERRORS``: the batch is retried a few times, then the
 worker stops uncommitted, to be restarted) or the fault of some record in the batch, found and
 dead-lettered by ``stream_isolation``.
+
+Between polls the timers due fire (``stream_timer_rounds``): quiet customers' rows move to each
+midnight as if an event had come.
 """
 
 from __future__ import annotations
@@ -27,22 +30,26 @@ from datetime import UTC, datetime
 from consent.stores.erasure import ErasureRegister
 from consent.stores.registry import ConsentRegistry
 from feature_repo.arrival import DEFAULT_LATENESS_US, epoch_micros
-from feature_repo.buckets import DAY_US
 from feature_repo.events import ConsentChangedEvent, Event, TimeBounds
 from service.adapters.deadletter import is_dependency_failure
 from service.adapters.features.offline import OfflineBuffer
 from service.adapters.features.writers import OnlineWriter
 from service.adapters.metrics import StreamMetrics
-from service.adapters.state import StateStore
-from service.adapters.timers import Timer, TimerChange
+from service.adapters.state import HoldingStates, StateStore
 from service.adapters.transport import Consumer, Producer, Record
 from service.usecases.consent_writes import stream_entries
-from service.usecases.origin import Origin
+from service.usecases.origin import Origin, TimerOrigin
+from service.usecases.score_keeping import forget_withdrawn
 from service.usecases.stream_dead_letters import DeadLetterOutbox
 from service.usecases.stream_erasure import ErasedOnStream
-from service.usecases.stream_features import advance_features, write_features
+from service.usecases.stream_features import write_features
 from service.usecases.stream_isolation import isolated
 from service.usecases.stream_stats import WorkerStats, count_batch
+from service.usecases.stream_timer_rounds import (
+    TIMER_BUDGET_BUSY_S,
+    TIMER_BUDGET_IDLE_S,
+    TimerRounds,
+)
 from service.usecases.stream_timers import StreamTimers
 from service.usecases.stream_validation import Parsed, parse_records
 
@@ -56,8 +63,9 @@ POLL_TIMEOUT_S = 0.1
 FIRST_RECORD_TIMEOUT_S = 90.0
 #: The offline buffer is written (and offsets committed) at least this often...
 FLUSH_INTERVAL_S = 2.0
-#: ...or when it holds this many rows.
-FLUSH_ROWS = 200_000
+#: ...or when it holds this many rows: writing a part holds the events up, so parts stay small
+#: enough (timers catching up add a row per customer and midnight) to keep that short.
+FLUSH_ROWS = 25_000
 #: How often the consumer lag is measured (it costs a request to the broker).
 LAG_INTERVAL_S = 5.0
 #: Committing may fail while the broker is away; the worker keeps going and retries.
@@ -72,7 +80,7 @@ def _backoff(attempt: int) -> float:
     return min(0.5 * 2.0**attempt, 8.0)
 
 
-class StreamWorker:
+class StreamWorker(TimerRounds):
     def __init__(
         self,
         consumer: Consumer,
@@ -84,7 +92,7 @@ class StreamWorker:
         lateness_us: int = DEFAULT_LATENESS_US,
         metrics: StreamMetrics | None = None,
         consents: ConsentRegistry | None = None,
-        on_features: Callable[[Mapping[str, Origin | None]], None] | None = None,
+        on_features: Callable[[Mapping[str, Origin | TimerOrigin | None]], None] | None = None,
         erasures: ErasureRegister | None = None,
         time_bounds: TimeBounds | None = None,
         dead_marks: StateStore | None = None,
@@ -100,7 +108,8 @@ class StreamWorker:
         #: Per partition, the highest offset whose dead letter is acknowledged is kept (durable
         #: when given ``dead_marks``: then a replay does not write the dead letters again).
         self.dead_letters = DeadLetterOutbox(dlq, dlq_topic, dead_marks)
-        self.states = states
+        #: States moved by timers are held until their offline rows are durable.
+        self.states = HoldingStates(states)
         self.online = online
         self.offline = offline
         self.lateness_us = lateness_us
@@ -157,81 +166,6 @@ class StreamWorker:
         if self.on_features is not None and written:
             self.on_features({c: done.origins[c] for c in written if c in done.origins})
 
-    # --- timers ----------------------------------------------------------------------------
-    def fire_timers(self, force: bool = False) -> int:
-        """Fire the timers due on this worker's partitions (a bounded round): the customers'
-        features move through their midnights by the event path's writes. A dependency's
-        failure leaves them due for the next round; a customer whose state cannot be advanced
-        is logged and her timer tried again at the next midnight (her next event arms it anew),
-        so she cannot stop the others. ``force``: look now, not at the next check."""
-        if self.timers is None:
-            return 0
-        partitions = self.consumer.partitions()
-        due = self.timers.due(partitions, force)
-        if not due:
-            return 0
-        upto = self.timers.owned(partitions)
-        try:
-            self._advance(due, upto)
-        except Exception as error:
-            if is_dependency_failure(error):
-                log.warning("timers not fired, tried again next round: %s", error)
-                return 0
-            for timer in due:
-                self._advance_alone(timer, upto)
-        if self.metrics:
-            self.metrics.timer_lag.set(max(upto[due[0].partition] - due[0].due_us, 0) / 1e6)
-        return len(due)
-
-    def _fire_all_due(self) -> None:
-        """Caught up: every timer due by now is fired (the ones the last batches armed are
-        stored first), so a run that ends leaves every customer's row as of now."""
-        self.flush_and_commit()
-        while self.fire_timers(force=True):
-            self.flush_and_commit()
-        if self.timers is not None:
-            self.timers.publish(self.consumer.partitions(), force=True)
-
-    def _advance(self, due: list[Timer], upto: dict[int, int]) -> None:
-        assert self.timers is not None
-        # An erased customer's timer is only cancelled: nothing of hers is written again.
-        gone = self.erased.current().among(t.customer for t in due)
-        if gone:
-            self.timers.note(
-                [
-                    TimerChange(t.partition, t.customer, None, t.due_us)
-                    for t in due
-                    if t.customer in gone
-                ]
-            )
-            due = [t for t in due if t.customer not in gone]
-        fired = advance_features(due, upto, self.states, self.online, self.offline)
-        self.timers.note(fired.timers)
-        self.stats.timers_fired += len(due)
-        self.stats.feature_rows += len(fired.customers)
-        if self.metrics:
-            cancelled = sum(1 for t in fired.timers if t.due_us is None)
-            self.metrics.timers.labels("advanced").inc(len(due) - cancelled)
-            self.metrics.timers.labels("cancelled").inc(cancelled)
-            self.metrics.feature_rows.inc(len(fired.customers))
-        if self.on_features is not None and fired.customers:
-            self.on_features(dict.fromkeys(fired.customers))
-
-    def _advance_alone(self, timer: Timer, upto: dict[int, int]) -> None:
-        assert self.timers is not None
-        try:
-            self._advance([timer], upto)
-        except Exception:
-            if self.metrics:
-                self.metrics.timers.labels("failed").inc()
-            log.exception(
-                "the timer of %r could not be fired; tried again tomorrow", timer.customer
-            )
-            # At the next midnight the partition reaches: once a day, however far behind.
-            tomorrow = (upto[timer.partition] // DAY_US + 1) * DAY_US
-            later = TimerChange(timer.partition, timer.customer, tomorrow)
-            self.timers.note([later])
-
     # --- dead letters, and erased customers' records (dropped, never dead-lettered) ----------
     def _dead_letter(self, record: Record, error: str, reason: str) -> None:
         """Queue the dead letter of ``record``, unless a run before wrote it (a replay) or it
@@ -261,6 +195,7 @@ class StreamWorker:
         if self.consents is None:
             raise RuntimeError("consent events on the stream but no consent registry is wired")
         self.stats.consents += self.consents.record(entries)
+        forget_withdrawn(self.online, entries)
 
     # --- durability -----------------------------------------------------------------------
     def flush_and_commit(self) -> None:
@@ -272,8 +207,9 @@ class StreamWorker:
             if self.metrics:
                 self.metrics.events.labels("dead_letter").inc(sent)
         self.offline.flush()
-        if self.timers is not None:
-            self.timers.store()  # the rows they cover are durable now
+        # The held states' rows are durable now; then the timers their rows and states cover.
+        if self._store_states() and self.timers is not None:
+            self.timers.store()
         self._last_flush = time.monotonic()
         if not self._pending:
             return
@@ -292,6 +228,21 @@ class StreamWorker:
         self.stats.commits += 1
         if self.metrics:
             self.metrics.commits.inc()
+
+    def _store_states(self) -> bool:
+        """Store the states held; False if the store failed (they stay held, and the timers
+        are not stored either: tried again at the next flush)."""
+        try:
+            stored = self.states.flush()
+        except Exception as error:
+            if not is_dependency_failure(error):
+                raise
+            log.warning("held states not stored, tried again at the next flush: %s", error)
+            return False
+        # An erasure committed since those timers fired: her state must not outlive it.
+        for customer in self.erased.current().among(stored) if stored else ():
+            self.states.delete(customer)
+        return True
 
     def _maybe_flush(self) -> None:
         due = time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
@@ -333,7 +284,7 @@ class StreamWorker:
                     last_record = now
                 elif self.timers is not None:
                     self.timers.caught_up(self.consumer.partitions())
-                self.fire_timers()
+                self.fire_timers(budget_s=TIMER_BUDGET_BUSY_S if records else TIMER_BUDGET_IDLE_S)
                 if self.timers is not None:
                     self.timers.publish(self.consumer.partitions())
                 self._maybe_flush()
@@ -346,7 +297,7 @@ class StreamWorker:
                         break
                 if deadline is not None and now >= deadline:
                     break
-                if not records:
+                if not records and not (self.timers is not None and self.timers.behind):
                     # The local log returns at once when empty; do not spin.
                     self.stopping.wait(0.02)
         finally:

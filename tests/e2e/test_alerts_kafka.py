@@ -29,8 +29,9 @@ SPEC = BankSpec(seed=23, customers=2_000, days=120, end=END, situations=busy_hou
 #: The issue's bound from the event to the RM's inbox.
 WITHIN_S = 2.0
 #: The scenario goes to this many consenting customers: whether one model's score clears the
-#: catalog's threshold varies with the customer; at least one must.
-CONSENTING = 6
+#: catalog's threshold varies with the customer (and with the model trained on a bank ending
+#: now); at least one must.
+CONSENTING = 10
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def test_the_seed_scenario_reaches_the_rm_inbox_or_the_log_says_why(stack) -> No
         accepted = client.post("/v1/events", json={"events": events}, headers=channel)
         assert accepted.status_code == 202, accepted.text
         arrived: dict[str, float] = {}
-        inbox: dict[str, dict[str, Any]] = {}
+        mortgage_alerts: dict[str, dict[str, Any]] = {}
         while time.monotonic() - sent < WITHIN_S + 3.0:  # a little longer, to see any late one
             for customer in consenting:
                 if customer in arrived:
@@ -98,10 +99,14 @@ def test_the_seed_scenario_reaches_the_rm_inbox_or_the_log_says_why(stack) -> No
                 listed = client.get(
                     "/v1/alerts", params={"rm_id": rm_of[customer]}, headers=compliance
                 ).json()["alerts"]
-                mine = [a for a in listed if a["customer_id"] == customer and a["need"]]
+                # Her mortgage alert: another need's (idle cash, from the same inflow) may be
+                # listed before it, at a higher priority.
+                mine = [
+                    a for a in listed if a["customer_id"] == customer and a["need"] == "mortgage"
+                ]
                 if mine:
                     arrived[customer] = time.monotonic() - sent
-                    inbox[customer] = mine[0]
+                    mortgage_alerts[customer] = mine[0]
             time.sleep(0.05)
     finally:
         worker.stopping.set()
@@ -118,7 +123,6 @@ def test_the_seed_scenario_reaches_the_rm_inbox_or_the_log_says_why(stack) -> No
     delivered = {
         d["decision_id"] for d in decisions.values() if "mortgage_consultation" in d["delivered"]
     }
-    mortgage_alerts = {c: a for c, a in inbox.items() if a["need"] == "mortgage"}
     assert mortgage_alerts, f"no mortgage alert reached an inbox: {list(decisions.values())}"
     for customer, alert in mortgage_alerts.items():
         assert arrived[customer] <= WITHIN_S, (customer, arrived[customer])

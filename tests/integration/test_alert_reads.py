@@ -20,6 +20,7 @@ from consent.stores.reads import GateRead, GateReads
 from feature_repo.activity import FEATURE_NAMES
 from service.adapters.features.online_features import OnlineFeatures
 from service.bootstrap import Container
+from service.usecases.alerter import Alerter
 from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.ports import FixedModels, OnlineFeatureReads
 from tests.doubles import GOOD_STANDING, SyncFeatures, choose, grant_all
@@ -168,3 +169,30 @@ def test_profiling_withdrawn_between_the_look_and_the_gate_leaves_the_scores_out
     assert record["models"] == []
     assert [c["score"] for c in record["candidates"]] == [None]
     assert record["delivery_status"] == "nothing_to_deliver"
+
+
+class RefusingScores:
+    """A score store that fails every write (the online store refusing, say)."""
+
+    def write_scores(self, customers: list[str], at_us: np.ndarray, matrix: np.ndarray) -> None:
+        raise ConnectionError("the online store refused the write")
+
+
+def test_scores_that_cannot_be_kept_do_not_stop_the_alerts(counted) -> None:
+    container, _reads, _features = counted
+    _known(container, "UP")
+    _online(container, {"UP": 6})
+    alerter = Alerter(
+        container.decisions,
+        container.alert_store,
+        container.alert_policy,
+        container.catalog,
+        container.alert_memory(),
+        scores=RefusingScores(),  # type: ignore[arg-type]
+    )
+
+    [alert] = alerter.process({"UP": None})
+
+    assert (alert.customer_id, alert.action_id) == ("UP", "mortgage_consultation")
+    assert alerter.stats.skipped["scores_not_kept"] == 1
+    assert container.features.read("UP").scores is None  # nothing half-written

@@ -32,10 +32,10 @@ from service.usecases.alert_inbox import AlertInbox
 from service.usecases.alert_policy import AlertPolicy
 from service.usecases.alert_runner import AlertRunner
 from service.usecases.alerter import Alerter
-from service.usecases.origin import Origin
+from service.usecases.origin import Origin, TimerOrigin
 from service.usecases.ports import FixedModels
 from service.usecases.regate import AlertGate
-from tests.doubles import GOOD_STANDING, SyncFeatures, decision_service
+from tests.doubles import GOOD_STANDING, RowByRow, SyncFeatures, decision_service
 
 
 class Scripted(SyncFeatures):
@@ -57,7 +57,7 @@ class Scripted(SyncFeatures):
 
 
 @dataclass(frozen=True)
-class ViewsModel:
+class ViewsModel(RowByRow):
     """Scores a need by its page views: a tenth per mortgage-calculator view (mortgage only)."""
 
     need: str
@@ -277,6 +277,27 @@ def test_a_burst_of_events_is_one_rescoring(setup, inbox) -> None:
     ready = runner.due(now=float("inf"))
     assert list(ready) == ["C1"] and ready["C1"] == _origin(4)
     assert runner.due(now=float("inf")) == {}
+
+
+def test_an_event_is_not_kept_waiting_behind_a_midnight_of_timers(setup, inbox) -> None:
+    alerter, _features, _container = setup
+    runner = AlertRunner(alerter, inbox, alerter.policy.debounce_seconds, page=100)
+    midnight = TimerOrigin(1_700_000_000_000_000)
+    runner.touched({f"T{n:04d}": midnight for n in range(1_000)})
+    runner.touched({"C1": _origin(1), "T0500": _origin(2)})
+    runner.touched({"T0500": midnight})  # a timer after her event: the event stays her origin
+    first = runner.due(now=float("inf"))
+    assert len(first) == 100
+    assert list(first)[:2] == ["T0500", "C1"]  # events first, in the order they came
+    assert first["C1"] == _origin(1) and first["T0500"] == _origin(2)
+    assert all(isinstance(o, TimerOrigin) for c, o in first.items() if c not in {"C1", "T0500"})
+    # The rest, a page at a time, none lost or twice.
+    seen = set(first)
+    while page := runner.due(now=float("inf")):
+        assert len(page) <= 100 and not seen & set(page)
+        seen |= set(page)
+    assert seen == {f"T{n:04d}" for n in range(1_000)} | {"C1"}
+    assert runner.waiting == 0
 
 
 def test_the_last_scores_outlive_the_alerter_so_a_restart_raises_nothing_again(setup) -> None:

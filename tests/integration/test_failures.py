@@ -125,7 +125,7 @@ def test_redis_dying_mid_load_degrades_and_recovers(private_redis, operational_u
             # Nothing that needs personal features was delivered on a degraded answer.
             kinds = {a.id: a for a in container.catalog.actions.values()}
             assert all(
-                kinds[a["action_id"]].need is None and not kinds[a["action_id"]].when
+                kinds[a["action_id"]].need is None and not kinds[a["action_id"]].conditioned_on
                 for d in during
                 for a in d["actions"]
             )

@@ -17,7 +17,7 @@ from feature_repo.activity import FEATURE_NAMES
 from feature_repo.events import parse_event
 from feature_repo.reference import reference_features
 from service.adapters.deadletter import DEAD_LETTER_VALUE_BYTES, MAX_RECORD_BYTES
-from service.adapters.state import SQLiteStateStore
+from service.adapters.state import HoldingStates, SQLiteStateStore
 from service.adapters.transport import DLQ_TOPIC, EVENTS_TOPIC, Headers, TransportError
 from service.bootstrap import Container
 from service.usecases import pipeline
@@ -142,7 +142,7 @@ def _worker(container: Container, states: SQLiteStateStore, dlq=None) -> StreamW
     built = container.worker()
     built.backoff = lambda attempt: 0.01
     built.states.close()
-    built.states = states
+    built.states = HoldingStates(states)
     if dlq is not None:
         built.dead_letters.producer = dlq
     return built

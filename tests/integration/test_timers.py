@@ -28,6 +28,7 @@ from service.adapters.timers import (
 )
 from service.usecases import pipeline
 from service.usecases.erasure import erase_customer
+from service.usecases.stream_timers import MIN_ROUND
 from training.bank.in_memory import generate
 from training.bank.spec import BankSpec
 
@@ -78,6 +79,21 @@ def test_rounds_are_per_partition_earliest_first_and_bounded(stores) -> None:
     assert all(t.due_us <= (5 if t.partition == 0 else 8) * DAY_US for t in due)
     assert index.due({2: 100 * DAY_US}, 10) == [] and index.due({}, 10) == []
     assert index.count([0, 1]) == 20
+
+
+def test_a_partitions_customers_are_paged_through_once_each(stores) -> None:
+    index, _ = stores
+    index.apply([TimerChange(0, f"P{i:02d}", (i + 1) * DAY_US) for i in range(25)])
+    index.apply([TimerChange(1, "OTHER", DAY_US)])
+    seen: list[str] = []
+    cursor = 0
+    while True:
+        cursor, page = index.customers(0, cursor, 10)
+        seen += page
+        if cursor == 0:
+            break
+    assert sorted(seen) == [f"P{i:02d}" for i in range(25)]
+    assert index.customers(2, 0, 10) == (0, [])
 
 
 def test_watermarks_are_published_per_partition(stores) -> None:
@@ -161,16 +177,23 @@ def test_the_offline_history_holds_a_row_per_midnight_exact_as_of_it(embedded) -
     now = bank.spec.end + timedelta(days=6, hours=5)
     clock = round(now.timestamp() * 1e6)
     pipeline.stream_until_idle(embedded, idle_s=0.2, clock=lambda: clock)
+    _assert_a_row_per_midnight(embedded, events, bank.spec.end, days=6)
+
+
+def _assert_a_row_per_midnight(container, events, end: datetime, days: int) -> None:
+    """The offline history holds, for each of the ``days`` midnights after ``end``, one row per
+    customer, exact as of it (rows written again after a crash are the same row)."""
     import pyarrow.dataset as ds
 
-    folder = embedded.store_location.offline_dir / "customer_activity"
+    folder = container.store_location.offline_dir / "customer_activity"
     rows = ds.dataset(str(folder), format="parquet").to_table().to_pandas()
     parsed = [parse_event(e) for e in events]
-    midnight = datetime.fromtimestamp(bank.spec.end.timestamp() // 86_400 * 86_400, UTC)
-    for day in range(1, 7):
+    midnight = datetime.fromtimestamp(end.timestamp() // 86_400 * 86_400, UTC)
+    for day in range(1, days + 1):
         moment = midnight + timedelta(days=day)
         expected = reference_features(parsed, now=moment)
-        at = rows[rows["event_timestamp"] == moment]
+        at = rows[(rows["event_timestamp"] == moment) & (rows["customer_id"] != TICKER)]
+        at = at.drop_duplicates("customer_id")
         assert set(at["customer_id"]) == set(expected), moment
         for _, row in at.iterrows():
             values = expected[row["customer_id"]][1]
@@ -212,3 +235,52 @@ def test_a_customer_whose_state_cannot_be_advanced_does_not_stop_the_others(embe
         t for t in embedded.timer_index().due({0: clock + 5 * DAY_US}, 10) if t.customer == "BROKEN"
     ]
     assert timer.due_us == round(datetime(2026, 12, 3, tzinfo=UTC).timestamp() * 1e6)
+
+
+def test_a_crash_after_timers_moved_customers_through_midnights_loses_no_row(embedded) -> None:
+    """A round moves each customer through six midnights, a row each, and the worker dies
+    before its next flush: her state was held back with those rows, so the next run fires the
+    same timers again and the offline history has every midnight's row, exact."""
+    bank = generate(BankSpec(seed=6, customers=15, days=10))
+    events = bank.event_dicts()
+    pipeline.publish_events(embedded, events)
+    end = round((bank.spec.end + timedelta(hours=1)).timestamp() * 1e6)
+    pipeline.stream_until_idle(embedded, idle_s=0.2, clock=_fixed(end))
+    customers = sorted({e["customer_id"] for e in events})
+    before = embedded.state_store().get_many(customers)
+
+    now = bank.spec.end + timedelta(days=6, hours=5)
+    clock = round(now.timestamp() * 1e6)
+    worker = embedded.worker(clock=_fixed(clock))
+    assert worker.timers is not None
+    worker.timers.caught_up(worker.consumer.partitions())
+    fired = worker.fire_timers(force=True)
+    assert fired >= len(customers)
+    # Killed here: nothing flushed, and no state moved on without its rows.
+    assert worker.offline.rows > 0
+    worker.consumer.close()
+    assert embedded.state_store().get_many(customers) == before
+
+    _tick(embedded, 0)
+    pipeline.stream_until_idle(embedded, idle_s=0.2, clock=_fixed(clock))
+    _assert_a_row_per_midnight(embedded, events, bank.spec.end, days=6)
+
+
+def test_a_round_fits_the_time_given_and_the_next_rounds_take_the_rest(embedded) -> None:
+    """With no time to spare (records waiting), one small round fires and the others wait for
+    the next loop; given time, they all fire."""
+    at = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    pipeline.publish_events(embedded, [_login(f"R{i:03d}", at) for i in range(60)])
+    pipeline.stream_until_idle(embedded, idle_s=0.2, clock=_fixed(round(at.timestamp() * 1e6)))
+    later = round((at + timedelta(days=2)).timestamp() * 1e6)
+    worker = embedded.worker(clock=_fixed(later))
+    try:
+        assert worker.timers is not None
+        worker.timers.caught_up(worker.consumer.partitions())
+        assert worker.fire_timers(force=True, budget_s=0.0) == MIN_ROUND
+        assert worker.fire_timers(force=True) == 60 - MIN_ROUND
+        assert worker.fire_timers(force=True) == 0
+        worker.flush_and_commit()
+    finally:
+        worker.close()
+    assert embedded.features.read("R059").as_of == datetime(2026, 12, 2, tzinfo=UTC)

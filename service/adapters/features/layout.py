@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from feature_repo.activity import ACTIVITY_FIELDS
 from feature_repo.definitions import ACTIVITY_VIEW, PROFILE_VIEW
 from feature_repo.profile import PROFILE_FEATURE_NAMES
+from feature_repo.scores import SCORE_FIELDS, SCORES_VIEW
 
 #: Each view's fields, in the order a decision scores them (activity, then profile); the
 #: activity row ends with until when it is exact (``VALID_UNTIL``), which no model scores.
@@ -27,6 +28,8 @@ VIEW_FEATURES: dict[str, tuple[str, ...]] = {
     ACTIVITY_VIEW: ACTIVITY_FIELDS,
     PROFILE_VIEW: tuple(PROFILE_FEATURE_NAMES),
 }
+#: What a decision's one online read gets: the features, then the scores kept ready.
+READ_FIELDS: dict[str, tuple[str, ...]] = {**VIEW_FEATURES, SCORES_VIEW: SCORE_FIELDS}
 
 
 class FeastLayout:
@@ -37,7 +40,7 @@ class FeastLayout:
         self.project: str = config.project
         self.version: int = config.entity_key_serialization_version
         versioning = bool(config.registry.enable_online_feature_view_versioning)
-        views = {name: store.get_feature_view(name) for name in VIEW_FEATURES}
+        views = {name: store.get_feature_view(name) for name in READ_FIELDS}
         #: The name each view is stored under (a version suffix when Feast versions views).
         self.stored_names = {
             name: compute_versioned_name(view, versioning) for name, view in views.items()
@@ -120,18 +123,38 @@ def decode_value(raw: bytes | None) -> float | None:
     return None if kind is None else float(getattr(value, kind))
 
 
+def decode_array(raws: Sequence[bytes | None]) -> np.ndarray | None:
+    """Stored values as float64s, NaN for a null or an absent value, if every one is a double
+    or a null (None otherwise). The stream, the profile load and the score keeper write only
+    those (a NaN as a null): they are decoded in one read of their joined bytes, where parsing
+    each value as a message costs a decision more CPU than its scoring."""
+    width = TAGGED_DOUBLE.itemsize
+    present = [raw or b"" for raw in raws]
+    lengths = np.fromiter(map(len, present), np.int64, len(present))
+    doubles = lengths == width
+    if not (doubles | (lengths == 0)).all():
+        return None
+    tagged = np.frombuffer(b"".join(present), dtype=TAGGED_DOUBLE)
+    if not (tagged["tag"] == DOUBLE_TAG).all():
+        return None
+    laid = np.full(len(present), np.nan)
+    laid[doubles] = tagged["value"]
+    return laid
+
+
+def as_values(laid: np.ndarray) -> list[float | None]:
+    """``decode_array``'s values as floats, None for a null."""
+    values: list[float | None] = list(laid.tolist())
+    for i in np.flatnonzero(np.isnan(laid)).tolist():
+        values[i] = None
+    return values
+
+
 def decode_values(raws: Sequence[bytes | None]) -> list[float | None]:
-    """``decode_value`` of each. A row the stream or the profile load wrote holds doubles only:
-    then one read of the joined bytes decodes them all, where parsing each value as a message
-    costs a decision more CPU than its scoring. Anything else (a null, an absent field, another
-    type) is decoded value by value, by the protobuf library."""
-    if all(raw is not None and len(raw) == TAGGED_DOUBLE.itemsize for raw in raws):
-        # None is ruled out just above, which mypy cannot see through all().
-        tagged = np.frombuffer(b"".join(raws), dtype=TAGGED_DOUBLE)  # type: ignore[arg-type]
-        if (tagged["tag"] == DOUBLE_TAG).all():
-            doubles: list[float | None] = tagged["value"].tolist()
-            return doubles
-    return [decode_value(raw) for raw in raws]
+    """``decode_value`` of each: doubles and nulls at once (``decode_array``), anything else
+    (another type) value by value, by the protobuf library."""
+    laid = decode_array(raws)
+    return as_values(laid) if laid is not None else [decode_value(raw) for raw in raws]
 
 
 def decode_time(raw: bytes | None) -> datetime | None:

@@ -7,8 +7,20 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from consent.rules.vocabulary import NEEDS as _NEEDS
 from feature_repo.activity import VALID_UNTIL
 from feature_repo.definitions import ACTIVITY_VIEW, MAX_AGE, SCORING_FEATURES, VIEW_OF
+from feature_repo.scores import (
+    FEATURES_AT,
+    FINGERPRINT,
+    KEPT_REASONS,
+    PROFILE_AT,
+    SCORES_VIEW,
+    fingerprint,
+    reason_fields,
+    score_field,
+    version_field,
+)
 
 #: The default allowed lag (``Settings.allowed_feature_lag_minutes``).
 DEFAULT_LAG = timedelta(minutes=15)
@@ -20,6 +32,64 @@ def feature_age(moment: datetime, now: datetime) -> float:
     far from now: jitter between hosts reads as a few seconds, and a row from 2099 is stale,
     never fresh forever."""
     return abs((now - moment).total_seconds())
+
+
+@dataclass(frozen=True)
+class StoredScores:
+    """The scores kept ready beside a customer's features (``feature_repo.scores``): what the
+    models of ``versions`` made of the rows of ``features_at`` and ``profile_at``."""
+
+    #: The activity and profile row times scored (epoch seconds; None: no profile row).
+    features_at: float
+    profile_at: float | None
+    #: The fingerprint of the values scored (``feature_repo.scores.fingerprint``).
+    fingerprint: float
+    scores: dict[str, float]
+    versions: dict[str, str]
+    #: Per need, its strongest positive contributions (feature, contribution), strongest
+    #: first; kept only where an action of the need could be delivered (a need missing here
+    #: has none kept; an empty tuple: none pushed the score up).
+    reasons: dict[str, tuple[tuple[str, float], ...]]
+
+    @classmethod
+    def of(cls, values: dict[str, float | None]) -> StoredScores | None:
+        """The scores in a read's values (None: none kept)."""
+        features_at = _number(values.get(FEATURES_AT))
+        if features_at is None:
+            return None
+        scores: dict[str, float] = {}
+        versions: dict[str, str] = {}
+        reasons: dict[str, tuple[tuple[str, float], ...]] = {}
+        for need in _NEEDS:
+            score = _number(values.get(score_field(need)))
+            version = _number(values.get(version_field(need)))
+            if score is None or version is None:
+                continue
+            scores[need], versions[need] = score, str(int(version))
+            kept: list[tuple[str, float]] = []
+            computed = False
+            for k in range(1, KEPT_REASONS + 1):
+                index_field, contribution_field = reason_fields(need, k)
+                index = _number(values.get(index_field))
+                contribution = _number(values.get(contribution_field))
+                computed = computed or index is not None
+                if index is None or index < 0 or contribution is None:
+                    break  # none (more) kept; -1: computed, and none pushed the score up
+                kept.append((SCORING_FEATURES[int(index)], contribution))
+            if computed:
+                reasons[need] = tuple(kept)
+        return cls(
+            features_at,
+            _number(values.get(PROFILE_AT)),
+            _number(values.get(FINGERPRINT)) or math.nan,
+            scores,
+            versions,
+            reasons,
+        )
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
 
 
 @dataclass(frozen=True)
@@ -37,6 +107,11 @@ class OnlineFeatures:
     watermark: datetime | None = None
     #: How far behind the stream or a row may be before the row is stale.
     allowed_lag: timedelta = DEFAULT_LAG
+    #: The scores kept ready beside the features, as read with them (None: none). Not part of
+    #: what the features are: a read through Feast's SDK, which does not get them, is equal.
+    scores: StoredScores | None = field(default=None, compare=False)
+    #: The fingerprint of ``values`` when the read worked it out (``fingerprint``).
+    values_fingerprint: float | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of_views(
@@ -44,14 +119,32 @@ class OnlineFeatures:
         customer_id: str,
         values: dict[str, float | None],
         stamps: dict[str, datetime | None],
+        values_fingerprint: float | None = None,
     ) -> OnlineFeatures:
         """Every scoring feature in scoring order (None where ``values`` has none), with each
-        view's row time (``stamps``)."""
+        view's row time (``stamps``), and the scores kept ready if the read got them."""
         ordered = {name: values.get(name) for name in SCORING_FEATURES}
         valid = values.get(VALID_UNTIL)
         if valid is not None and math.isnan(valid):  # a row that does not say (a null)
             valid = None
-        return cls(customer_id, ordered, stamps.get(ACTIVITY_VIEW), stamps, valid)
+        scores = StoredScores.of(values) if stamps.get(SCORES_VIEW) is not None else None
+        views = {view: at for view, at in stamps.items() if view != SCORES_VIEW}
+        return cls(
+            customer_id,
+            ordered,
+            stamps.get(ACTIVITY_VIEW),
+            views,
+            valid,
+            scores=scores,
+            values_fingerprint=values_fingerprint,
+        )
+
+    def fingerprint(self) -> float:
+        """The fingerprint of the values (``feature_repo.scores.fingerprint``): whether scores
+        kept for some values are these values' scores."""
+        if self.values_fingerprint is not None:
+            return self.values_fingerprint
+        return fingerprint(self.values.values())
 
     @property
     def known(self) -> bool:

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import redis
 from feast import FeatureStore
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from feature_repo.definitions import SCORING_FEATURES
+from feature_repo.scores import SCORES_VIEW, fingerprint_of
 from service.adapters.features.breaker import READ_TIMEOUT_S, Breaker
 from service.adapters.features.layout import (
-    VIEW_FEATURES,
+    READ_FIELDS,
     FeastLayout,
+    as_values,
+    decode_array,
     decode_time,
-    decode_values,
+    decode_value,
 )
 from service.adapters.features.online_features import OnlineFeatures
 from service.adapters.features.redis_link import LoopLinks, PackedHmget
@@ -38,10 +43,10 @@ class RedisOnlineReads:
         self._breaker = breaker or Breaker()
         # Feast keeps every view of an entity in one hash: one HMGET reads values and times.
         self._fields = [
-            *(layout.redis_field(view, n) for view, names in VIEW_FEATURES.items() for n in names),
-            *(layout.redis_time_field(view) for view in VIEW_FEATURES),
+            *(layout.redis_field(view, n) for view, names in READ_FIELDS.items() for n in names),
+            *(layout.redis_time_field(view) for view in READ_FIELDS),
         ]
-        self._count = len(self._fields) - len(VIEW_FEATURES)
+        self._count = len(self._fields) - len(READ_FIELDS)
         self._client: Any
         connection: dict[str, Any] = {}
         if settings.redis_type == RedisType.redis:
@@ -81,13 +86,27 @@ class RedisOnlineReads:
         await self._links.close()
 
     def _decoded(self, customer_id: str, raw: list[bytes | None]) -> OnlineFeatures:
-        names = (name for names in VIEW_FEATURES.values() for name in names)
-        values = dict(zip(names, decode_values(raw[: self._count]), strict=True))
         stamps = {
             view: decode_time(blob)
-            for view, blob in zip(VIEW_FEATURES, raw[self._count :], strict=True)
+            for view, blob in zip(READ_FIELDS, raw[self._count :], strict=True)
         }
-        return OnlineFeatures.of_views(customer_id, values, stamps)
+        laid = decode_array(raw[: self._count])
+        mark: float | None = None
+        if laid is not None:
+            decoded = as_values(laid)
+            if stamps.get(SCORES_VIEW) is not None:
+                # Scores are kept: their fit is judged by the fingerprint of the values read,
+                # taken from the array at hand (from the values it would be laid out again).
+                mark = fingerprint_of(laid[_SCORED_AT])
+        else:
+            decoded = [decode_value(r) for r in raw[: self._count]]
+        values = dict(zip(_NAMES, decoded, strict=True))
+        return OnlineFeatures.of_views(customer_id, values, stamps, mark)
+
+
+#: Every field a read gets, in order, and where the scoring features are among them.
+_NAMES = tuple(name for names in READ_FIELDS.values() for name in names)
+_SCORED_AT = np.array([_NAMES.index(name) for name in SCORING_FEATURES], np.int64)
 
 
 def _connection(connection_string: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from feast import FeatureStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
 from service.adapters.features.layout import (
-    VIEW_FEATURES,
+    READ_FIELDS,
     FeastLayout,
     decode_values,
     sqlite_time,
@@ -36,7 +36,7 @@ class SQLiteOnlineReads:
         key = self._layout.entity_key(customer_id)
         values: dict[str, float | None] = {}
         stamps = {}
-        for view in VIEW_FEATURES:
+        for view in READ_FIELDS:
             rows = self._conn.execute(self._queries[view], (key,)).fetchall()
             values.update(
                 zip((r[0] for r in rows), decode_values([r[1] for r in rows]), strict=True)

@@ -33,12 +33,14 @@ class PipelineWatermark:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._refresh()
+                    self.refresh()
                     self._thread = threading.Thread(target=self._run, name="watermark", daemon=True)
                     self._thread.start()
         return self._value
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Read the published watermarks now (a simulation moving its clock does, between
+        steps, rather than wait for the background refresh)."""
         try:
             published = self._store.read()
         except Exception as error:
@@ -49,7 +51,7 @@ class PipelineWatermark:
 
     def _run(self) -> None:
         while not self._stopping.wait(self._refresh_s):
-            self._refresh()
+            self.refresh()
 
     def close(self) -> None:
         self._stopping.set()

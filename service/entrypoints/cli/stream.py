@@ -77,11 +77,22 @@ def stream(
         from prometheus_client import start_http_server
 
         start_http_server(port, addr=container.settings.api_host)
+    refresher = None
     if runner is not None:
+        from service.adapters.models import ModelRefresher
+
+        # The served models follow the registry's alias, as the API's do: the scores kept
+        # ready are the champion's, and a promotion rescores the worker's customers.
+        refresher = ModelRefresher(
+            lambda: container.models, container.settings.model_refresh_seconds
+        )
+        refresher.start()
         runner.start()
     try:
         stats = worker.run(idle_exit_s=until_idle)
     finally:
+        if refresher is not None:
+            refresher.stop()
         if runner is not None:
             runner.stop()  # what the last batches touched is still rescored
         worker.close()

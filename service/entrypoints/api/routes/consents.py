@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -16,7 +17,9 @@ from service.entrypoints.api.security import ReadingConsent, RecordingConsent
 from service.entrypoints.api.state import Wired
 from service.errors import StoreUnavailable
 from service.usecases.consent_writes import RecordConsentChoice, record_consent_choices
+from service.usecases.score_keeping import forget_withdrawn
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -60,7 +63,7 @@ def put_consents(
     from an RM key only for their own customers; ``recorded_by`` is the key."""
     choices = [RecordConsentChoice(**item.model_dump()) for item in body.consents]
     with unavailable("consent write", StoreUnavailable()):
-        record_consent_choices(
+        entries = record_consent_choices(
             c.registry,
             c.directory,
             c.settings.time_bounds,
@@ -69,4 +72,8 @@ def put_consents(
             principal,
             datetime.now(UTC),
         )
+    try:
+        forget_withdrawn(c.features.online, entries)
+    except Exception as error:  # the choice is recorded; kept scores are unused without it
+        log.warning("kept scores not dropped after a withdrawal: %s", error)
     return _consents_of(c, customer_id)
