@@ -59,11 +59,14 @@ from bench.summaries import ON_SCHEDULE, ratio, summarise_load
 from service.bootstrap import Container
 from service.entrypoints.auth import DEV_KEYS_FILE, development_keys, plain_key
 from service.settings import load_settings
+from service.usecases import pipeline
 
 #: The issue's done-when, server-side, explanations included.
 TARGET_P50_MS = 3.0
 TARGET_P99_MS = 15.0
 TARGET_RSS_MB = 600.0
+#: Decisions answered without personal features (issue 19: below 0.1%).
+WITHOUT_FEATURES_SHARE = 0.001
 #: The bench's customers agreed to profiling: nearly every decision scores the models.
 MIN_SCORED_SHARE = 0.95
 
@@ -111,10 +114,19 @@ def run_load(
     return result
 
 
-def verdict(load: dict[str, Any]) -> dict[str, bool]:
+def targets(args: argparse.Namespace) -> dict[str, float]:
+    return {
+        "p50_ms": args.target_p50_ms,
+        "p99_ms": args.target_p99_ms,
+        "rss_mb": TARGET_RSS_MB,
+        "without_features_share": WITHOUT_FEATURES_SHARE,
+    }
+
+
+def verdict(load: dict[str, Any], targets: dict[str, float]) -> dict[str, bool]:
     checks = {
-        "p50_le_3ms": float(load["server_ms"].get("p50", float("inf"))) <= TARGET_P50_MS,
-        "p99_le_15ms": float(load["server_ms"].get("p99", float("inf"))) <= TARGET_P99_MS,
+        "p50_le_target": float(load["server_ms"].get("p50", float("inf"))) <= targets["p50_ms"],
+        "p99_le_target": float(load["server_ms"].get("p99", float("inf"))) <= targets["p99_ms"],
         # All the API's processes, shared pages counted once (one process: its RSS).
         "rss_le_600mb": float(load["api_rss_mb"]["pss_max"]) <= TARGET_RSS_MB,
         "rate_achieved": float(load["rate_achieved"]) >= ON_SCHEDULE * float(load["rate_target"]),
@@ -123,6 +135,9 @@ def verdict(load: dict[str, Any]) -> dict[str, bool]:
         # Real decisions: a run whose customers had no online rows (a flushed Redis under a
         # kept state) scores nothing and is fast for the wrong reason.
         "decisions_scored": float(load["share_with_models_scored"]) >= MIN_SCORED_SHARE,
+        # Under load a slow online read opens the breaker: decisions go on without features.
+        "without_features_below_target": float(load.get("share_without_features", 0.0))
+        < targets["without_features_share"],
     }
     checks["all"] = all(checks.values())
     return checks
@@ -159,6 +174,8 @@ def parse_args() -> argparse.Namespace:
         "--connections, so requests never queue in the client for a connection).",
     )
     parser.add_argument("--naive-customers", type=int, default=500)
+    parser.add_argument("--target-p50-ms", type=float, default=TARGET_P50_MS)
+    parser.add_argument("--target-p99-ms", type=float, default=TARGET_P99_MS)
     parser.add_argument(
         "--server-log-level",
         default="WARNING",
@@ -191,6 +208,12 @@ def measure(state: State, backends: Backends, args: argparse.Namespace) -> dict[
                 f"the online store has no rows for the decision customers in {state.home} "
                 "(Redis flushed or restarted since it was built?): build it again"
             )
+        if args.reuse:
+            # Kept with the models served now, as the stream leaves them (a state kept from
+            # before may hold none, or scores of other models or another layout).
+            began = time.perf_counter()
+            result["scores_kept_now"] = pipeline.keep_scores(container, deciders)
+            result["scores_kept_seconds"] = round(time.perf_counter() - began, 1)
         result["in_process"] = compare_in_process(container, sample)
     finally:
         container.close()
@@ -216,7 +239,7 @@ def measure(state: State, backends: Backends, args: argparse.Namespace) -> dict[
     load, naive = result["load"], result["in_process"]["naive_ms"]
     result["naive_p50_over_server_p50"] = ratio(naive, load["server_ms"], "p50")
     result["naive_p99_over_server_p99"] = ratio(naive, load["server_ms"], "p99")
-    result["meets_target"] = verdict(load)
+    result["meets_target"] = verdict(load, targets(args))
     return result
 
 
@@ -231,7 +254,7 @@ def main() -> None:
             "operational_store": "postgresql" if backends.postgres else "sqlite",
             "mlflow": "sqlite",
         },
-        "targets": {"p50_ms": TARGET_P50_MS, "p99_ms": TARGET_P99_MS, "rss_mb": TARGET_RSS_MB},
+        "targets": targets(args),
         "load_before": machine_load(),
     }
     with state_for(args, backends) as (state, report):

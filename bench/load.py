@@ -38,6 +38,8 @@ class Outcome:
     scored: bool = False
     explained: bool = False
     delivered: bool = False
+    #: Answered without personal features (the online read failed or its breaker was open).
+    without_features: bool = False
 
     @property
     def client_ms(self) -> float:
@@ -97,6 +99,7 @@ async def _request(client: Client, outcome: Outcome, request: bytes) -> None:
         actions = body.get("actions") or []
         outcome.delivered = bool(actions)
         outcome.explained = any(a.get("reasons") for a in actions)
+        outcome.without_features = body.get("fallback") == "online_store_unavailable"
 
 
 async def open_loop(

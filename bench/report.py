@@ -60,6 +60,16 @@ def ratio(path: str) -> Cell:
     return at(path, "×", 1)
 
 
+def oracle_ratios(result: Mapping[str, Any]) -> str:
+    """The lowest and highest need model's test ROC AUC over the oracle's."""
+    ratios = [
+        float(v["oracle_ratio"])
+        for v in (result.get("test") or {}).values()
+        if isinstance(v, Mapping) and v.get("oracle_ratio") is not None
+    ]
+    return f"{min(ratios):.3f}–{max(ratios):.3f}" if ratios else MISSING
+
+
 def joined(*cells: Cell, sep: str = " / ") -> Cell:
     return lambda result: sep.join(cell(result) for cell in cells)
 
@@ -107,7 +117,10 @@ KINDS: dict[str, Kind] = {
         module="bench.stream",
         measures="one worker process from Kafka into the online store (events/s, median of "
         "runs), and freshness at a steady rate: from producing an event to its customer's "
-        "features being readable through the Feast SDK.",
+        "features being readable through the Feast SDK. From the `-s6-` runs on, freshness "
+        "runs the worker as a process of its own (`nextbest stream`) and one reader polls "
+        "every probe not yet seen; earlier runs ran the worker as a thread beside a polling "
+        "thread per probe, which competed with it for the interpreter.",
         naive="one `FeatureStore.push` per event, on the same records.",
         columns=[
             ("events", at("events_in_topic")),
@@ -118,6 +131,8 @@ KINDS: dict[str, Kind] = {
             ("freshness at", at("freshness.achieved_rate", " events/s")),
             ("freshness p50", at("freshness.p50_seconds", " s")),
             ("freshness p99", at("freshness.p99_seconds", " s")),
+            ("timers of", at("timers.customers")),
+            ("timers: share of a core", at("timers.steady_state.share_of_a_core")),
         ],
     ),
     "stale": Kind(
@@ -152,6 +167,7 @@ KINDS: dict[str, Kind] = {
             ("naive", at("naive_seconds", " s")),
             ("naive ÷ ours", ratio("speedup_vs_naive")),
             ("peak memory", at("peak_memory_mb", " MB")),
+            ("oracle ratio (min–max)", oracle_ratios),
         ],
     ),
     "score": Kind(
@@ -199,9 +215,9 @@ KINDS: dict[str, Kind] = {
         module="bench.decide",
         measures="`POST /v1/decisions` served by `nextbest serve` under open-loop load at a "
         "fixed rate: server-side latency (`Server-Timing`), the API's CPU per decision and "
-        "its memory (PSS over the workers); in process, one request after another, the "
-        "feature and model part of a decision (`FeastFeatures.read` and `NeedModel.score` "
-        "per need).",
+        "its memory (PSS over the workers), the share answered without features; in process, "
+        "one request after another, the feature and model part of a decision "
+        "(`FeastFeatures.read`, then the scores kept ready or `NeedModel.score` per need).",
         naive="in process, `FeatureStore.get_online_features`, then per need one "
         "`Booster.predict` and one `pred_contrib`.",
         columns=[
@@ -217,6 +233,8 @@ KINDS: dict[str, Kind] = {
                     at("in_process.naive_ms.p50", " ms", 2), at("in_process.ours_ms.p50", " ms", 2)
                 ),
             ),
+            ("without features", at("load.share_without_features")),
+            ("scores kept", at("in_process.share_with_scores_kept")),
             ("naive ÷ ours p50", ratio("in_process.naive_over_ours_p50")),
             ("naive ÷ ours p99", ratio("in_process.naive_over_ours_p99")),
             ("target p50 / p99", joined(at("targets.p50_ms", " ms"), at("targets.p99_ms", " ms"))),

@@ -223,10 +223,15 @@ def build_state(state: State, backends: Backends, seed: int) -> dict[str, Any]:
         # before the snapshots a time split needs.
         report = pipeline.train_from_bank(container, bank_dir, NEEDS, step_days=7, warm_up_days=14)
         seconds["train_and_register"] = time.perf_counter() - began
+
+        # The customers the load is drawn from: profiled and contactable on the app, with
+        # features; their scores kept ready, as the stream's alerter leaves them.
+        deciders = sorted(consenting(consents) & set(online))
+        began = time.perf_counter()
+        pipeline.keep_scores(container, deciders)
+        seconds["keep_scores"] = time.perf_counter() - began
     finally:
         container.engine.dispose()
-    # The customers the load is drawn from: profiled and contactable on the app, with features.
-    deciders = sorted(consenting(consents) & set(online))
     (state.home / DECIDERS).write_text(json.dumps(deciders))
     return {
         "seconds": {k: round(v, 1) for k, v in seconds.items()},

@@ -5,8 +5,11 @@ Measures, in one run:
 - sustained throughput of one worker process (events/s, median of ``--repeat`` runs) from Kafka
   into the Redis online store, and into the SQLite online store;
 - the naive path on the same records: one ``FeatureStore.push`` per event;
-- freshness at a steady ``--rate`` (2,000 events/s): from producing an event to its customer's
-  features being readable through the Feast SDK (p50, p99).
+- freshness at a steady ``--rate`` (2,000 events/s) of a ten-day-old bank's events with live
+  probes among them, the worker running as ``nextbest stream``: from producing a probe to its
+  customer's features being readable through the Feast SDK (p50, p99);
+- with ``--timer-customers N``, what the timers of N customers cost on a simulated clock
+  (``bench.stream_timers``): the share of a core in steady state.
 
 Needs the servers of ``scripts/services`` (TEST_KAFKA_BOOTSTRAP_SERVERS, TEST_REDIS_URL).
 
@@ -18,6 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,12 +37,13 @@ import pandas as pd
 from kafka import KafkaConsumer, KafkaProducer
 
 from bench.common import emit, median
-from feature_repo.activity import FEATURE_NAMES
+from bench.stream_timers import measure_timers
+from feature_repo.activity import ACTIVITY_FIELDS
 from feature_repo.arrival import apply_events
 from feature_repo.buckets import WindowState
 from feature_repo.definitions import ACTIVITY_PUSH
 from feature_repo.events import InvalidEvent, parse_event
-from feature_repo.windows import compute_features
+from feature_repo.windows import activity_rows
 from service.adapters.transport import EVENTS_TOPIC, Record
 from service.bootstrap import Container
 from service.settings import Settings, load_settings
@@ -48,19 +55,21 @@ if TYPE_CHECKING:
 
 
 def settings_for(home: Path, online: str, namespace: str, run: str) -> Settings:
-    return load_settings(
-        {
-            "NEXTBEST_HOME": str(home),
-            "NEXTBEST_EVENT_TRANSPORT": "kafka",
-            "NEXTBEST_KAFKA_BOOTSTRAP_SERVERS": os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"],
-            "NEXTBEST_TOPIC_NAMESPACE": namespace,
-            "NEXTBEST_CONSUMER_GROUP": f"bench-{run}",
-            "NEXTBEST_ONLINE_STORE": online,
-            "NEXTBEST_REDIS_URL": os.environ["TEST_REDIS_URL"],
-            "NEXTBEST_FEAST_PROJECT": f"b{run}",
-            "NEXTBEST_LOG_LEVEL": "WARNING",
-        }
-    )
+    return load_settings(settings_env(home, online, namespace, run))
+
+
+def settings_env(home: Path, online: str, namespace: str, run: str) -> dict[str, str]:
+    return {
+        "NEXTBEST_HOME": str(home),
+        "NEXTBEST_EVENT_TRANSPORT": "kafka",
+        "NEXTBEST_KAFKA_BOOTSTRAP_SERVERS": os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"],
+        "NEXTBEST_TOPIC_NAMESPACE": namespace,
+        "NEXTBEST_CONSUMER_GROUP": f"bench-{run}",
+        "NEXTBEST_ONLINE_STORE": online,
+        "NEXTBEST_REDIS_URL": os.environ["TEST_REDIS_URL"],
+        "NEXTBEST_FEAST_PROJECT": f"b{run}",
+        "NEXTBEST_LOG_LEVEL": "WARNING",
+    }
 
 
 def produce(topic: str, records: list[tuple[str | None, bytes]]) -> float:
@@ -129,7 +138,9 @@ def run_naive(home: Path, namespace: str, limit_s: float) -> dict[str, float]:
                     continue
                 apply_events(states, [event])
                 state = states[event.customer_id]
-                row = dict(zip(FEATURE_NAMES, compute_features([state])[0], strict=True))
+                # The row the stream writes: the features and until when they hold.
+                fields = activity_rows([state], [state.next_change_us()])[0]
+                row = dict(zip(ACTIVITY_FIELDS, fields, strict=True))
                 frame = pd.DataFrame(
                     [
                         {
@@ -148,11 +159,13 @@ def run_naive(home: Path, namespace: str, limit_s: float) -> dict[str, float]:
 
 
 def freshness(home: Path, rate: float, seconds: float, probes: int) -> dict[str, float | None]:
-    """Produce a bank's events at ``rate`` while a worker runs; probe customers get one event
-    each, and a reader polls the Feast SDK until that customer's row appears."""
+    """Produce a bank's events at ``rate`` while a worker runs (``nextbest stream``, in a
+    process of its own as deployed); probe customers get one event each, and a reader polls
+    the Feast SDK until that customer's row appears."""
     run = uuid.uuid4().hex[:8]
     namespace = f"f{run}."
-    container = Container(settings_for(home / run, "redis", namespace, run))
+    env = settings_env(home / run, "redis", namespace, run)
+    container = Container(load_settings(env))
     store = container.feature_store
     bank = generate(BankSpec(seed=3, customers=5_000, days=10))
     background = [(k, v) for _, k, v in bank.records()][: int(rate * seconds)]
@@ -164,14 +177,26 @@ def freshness(home: Path, rate: float, seconds: float, probes: int) -> dict[str,
     # partitions assigns the worker nothing until its next metadata refresh, minutes later.
     producer.send(topic, key=b"W", value=json.dumps({"warm": 1}).encode())
     producer.flush()
-    worker = container.worker()
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).with_name("nextbest")), "stream", "--no-alerts"],
+        env={**os.environ, **env},
+        stdout=sys.stderr,  # its summary line is not this benchmark's JSON
+    )
     # Warm up: the worker owns its partitions before timing starts.
-    time.sleep(12)
+    time.sleep(15)
+    # One reader polls every probe still unseen in one online read: a thread per probe polling
+    # on its own would compete with the worker for the interpreter and measure that instead.
+    unseen: dict[str, float] = {}
+    lock = threading.Lock()
     latencies: list[float] = []
-    waiters: list[threading.Thread] = []
+    producing = threading.Event()
+    producing.set()
+    reader = threading.Thread(
+        target=_await_rows, args=(store, unseen, lock, producing, latencies), daemon=True
+    )
+    reader.start()
     probe_every = max(len(background) // probes, 1)
+    sent_probes = 0
     began = time.perf_counter()
     for i, (key, value) in enumerate(background):
         producer.send(topic, key=None if key is None else key.encode(), value=value)
@@ -189,43 +214,59 @@ def freshness(home: Path, rate: float, seconds: float, probes: int) -> dict[str,
             sent = time.perf_counter()
             producer.send(topic, key=customer.encode(), value=json.dumps(probe).encode())
             producer.flush()
-            waiter = threading.Thread(
-                target=_await_row, args=(store, customer, sent, latencies), daemon=True
-            )
-            waiter.start()
-            waiters.append(waiter)
+            with lock:
+                unseen[customer] = sent
+            sent_probes += 1
         wait = began + i / rate - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
     producer.flush()
     elapsed = time.perf_counter() - began
-    for waiter in waiters:
-        waiter.join()
-    worker.stopping.set()
-    thread.join(timeout=30)
-    worker.close()
+    producing.clear()
+    reader.join()
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
     values = np.array(latencies)
     return {
         "rate_events_per_second": rate,
         "achieved_rate": round(len(background) / elapsed, 1),
-        "probes": len(waiters),
+        "probes": sent_probes,
         # Probes whose row did not appear within the wait (30 s): counted, never dropped.
-        "probes_not_seen": len(waiters) - len(values),
+        "probes_not_seen": sent_probes - len(values),
         "p50_seconds": round(float(np.percentile(values, 50)), 3) if len(values) else None,
         "p99_seconds": round(float(np.percentile(values, 99)), 3) if len(values) else None,
         "max_seconds": round(float(values.max()), 3) if len(values) else None,
     }
 
 
-def _await_row(store: FeatureStore, customer: str, sent: float, out: list[float]) -> None:
-    deadline = sent + 30
-    while time.perf_counter() < deadline:
-        row = store.get_online_features(
-            features=["customer_activity:logins_1d"], entity_rows=[{"customer_id": customer}]
-        ).to_dict()
-        if row["logins_1d"][0] is not None:
-            out.append(time.perf_counter() - sent)
+def _await_rows(
+    store: FeatureStore,
+    unseen: dict[str, float],
+    lock: threading.Lock,
+    producing: threading.Event,
+    out: list[float],
+) -> None:
+    """Read the rows of the probes not seen yet, every 10 ms, until none is left once the
+    producing ends; a probe not seen 30 s after it was sent is given up (not counted)."""
+    while True:
+        with lock:
+            waiting = dict(unseen)
+        if not waiting and not producing.is_set():
             return
+        if waiting:
+            customers = list(waiting)
+            rows = store.get_online_features(
+                features=["customer_activity:logins_1d"],
+                entity_rows=[{"customer_id": c} for c in customers],
+            ).to_dict()
+            seen = time.perf_counter()
+            with lock:
+                for customer, value in zip(customers, rows["logins_1d"], strict=True):
+                    if value is not None:
+                        out.append(seen - waiting[customer])
+                        del unseen[customer]
+                    elif seen - waiting[customer] > 30:
+                        del unseen[customer]
         time.sleep(0.01)
 
 
@@ -238,9 +279,27 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2_000.0)
     parser.add_argument("--freshness-seconds", type=float, default=30.0)
     parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument(
+        "--timer-customers",
+        type=int,
+        default=0,
+        help="Also measure the timers of this many customers on a simulated clock (0: not).",
+    )
+    parser.add_argument("--timers-only", action="store_true", help="Measure only the timers.")
+    parser.add_argument(
+        "--timer-idle-seconds", type=float, default=30.0, help="How long the idle loop runs."
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="nextbest-bench-stream-"))
+    timers = (
+        measure_timers(home, args.timer_customers, args.timer_idle_seconds)
+        if args.timer_customers
+        else None
+    )
+    if args.timers_only:
+        emit({"benchmark": "stream", "timers": timers})
+        return
     bank = generate(
         BankSpec(seed=11, customers=args.customers, days=args.days, malformed_fraction=0.001)
     )
@@ -269,6 +328,7 @@ def main() -> None:
             "naive_push_per_event": {k: round(v, 2) for k, v in naive.items()},
             "speedup_vs_naive": round(redis_rate / naive["events_per_second"], 1),
             "freshness": fresh,
+            **({"timers": timers} if timers is not None else {}),
         }
     )
 

@@ -70,6 +70,7 @@ def summarise_load(outcomes: list[Outcome], wall_seconds: float, load: Load) -> 
         "share_with_models_scored": _share(ok, "scored"),
         "share_with_reasons": _share(ok, "explained"),
         "share_with_actions": _share(ok, "delivered"),
+        "share_without_features": _share(ok, "without_features"),
     }
 
 
