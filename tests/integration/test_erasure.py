@@ -237,4 +237,5 @@ def test_an_erasure_committed_while_a_batch_is_being_written_is_not_undone_by_it
     assert states.get_many([GONE]) == [None]
     folder = embedded.store_location.offline_dir / ACTIVITY_VIEW
     rows = pa.concat_tables(pq.read_table(p) for p in folder.glob("*.parquet"))
-    assert rows["customer_id"].to_pylist() == [KEPT]
+    # Hers are gone; his are there (two when a midnight has passed since his event).
+    assert set(rows["customer_id"].to_pylist()) == {KEPT}
