@@ -46,6 +46,7 @@ from feature_repo.events import InvalidEvent, parse_event
 from feature_repo.windows import activity_rows
 from service.adapters.transport import EVENTS_TOPIC, Record
 from service.bootstrap import Container
+from service.entrypoints.heap import settle_stream_worker
 from service.settings import Settings, load_settings
 from training.bank.in_memory import generate
 from training.bank.spec import BankSpec
@@ -104,6 +105,7 @@ def run_worker(home: Path, online: str, namespace: str, expected: int) -> dict[s
             worker.stopping.set()
 
     worker.process = timed  # type: ignore[method-assign]  # instrumented for the measurement
+    settle_stream_worker()  # as ``nextbest stream`` does, once the worker is wired
     worker.run(idle_exit_s=10)
     worker.close()
     seconds = marks["last"] - marks["first"]

@@ -10,7 +10,6 @@ worker that dies is replaced by the master.
 
 from __future__ import annotations
 
-import gc
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gunicorn.app.base import BaseApplication
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.entrypoints.heap import freeze_loaded
 from service.entrypoints.quiet import quiet_libraries
 
 if TYPE_CHECKING:
@@ -58,8 +58,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         # Preloaded in the master: the imports (most of a worker's memory), nothing else.
         import service.entrypoints.api  # noqa: F401
 
-        gc.collect()
-        gc.freeze()  # what the master loaded stays out of the workers' collections
+        freeze_loaded()  # what the master loaded stays out of the workers' collections
         return PerWorkerApp()
 
 

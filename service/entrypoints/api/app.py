@@ -7,7 +7,6 @@ header, wrapping even the 500 handler), FastAPI's error handling (``errors``), `
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,6 +35,7 @@ from service.entrypoints.api.routes import (
     operations,
 )
 from service.entrypoints.api.state import Shared, SharedProducer
+from service.entrypoints.heap import freeze_loaded
 from service.entrypoints.limits import BodyLimit, RateLimiter
 
 #: In the order their operations are published.
@@ -88,11 +88,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     container = shared.container
     refresher = ModelRefresher(container.models, container.settings.model_refresh_seconds)
     refresher.start()
-    # Everything loaded at start (Feast, MLflow, models) stays for the process's life: out of
-    # the collector's sight, a full collection no longer walks all of it, a pause long enough
-    # to set the tail latency of the requests it lands on.
-    gc.collect()
-    gc.freeze()
+    freeze_loaded()  # Feast, MLflow and the models, loaded at start, stay for the process's life
     try:
         yield
     finally:

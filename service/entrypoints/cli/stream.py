@@ -72,6 +72,9 @@ def stream(
     if from_offset is not None or from_time is not None:
         stamp = None if from_time is None else int(from_time.replace(tzinfo=UTC).timestamp() * 1000)
         worker.consumer.replay_from(from_offset, stamp)
+    from service.entrypoints.heap import settle_stream_worker
+
+    settle_stream_worker()  # what was loaded to wire the worker stays out of collections
     port = container.settings.worker_metrics_port
     if port:
         from prometheus_client import start_http_server
