@@ -5,9 +5,11 @@ Measures, in one run:
 - sustained throughput of one worker process (events/s, median of ``--repeat`` runs) from Kafka
   into the Redis online store, and into the SQLite online store;
 - the naive path on the same records: one ``FeatureStore.push`` per event;
-- freshness at a steady ``--rate`` (2,000 events/s) of a ten-day-old bank's events with live
-  probes among them, the worker running as ``nextbest stream``: from producing a probe to its
-  customer's features being readable through the Feast SDK (p50, p99);
+- freshness at a steady ``--rate`` (2,000 events/s) of a bank's events dated as they are sent,
+  with probes among them, the worker running as ``nextbest stream``: from producing a probe to its
+  customer's features being readable through the Feast SDK (p50, p99); and the same with the
+  bank's month-old history replayed among the live probes, the timers stepping its customers
+  through every midnight since (``freshness_replaying_history``);
 - with ``--timer-customers N``, what the timers of N customers cost on a simulated clock
   (``bench.stream_timers``): the share of a core in steady state.
 
@@ -160,10 +162,14 @@ def run_naive(home: Path, namespace: str, limit_s: float) -> dict[str, float]:
     return {"events": done, "seconds": seconds, "events_per_second": done / seconds}
 
 
-def freshness(home: Path, rate: float, seconds: float, probes: int) -> dict[str, float | None]:
+def freshness(
+    home: Path, rate: float, seconds: float, probes: int, live: bool = True
+) -> dict[str, float | None]:
     """Produce a bank's events at ``rate`` while a worker runs (``nextbest stream``, in a
     process of its own as deployed); probe customers get one event each, and a reader polls
-    the Feast SDK until that customer's row appears."""
+    the Feast SDK until that customer's row appears. ``live``: each event is dated when it is
+    sent, as on a live stream; otherwise the bank's history (a month old) is replayed among
+    the live probes, and the timers step its customers through every midnight since."""
     run = uuid.uuid4().hex[:8]
     namespace = f"f{run}."
     env = settings_env(home / run, "redis", namespace, run)
@@ -201,6 +207,8 @@ def freshness(home: Path, rate: float, seconds: float, probes: int) -> dict[str,
     sent_probes = 0
     began = time.perf_counter()
     for i, (key, value) in enumerate(background):
+        if live:
+            value = _dated_now(value)
         producer.send(topic, key=None if key is None else key.encode(), value=value)
         if i % probe_every == 0:
             customer = f"P{i:09d}"
@@ -239,6 +247,18 @@ def freshness(home: Path, rate: float, seconds: float, probes: int) -> dict[str,
         "p99_seconds": round(float(np.percentile(values, 99)), 3) if len(values) else None,
         "max_seconds": round(float(values.max()), 3) if len(values) else None,
     }
+
+
+def _dated_now(value: bytes) -> bytes:
+    """The event dated now; a malformed record as it is."""
+    try:
+        event = json.loads(value)
+    except ValueError:
+        return value
+    if not isinstance(event, dict) or not isinstance(event.get("occurred_at"), str):
+        return value
+    event["occurred_at"] = datetime.now(UTC).isoformat()
+    return json.dumps(event).encode()
 
 
 def _await_rows(
@@ -314,6 +334,7 @@ def main() -> None:
     sqlite_runs = [run_worker(home, "sqlite", namespace, expected) for _ in range(1)]
     naive = run_naive(home, namespace, args.naive_seconds)
     fresh = freshness(home, args.rate, args.freshness_seconds, args.probes)
+    replaying = freshness(home, args.rate, args.freshness_seconds, args.probes, live=False)
     redis_rate = median([r["events_per_second"] for r in redis_runs])
     emit(
         {
@@ -330,6 +351,7 @@ def main() -> None:
             "naive_push_per_event": {k: round(v, 2) for k, v in naive.items()},
             "speedup_vs_naive": round(redis_rate / naive["events_per_second"], 1),
             "freshness": fresh,
+            "freshness_replaying_history": replaying,
             **({"timers": timers} if timers is not None else {}),
         }
     )
