@@ -6,7 +6,7 @@ import asyncio
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -214,21 +214,21 @@ def test_concurrent_reads_share_one_pipelined_link_and_each_get_their_own_row(
     assert len({r.values["age"] for r in reads}) > 5  # each their own row
 
 
+def stored_hash(client: Any, key: bytes) -> dict[bytes, bytes]:
+    """A hash as redis-py reads it (its fields and values as bytes)."""
+    return cast(dict[bytes, bytes], client.hgetall(key))
+
+
 def test_the_links_replies_are_redis_pys_byte_for_byte(redis_features, redis_url) -> None:
     """The event loop's hand-written link (docs/feast-storage.md) held to redis-py: for keys
-    Feast wrote, a missing key and a key of another type, the link's HMGET of the decision's
-    fields gets exactly the reply redis-py gets."""
+    Feast wrote, a missing key and a key of another type, the link's HGETALL gets exactly the
+    fields and values redis-py gets, and the same error."""
     import redis
 
-    from service.adapters.features.layout import VIEW_FEATURES
-    from service.adapters.features.redis_link import PackedHmget, RedisLink
+    from service.adapters.features.redis_link import RedisLink, pack
 
     features, ids = redis_features
     layout = FeastLayout(features.store)
-    fields = [
-        *(layout.redis_field(view, n) for view, names in VIEW_FEATURES.items() for n in names),
-        *(layout.redis_time_field(view) for view in VIEW_FEATURES),
-    ]
     client = redis.Redis.from_url(redis_url)
     other = f"{features.where.project}:a-string".encode()
     client.set(other, b"not a hash", ex=60)
@@ -238,17 +238,62 @@ def test_the_links_replies_are_redis_pys_byte_for_byte(redis_features, redis_url
     async def through_the_link() -> list[Any]:
         link = await RedisLink.open({"host": where["host"], "port": where["port"]}, 1.0)
         try:
-            return [await link.call(PackedHmget(fields)(key), 1.0) for key in keys]
+            return [await link.call(pack(b"HGETALL", key), 1.0) for key in keys]
         finally:
             await link.aclose()
 
     replies = asyncio.run(through_the_link())
     for key, reply in zip(keys[:-1], replies[:-1], strict=True):
-        assert reply == client.hmget(key, fields)  # type: ignore[arg-type]  # bytes keys work
-    assert any(v is not None for v in replies[0]) and set(replies[-2]) == {None}
+        assert dict(zip(reply[::2], reply[1::2], strict=True)) == stored_hash(client, key)
+    assert len(replies[0]) > 2 and replies[-2] == []
     with pytest.raises(redis.ResponseError) as refused:
-        client.hmget(other, fields)  # type: ignore[arg-type]  # bytes keys work
+        stored_hash(client, other)
     assert isinstance(replies[-1], Exception) and str(replies[-1]) == str(refused.value)
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_reply_late_because_the_process_was_busy_fails_only_its_own_read(
+    redis_features, redis_url, loop: str
+) -> None:
+    """The loop is blocked while three reads are on the wire (a process saturated for a
+    moment): the one with the shortest wait gives up, the others get their own replies, the
+    link stays open and the next read on it gets its own reply, not the abandoned one."""
+    import time
+
+    import redis
+
+    from service.adapters.features.redis_link import ReadLate, RedisLink, pack
+
+    features, ids = redis_features
+    layout = FeastLayout(features.store)
+    client = redis.Redis.from_url(redis_url)
+    where = client.connection_pool.connection_kwargs
+    keys = [layout.redis_key(c) for c in ids[:4]]
+    expected = [stored_hash(client, k) for k in keys]
+    assert len({tuple(sorted(e.items())) for e in expected}) == 4  # each customer's own values
+
+    def stored(reply: list[bytes]) -> dict[bytes, bytes]:
+        return dict(zip(reply[::2], reply[1::2], strict=True))
+
+    async def busy() -> tuple[list[Any], Any, bool]:
+        link = await RedisLink.open({"host": where["host"], "port": where["port"]}, 1.0)
+        try:
+            calls = [
+                asyncio.ensure_future(link.call(pack(b"HGETALL", key), wait))
+                for key, wait in zip(keys[:3], (1.0, 0.02, 1.0), strict=True)
+            ]
+            await asyncio.sleep(0)  # all three written
+            time.sleep(0.1)  # the loop is busy; Redis answers meanwhile
+            first = await asyncio.gather(*calls, return_exceptions=True)
+            after = await link.call(pack(b"HGETALL", keys[3]), 1.0)
+            return first, after, link.closed
+        finally:
+            await link.aclose()
+
+    first, after, closed = LOOPS[loop](busy())
+    assert stored(first[0]) == expected[0] and stored(first[2]) == expected[2]
+    assert isinstance(first[1], ReadLate)
+    assert stored(after) == expected[3] and not closed
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
@@ -271,7 +316,7 @@ def test_a_connection_the_server_closed_is_replaced(redis_features, redis_url, l
                 for c in psutil.Process().net_connections("tcp")
                 if c.raddr and c.raddr.port == port
             }
-            ours = [c for c in admin.client_list() if c["addr"] in mine and c["cmd"] == "hmget"]  # type: ignore[union-attr]  # sync reply typed as Awaitable
+            ours = [c for c in admin.client_list() if c["addr"] in mine and c["cmd"] == "hgetall"]  # type: ignore[union-attr]  # sync reply typed as Awaitable
             for client in ours:
                 admin.client_kill_filter(_id=client["id"])
             await asyncio.sleep(0.05)  # the loop sees the connections end

@@ -1,4 +1,5 @@
-"""One pipelined connection to Redis per event loop, for the decision path's one ``HMGET``.
+"""One pipelined connection to Redis per event loop, for the decision path's one read of a
+customer's hash.
 
 Commands are written as soon as they are asked, and Redis answers in order, so each reply
 settles the oldest caller still waiting: concurrent decisions share one connection and never
@@ -8,9 +9,12 @@ several times the CPU per read on its pool, retries and observability hooks; why
 for the decision path, and the contract test that holds the link to redis-py, are in
 docs/feast-storage.md.
 
-A caller that gives up (its timeout, a cancellation) leaves the connection in a state no one
-can tell, so the link is aborted: every caller still waiting fails at once, and the next read
-opens a new link.
+A caller that gives up (its timeout, a cancellation) leaves its place in the queue: its reply
+still comes, in order, and is dropped. If Redis answered anything while it waited, the link is
+alive and only that caller fails (``ReadLate``): under load the reply is often already on its way,
+late because this process was busy, and aborting would fail every caller queued behind it. If
+Redis answered nothing for the whole wait, the server or the network has stalled: the link is
+aborted, every caller still waiting fails at once, and the next read opens a new link.
 """
 
 from __future__ import annotations
@@ -30,15 +34,8 @@ def pack(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
-class PackedHmget:
-    """``HMGET key field...`` for fixed fields: the fields packed once, the key per call."""
-
-    def __init__(self, fields: list[bytes]) -> None:
-        self._head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
-        self._fields = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
-
-    def __call__(self, key: bytes) -> bytes:
-        return b"%s$%d\r\n%s\r\n%s" % (self._head, len(key), key, self._fields)
+class ReadLate(TimeoutError):
+    """A reply that did not come in time on a link that is still answering."""
 
 
 class RedisLink(asyncio.Protocol):
@@ -49,6 +46,7 @@ class RedisLink(asyncio.Protocol):
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._transport: asyncio.Transport | None = None
         self._lost = asyncio.get_running_loop().create_future()
+        self._replies = 0  # replies parsed so far: whether Redis answered during a wait
         self.closed = False
 
     @classmethod
@@ -81,6 +79,7 @@ class RedisLink(asyncio.Protocol):
         self._reader.feed(data)
         try:
             while (reply := self._reader.gets()) is not False:
+                self._replies += 1
                 waiter = self._waiting.popleft()
                 if not waiter.done():
                     waiter.set_result(reply)
@@ -105,15 +104,18 @@ class RedisLink(asyncio.Protocol):
         waiter = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
         self._transport.write(command)
+        answered = self._replies
         try:
             async with asyncio.timeout(timeout):
                 return await waiter
         except TimeoutError:
+            # The waiter is cancelled, so its reply, when it comes, is dropped in order.
+            if self._replies != answered:
+                raise ReadLate(
+                    f"Redis did not answer within {timeout * 1000:.0f} ms (the link is answering)"
+                ) from None
             self.close()
             raise TimeoutError(f"Redis did not answer within {timeout * 1000:.0f} ms") from None
-        except BaseException:
-            self.close()
-            raise
 
     def close(self) -> None:
         self.closed = True
