@@ -3,7 +3,11 @@
 The training set's snapshot times are split in order: the earliest train, the next stop
 training early (validation), the next fit the calibration, the latest test; snapshots within a
 label horizon before validation are left out (purged), so no label window of the training rows
-reaches into the later ones. Nothing is tuned on the test window.
+reaches into the later ones. Once early stopping has chosen the number of trees, the model is
+fitted again with that number on every snapshot at least a label horizon before calibration
+(``refit``: the training window, the purged snapshots and the validation snapshots whose labels
+end before calibration begins), so no label window of its rows reaches the calibration or test
+windows either. Nothing is tuned on the test window.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ class Windows:
     calibration: pd.DataFrame
     test: pd.DataFrame
     purged: int  # rows dropped between train and validation
+    #: The final fit's rows: every snapshot at least a label horizon before calibration.
+    refit: pd.DataFrame
 
     def sizes(self) -> dict[str, int]:
-        names = ("train", "validation", "calibration", "test")
+        names = ("train", "validation", "calibration", "test", "refit")
         return {**{k: len(getattr(self, k)) for k in names}, "purged": self.purged}
 
 
@@ -42,7 +48,8 @@ def time_split(
     The purge matters: a customer who applies on day D is a positive at every snapshot in the
     30 days before D, with nearly the same features. Without a gap, a model that memorised her
     from the last training snapshots "predicts" her in the next window; early stopping then
-    rewards memorising, and the test score decays fast with distance from training.
+    rewards memorising, and the test score decays fast with distance from training. The same
+    gap before calibration bounds the refit window.
     """
     times = np.sort(frame["event_timestamp"].unique())
     counts = [max(1, round(len(times) * s)) for s in shares]  # validation, calibration, test
@@ -65,4 +72,5 @@ def time_split(
         frame[(stamp >= calib_from) & (stamp < test_from)],
         frame[stamp >= test_from],
         int(((stamp > train_until) & (stamp < valid_from)).sum()),
+        frame[stamp <= pd.Timestamp(calib_from) - pd.Timedelta(days=horizon_days)],
     )

@@ -40,6 +40,17 @@ def test_time_split_purges_a_label_horizon_before_validation() -> None:
     assert w.purged > 0
 
 
+def test_the_refit_window_ends_a_label_horizon_before_calibration() -> None:
+    data = frame(26)
+    w = time_split(data, horizon_days=30)
+    first_calibration = w.calibration["event_timestamp"].min()
+    assert first_calibration - w.refit["event_timestamp"].max() >= pd.Timedelta(days=30)
+    # It holds the training window, and the snapshots the purge before validation took.
+    assert w.refit["event_timestamp"].min() == w.train["event_timestamp"].min()
+    assert len(w.refit) == len(w.train) + w.purged
+    assert w.sizes()["refit"] == len(w.refit)
+
+
 def test_time_split_refuses_a_history_too_short_for_the_horizon() -> None:
     with pytest.raises(ValueError, match="label horizon"):
         time_split(frame(6), horizon_days=30)
