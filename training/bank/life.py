@@ -262,18 +262,21 @@ def truth(
             # Episodes begun by s add their planned course; the one under way (if any) must
             # end before the next can begin.
             ramp = np.zeros((n, horizon))
-            busy_until = np.full(n, s + 1, dtype=np.int64)
+            busy_until = np.full(n, s, dtype=np.int64)
             for onset, length in zip(life.onset[si], life.length[si], strict=True):
-                begun = onset <= s
+                # The snapshot is the start of day s: the features hold the days before it, so
+                # an episode beginning on day s has not begun yet (it is one of the onsets
+                # below, weighed by its chance).
+                begun = onset < s
                 age = (s + t)[None, :] - onset[:, None]
                 ramp += np.clip((age + 1) / np.maximum(length[:, None] / 3, 1), 0, 1) * (
                     (age >= 0) & (age < length[:, None]) & begun[:, None]
                 )
                 busy_until = np.where(begun, np.maximum(busy_until, onset + length), busy_until)
             # The next onset: memoryless at the customer's rate from the first free day.
-            free = busy_until - s  # >= 1
+            free = busy_until - s  # >= 0
             q = np.exp(-rate)
-            k = np.arange(1, horizon)
+            k = np.arange(horizon)
             after = k[None, :] - free[:, None]
             chance = np.where(
                 after >= 0, (1 - q)[:, None] * q[:, None] ** np.maximum(after, 0), 0.0
