@@ -1,5 +1,6 @@
-"""Test doubles for what is not under test: a model that scores every need high and a feature
-reader that knows every customer. The gate, the stores and the audit log stay real."""
+"""Test doubles for what is not under test: a model that scores every need high, a feature
+reader that knows every customer and a clock that moves only when told. The gate, the stores and
+the audit log stay real."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ from service.bootstrap import Container
 from service.usecases.alert_model import Alert, AlertReason
 from service.usecases.decisions import DecisionService
 from service.usecases.ports import FixedModels
+
+
+class Clock:
+    """Monotonic seconds that move only when the test says so (``now``)."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class SyncFeatures:

@@ -24,6 +24,7 @@ from service.usecases.ports import FixedModels
 from tests.conftest import key_headers, make_settings
 from tests.doubles import (
     GOOD_STANDING,
+    Clock,
     ConfidentModel,
     EveryoneEngaged,
     decision_service,
@@ -41,16 +42,6 @@ EVENT = {
     "occurred_at": "2026-11-29T08:00:00Z",
     "channel": "mobile_app",
 }
-
-
-class Clock:
-    """Monotonic seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -9,16 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consent.stores.breaker import Breaker, StoreNotAnswering
+from tests.doubles import Clock
 
 COOL_DOWN = 0.5
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_closed_it_lets_everyone_through_and_a_failure_opens_it() -> None:

@@ -9,16 +9,9 @@ from hypothesis import strategies as st
 
 from service.adapters.features.breaker import LATE_WINDOW, Breaker, OnlineStoreUnavailable
 from service.adapters.features.redis_link import ReadLate
+from tests.doubles import Clock
 
 COOL_DOWN = 1.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def read(breaker: Breaker, outcome: BaseException | None) -> None:
