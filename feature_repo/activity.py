@@ -220,6 +220,25 @@ FEATURES: tuple[Feature, ...] = (
             (_in_flight(v, need) for need in NEEDS), np.zeros_like(v["inflow_1d"])
         ),
     ),
+    # Appended, like the measures: rows already written keep their order. A customer who has
+    # just applied is out of that market for a while; the count of the last 90 days says that
+    # she applied, the day says when she may be back in it.
+    *(
+        Feature(
+            f"days_since_applied_{need}",
+            f"days since the last {need.replace('_', ' ')} application submitted",
+            f"applied_{need}",
+            kind="since",
+        )
+        for need in NEEDS
+    ),
+    _w("difficulty_signals", 30, "fees, loan calculator views and enquiries"),
+    Feature(
+        "days_since_first_difficulty_signals",
+        f"days since the first fee, loan calculator view or enquiry of the last {MAX_DAYS} days",
+        "difficulty_signals",
+        kind="first",
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 #: Beside the features, each activity row says until when it is exact with no new event: the

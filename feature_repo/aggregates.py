@@ -63,6 +63,9 @@ _MEASURES: list[tuple[str, str]] = [
     # Appended, never inserted: persisted window states refer to measures by position.
     ("fee_count", "sum"),
     ("transfer_out_count", "sum"),
+    # Signs that money is short, each weak alone: a fee charged, a loan calculator viewed, a
+    # question to the bank. Counted together, a run of them says more than any one count.
+    ("difficulty_signals", "sum"),
 ]
 MEASURE_NAMES = tuple(name for name, _ in _MEASURES)
 M = {name: i for i, name in enumerate(MEASURE_NAMES)}
@@ -70,14 +73,14 @@ IS_MAX = np.array([combine == "max" for _, combine in _MEASURES])
 N_MEASURES = len(MEASURE_NAMES)
 
 #: Debit measures that count transactions rather than sum their amounts.
-_COUNTS = frozenset({"card_count", "fee_count", "transfer_out_count"})
+_COUNTS = frozenset({"card_count", "fee_count", "transfer_out_count", "difficulty_signals"})
 _PAGE_MEASURES = {
     "property_listing": ("property_views",),
     "mortgage_calculator": ("property_views", "mortgage_calculator_views"),
     "fund_detail": ("investment_views",),
     "insurance_quote": ("insurance_views",),
     "card_offer": ("card_offer_views",),
-    "loan_calculator": ("loan_views",),
+    "loan_calculator": ("loan_views", "difficulty_signals"),
     "pension_info": ("pension_views",),
     "deposit_rates": ("deposit_views",),
 }
@@ -86,7 +89,7 @@ _DEBIT_MEASURES = {
     "transfer_out": ("transfer_out", "transfer_out_count"),
     "rent": ("housing",),
     "mortgage_payment": ("housing",),
-    "fee": ("fees", "fee_count"),
+    "fee": ("fees", "fee_count", "difficulty_signals"),
     "investment_buy": ("investment_buy",),
 }
 
@@ -104,10 +107,7 @@ def contributions(event: Event) -> list[tuple[int, float]]:
     if isinstance(event, ApplicationEvent):
         return _application_contributions(event)
     if isinstance(event, ContactEvent):
-        out = [(M["contacts"], 1.0)]
-        if event.payload.reason == "complaint":
-            out.append((M["complaints"], 1.0))
-        return out
+        return _contact_contributions(event)
     if isinstance(event, ProfileUpdateEvent):
         return [(M["profile_updates"], 1.0)]
     if isinstance(event, ProductOpenedEvent):
@@ -130,6 +130,15 @@ def _transaction_contributions(event: TransactionEvent) -> list[tuple[int, float
         out += [(M["salary"], amount), (M["salary_count"], 1.0)]
     elif event.payload.category == "transfer_in":
         out.append((M["transfer_in"], amount))
+    return out
+
+
+def _contact_contributions(event: ContactEvent) -> list[tuple[int, float]]:
+    out = [(M["contacts"], 1.0)]
+    if event.payload.reason == "complaint":
+        out.append((M["complaints"], 1.0))
+    elif event.payload.reason == "enquiry":
+        out.append((M["difficulty_signals"], 1.0))
     return out
 
 
@@ -194,6 +203,7 @@ def contribution_arrays(
     contact = kind == "contact"
     add(contact, "contacts")
     add(contact & (reason == "complaint"), "complaints")
+    add(contact & (reason == "enquiry"), "difficulty_signals")
     add(kind == "profile_update", "profile_updates")
     add(kind == "product_opened", "products_opened")
     add(kind == "product_closed", "products_closed")

@@ -116,11 +116,32 @@ def test_categories_pages_applications_and_days_since() -> None:
         1.0,
     )
     assert (f["complaints_30d"], f["contacts_30d"]) == (1.0, 1.0)
+    # The day of the last submission, not of its decision; never applied: not seen.
+    assert (f["days_since_applied_mortgage"], f["days_since_applied_pension"]) == (3.0, 3.0)
+    assert f["days_since_applied_personal_loan"] == NOT_SEEN_DAYS
     assert (f["days_since_login"], f["days_since_transaction"], f["days_since_page_view"]) == (
         4.0,
         1.0,
         0.0,
     )
+
+
+def test_fees_loan_calculator_views_and_enquiries_count_as_signs_of_difficulty() -> None:
+    f = features(
+        [
+            txn(NOW - timedelta(days=40), "35.00", "debit", "fee"),
+            event("page_view", NOW - timedelta(days=12), page="loan_calculator", seconds=40),
+            event("contact", NOW - timedelta(days=2), reason="enquiry", channel="phone"),
+            # Not signs of difficulty: a complaint, a service call, another page, a transfer.
+            event("contact", NOW, reason="complaint", channel="phone"),
+            event("contact", NOW, reason="service", channel="branch"),
+            event("page_view", NOW, page="fund_detail", seconds=30),
+            txn(NOW, "900.00", "debit", "transfer_out"),
+        ]
+    )
+    assert f["difficulty_signals_30d"] == 2.0  # the fee is 40 days old
+    assert f["days_since_first_difficulty_signals"] == 40.0
+    assert (f["fee_count_30d"], f["loan_views_30d"], f["contacts_30d"]) == (0.0, 1.0, 3.0)
 
 
 def test_duplicates_change_nothing_and_late_events_are_counted_not_applied() -> None:

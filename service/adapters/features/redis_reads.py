@@ -2,7 +2,7 @@
 holds every view's values and row times, with redis-py on a thread or on the running event
 loop's link.
 
-``HGETALL`` rather than Feast's own ``HMGET`` of each field: a customer's hash (185 fields) is
+``HGETALL`` rather than Feast's own ``HMGET`` of each field: a customer's hash (194 fields) is
 below Redis's default ``hash-max-listpack-entries`` (512), so Redis keeps it as a listpack, where
 each field ``HMGET`` asks for is a scan of the list. Asking for every field that way cost the
 server several times what one pass over the whole list costs (docs/feast-storage.md)."""
