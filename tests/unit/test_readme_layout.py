@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 #: Folders whose every module the table must name (a subpackage is named as ``name/``).
 DESCRIBED = (
+    "consent",
     "consent/rules",
     "consent/stores",
     "consent/stores/audit",

@@ -1,0 +1,126 @@
+"""The audit log's Merkle tree (RFC 9162, section 2.1): roots, inclusion proofs and consistency
+proofs for any size the tree has had. No database here: the log stores each record's leaf hash,
+and a ``Tree`` is rebuilt from them in order.
+
+The tree keeps every complete node: level 0 holds the leaf hashes, level ``l`` the hash of each
+aligned run of ``2**l`` leaves once the run is complete. The root of a tree of any size, and so
+every proof, is then at most one hash per level from the nodes kept: a right edge that is not
+complete is folded from its complete parts, as RFC 9162's ``MTH`` splits it (the largest power
+of two first). Memory is about twice the leaf hashes (64 bytes a record).
+
+Verification is not here: ``consent/verify_audit.py``, the stand-alone verifier handed to auditors,
+checks what this module proves, and the tests hold the two to each other and to published
+vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than ``n`` (``n`` > 1): RFC 9162's ``k``."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+class Tree:
+    """An append-only Merkle tree over leaf hashes."""
+
+    def __init__(self, leaves: Iterable[bytes] = ()) -> None:
+        self._levels: list[list[bytes]] = [[]]
+        for leaf in leaves:
+            self.append(leaf)
+
+    @property
+    def size(self) -> int:
+        return len(self._levels[0])
+
+    def append(self, leaf: bytes) -> int:
+        """Add a leaf hash; its index."""
+        if len(leaf) != HASH_SIZE:
+            raise ValueError(f"a leaf hash has {HASH_SIZE} bytes")
+        index = self.size
+        self._levels[0].append(leaf)
+        level, node = 0, leaf
+        # Each completed pair makes its parent: a leaf with an odd index closes a run.
+        while index & 1:
+            left = self._levels[level][index - 1]
+            node = node_hash(left, node)
+            level, index = level + 1, index >> 1
+            if len(self._levels) == level:
+                self._levels.append([])
+            self._levels[level].append(node)
+        return self.size - 1
+
+    def _subtree(self, start: int, n: int) -> bytes:
+        """The root of the ``n`` leaves from ``start`` (``start`` a multiple of the largest
+        power of two not above ``n``, as every subtree RFC 9162 names is)."""
+        if n & (n - 1) == 0:  # complete: kept
+            level = n.bit_length() - 1
+            return self._levels[level][start >> level]
+        k = _split(n)
+        return node_hash(self._subtree(start, k), self._subtree(start + k, n - k))
+
+    def root(self, size: int | None = None) -> bytes:
+        """The root of the tree's first ``size`` leaves (default: all)."""
+        size = self.size if size is None else size
+        self._check_size(size)
+        return EMPTY_ROOT if size == 0 else self._subtree(0, size)
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """RFC 9162's ``PATH(index, D[size])``: leaf ``index`` in the tree of ``size``."""
+        size = self.size if size is None else size
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise ValueError(f"leaf {index} is not in a tree of {size}")
+        proof: list[bytes] = []
+        start, n = 0, size
+        while n > 1:
+            k = _split(n)
+            if index - start < k:
+                proof.append(self._subtree(start + k, n - k))
+                n = k
+            else:
+                proof.append(self._subtree(start, k))
+                start, n = start + k, n - k
+        proof.reverse()
+        return proof
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """RFC 9162's ``PROOF(size1, D[size2])``: the tree of ``size2`` extends the one of
+        ``size1`` (0 < ``size1`` <= ``size2``)."""
+        size2 = self.size if size2 is None else size2
+        self._check_size(size2)
+        if not 0 < size1 <= size2:
+            raise ValueError(f"no consistency proof from {size1} to {size2}")
+        proof: list[bytes] = []
+        start, m, n, whole = 0, size1, size2, True
+        # SUBPROOF(m, D[start:start+n], whole), iteratively.
+        while m != n:
+            k = _split(n)
+            if m <= k:
+                proof.append(self._subtree(start + k, n - k))
+                n = k
+            else:
+                proof.append(self._subtree(start, k))
+                start, m, n, whole = start + k, m - k, n - k, False
+        if not whole:
+            proof.append(self._subtree(start, m))
+        proof.reverse()
+        return proof
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self.size:
+            raise ValueError(f"the tree has had {self.size} leaves, not {size}")

@@ -1,0 +1,95 @@
+"""The audit log's Merkle tree: the RFC 6962 reference roots, and every proof it makes is one
+the stand-alone verifier accepts, and refuses with any one bit changed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consent import verify_audit as v
+from consent.rules.merkle import EMPTY_ROOT, Tree, leaf_hash
+
+REFERENCE = json.loads(
+    (Path(__file__).resolve().parents[1] / "data" / "rfc9162" / "reference.json").read_text()
+)
+
+
+def _tree(size: int) -> Tree:
+    return Tree(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(size))
+
+
+def _flip(value: bytes, bit: int) -> bytes:
+    bit %= len(value) * 8
+    out = bytearray(value)
+    out[bit // 8] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+def test_the_reference_roots() -> None:
+    tree = Tree(leaf_hash(bytes.fromhex(x)) for x in REFERENCE["leaf_inputs"])
+    roots = [tree.root(size).hex() for size in range(tree.size + 1)]
+    assert roots == REFERENCE["roots"]
+    assert Tree().root() == EMPTY_ROOT
+
+
+def test_the_tree_grows_one_leaf_at_a_time_and_remembers_every_size() -> None:
+    tree, roots = Tree(), []
+    for i in range(40):
+        tree.append(hashlib.sha256(i.to_bytes(4, "big")).digest())
+        roots.append(tree.root())
+    assert [tree.root(size) for size in range(1, 41)] == roots
+    with pytest.raises(ValueError):
+        tree.root(41)
+    with pytest.raises(ValueError):
+        tree.append(b"short")
+
+
+sizes = st.integers(1, 300).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n - 1)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes, st.integers(0, 10**6))
+def test_inclusion_proofs_verify_and_any_changed_bit_fails(case: tuple[int, int], bit: int) -> None:
+    size, index = case
+    tree = _tree(size + 5)  # proofs for an earlier size of a larger tree
+    leaf, root = tree.inclusion_proof(index, size), tree.root(size)
+    own = _tree(size + 5)._levels[0][index]
+    v.verify_inclusion(own, index, size, leaf, root)
+    if leaf:
+        at = bit % len(leaf)
+        bad = [*leaf[:at], _flip(leaf[at], bit), *leaf[at + 1 :]]
+        with pytest.raises(v.VerificationError):
+            v.verify_inclusion(own, index, size, bad, root)
+    with pytest.raises(v.VerificationError):
+        v.verify_inclusion(_flip(own, bit), index, size, leaf, root)
+    with pytest.raises(v.VerificationError):
+        v.verify_inclusion(own, index, size, leaf, _flip(root, bit))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 300).flatmap(lambda n: st.tuples(st.integers(1, n), st.just(n))),
+    st.integers(0, 10**6),
+)
+def test_consistency_proofs_verify_and_any_changed_bit_fails(
+    sizes: tuple[int, int], bit: int
+) -> None:
+    size1, size2 = sizes
+    tree = _tree(size2 + 3)
+    proof = tree.consistency_proof(size1, size2)
+    root1, root2 = tree.root(size1), tree.root(size2)
+    v.verify_consistency(size1, size2, proof, root1, root2)
+    if proof:
+        at = bit % len(proof)
+        bad = [*proof[:at], _flip(proof[at], bit), *proof[at + 1 :]]
+        with pytest.raises(v.VerificationError):
+            v.verify_consistency(size1, size2, bad, root1, root2)
+    with pytest.raises(v.VerificationError):
+        v.verify_consistency(size1, size2, proof, _flip(root1, bit), root2)
+    with pytest.raises(v.VerificationError):
+        v.verify_consistency(size1, size2, proof, root1, _flip(root2, bit))
