@@ -17,7 +17,12 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 _ED25519 = 0x01
 _PRIVATE = "PRIVATE+KEY+"
@@ -72,8 +77,6 @@ class Signer:
 
     def encoded(self) -> str:
         """The signer key's text (a secret)."""
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
         seed = self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         body = base64.b64encode(bytes([_ED25519]) + seed).decode()
         return f"{_PRIVATE}{self.name}+{self.key_id.hex()}+{body}"
@@ -84,7 +87,7 @@ class Signer:
 
     def sign(self, text: str) -> str:
         """The signed note of ``text`` (lines ending in newlines, none of them blank)."""
-        if not text.endswith("\n") or "\n\n" in text:
+        if not text.endswith("\n") or text.startswith("\n") or "\n\n" in text:
             raise ValueError("a note's text is lines ending in a newline, none of them empty")
         signature = self.private_key.sign(text.encode())
         blob = base64.b64encode(self.key_id + signature).decode()
@@ -93,7 +96,7 @@ class Signer:
 
 def checkpoint_text(origin: str, size: int, root: bytes, extensions: tuple[str, ...] = ()) -> str:
     """A ``tlog-checkpoint``'s body: origin, tree size, base64 root, optional extension lines."""
-    if not origin or "\n" in origin or any(not line or "\n" in line for line in extensions):
+    if size < 0 or not origin or any(not line or "\n" in line for line in (origin, *extensions)):
         raise ValueError("a checkpoint's lines are non-empty and hold no newline")
     lines = [origin, str(size), base64.b64encode(root).decode(), *extensions]
     return "".join(f"{line}\n" for line in lines)

@@ -99,3 +99,20 @@ def test_a_checkpoint_and_a_record_proved_by_the_copied_verifier(tmp_path: Path)
     )
     failed = run("inclusion", json.dumps({**proof, "checkpoint": forged}))
     assert failed.returncode == 1 and "no signature by" in failed.stderr
+
+
+@pytest.mark.parametrize("text", ["no newline", "\nfirst line empty\n", "a\n\nblank inside\n"])
+def test_only_a_text_of_non_empty_lines_is_signed(text: str) -> None:
+    with pytest.raises(ValueError):
+        Signer.generate("log").sign(text)
+
+
+@pytest.mark.parametrize(
+    ("origin", "size", "extensions"),
+    [("", 1, ()), ("two\nlines", 1, ()), ("log", -1, ()), ("log", 1, ("",)), ("log", 1, ("a\nb",))],
+)
+def test_a_checkpoint_line_is_never_empty_nor_split(
+    origin: str, size: int, extensions: tuple[str, ...]
+) -> None:
+    with pytest.raises(ValueError):
+        checkpoint_text(origin, size, bytes(32), extensions)
