@@ -1,12 +1,13 @@
 """The audit log's Merkle tree (RFC 9162, section 2.1): roots, inclusion proofs and consistency
-proofs for any size the tree has had. No database here: the log stores each record's leaf hash,
-and a ``Tree`` is rebuilt from them in order.
+proofs for any size the tree has had. No database here: a ``Tree`` is built from leaf hashes in
+the log's order.
 
 The tree keeps every complete node: level 0 holds the leaf hashes, level ``l`` the hash of each
-aligned run of ``2**l`` leaves once the run is complete. The root of a tree of any size, and so
-every proof, is then at most one hash per level from the nodes kept: a right edge that is not
-complete is folded from its complete parts, as RFC 9162's ``MTH`` splits it (the largest power
-of two first). Memory is about twice the leaf hashes (64 bytes a record).
+aligned run of ``2**l`` leaves once the run is complete. The root of a tree of any size is then
+at most one hash per level away from the nodes kept: a right edge that is not complete is folded
+from its complete parts, as RFC 9162's ``MTH`` splits it (the largest power of two first). Each
+node of a proof is a kept node or such a fold. Memory is about twice the leaf hashes (64 bytes a
+record).
 
 Verification is not here: ``consent/verify_audit.py``, the stand-alone verifier handed to auditors,
 checks what this module proves, and the tests hold the two to each other and to published
