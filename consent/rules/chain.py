@@ -59,10 +59,9 @@ def timestamp(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def hash_record(
-    prev_hash: str, seq: int, decision_id: str, recorded_at: str, customer_ref: str, body: str
-) -> str:
-    header = canonical(
+def header(seq: int, decision_id: str, recorded_at: str, customer_ref: str) -> str:
+    """The canonical header of a record: its place and the columns stored beside its body."""
+    return canonical(
         {
             "seq": seq,
             "decision_id": decision_id,
@@ -70,8 +69,24 @@ def hash_record(
             "customer_ref": customer_ref,
         }
     )
-    digest = hashlib.sha256(f"{prev_hash}\n{header}\n{body}".encode()).hexdigest()
+
+
+def hash_record(
+    prev_hash: str, seq: int, decision_id: str, recorded_at: str, customer_ref: str, body: str
+) -> str:
+    head = header(seq, decision_id, recorded_at, customer_ref)
+    digest = hashlib.sha256(f"{prev_hash}\n{head}\n{body}".encode()).hexdigest()
     return f"sha256:{digest}"
+
+
+def record_leaf_hash(
+    seq: int, decision_id: str, recorded_at: str, customer_ref: str, body: str
+) -> bytes:
+    """The record's leaf in the log's Merkle tree (RFC 9162: ``SHA-256(0x00 || data)``): the
+    same header and body as its chain hash, without ``prev_hash``, so a record's proof does
+    not depend on the chain's earlier links."""
+    data = f"{header(seq, decision_id, recorded_at, customer_ref)}\n{body}".encode()
+    return hashlib.sha256(b"\x00" + data).digest()
 
 
 def new_key() -> bytes:
@@ -169,6 +184,8 @@ class Link(NamedTuple):
     prev_hash: str
     record_hash: str
     body: str
+    #: The leaf hash stored with the record, if any (a stored one must match the record).
+    leaf_hash: bytes | None = None
 
 
 def verify_chain(links: Iterable[Link], checkpoints: Sequence[Checkpoint] = ()) -> Verification:
@@ -209,6 +226,10 @@ def _link_problem(link: Link, seq: int, prev: str) -> str | None:
     )
     if recomputed != link.record_hash:
         return "record_hash does not match the record (its body or a column was changed)"
+    if link.leaf_hash is not None and link.leaf_hash != record_leaf_hash(
+        link.seq, link.decision_id, link.recorded_at, link.customer_ref, link.body
+    ):
+        return "leaf_hash does not match the record (its proofs would not hold)"
     return None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import OperationalError
 
-from consent.stores.tables import consent_history, contact_history
+from consent.stores.tables import audit_log, consent_history, contact_history
 
 #: Columns added since the first release of each table, as ``ALTER TABLE ... ADD COLUMN``
 #: clauses: a store made before them (the demo's SQLite, a dev PostgreSQL) gains them at
@@ -18,7 +18,10 @@ _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("event_id", "VARCHAR(128)"),
     ),
     contact_history.name: (("recorded_by", "VARCHAR(80)"),),
+    audit_log.name: (("leaf_hash", "BYTEA"),),
 }
+#: Types whose name differs on SQLite.
+_SQLITE_TYPES = {"BYTEA": "BLOB"}
 
 
 def add_missing_columns(engine: Engine) -> None:
@@ -39,6 +42,8 @@ def add_missing_columns(engine: Engine) -> None:
 
 def _add_column(engine: Engine, table: str, name: str, kind: str) -> None:
     postgres = engine.dialect.name == "postgresql"
+    if not postgres:
+        kind = _SQLITE_TYPES.get(kind, kind)
     clause = f"ADD COLUMN IF NOT EXISTS {name}" if postgres else f"ADD COLUMN {name}"
     try:
         with engine.begin() as connection:

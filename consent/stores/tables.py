@@ -128,6 +128,11 @@ audit_log = Table(
     Column("prev_hash", String(80), nullable=False, unique=True),
     Column("record_hash", String(80), nullable=False),
     Column("body", Text, nullable=False),
+    # The record's leaf in the log's Merkle tree (``record_leaf_hash``), kept so the tree is
+    # rebuilt from 32 bytes a record rather than every body. Empty in rows written before it
+    # existed: those leaves are computed from the row. Never trusted on its own: verification
+    # computes every leaf from the record and holds it to the published checkpoints.
+    Column("leaf_hash", LargeBinary(32), nullable=True),
     # A customer's export pages through their records in seq order; a time range by recorded_at.
     Index("ix_audit_customer", "customer_ref", "seq"),
     Index("ix_audit_recorded_at", "recorded_at"),

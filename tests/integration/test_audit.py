@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, create_engine, delete, func, insert, select, update
 
+from consent import verify_audit as outside
 from consent.rules.chain import (
     GENESIS,
     OPERATION_REF,
@@ -25,6 +26,7 @@ from consent.rules.chain import (
     hash_record,
     mentions,
     pseudonym,
+    record_leaf_hash,
     timestamp,
     verify_export,
 )
@@ -234,6 +236,52 @@ def test_the_hash_covers_every_column_and_the_body_byte_for_byte(
     assert done.record_hash == f"sha256:{expected}"
 
 
+def test_each_record_stores_its_merkle_leaf_as_the_outside_verifier_computes_it(
+    log: AuditLog, engine: Engine
+) -> None:
+    """The leaf kept with a record is the one an auditor's copy of verify_audit.py computes
+    from the exported record, for decisions (odd ids included) and operations alike."""
+    for who, decision_id in (("Zoë-7", 'd"quoted"'), ("客户-42", "d\ttab\u0001ctl")):
+        log.append(rich(who, decision_id=decision_id))
+    log.append_operation(
+        OperationRecord(
+            operation_id="op-1", operation="erasure", performed_at=T0, code_version="test"
+        )
+    )
+    exported = {e["seq"]: e for e in log.export()}
+    stored = rows(engine)
+    assert len(stored) == 3
+    for row in stored:
+        assert row.leaf_hash is not None
+        assert bytes(row.leaf_hash) == outside.leaf_hash(outside.record_leaf(exported[row.seq]))
+
+
+def test_a_log_made_before_leaf_hashes_gains_the_column_and_still_verifies(
+    log: AuditLog, engine: Engine
+) -> None:
+    for _ in range(2):
+        log.append(record())
+    with engine.begin() as connection:  # the table as an earlier release made it
+        connection.exec_driver_sql("ALTER TABLE audit_log DROP COLUMN leaf_hash")
+    again = other_engine(engine)
+    try:
+        later = AuditLog(again)
+        later.append(record())
+        assert [r.leaf_hash is None for r in rows(again)] == [True, True, False]
+        assert later.verify().ok
+    finally:
+        again.dispose()
+
+
+def test_a_changed_leaf_hash_alone_is_found(log: AuditLog) -> None:
+    for _ in range(3):
+        log.append(record())
+    _set(2, "leaf_hash", lambda row: bytes(32))(log.engine)
+    result = log.verify()
+    assert (result.ok, result.first_bad_seq) == (False, 2)
+    assert "leaf_hash" in (result.problem or "")
+
+
 def test_an_untouched_log_always_verifies(log: AuditLog) -> None:
     customers = ["C1", "C0012345", "Zoë-7", "a.b:c_d-e", "x" * 64]
     for i in range(60):
@@ -330,6 +378,7 @@ def _forge(connection: Any, seq: int, prev: str, valid: bool) -> dict[str, Any]:
         "prev_hash": prev,
         "record_hash": forged if valid else "sha256:" + "9" * 64,
         "body": body,
+        "leaf_hash": record_leaf_hash(seq, decision, timestamp(at), ref, body),
     }
 
 
@@ -378,7 +427,7 @@ def _splice(at: int, rechain: bool) -> Callable[[Engine], None]:
 
 def _rechain(engine: Engine, start: int) -> None:
     """What a forger with write access does after a change: recompute every hash from
-    ``start`` on (prev_hash is unique, so in two passes)."""
+    ``start`` on, leaf hashes too (prev_hash is unique, so in two passes)."""
     with engine.begin() as connection:
         stored = list(
             connection.execute(
@@ -394,10 +443,11 @@ def _rechain(engine: Engine, start: int) -> None:
         for row in stored:
             at = timestamp(row.recorded_at)
             new = hash_record(prev, row.seq, row.decision_id, at, row.customer_ref, row.body)
+            leaf = record_leaf_hash(row.seq, row.decision_id, at, row.customer_ref, row.body)
             connection.execute(
                 update(audit_log)
                 .where(audit_log.c.seq == row.seq)
-                .values(prev_hash=prev, record_hash=new)
+                .values(prev_hash=prev, record_hash=new, leaf_hash=leaf)
             )
             prev = new
 

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, create_engine, delete, func, select, text
 
+from consent import verify_audit as outside
 from consent.rules.chain import OPERATION_REF, Checkpoint, mentions, verify_export
 from consent.stores.audit.failures import AuditWriteFailed, DuplicateDecision
 from consent.stores.audit.log import AuditLog
@@ -243,12 +244,16 @@ def test_the_append_function_writes_what_python_would(log: AuditLog, pg: Engine)
     for who, decision_id in zip(["Zoë-7", "C1", "客户-42", "a.b:c_d-e"], odd_ids, strict=True):
         done = log.append(rich(who, decision_id=decision_id))
         assert done.customer_ref == log.pseudonym_of(who)
-    assert _functions(pg) == ["nextbest_audit_append_v1"]
+    assert _functions(pg) == ["nextbest_audit_append_v2"]
     assert log.verify().ok
     stored = rows(pg)
     assert [r.decision_id for r in stored] == odd_ids
     for row in stored:  # the body names the customer by the same pseudonym as its column
         assert row.customer_ref in row.body and "cref:" + "0" * 8 not in row.body
+    # The leaf the function stores is the one an auditor computes from the export.
+    exported = {e["seq"]: e for e in log.export()}
+    for row in stored:
+        assert bytes(row.leaf_hash) == outside.leaf_hash(outside.record_leaf(exported[row.seq]))
 
 
 @pytest.fixture
@@ -286,7 +291,7 @@ def test_a_role_that_cannot_create_the_function_appends_with_statements(
     assert _functions(pg) == []
     full = AuditLog(pg)
     appended = hammer([full, limited], threads=8, each=50)
-    assert _functions(pg) == ["nextbest_audit_append_v1"]
+    assert _functions(pg) == ["nextbest_audit_append_v2"]
     assert_one_chain(pg, full, [rows(pg)[0].decision_id, *appended])
     assert limited.pseudonym_of("C0012345") == full.pseudonym_of("C0012345")
 
@@ -294,7 +299,7 @@ def test_a_role_that_cannot_create_the_function_appends_with_statements(
 def test_a_dropped_function_is_made_again(log: AuditLog, pg: Engine) -> None:
     log.append(record())
     with pg.begin() as connection:
-        connection.execute(text("drop function nextbest_audit_append_v1"))
+        connection.execute(text("drop function nextbest_audit_append_v2"))
     with pytest.raises(AuditWriteFailed):
         log.append(record())  # this group fails, nothing is written ...
     assert log.append(record()).seq == 2  # ... and the next one makes the function again
@@ -327,7 +332,7 @@ def test_appends_on_an_event_loop_make_one_chain_in_groups(log: AuditLog, pg: En
 def test_on_an_event_loop_a_dropped_function_is_made_again(log: AuditLog, pg: Engine) -> None:
     log.append(record())
     with pg.begin() as connection:
-        connection.execute(text("drop function nextbest_audit_append_v1"))
+        connection.execute(text("drop function nextbest_audit_append_v2"))
 
     async def twice() -> tuple[Any, Any]:
         try:

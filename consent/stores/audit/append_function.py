@@ -36,7 +36,7 @@ from consent.stores.tables import audit_log, customer_keys
 log = logging.getLogger(__name__)
 
 #: Versioned: a changed definition gets a new name, so processes of both versions can run.
-NAME = "nextbest_audit_append_v1"
+NAME = "nextbest_audit_append_v2"
 APPEND = (
     f"SELECT seq, prev_hash, record_hash, customer_ref FROM {NAME}"
     "(%s, %s, %s, %b, %b, %b, %b, %b, %b)"

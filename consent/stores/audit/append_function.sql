@@ -4,7 +4,8 @@
 -- lock, reads the head, finds or makes each customer's key, and computes the pseudonyms and the
 -- hashes with the definitions of consent/rules/chain.py (``pseudonym``, ``hash_record``).
 -- ``verify`` recomputes every hash in Python from the stored text, so the two definitions are
--- checked against each other on every verification.
+-- checked against each other on every verification. The leaf hash is ``record_leaf_hash``:
+-- the same header and body after a zero byte (RFC 9162's leaf prefix).
 --
 -- The pseudonym is HMAC-SHA256 (RFC 2104, 64-byte blocks) built from the server's own
 -- ``sha256``, so no extension is needed: the key, zero-padded to a block (keys longer than a
@@ -78,8 +79,9 @@ BEGIN
       v_prev || E'\n' || v_header || E'\n' || v_body, 'UTF8')), 'hex');
     customer_ref := v_ref;
     INSERT INTO %(audit_log)s
-      (seq, decision_id, recorded_at, customer_ref, prev_hash, record_hash, body)
-      VALUES (v_seq, p_decision_ids[i], p_recorded_at, v_ref, v_prev, record_hash, v_body);
+      (seq, decision_id, recorded_at, customer_ref, prev_hash, record_hash, body, leaf_hash)
+      VALUES (v_seq, p_decision_ids[i], p_recorded_at, v_ref, v_prev, record_hash, v_body,
+        sha256('\x00'::bytea || convert_to(v_header || E'\n' || v_body, 'UTF8')));
     RETURN NEXT;
     v_prev := record_hash;
   END LOOP;

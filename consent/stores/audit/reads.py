@@ -83,6 +83,7 @@ def verify(engine: Engine, checkpoint: Checkpoint | None = None) -> Verification
             row.prev_hash,
             row.record_hash,
             row.body,
+            None if row.leaf_hash is None else bytes(row.leaf_hash),
         )
         for row in _rows(engine)
     )

@@ -24,6 +24,7 @@ from consent.rules.chain import (
     hash_record,
     new_key,
     pseudonym,
+    record_leaf_hash,
     timestamp,
 )
 from consent.rules.model import OperationRecord
@@ -45,8 +46,8 @@ _PG_LOCK = (
 _PG_KEYS = f"SELECT customer_id, key FROM {customer_keys.name} WHERE customer_id = ANY(%s)"
 _PG_INSERT = (
     f"INSERT INTO {audit_log.name} "
-    "(seq, decision_id, recorded_at, customer_ref, prev_hash, record_hash, body) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    "(seq, decision_id, recorded_at, customer_ref, prev_hash, record_hash, body, leaf_hash) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _HEAD = f"SELECT seq, record_hash FROM {audit_log.name} ORDER BY seq DESC LIMIT 1"
 _PG_HEAD_AND_KEYS = (
@@ -55,7 +56,16 @@ _PG_HEAD_AND_KEYS = (
     f"SELECT 'key', customer_id, NULL, key FROM {customer_keys.name} "
     "WHERE customer_id = ANY(%s)"
 )
-_ROW = ("seq", "decision_id", "recorded_at", "customer_ref", "prev_hash", "record_hash", "body")
+_ROW = (
+    "seq",
+    "decision_id",
+    "recorded_at",
+    "customer_ref",
+    "prev_hash",
+    "record_hash",
+    "body",
+    "leaf_hash",
+)
 
 
 def lock_timeout(seconds: float) -> str:
@@ -102,8 +112,10 @@ def append_operation_in(
     body = record.model_dump_json()
     now = datetime.now(UTC)
     seq += 1
-    digest = hash_record(prev, seq, record.operation_id, timestamp(now), OPERATION_REF, body)
-    row = (seq, record.operation_id, now, OPERATION_REF, prev, digest, body)
+    at = timestamp(now)
+    digest = hash_record(prev, seq, record.operation_id, at, OPERATION_REF, body)
+    leaf = record_leaf_hash(seq, record.operation_id, at, OPERATION_REF, body)
+    row = (seq, record.operation_id, now, OPERATION_REF, prev, digest, body, leaf)
     connection.execute(insert(audit_log), [dict(zip(_ROW, row, strict=True))])
     return Appended(seq, prev, digest, record.operation_id, OPERATION_REF, now)
 
@@ -228,7 +240,8 @@ def _chained(
         body = request.body.replace(request.placeholder, ref)
         seq += 1
         record_hash = hash_record(prev, seq, request.decision_id, at, ref, body)
-        rows.append((seq, request.decision_id, now, ref, prev, record_hash, body))
+        leaf = record_leaf_hash(seq, request.decision_id, at, ref, body)
+        rows.append((seq, request.decision_id, now, ref, prev, record_hash, body, leaf))
         outcomes.append(Appended(seq, prev, record_hash, request.decision_id, ref, now))
         prev = record_hash
     return rows, outcomes
