@@ -31,18 +31,22 @@ if TYPE_CHECKING:
 
     from consent.rules.catalog import Catalog
     from consent.rules.policy import Policy
+    from consent.rules.signed_note import Signer
     from consent.stores.audit.log import AuditLog
+    from consent.stores.audit.sinks import Sink
     from consent.stores.contacts import ContactHistory
     from consent.stores.customers import CustomerDirectory
     from consent.stores.erasure import ErasureRegister
     from consent.stores.reads import GateReads
     from consent.stores.registry import ConsentRegistry
+    from consent.verify_audit import VerifierKey
     from feature_repo.store import StoreLocation
     from service.adapters.alert_publisher import AlertFeed
     from service.adapters.alert_store import AlertStore
     from service.adapters.features.feast_features import FeastFeatures
     from service.adapters.models import ModelSet
     from service.adapters.state import StateStore
+    from service.adapters.stream_stores import StreamStores
     from service.adapters.timers import TimerIndex, WatermarkStore
     from service.entrypoints.auth import KeyRing
     from service.usecases.alert_inbox import AlertInbox
@@ -72,6 +76,12 @@ class Container:
             made["engine"].dispose()
         if "features" in made and made["features"].pipeline is not None:
             made["features"].pipeline.close()
+
+    def close_audit(self) -> None:
+        """Publish a checkpoint of what this process wrote since the last one and give back
+        the audit writer's connection (a graceful shutdown's last words; idempotent)."""
+        if "audit" in self.__dict__:
+            self.__dict__["audit"].close()
 
     async def close_async(self) -> None:
         """Give back what decisions opened on the running event loop (the API's lifespan)."""
@@ -120,9 +130,43 @@ class Container:
 
     @cached_property
     def audit(self) -> AuditLog:
+        from consent.stores.audit.checkpointer import Checkpointer, CheckpointPolicy
         from consent.stores.audit.log import AuditLog
 
-        return AuditLog(self.engine)
+        settings = self.settings
+        policy = CheckpointPolicy(
+            settings.audit_origin,
+            settings.audit_checkpoint_records,
+            settings.audit_checkpoint_seconds,
+        )
+        checkpointer = Checkpointer(
+            self.engine, lambda: self.audit_signer, policy, self.checkpoint_sinks
+        )
+        return AuditLog(self.engine, checkpointer=checkpointer)
+
+    @cached_property
+    def audit_signer(self) -> Signer:
+        """The checkpoint signing key (``AuditKeyError`` without one in production)."""
+        from service.adapters.audit_checkpoints import load_signer
+
+        return load_signer(self.settings)
+
+    def audit_verifier_keys(self) -> list[VerifierKey]:
+        """The keys whose checkpoints verification trusts: the signing key's, where this
+        process has it (not on an auditor's machine), and the configured ones."""
+        from service.adapters.audit_checkpoints import AuditKeyError, verifier_keys
+
+        try:
+            signer: Signer | None = self.audit_signer
+        except AuditKeyError:
+            signer = None
+        return verifier_keys(self.settings, signer)
+
+    @cached_property
+    def checkpoint_sinks(self) -> list[Sink]:
+        from service.adapters.audit_checkpoints import checkpoint_sinks
+
+        return checkpoint_sinks(self.settings)
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -293,47 +337,27 @@ class Container:
             )
         return self.local_log.consumer(name, self.settings.consumer_group)
 
+    # The stream's state, timers and marks, in the online store's kind of store.
     def state_store(self) -> StateStore:
-        from service.adapters.state import RedisStateStore, SQLiteStateStore
-
-        if self.settings.online_store == "redis":
-            return RedisStateStore(self.settings.redis_url, self.settings.feast_project)
-        return SQLiteStateStore(self.settings.home / "stream_state.db")
+        return self._stream_stores.state()
 
     def timer_index(self) -> TimerIndex:
-        """The stream's timers, in the stream state's kind of store."""
-        from service.adapters.timers import RedisTimerIndex, SQLiteTimerIndex
-
-        if self.settings.online_store == "redis":
-            return RedisTimerIndex(self.settings.redis_url, self.settings.feast_project)
-        return SQLiteTimerIndex(self.settings.home / "stream_timers.db")
+        return self._stream_stores.timers()
 
     def watermark_store(self) -> WatermarkStore:
-        """How far the stream is processed, per partition (the workers write, serving reads)."""
-        from service.adapters.timers import RedisWatermarks, SQLiteWatermarks
-
-        if self.settings.online_store == "redis":
-            return RedisWatermarks(self.settings.redis_url, self.settings.feast_project)
-        return SQLiteWatermarks(self.settings.home / "stream_timers.db")
+        return self._stream_stores.watermarks()
 
     def dead_letter_marks(self) -> StateStore:
-        """How far each partition's dead letters are written, in the stream state's kind of
-        store but apart from it: ``--reset-state`` rebuilds features, and its replay still
-        does not write the dead letters again."""
-        from service.adapters.state import RedisStateStore, SQLiteStateStore
-
-        if self.settings.online_store == "redis":
-            project = self.settings.feast_project
-            return RedisStateStore(self.settings.redis_url, f"{project}:dead_letters")
-        return SQLiteStateStore(self.settings.home / "dead_letters.db")
+        return self._stream_stores.dead_letter_marks()
 
     def alert_memory(self) -> StateStore:
-        """The alerter's last scores per customer, in the stream state's kind of store."""
-        from service.adapters.state import RedisStateStore, SQLiteStateStore
+        return self._stream_stores.alert_memory()
 
-        if self.settings.online_store == "redis":
-            return RedisStateStore(self.settings.redis_url, f"{self.settings.feast_project}:alerts")
-        return SQLiteStateStore(self.settings.home / "alert_memory.db")
+    @cached_property
+    def _stream_stores(self) -> StreamStores:
+        from service.adapters.stream_stores import StreamStores
+
+        return StreamStores(self.settings)
 
     def worker(
         self, alerts: AlertRunner | None = None, clock: Callable[[], int] | None = None

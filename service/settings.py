@@ -13,13 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.events import TimeBounds
 from training.quality import DEFAULT_MIN_ROC_AUC, DEFAULT_MIN_TOP_DECILE_LIFT, QualityFloor
 
 PREFIX = "NEXTBEST_"
+CHECKPOINT_SINKS = ("folder", "kafka")
 
 
 class SettingsError(RuntimeError):
@@ -67,6 +68,27 @@ class Settings(BaseSettings):
     #: JSON file of API keys and roles (see service/entrypoints/auth.py); development generates one.
     api_keys_file: Path | None = None
 
+    #: The audit log's name in its signed checkpoints (the ``tlog-checkpoint`` origin line):
+    #: one per log, never reused.
+    audit_origin: Annotated[str, Field(pattern=r"^[!-*,-~]{1,200}$")] = "nextbest.local/audit"
+    #: The checkpoint signing key (``PRIVATE+KEY+...``), given as a secret in the environment
+    #: or as a file; never kept in the operational store. Development generates one under
+    #: the home; production refuses to write the log without one.
+    audit_signing_key: SecretStr | None = None
+    audit_signing_key_file: Path | None = None
+    #: Further verifier keys trusted when reading checkpoints (one per line): keys retired
+    #: after a rotation, whose checkpoints stay valid.
+    audit_verifier_keys_file: Path | None = None
+    #: A checkpoint is published every this many records a process wrote, or this many
+    #: seconds after the first of them, whichever comes first, and at a graceful shutdown.
+    audit_checkpoint_records: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    audit_checkpoint_seconds: Annotated[float, Field(gt=0, le=86_400)] = 10.0
+    #: Where checkpoints are published, comma-separated: ``folder`` (the embedded default)
+    #: and ``kafka`` (topic ``nextbest.audit.checkpoints.v1``).
+    audit_checkpoint_sinks: str = "folder"
+    #: The folder sink's place (default: ``checkpoints`` in the home).
+    audit_checkpoint_dir: Path | None = None
+
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080
     #: API processes on one host (``nextbest serve``): one per core. Each decides on its own;
@@ -86,6 +108,15 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, home: Path) -> Path:
         return home.expanduser().absolute()
+
+    @field_validator("audit_checkpoint_sinks")
+    @classmethod
+    def _sinks(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(CHECKPOINT_SINKS))
+        if not names or unknown:
+            raise ValueError(f"must name one or more of {', '.join(CHECKPOINT_SINKS)}")
+        return ",".join(dict.fromkeys(names))
 
     @field_validator("redis_url")
     @classmethod
@@ -116,6 +147,14 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return self.home / "mlartifacts"
+
+    @property
+    def checkpoint_sinks(self) -> tuple[str, ...]:
+        return tuple(self.audit_checkpoint_sinks.split(","))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.audit_checkpoint_dir or self.home / "checkpoints"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_namespace}{name}"

@@ -35,7 +35,9 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
+
+from consent.rules.merkle import Frontier
 
 GENESIS = "sha256:" + "0" * 64
 PSEUDONYM_PREFIX = "cref:"
@@ -171,7 +173,11 @@ class Verification:
     first_bad_seq: int | None = None
     first_bad_decision: str | None = None
     problem: str | None = None
-    checkpoints: int = 0  # checkpoints checked
+    checkpoints: int = 0  # chain checkpoints (head hashes) checked
+    signed_checkpoints: int = 0  # signed tree heads checked
+    #: Records covered by the largest signed checkpoint that holds, and when it was signed.
+    covered: int = 0
+    covered_at: datetime | None = None
 
 
 class Link(NamedTuple):
@@ -188,32 +194,143 @@ class Link(NamedTuple):
     leaf_hash: bytes | None = None
 
 
-def verify_chain(links: Iterable[Link], checkpoints: Sequence[Checkpoint] = ()) -> Verification:
-    """Walk ``links`` in seq order from the first; name the first record that does not hold."""
+class Head(Protocol):
+    """A signed tree head as verification uses it (``consent.rules.checkpoints.SignedHead``):
+    the root of the first ``size`` records, and the leaves of records ``leaves_from + 1`` to
+    ``size``."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def root(self) -> bytes: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def leaves_from(self) -> int: ...
+    @property
+    def leaf_hashes(self) -> tuple[bytes, ...]: ...
+    def describe(self) -> str: ...
+
+
+class _Signed:
+    """The signed heads, the leaf each of them gives for a record, and the tree of the records
+    walked so far held to them."""
+
+    def __init__(self, heads: Sequence[Head]) -> None:
+        self.heads = list(heads)
+        self.by_size: dict[int, list[Head]] = {}
+        self.leaves: dict[int, tuple[bytes, Head]] = {}
+        self.fork: tuple[int, str] | None = None
+        self.frontier = Frontier()
+        self.covered: Head | None = None  # the largest head that held so far
+        for head in sorted(self.heads, key=lambda h: h.time):
+            self.by_size.setdefault(head.size, []).append(head)
+            for offset, leaf in enumerate(head.leaf_hashes):
+                index = head.leaves_from + offset
+                known = self.leaves.setdefault(index, (leaf, head))
+                if known[0] != leaf and self.fork is None:
+                    self.fork = (
+                        index + 1,
+                        f"{known[1].describe()} and {head.describe()} disagree about record "
+                        f"{index + 1}: the signing key signed two different logs",
+                    )
+
+    def add(self, seq: int, leaf: bytes) -> tuple[int, str] | None:
+        """Record ``seq``, whose leaf hash is ``leaf``, is next: where the log first differs
+        from a signed head (a record, or the first record of a stretch), and how."""
+        published = self.leaves.get(seq - 1)
+        if published is not None and published[0] != leaf:
+            return seq, f"record {seq} is not the record in {published[1].describe()}"
+        self.frontier.append(leaf)
+        for head in self.by_size.get(seq, ()):
+            if head.root != self.frontier.root():
+                since = 1 if self.covered is None else self.covered.size + 1
+                return since, f"records {since} to {seq} are not the records in {head.describe()}"
+            self.covered = head
+        return None
+
+    @property
+    def covered_size(self) -> int:
+        return 0 if self.covered is None else self.covered.size
+
+    @property
+    def covered_at(self) -> datetime | None:
+        return None if self.covered is None else self.covered.time
+
+
+def verify_chain(
+    links: Iterable[Link], checkpoints: Sequence[Checkpoint] = (), heads: Sequence[Head] = ()
+) -> Verification:
+    """Walk ``links`` in seq order from the first; name the first record that does not hold.
+
+    Each record is held to the one before it (the chain), to the chain ``checkpoints`` and to
+    the signed ``heads``: to the leaf a head published for it, and the tree so far to each
+    head's root when it reaches the head's size. A head beyond the last record is a cut tail."""
     pinned: dict[int, list[Checkpoint]] = {}
     for checkpoint in checkpoints:
         pinned.setdefault(checkpoint.seq, []).append(checkpoint)
+    signed = _Signed(heads)
     seq, prev, count = 1, GENESIS, 0
 
     def failed(at: int, decision: str | None, problem: str) -> Verification:
-        return Verification(False, count, prev, at, decision, problem, len(checkpoints))
+        return Verification(
+            False,
+            count,
+            prev,
+            at,
+            decision,
+            problem,
+            len(checkpoints),
+            len(signed.heads),
+            signed.covered_size,
+            signed.covered_at,
+        )
 
     if any(checkpoint.head_hash != GENESIS for checkpoint in pinned.get(0, ())):
         return failed(0, None, "a checkpoint at seq 0 does not hold the genesis hash")
+    if signed.fork is not None:
+        return failed(signed.fork[0], None, signed.fork[1])
     for link in links:
-        problem = _link_problem(link, seq, prev) or _checkpoint_problem(link, pinned.get(seq, ()))
+        leaf = record_leaf_hash(
+            link.seq, link.decision_id, link.recorded_at, link.customer_ref, link.body
+        )
+        problem = _link_problem(link, seq, prev, leaf) or _checkpoint_problem(
+            link, pinned.get(seq, ())
+        )
         if problem is not None:
             # Where the link holds its place, link.seq is seq.
             return failed(link.seq, link.decision_id, problem)
+        differs = signed.add(seq, leaf)
+        if differs is not None:
+            at, problem = differs
+            return failed(at, link.decision_id if at == seq else None, problem)
         seq, prev, count = seq + 1, link.record_hash, count + 1
-    problem = _truncation(seq - 1, checkpoints)
+    problem = _truncation(seq - 1, checkpoints) or _signed_truncation(seq - 1, signed.heads)
     if problem is not None:
         return failed(seq, None, problem)
-    return Verification(True, count, prev, checkpoints=len(checkpoints))
+    return Verification(
+        True,
+        count,
+        prev,
+        checkpoints=len(checkpoints),
+        signed_checkpoints=len(signed.heads),
+        covered=signed.covered_size,
+        covered_at=signed.covered_at,
+    )
 
 
-def _link_problem(link: Link, seq: int, prev: str) -> str | None:
-    """What is wrong with ``link`` as record ``seq`` after a record hashed ``prev``, if anything."""
+def _signed_truncation(last: int, heads: Sequence[Head]) -> str | None:
+    """Whether a signed head holds records beyond ``last``, the log's last: a cut-off tail."""
+    beyond = [h for h in heads if h.size > last]
+    if not beyond:
+        return None
+    latest = max(beyond, key=lambda h: h.size)
+    return f"records {last + 1} to {latest.size} are missing: {latest.describe()} holds them"
+
+
+def _link_problem(link: Link, seq: int, prev: str, leaf: bytes) -> str | None:
+    """What is wrong with ``link`` as record ``seq`` after a record hashed ``prev`` (its leaf
+    hash is ``leaf``), if anything."""
     if link.seq > seq:
         return f"gap: record {seq} is missing (the next record is {link.seq})"
     if link.seq < seq:
@@ -226,9 +343,7 @@ def _link_problem(link: Link, seq: int, prev: str) -> str | None:
     )
     if recomputed != link.record_hash:
         return "record_hash does not match the record (its body or a column was changed)"
-    if link.leaf_hash is not None and link.leaf_hash != record_leaf_hash(
-        link.seq, link.decision_id, link.recorded_at, link.customer_ref, link.body
-    ):
+    if link.leaf_hash is not None and link.leaf_hash != leaf:
         return "leaf_hash does not match the record (its proofs would not hold)"
     return None
 

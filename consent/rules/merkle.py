@@ -125,3 +125,49 @@ class Tree:
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self.size:
             raise ValueError(f"the tree has had {self.size} leaves, not {size}")
+
+
+class Frontier:
+    """The tree's right edge alone: the roots of the complete subtrees that cover its leaves,
+    largest (leftmost) first, one per set bit of the size. Enough to append and to give the
+    root, in memory logarithmic in the size, so every writing process can sign checkpoints
+    without keeping the tree. A signed checkpoint carries it, so a process that starts later
+    continues from there rather than reading every leaf again."""
+
+    def __init__(self, size: int = 0, hashes: Iterable[bytes] = ()) -> None:
+        self._size = size
+        self._hashes = list(hashes)
+        if size < 0 or len(self._hashes) != size.bit_count():
+            raise ValueError(f"a frontier of {size} leaves has {size.bit_count()} hashes")
+        if any(len(h) != HASH_SIZE for h in self._hashes):
+            raise ValueError(f"a hash has {HASH_SIZE} bytes")
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def hashes(self) -> tuple[bytes, ...]:
+        return tuple(self._hashes)
+
+    def append(self, leaf: bytes) -> None:
+        if len(leaf) != HASH_SIZE:
+            raise ValueError(f"a leaf hash has {HASH_SIZE} bytes")
+        node, index = leaf, self._size
+        # As in Tree.append: each low set bit of the index is a complete sibling to merge with.
+        while index & 1:
+            node = node_hash(self._hashes.pop(), node)
+            index >>= 1
+        self._hashes.append(node)
+        self._size += 1
+
+    def root(self) -> bytes:
+        if not self._hashes:
+            return EMPTY_ROOT
+        node = self._hashes[-1]
+        for left in reversed(self._hashes[:-1]):
+            node = node_hash(left, node)
+        return node
+
+    def copy(self) -> Frontier:
+        return Frontier(self._size, self._hashes)

@@ -90,6 +90,7 @@ def erase_customer(container: Container, customer_id: str, principal: str) -> Cu
             details={"register_ref": ref, "principal": principal, "counts": counts},
         )
         append_operation_in(connection, record)
+    container.audit.written(1)
     # From here on the register keeps the stream from writing the customer again.
     container.features.erase(customer_id)
     for states in (container.state_store(), container.alert_memory()):

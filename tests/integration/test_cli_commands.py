@@ -6,8 +6,9 @@ import json
 from click.testing import CliRunner
 from sqlalchemy import delete
 
+from consent.rules.checkpoints import Publication
 from consent.stores.customers import KnownCustomer
-from consent.stores.tables import audit_checkpoints, audit_log
+from consent.stores.tables import audit_log
 from service.entrypoints.cli import main
 from service.usecases.decision_messages import DecideForCustomer
 from tests.doubles import GOOD_STANDING, decision_service, grant_all
@@ -74,9 +75,16 @@ def test_checkpoint_verify_export_and_erase_from_the_command_line(embedded, tmp_
     cp = tmp_path / "cp.json"
     taken = CliRunner().invoke(main, ["audit", "checkpoint", "--out", str(cp)], env=env)
     assert taken.exit_code == 0, taken.output
-    assert json.loads(cp.read_text())["seq"] == 3
+    assert taken.output.splitlines()[1] == "3"  # a signed note: origin, size, root, ...
+    assert Publication.from_json(cp.read_text()).size == 3
     verified = CliRunner().invoke(main, ["audit", "verify", "--checkpoint", str(cp)], env=env)
-    assert verified.exit_code == 0 and json.loads(verified.output)["ok"] is True
+    assert verified.exit_code == 0, verified.output
+    report = json.loads(verified.output)
+    assert (report["ok"], report["covered"], report["sinks"]) == (
+        True,
+        3,
+        {"given": 1, "folder": 1},
+    )
 
     exported = CliRunner().invoke(main, ["audit", "export", "--customer", "K1"], env=env)
     assert exported.exit_code == 0 and len(exported.output.splitlines()) == 2
@@ -88,13 +96,14 @@ def test_checkpoint_verify_export_and_erase_from_the_command_line(embedded, tmp_
     assert json.loads(erased.output)["audit_key"] is True
     gone = CliRunner().invoke(main, ["audit", "export", "--customer", "K1"], env=env)
     assert gone.output == ""
-    still = CliRunner().invoke(main, ["audit", "verify", "--checkpoint", str(cp)], env=env)
-    assert still.exit_code == 0 and json.loads(still.output)["records"] == 4  # and the erasure
+    still = CliRunner().invoke(main, ["audit", "verify"], env=env)
+    assert still.exit_code == 0
+    # The erasure's record too, covered by the checkpoint its command published on closing.
+    assert (json.loads(still.output)["records"], json.loads(still.output)["covered"]) == (4, 4)
 
-    # A cut-off tail is caught against the checkpoint kept outside.
+    # A cut-off tail is caught against the published checkpoints, with no manual step.
     with embedded.engine.begin() as connection:
-        connection.execute(delete(audit_checkpoints))
         connection.execute(delete(audit_log).where(audit_log.c.seq >= 3))
-    assert CliRunner().invoke(main, ["audit", "verify"], env=env).exit_code == 0
-    cut = CliRunner().invoke(main, ["audit", "verify", "--checkpoint", str(cp)], env=env)
-    assert cut.exit_code == 1 and json.loads(cut.output)["ok"] is False
+    cut = CliRunner().invoke(main, ["audit", "verify"], env=env)
+    assert cut.exit_code == 1
+    assert "records 3 to 4 are missing" in json.loads(cut.output)["problem"]

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consent import verify_audit as v
-from consent.rules.merkle import EMPTY_ROOT, Tree, leaf_hash
+from consent.rules.merkle import EMPTY_ROOT, Frontier, Tree, leaf_hash
 
 REFERENCE = json.loads(
     (Path(__file__).resolve().parents[1] / "data" / "rfc9162" / "reference.json").read_text()
@@ -102,3 +102,32 @@ def test_consistency_proofs_verify_and_any_changed_bit_fails(
     if proof:
         variants.append((size1, size2, _one_bit_off(proof, bit), root1, root2))
     _all_refused(v.verify_consistency, variants)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 70), min_size=1, max_size=4))
+def test_the_frontier_gives_the_trees_root_at_every_size_and_resumes_from_its_hashes(
+    sizes: list[int],
+) -> None:
+    """What a checkpoint carries (the right edge) is enough to continue the tree: resumed at
+    any size, the frontier gives the same roots as the whole tree."""
+    total = sum(sizes)
+    tree = _tree(total)
+    frontier = Frontier()
+    assert frontier.root() == EMPTY_ROOT
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(total)]
+    done = 0
+    for size in sizes:
+        frontier = Frontier(frontier.size, frontier.hashes)  # resumed, as a new process does
+        for leaf in leaves[done : done + size]:
+            frontier.append(leaf)
+            assert frontier.root() == tree.root(frontier.size)
+        done += size
+    assert len(frontier.hashes) == total.bit_count()
+
+
+def test_a_frontier_with_the_wrong_number_of_hashes_is_refused() -> None:
+    with pytest.raises(ValueError, match="3 hashes"):
+        Frontier(7, [bytes(32)] * 2)
+    with pytest.raises(ValueError, match="32 bytes"):
+        Frontier(1, [bytes(31)])

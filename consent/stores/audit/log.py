@@ -26,11 +26,12 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from consent.rules.chain import Appended, Checkpoint, Verification
+from consent.rules.chain import Appended, Checkpoint, Head, Verification
 from consent.rules.model import DecisionRecord, OperationRecord
 from consent.stores.audit import reads
 from consent.stores.audit.append_function import AppendFunction
 from consent.stores.audit.async_writer import AsyncWriter
+from consent.stores.audit.checkpointer import Checkpointer
 from consent.stores.audit.failures import (
     CONTENDED,
     MAX_APPEND_ATTEMPTS,
@@ -59,11 +60,16 @@ class AuditLog:
         *,
         max_batch: int = MAX_BATCH,
         lock_timeout_seconds: float = LOCK_TIMEOUT_SECONDS,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self.lock_timeout_seconds = lock_timeout_seconds
+        #: Publishes signed checkpoints of what this process writes (none: not signed here).
+        self.checkpointer = checkpointer
         self._counter = WriteCounter()
+        if checkpointer is not None:
+            self._counter.listeners.append(checkpointer.written)
         self._function = AppendFunction(engine, lock_timeout_seconds)
         #: The threads' writer (group commit).
         self.writer = GroupCommit(
@@ -152,9 +158,17 @@ class AuditLog:
         with self.engine.begin() as connection:
             return erase_customer_key(connection, customer_id)
 
+    def written(self, records: int) -> None:
+        """``records`` were appended in a caller's own transaction (``append_operation_in``),
+        now committed: counted like the log's own, so a checkpoint covers them."""
+        self._counter.count(records)
+
     def close(self) -> None:
-        """Give back the kept writer connection (it is opened again when needed)."""
+        """Give back the kept writer connection (it is opened again when needed), and publish
+        a checkpoint of what this process wrote since the last one."""
         self.writer.close()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
 
     # --- on an event loop (the API) ---
 
@@ -214,10 +228,13 @@ class AuditLog:
             self.engine, customer_id, since, until, with_body=with_body, batch=batch
         )
 
-    def verify(self, checkpoint: Checkpoint | None = None) -> Verification:
-        """Walk the whole chain, checking it against the stored checkpoints and ``checkpoint``
-        (one kept outside the database is what proves the tail was not cut off)."""
-        return reads.verify(self.engine, checkpoint)
+    def verify(
+        self, checkpoint: Checkpoint | None = None, heads: Sequence[Head] = ()
+    ) -> Verification:
+        """Walk the whole chain, checking it against the stored checkpoints, ``checkpoint``
+        and the signed ``heads`` (published outside: what proves that nothing they cover was
+        changed, removed or cut off)."""
+        return reads.verify(self.engine, checkpoint, heads)
 
     def checkpoint(self) -> Checkpoint:
         """Store and return the current head of the chain."""

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Engine, select
 from consent.rules.chain import (
     GENESIS,
     Checkpoint,
+    Head,
     Link,
     Verification,
     pseudonym,
@@ -70,9 +71,12 @@ def export(
     return (_entry(row, with_body) for row in _rows(engine, conditions, batch))
 
 
-def verify(engine: Engine, checkpoint: Checkpoint | None = None) -> Verification:
-    """Walk the whole chain, checking it against the stored checkpoints and ``checkpoint``
-    (one kept outside the database is what proves the tail was not cut off)."""
+def verify(
+    engine: Engine, checkpoint: Checkpoint | None = None, heads: Sequence[Head] = ()
+) -> Verification:
+    """Walk the whole chain, checking it against the stored checkpoints, ``checkpoint`` (one
+    kept outside the database is what proves the tail was not cut off) and the signed
+    ``heads`` published outside."""
     given = [checkpoint] if checkpoint is not None else []
     links = (
         Link(
@@ -87,7 +91,7 @@ def verify(engine: Engine, checkpoint: Checkpoint | None = None) -> Verification
         )
         for row in _rows(engine)
     )
-    return verify_chain(links, checkpoints(engine) + given)
+    return verify_chain(links, checkpoints(engine) + given, heads)
 
 
 def checkpoint(engine: Engine) -> Checkpoint:

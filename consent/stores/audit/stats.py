@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -19,6 +20,8 @@ class WriteCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stats = WriterStats()
+        #: Told of every committed transaction's record count (the checkpointer).
+        self.listeners: list[Callable[[int], None]] = []
 
     def count(self, written: int) -> None:
         """One transaction committed ``written`` records (none counts nothing)."""
@@ -30,6 +33,8 @@ class WriteCounter:
                 self._stats.transactions + 1,
                 max(self._stats.largest_group, written),
             )
+        for listener in self.listeners:
+            listener(written)
 
     @property
     def stats(self) -> WriterStats:

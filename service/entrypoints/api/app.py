@@ -7,6 +7,7 @@ header, wrapping even the 500 handler), FastAPI's error handling (``errors``), `
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -86,6 +87,9 @@ async def _single_query_values(request: Request) -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     shared: Shared = app.state.shared
     container = shared.container
+    # Without its API keys or the audit's signing key, the process refuses to start (in
+    # production neither is made up), rather than start healthy and fail every call.
+    _ = container.keyring, container.audit_signer
     refresher = ModelRefresher(container.models, container.settings.model_refresh_seconds)
     refresher.start()
     freeze_loaded()  # Feast, MLflow and the models, loaded at start, stay for the process's life
@@ -94,6 +98,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         refresher.stop()
         await container.close_async()
+        # What this process decided since the last checkpoint is signed and published.
+        await asyncio.to_thread(container.close_audit)
     shared.events_producer.close()
 
 

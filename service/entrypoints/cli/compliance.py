@@ -25,17 +25,34 @@ def audit() -> None:
     "checkpoint_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A checkpoint kept outside (from `audit checkpoint`): also prove nothing up to it "
-    "changed or was cut off.",
+    help="A checkpoint kept outside (from `audit checkpoint --out`, or an earlier release's "
+    "JSON head): held to it as well as to the published ones.",
 )
 def audit_verify(checkpoint_file: Path | None) -> None:
-    """Verify the whole chain; exit 1 and name the first bad record if it does not hold."""
+    """Verify the whole log against every signed checkpoint the sinks hold; print how far it
+    is covered; exit 1 and name the first bad record or the missing ones if it does not hold."""
     from consent.rules.chain import Checkpoint
+    from consent.rules.checkpoints import Publication
+    from service.usecases.audit_verification import verify_log
 
-    checkpoint = Checkpoint.from_json(checkpoint_file.read_text()) if checkpoint_file else None
-    result = open_container().audit.verify(checkpoint)
-    click.echo(json.dumps(result.__dict__, default=str))
-    sys.exit(0 if result.ok else 1)
+    container = open_container()
+    checkpoint, given = None, []
+    if checkpoint_file is not None:
+        text = checkpoint_file.read_text(encoding="utf-8")
+        try:
+            given.append((str(checkpoint_file), Publication.from_json(text)))
+        except ValueError:
+            checkpoint = Checkpoint.from_json(text)
+    report = verify_log(
+        container.audit,
+        container.checkpoint_sinks,
+        container.audit_verifier_keys(),
+        container.settings.audit_origin,
+        checkpoint,
+        given,
+    )
+    click.echo(json.dumps(report.as_dict(), default=str))
+    sys.exit(0 if report.ok else 1)
 
 
 @audit.command("export")
@@ -54,15 +71,20 @@ def audit_export(customer: str | None, since: datetime | None, until: datetime |
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the checkpoint to this file (give it to an outside party to keep).",
+    help="Also write the publication (JSON) to this file, for an outside party to keep.",
 )
 def audit_checkpoint(out: Path | None) -> None:
-    """Record the head of the chain now (sequence number and hash) and print it as JSON."""
-    checkpoint = open_container().audit.checkpoint()
-    document = checkpoint.to_json()
+    """Sign and publish a checkpoint of the whole log now (the writing processes publish them
+    on their own); print its signed note."""
+    checkpointer = open_container(writes_audit=True).audit.checkpointer
+    assert checkpointer is not None  # the container always makes one
+    made = checkpointer.publish()
+    if not made:
+        click.echo("every record is covered by a published checkpoint already", err=True)
+        return
     if out is not None:
-        out.write_text(document + "\n")
-    click.echo(document)
+        out.write_text(made[-1].to_json() + "\n", encoding="utf-8")
+    click.echo(made[-1].note, nl=False)
 
 
 @click.group()
@@ -117,5 +139,6 @@ def erase(customer_id: str, yes: bool) -> None:
 
     if not yes:
         click.confirm(f"Erase customer {customer_id} everywhere? This cannot be undone", abort=True)
-    erased = erase_customer(open_container(), customer_id, f"cli:{getpass.getuser()}")
+    container = open_container(writes_audit=True)
+    erased = erase_customer(container, customer_id, f"cli:{getpass.getuser()}")
     click.echo(json.dumps({"erased": True, **asdict(erased)}))

@@ -24,12 +24,21 @@ def settings_or_exit() -> Settings:
         sys.exit(2)
 
 
-def open_container() -> Container:
-    """A container on the settings, closed with the command's context."""
+def open_container(*, writes_audit: bool = False) -> Container:
+    """A container on the settings, closed with the command's context. A command that
+    ``writes_audit`` needs the checkpoint signing key: without one (production) it ends at
+    once with the reason (exit 2), before it decides anything."""
+    from service.adapters.audit_checkpoints import AuditKeyError
     from service.bootstrap import Container
 
     quiet_libraries()
     container = Container(settings_or_exit())
+    if writes_audit:
+        try:
+            _ = container.audit_signer
+        except AuditKeyError as error:
+            click.echo(f"nextbest: {error}", err=True)
+            sys.exit(2)
     # Its database connections are given back when the command ends, not left to the collector.
     context = click.get_current_context(silent=True)
     if context is not None:

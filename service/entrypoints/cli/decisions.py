@@ -33,7 +33,7 @@ def score(out: Path, as_of: datetime | None) -> None:
     from consent.stores.audit.failures import AuditWriteFailed
     from service.usecases.scoring import batch_score
 
-    container = open_container()
+    container = open_container(writes_audit=True)
     at = as_of.replace(tzinfo=UTC) if as_of else datetime.now(UTC)
     started = time.perf_counter()
     try:
@@ -67,7 +67,7 @@ def decide(customer_id: str, channel: str) -> None:
         request = DecisionRequest.model_validate({"customer_id": customer_id, "channel": channel})
     except ValidationError as error:
         raise click.UsageError(f"invalid decision request: {problems(error)}") from None
-    container = open_container()
+    container = open_container(writes_audit=True)
     try:
         made = container.decisions.decide(
             DecideForCustomer(request.customer_id, request.channel, request.limit)

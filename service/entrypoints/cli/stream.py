@@ -62,7 +62,7 @@ def stream(
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    container = open_container()
+    container = open_container(writes_audit=alerts)
     # The alerter loads the models on first use, in its own thread: the worker starts at once.
     runner = container.alert_runner if alerts else None
     worker = container.worker(runner)

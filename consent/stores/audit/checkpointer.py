@@ -1,0 +1,302 @@
+"""Signed checkpoints of the audit log, published outside the operational store as records are
+written: every ``every_records`` records this process wrote or ``every_seconds`` after the first
+of them, whichever comes first, and once more when the process closes its log (a graceful
+shutdown of the API, the worker, a command that decided).
+
+Each writing process runs one. It signs the tree of every record in the log up to the head it
+reads, not only its own, so a process that stopped without closing is covered by the next
+checkpoint of any other. It continues the tree from the newest publication its sinks hold
+(whose signature must hold), reading from the database only the leaves after it: a new process
+never signs a tree that does not extend what was published before, so a log rewritten below a
+published checkpoint is never signed again, and verification names it.
+
+A record is protected from the moment a checkpoint that covers it is published; the interval
+bounds how long a record written just before a crash waits for that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select
+
+from consent.rules.chain import record_leaf_hash, timestamp
+from consent.rules.checkpoints import (
+    MAX_LEAVES,
+    Publication,
+    SignedHead,
+    open_publication,
+    publish,
+)
+from consent.rules.merkle import Frontier
+from consent.rules.signed_note import Signer
+from consent.stores.audit.sinks import Sink, SinkError
+from consent.stores.tables import audit_log
+from consent.verify_audit import VerificationError, VerifierKey
+
+log = logging.getLogger(__name__)
+
+#: How long ``close`` waits for the publishing thread to finish what it is doing.
+CLOSE_TIMEOUT_SECONDS = 30.0
+
+
+class CheckpointRefused(RuntimeError):
+    """The log in the database does not extend the newest published checkpoint (it has fewer
+    records, or a gap): nothing is signed until someone looks."""
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    origin: str
+    every_records: int = 1000
+    every_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class CheckpointerStats:
+    published: int = 0  # publications taken by at least one sink
+    failures: int = 0  # publications a sink did not take
+    size: int = 0  # records covered by this process's newest publication
+    refused: str | None = None  # why the last attempt signed nothing, if it was refused
+
+
+class Checkpointer:
+    """Publishes signed checkpoints for one writing process (see the module's docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        signer: Callable[[], Signer],
+        policy: CheckpointPolicy,
+        sinks: Sequence[Sink],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if not sinks:
+            raise ValueError("a checkpointer needs at least one sink")
+        self.engine = engine
+        #: The signing key, asked for when first needed: a process that only reads the log
+        #: never needs it (the entrypoints that write ask for it at start, to fail early).
+        self.signer = signer
+        self.policy = policy
+        self.sinks = list(sinks)
+        self.clock = clock
+        self._frontier: Frontier | None = None  # read from the sinks on first use
+        self._publish_lock = threading.Lock()  # one publication at a time
+        self._wake = threading.Condition()
+        self._pending = 0  # records this process wrote since its last publication
+        self._first_pending_at: float | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._stats = CheckpointerStats()
+
+    @property
+    def stats(self) -> CheckpointerStats:
+        return self._stats
+
+    # --- called by the writers ---
+
+    def written(self, records: int) -> None:
+        """``records`` were committed by this process: publish when the policy says."""
+        if records <= 0:
+            return
+        with self._wake:
+            idle = self._first_pending_at is None
+            if idle:
+                self._first_pending_at = time.monotonic()
+            self._pending += records
+            if self._thread is None:  # first write, or the first since ``close``
+                self._closed = False
+                self._thread = threading.Thread(
+                    target=self._run, name="audit-checkpointer", daemon=True
+                )
+                self._thread.start()
+            if idle or self._pending >= self.policy.every_records:
+                self._wake.notify()  # a new deadline, or due now
+
+    def _due_in(self) -> float | None:
+        """Seconds until a publication is due (0: now), None with nothing pending."""
+        if self._first_pending_at is None:
+            return None
+        if self._pending >= self.policy.every_records:
+            return 0.0
+        waited = time.monotonic() - self._first_pending_at
+        return max(0.0, self.policy.every_seconds - waited)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                due = self._due_in()
+                while not self._closed and (due is None or due > 0):
+                    self._wake.wait(due)
+                    due = self._due_in()
+                if self._closed:
+                    return
+            try:
+                self.publish()
+            except Exception:  # a failure is logged and retried at the next turn
+                log.exception("audit checkpoint not published")
+                with self._wake:  # not a busy loop: wait a whole interval before trying again
+                    self._first_pending_at = time.monotonic()
+
+    # --- publishing ---
+
+    def publish(self) -> list[Publication]:
+        """Sign and publish the log up to its head now; the publications made (none if every
+        record is covered already). Raises ``CheckpointRefused`` if the log does not extend the
+        newest published checkpoint, ``SinkError`` if no sink took a publication."""
+        with self._publish_lock:
+            with self._wake:
+                taken = self._pending
+                self._first_pending_at = None if taken == 0 else self._first_pending_at
+            signer = self.signer()
+            frontier = self._frontier or self._start(signer)
+            made = []
+            for leaves in self._new_leaves(frontier.size):
+                publication, extended = publish(
+                    signer, self.policy.origin, frontier, leaves, self.clock()
+                )
+                self._send(publication)
+                frontier = self._frontier = extended
+                made.append(publication)
+                self._stats = CheckpointerStats(
+                    self._stats.published + 1, self._stats.failures, frontier.size
+                )
+            with self._wake:
+                self._pending = max(0, self._pending - taken)
+                self._first_pending_at = (
+                    None if self._pending == 0 else self._first_pending_at or time.monotonic()
+                )
+            return made
+
+    def _start(self, signer: Signer) -> Frontier:
+        """The tree as the newest publication whose signature holds left it (empty if none)."""
+        key = VerifierKey.parse(signer.verifier_key())
+        newest: SignedHead | None = None
+        for sink in self.sinks:
+            try:
+                candidates = sink.latest()
+            except SinkError as error:
+                log.warning("audit checkpoints: %s could not be read: %s", sink.name, error)
+                continue
+            for publication in candidates:
+                try:
+                    head = open_publication(publication, [key], self.policy.origin)
+                except VerificationError as error:
+                    log.warning("audit checkpoints: %s holds one not ours: %s", sink.name, error)
+                    continue
+                if newest is None or head.size > newest.size:
+                    newest = head
+        self._frontier = Frontier() if newest is None else newest.frontier
+        return self._frontier
+
+    def _new_leaves(self, after: int) -> list[list[bytes]]:
+        """The leaves of the records after ``after`` up to the head, in publications' worth."""
+        with self.engine.connect() as connection:
+            head = connection.execute(
+                select(audit_log.c.seq).order_by(audit_log.c.seq.desc()).limit(1)
+            ).scalar()
+        head = head or 0
+        if head < after:
+            self._refuse(
+                f"the log ends at record {head}, but a checkpoint of {after} records was "
+                "published: its tail was cut off"
+            )
+        chunks = []
+        for start in range(after, head, MAX_LEAVES):
+            chunks.append(self._leaves(start, min(head, start + MAX_LEAVES)))
+        return chunks
+
+    def _leaves(self, after: int, last: int) -> list[bytes]:
+        """The leaf hashes of records ``after + 1`` to ``last``: stored, or computed from the
+        row where a record was written before leaf hashes were kept."""
+        columns = (
+            audit_log.c.seq,
+            audit_log.c.leaf_hash,
+            audit_log.c.decision_id,
+            audit_log.c.recorded_at,
+            audit_log.c.customer_ref,
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(*columns)
+                .where(audit_log.c.seq > after, audit_log.c.seq <= last)
+                .order_by(audit_log.c.seq)
+            ).all()
+            leaves = []
+            for expected, row in enumerate(rows, start=after + 1):
+                if row.seq != expected:
+                    self._refuse(f"record {expected} is missing from the log")
+                if row.leaf_hash is not None:
+                    leaves.append(bytes(row.leaf_hash))
+                    continue
+                body = connection.execute(
+                    select(audit_log.c.body).where(audit_log.c.seq == row.seq)
+                ).scalar_one()
+                leaves.append(
+                    record_leaf_hash(
+                        row.seq,
+                        row.decision_id,
+                        timestamp(row.recorded_at),
+                        row.customer_ref,
+                        body,
+                    )
+                )
+        if len(leaves) != last - after:
+            self._refuse(f"records {after + len(leaves) + 1} to {last} are missing from the log")
+        return leaves
+
+    def _refuse(self, why: str) -> None:
+        self._stats = CheckpointerStats(
+            self._stats.published, self._stats.failures, self._stats.size, why
+        )
+        log.error("audit checkpoint refused: %s", why)
+        raise CheckpointRefused(why)
+
+    def _send(self, publication: Publication) -> None:
+        """Give ``publication`` to every sink; at least one must take it."""
+        taken, problems = 0, []
+        for sink in self.sinks:
+            try:
+                sink.publish(publication)
+                taken += 1
+            except SinkError as error:
+                self._stats = CheckpointerStats(
+                    self._stats.published, self._stats.failures + 1, self._stats.size
+                )
+                problems.append(f"{sink.name}: {error}")
+                log.error("audit checkpoint of %d records: %s", publication.size, error)
+        if not taken:
+            raise SinkError(
+                f"no sink took the checkpoint of {publication.size} records ({'; '.join(problems)})"
+            )
+
+    # --- shutting down ---
+
+    def close(self) -> None:
+        """Stop the thread and publish what this process wrote since its last publication (a
+        later write starts the thread again). Never raises: a shutdown must finish (what was
+        not published is logged)."""
+        with self._wake:
+            thread, self._thread = self._thread, None
+            self._closed = True
+            self._wake.notify_all()
+        if thread is not None:
+            thread.join(CLOSE_TIMEOUT_SECONDS)
+        with self._wake:
+            pending = self._pending
+        if pending:
+            try:
+                self.publish()
+            except Exception:
+                log.exception("audit checkpoint at shutdown not published")
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("audit checkpoints: closing %s", sink.name)
