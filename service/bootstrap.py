@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from consent.rules.policy import Policy
     from consent.rules.signed_note import Signer
     from consent.stores.audit.log import AuditLog
+    from consent.stores.audit.proofs import Proofs
     from consent.stores.audit.sinks import Sink
     from consent.stores.contacts import ContactHistory
     from consent.stores.customers import CustomerDirectory
@@ -130,19 +131,16 @@ class Container:
 
     @cached_property
     def audit(self) -> AuditLog:
-        from consent.stores.audit.checkpointer import Checkpointer, CheckpointPolicy
-        from consent.stores.audit.log import AuditLog
+        """The audit log, publishing signed checkpoints of what this process writes."""
+        from service.adapters.audit_checkpoints import audit_log
 
-        settings = self.settings
-        policy = CheckpointPolicy(
-            settings.audit_origin,
-            settings.audit_checkpoint_records,
-            settings.audit_checkpoint_seconds,
-        )
-        checkpointer = Checkpointer(
-            self.engine, lambda: self.audit_signer, policy, self.checkpoint_sinks
-        )
-        return AuditLog(self.engine, checkpointer=checkpointer)
+        return audit_log(self.settings, self.engine, lambda: self.audit_signer)
+
+    @cached_property
+    def audit_proofs(self) -> Proofs:
+        from service.adapters.audit_checkpoints import proofs
+
+        return proofs(self.settings, self.audit, self.audit_verifier_keys)
 
     @cached_property
     def audit_signer(self) -> Signer:
@@ -162,11 +160,11 @@ class Container:
             signer = None
         return verifier_keys(self.settings, signer)
 
-    @cached_property
+    @property
     def checkpoint_sinks(self) -> list[Sink]:
-        from service.adapters.audit_checkpoints import checkpoint_sinks
-
-        return checkpoint_sinks(self.settings)
+        """Where the log's signed checkpoints are published and read back from."""
+        checkpointer = self.audit.checkpointer
+        return [] if checkpointer is None else checkpointer.sinks
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -37,40 +37,56 @@ def _split(n: int) -> int:
 
 
 class Tree:
-    """An append-only Merkle tree over leaf hashes."""
+    """An append-only Merkle tree over leaf hashes. Each level is one packed byte string (32
+    bytes a node), not a list of objects: a Python bytes object costs twice its hash."""
 
     def __init__(self, leaves: Iterable[bytes] = ()) -> None:
-        self._levels: list[list[bytes]] = [[]]
+        self._levels: list[bytearray] = [bytearray()]
+        self._size = 0
         for leaf in leaves:
             self.append(leaf)
 
     @property
     def size(self) -> int:
-        return len(self._levels[0])
+        return self._size
+
+    @property
+    def memory(self) -> int:
+        """Bytes held by the nodes."""
+        return sum(len(level) for level in self._levels)
+
+    def _node(self, level: int, index: int) -> bytes:
+        at = index * HASH_SIZE
+        return bytes(self._levels[level][at : at + HASH_SIZE])
+
+    def leaf(self, index: int) -> bytes:
+        if not 0 <= index < self._size:
+            raise ValueError(f"leaf {index} is not in a tree of {self._size}")
+        return self._node(0, index)
 
     def append(self, leaf: bytes) -> int:
         """Add a leaf hash; its index."""
         if len(leaf) != HASH_SIZE:
             raise ValueError(f"a leaf hash has {HASH_SIZE} bytes")
-        index = self.size
-        self._levels[0].append(leaf)
+        index = self._size
+        self._levels[0] += leaf
+        self._size += 1
         level, node = 0, leaf
         # Each completed pair makes its parent: a leaf with an odd index closes a run.
         while index & 1:
-            left = self._levels[level][index - 1]
-            node = node_hash(left, node)
+            node = node_hash(self._node(level, index - 1), node)
             level, index = level + 1, index >> 1
             if len(self._levels) == level:
-                self._levels.append([])
-            self._levels[level].append(node)
-        return self.size - 1
+                self._levels.append(bytearray())
+            self._levels[level] += node
+        return self._size - 1
 
     def _subtree(self, start: int, n: int) -> bytes:
         """The root of the ``n`` leaves from ``start`` (``start`` a multiple of the largest
         power of two not above ``n``, as every subtree RFC 9162 names is)."""
         if n & (n - 1) == 0:  # complete: kept
             level = n.bit_length() - 1
-            return self._levels[level][start >> level]
+            return self._node(level, start >> level)
         k = _split(n)
         return node_hash(self._subtree(start, k), self._subtree(start + k, n - k))
 

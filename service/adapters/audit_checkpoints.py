@@ -14,9 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from consent.rules.signed_note import Signer
+from consent.stores.audit.checkpointer import Checkpointer, CheckpointPolicy
+from consent.stores.audit.log import AuditLog
+from consent.stores.audit.proofs import Checkpoints, Proofs
 from consent.stores.audit.sinks import FolderSink, Sink
 from consent.verify_audit import VerificationError, VerifierKey
 from service.adapters.checkpoint_topic import (
@@ -106,3 +112,27 @@ def checkpoint_sinks(settings: Settings) -> list[Sink]:
                 )
             )
     return sinks
+
+
+def audit_log(settings: Settings, engine: Engine, signer: Callable[[], Signer]) -> AuditLog:
+    """The audit log with its checkpointer, as the settings describe them."""
+    policy = CheckpointPolicy(
+        settings.audit_origin,
+        settings.audit_checkpoint_records,
+        settings.audit_checkpoint_seconds,
+    )
+    checkpointer = Checkpointer(engine, signer, policy, checkpoint_sinks(settings))
+    return AuditLog(engine, checkpointer=checkpointer)
+
+
+def proofs(
+    settings: Settings, audit: AuditLog, keys: Callable[[], Sequence[VerifierKey]]
+) -> Proofs:
+    """Proofs against the checkpoints ``audit``'s checkpointer publishes (and signs one for a
+    record no checkpoint covers yet)."""
+    checkpointer = audit.checkpointer
+    if checkpointer is None:
+        raise ValueError("proofs need a log that publishes checkpoints")
+    known = Checkpoints(checkpointer.sinks, keys, settings.audit_origin)
+    checkpointer.listeners.append(known.add)
+    return Proofs(audit.engine, known, checkpointer.publish)

@@ -55,6 +55,8 @@ ENDPOINTS = [
     ),
     ("GET", "/v1/audit/verify", None, {"compliance"}),
     ("GET", "/v1/audit/decisions/none", None, {"compliance"}),
+    ("GET", "/v1/audit/decisions/none/proof", None, {"compliance"}),
+    ("GET", "/v1/audit/consistency?from=1&to=2", None, {"compliance"}),
     ("GET", f"/v1/customers/{CUSTOMER}/consents", None, {"channel", "rm", "compliance"}),
     ("PUT", f"/v1/customers/{CUSTOMER}/consents", CONSENT, {"channel", "rm"}),
     ("POST", "/v1/feedback", FEEDBACK, {"channel", "rm"}),

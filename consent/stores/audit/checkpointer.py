@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NoReturn
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from consent.rules.chain import record_leaf_hash, timestamp
 from consent.rules.checkpoints import (
     MAX_LEAVES,
     Publication,
@@ -35,8 +35,8 @@ from consent.rules.checkpoints import (
 )
 from consent.rules.merkle import Frontier
 from consent.rules.signed_note import Signer
+from consent.stores.audit import reads
 from consent.stores.audit.sinks import Sink, SinkError
-from consent.stores.tables import audit_log
 from consent.verify_audit import VerificationError, VerifierKey
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ class Checkpointer:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._stats = CheckpointerStats()
+        #: Told of each publication once a sink took it (the proofs' list of checkpoints).
+        self.listeners: list[Callable[[Publication], None]] = []
 
     @property
     def stats(self) -> CheckpointerStats:
@@ -162,6 +164,8 @@ class Checkpointer:
                     signer, self.policy.origin, frontier, leaves, self.clock()
                 )
                 self._send(publication)
+                for listener in self.listeners:
+                    listener(publication)
                 frontier = self._frontier = extended
                 made.append(publication)
                 self._stats = CheckpointerStats(
@@ -197,11 +201,7 @@ class Checkpointer:
 
     def _new_leaves(self, after: int) -> list[list[bytes]]:
         """The leaves of the records after ``after`` up to the head, in publications' worth."""
-        with self.engine.connect() as connection:
-            head = connection.execute(
-                select(audit_log.c.seq).order_by(audit_log.c.seq.desc()).limit(1)
-            ).scalar()
-        head = head or 0
+        head = reads.head_seq(self.engine)
         if head < after:
             self._refuse(
                 f"the log ends at record {head}, but a checkpoint of {after} records was "
@@ -209,49 +209,17 @@ class Checkpointer:
             )
         chunks = []
         for start in range(after, head, MAX_LEAVES):
-            chunks.append(self._leaves(start, min(head, start + MAX_LEAVES)))
+            last = min(head, start + MAX_LEAVES)
+            try:
+                leaves = reads.leaf_hashes(self.engine, start, last)
+            except reads.MissingRecord as missing:
+                self._refuse(str(missing))
+            if len(leaves) != last - start:
+                self._refuse(f"records {start + len(leaves) + 1} to {last} are missing")
+            chunks.append(leaves)
         return chunks
 
-    def _leaves(self, after: int, last: int) -> list[bytes]:
-        """The leaf hashes of records ``after + 1`` to ``last``: stored, or computed from the
-        row where a record was written before leaf hashes were kept."""
-        columns = (
-            audit_log.c.seq,
-            audit_log.c.leaf_hash,
-            audit_log.c.decision_id,
-            audit_log.c.recorded_at,
-            audit_log.c.customer_ref,
-        )
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(*columns)
-                .where(audit_log.c.seq > after, audit_log.c.seq <= last)
-                .order_by(audit_log.c.seq)
-            ).all()
-            leaves = []
-            for expected, row in enumerate(rows, start=after + 1):
-                if row.seq != expected:
-                    self._refuse(f"record {expected} is missing from the log")
-                if row.leaf_hash is not None:
-                    leaves.append(bytes(row.leaf_hash))
-                    continue
-                body = connection.execute(
-                    select(audit_log.c.body).where(audit_log.c.seq == row.seq)
-                ).scalar_one()
-                leaves.append(
-                    record_leaf_hash(
-                        row.seq,
-                        row.decision_id,
-                        timestamp(row.recorded_at),
-                        row.customer_ref,
-                        body,
-                    )
-                )
-        if len(leaves) != last - after:
-            self._refuse(f"records {after + len(leaves) + 1} to {last} are missing from the log")
-        return leaves
-
-    def _refuse(self, why: str) -> None:
+    def _refuse(self, why: str) -> NoReturn:
         self._stats = CheckpointerStats(
             self._stats.published, self._stats.failures, self._stats.size, why
         )

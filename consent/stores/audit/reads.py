@@ -17,6 +17,7 @@ from consent.rules.chain import (
     Link,
     Verification,
     pseudonym,
+    record_leaf_hash,
     timestamp,
     verify_chain,
 )
@@ -25,6 +26,8 @@ from consent.stores.tables import audit_checkpoints, audit_log
 
 #: Records read per query when verifying or exporting.
 READ_BATCH = 1000
+#: Leaf hashes read per query (32 bytes each and a few columns).
+READ_LEAVES = 50_000
 
 
 def get(engine: Engine, decision_id: str) -> dict[str, Any] | None:
@@ -92,6 +95,52 @@ def verify(
         for row in _rows(engine)
     )
     return verify_chain(links, checkpoints(engine) + given, heads)
+
+
+class MissingRecord(Exception):
+    """A record is missing from the log (a gap in its seqs)."""
+
+
+def leaf_hashes(engine: Engine, after: int, last: int | None = None) -> list[bytes]:
+    """The Merkle leaf hashes of records ``after + 1`` to ``last`` (default: up to
+    ``READ_LEAVES`` records), in order: stored, or computed from the row where a record was
+    written before leaf hashes were kept. Raises ``MissingRecord`` at a gap."""
+    last = after + READ_LEAVES if last is None else last
+    columns = (
+        audit_log.c.seq,
+        audit_log.c.leaf_hash,
+        audit_log.c.decision_id,
+        audit_log.c.recorded_at,
+        audit_log.c.customer_ref,
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(*columns)
+            .where(audit_log.c.seq > after, audit_log.c.seq <= last)
+            .order_by(audit_log.c.seq)
+        ).all()
+        leaves = []
+        for expected, row in enumerate(rows, start=after + 1):
+            if row.seq != expected:
+                raise MissingRecord(f"record {expected} is missing from the log")
+            if row.leaf_hash is not None:
+                leaves.append(bytes(row.leaf_hash))
+                continue
+            body = connection.execute(
+                select(audit_log.c.body).where(audit_log.c.seq == row.seq)
+            ).scalar_one()
+            at = timestamp(row.recorded_at)
+            leaves.append(record_leaf_hash(row.seq, row.decision_id, at, row.customer_ref, body))
+    return leaves
+
+
+def head_seq(engine: Engine) -> int:
+    """The last record's seq (the number of records); 0 for an empty log."""
+    with engine.connect() as connection:
+        head = connection.execute(
+            select(audit_log.c.seq).order_by(audit_log.c.seq.desc()).limit(1)
+        ).scalar()
+    return head or 0
 
 
 def checkpoint(engine: Engine) -> Checkpoint:

@@ -257,6 +257,38 @@ class ChainVerified(BaseModel):
     first_bad_seq: int | None
     first_bad_decision: str | None
     problem: str | None
+    signed_checkpoints: int = Field(description="Published signed checkpoints checked.")
+    covered: int = Field(description="Records covered by the newest checkpoint that holds.")
+    covered_at: str | None = Field(description="When that checkpoint was signed (UTC).")
+    rejected: list[str] = Field(description="Published documents that are not good checkpoints.")
+    unreadable: list[str] = Field(description="Sinks that could not be read.")
+
+
+class ProvenRecord(BaseModel):
+    seq: int
+    decision_id: str
+    recorded_at: str
+    customer_ref: str
+    body: str = Field(description="The record's stored JSON text, byte for byte as hashed.")
+
+
+class InclusionProof(BaseModel):
+    """What ``verify_audit.py inclusion`` checks, as it is: save the answer and run it."""
+
+    record: ProvenRecord
+    leaf_hash: str = Field(description="SHA-256(0x00 || header + newline + body), base64.")
+    leaf_index: int = Field(description="The record's place in the tree: its seq - 1.")
+    tree_size: int
+    proof: list[str] = Field(description="RFC 9162 inclusion proof, base64 hashes.")
+    checkpoint: str = Field(description="The signed checkpoint (C2SP signed note) proved to.")
+
+
+class ConsistencyProof(BaseModel):
+    """What ``verify_audit.py consistency`` checks, as it is."""
+
+    old: str = Field(description="The earlier signed checkpoint.")
+    new: str = Field(description="The later signed checkpoint.")
+    proof: list[str] = Field(description="RFC 9162 consistency proof, base64 hashes.")
 
 
 class ConsentOut(BaseModel):

@@ -87,6 +87,52 @@ def audit_checkpoint(out: Path | None) -> None:
     click.echo(made[-1].note, nl=False)
 
 
+@audit.command("proof")
+@click.argument("decision_id")
+@click.option(
+    "--checkpoint",
+    type=click.IntRange(1),
+    default=None,
+    help="The checkpoint's size (default: "
+    "the newest that holds the record; one is signed now if none does).",
+)
+def audit_proof(decision_id: str, checkpoint: int | None) -> None:
+    """Print the decision's record with its inclusion proof to a signed checkpoint, as JSON
+    that `python consent/verify_audit.py inclusion FILE --key KEY` checks."""
+    from consent.stores.audit.proofs import ProofRefused
+
+    container = open_container(writes_audit=checkpoint is None)
+    try:
+        proof = container.audit_proofs.inclusion(decision_id, checkpoint)
+    except ProofRefused as refused:
+        click.echo(f"nextbest: {refused}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(proof, indent=2))
+
+
+@audit.command("consistency")
+@click.option("--from", "old", type=click.IntRange(1), required=True, help="Earlier size.")
+@click.option("--to", "new", type=click.IntRange(1), required=True, help="Later size.")
+def audit_consistency(old: int, new: int) -> None:
+    """Print the proof that the checkpoint of --to records extends the one of --from, as JSON
+    that `python consent/verify_audit.py consistency FILE --key KEY` checks."""
+    from consent.stores.audit.proofs import ProofRefused
+
+    try:
+        proof = open_container().audit_proofs.consistency(old, new)
+    except ProofRefused as refused:
+        click.echo(f"nextbest: {refused}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(proof, indent=2))
+
+
+@audit.command("key")
+def audit_key() -> None:
+    """Print the verifier key of the checkpoint signing key: give it to auditors (and keep it
+    in NEXTBEST_AUDIT_VERIFIER_KEYS_FILE after a rotation)."""
+    click.echo(open_container(writes_audit=True).audit_signer.verifier_key())
+
+
 @click.group()
 def policy() -> None:
     """Work with the compliance policy."""
