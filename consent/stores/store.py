@@ -7,6 +7,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from consent.stores.audit import append_only
 from consent.stores.bounds import bounded_engine
 from consent.stores.migration import add_missing_columns
 from consent.stores.tables import metadata
@@ -31,4 +32,5 @@ def connect(url: str) -> Engine:
         engine = bounded_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=24)
     metadata.create_all(engine)
     add_missing_columns(engine)
+    append_only.install(engine)
     return engine

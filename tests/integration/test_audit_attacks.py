@@ -36,6 +36,7 @@ from tests.integration.test_audit import (
     record,
     rich,
 )
+from tests.tamper import unguarded
 
 ORIGIN = "test.nextbest/audit"
 RECORDS = 12
@@ -152,6 +153,7 @@ def test_each_attack_on_checkpointed_records_is_found_and_named(
     assert before.ok and before.verification.covered == RECORDS
     assert before.verification.signed_checkpoints >= 1
 
+    unguarded(published.log.engine)
     attack.act(published.log.engine)
 
     after = published.verify()
@@ -163,6 +165,7 @@ def test_each_attack_on_checkpointed_records_is_found_and_named(
 def test_a_rewritten_log_is_never_signed_again(published: Published, tmp_path: Path) -> None:
     """A process started after the forgery continues the tree from the newest publication,
     not from the forged database: what it signs still shows the forgery."""
+    unguarded(published.log.engine)
     _replace_everything(published.log.engine)
     later = writer(published.log.engine, tmp_path / "checkpoints")
     later.log.append(record("C9"))
@@ -172,6 +175,7 @@ def test_a_rewritten_log_is_never_signed_again(published: Published, tmp_path: P
 
 
 def test_a_cut_tail_is_refused_by_the_next_writer(published: Published, tmp_path: Path) -> None:
+    unguarded(published.log.engine)
     _delete(*range(6, RECORDS + 1))(published.log.engine)
     later = writer(published.log.engine, tmp_path / "checkpoints")
     with pytest.raises(Exception, match="tail was cut off"):

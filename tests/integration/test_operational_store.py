@@ -16,6 +16,7 @@ from consent.stores.registry import ConsentRegistry
 from consent.stores.store import connect
 from consent.stores.tables import audit_log, consent_history
 from tests.integration.test_audit import record
+from tests.tamper import unguarded
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -83,6 +84,7 @@ def test_tampering_is_found_on_every_backend(operational_engine) -> None:
     log = AuditLog(operational_engine)
     for _ in range(3):
         log.append(record())
+    unguarded(operational_engine)
     with operational_engine.begin() as connection:
         connection.execute(
             update(audit_log).where(audit_log.c.seq == 2).values(record_hash="sha256:" + "f" * 64)

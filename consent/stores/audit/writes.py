@@ -56,6 +56,8 @@ _PG_HEAD_AND_KEYS = (
     f"SELECT 'key', customer_id, NULL, key FROM {customer_keys.name} "
     "WHERE customer_id = ANY(%s)"
 )
+#: The erase function of ``append_only.sql``.
+ERASE_KEY = "nextbest_erase_customer_key"
 _ROW = (
     "seq",
     "decision_id",
@@ -87,14 +89,25 @@ def erase_customer_key(connection: Connection, customer_id: str) -> bool:
     """Delete the customer's pseudonymisation key in the caller's transaction, so the erasure
     commits or rolls back with the caller's other deletions. Whether there was a key.
 
+    On PostgreSQL through the erase function where it is installed (``append_only.sql``): the
+    application's role may call it but may not delete keys itself.
+
     The chain's lock orders the erasure against appends: a record committed after it is written
     under a new key, never under the erased one resurrected.
     """
     lock_chain(connection)
+    if connection.dialect.name == "postgresql" and _erase_function(connection):
+        erased = connection.exec_driver_sql(f"SELECT {ERASE_KEY}(%s)", (customer_id,)).scalar()
+        return bool(erased)
     deleted = connection.execute(
         delete(customer_keys).where(customer_keys.c.customer_id == customer_id)
     )
     return bool(deleted.rowcount)
+
+
+def _erase_function(connection: Connection) -> bool:
+    found = connection.exec_driver_sql("SELECT to_regproc(%s) IS NOT NULL", (ERASE_KEY,))
+    return bool(found.scalar())
 
 
 def append_operation_in(

@@ -1,7 +1,7 @@
 """The ``nextbest`` command line. Every subcommand reads settings once and wires a Container.
 
 The commands live in one module per group (``data``, ``stream``, ``models``, ``decisions``,
-``serve``, ``compliance``, ``alerts``). Those modules import only click and light helpers at
+``serve``, ``compliance``, ``alerts``, ``db``). Those modules import only click and light helpers at
 the top; Feast, MLflow, LightGBM, pandas and FastAPI are imported inside the commands that use
 them, so ``--help`` and the commands that need none of them start at once.
 """
@@ -16,6 +16,7 @@ from service.entrypoints.cli.alerts import alerts
 from service.entrypoints.cli.compliance import audit, erase, policy
 from service.entrypoints.cli.context import settings_or_exit
 from service.entrypoints.cli.data import backfill, generate, load
+from service.entrypoints.cli.db import db
 from service.entrypoints.cli.decisions import decide, score
 from service.entrypoints.cli.models import retrain, rollback, train
 from service.entrypoints.cli.serve import demo, serve
@@ -56,5 +57,6 @@ for _command in (
     policy,
     erase,
     demo,
+    db,
 ):
     main.add_command(_command)
