@@ -150,15 +150,10 @@ class Container:
         return load_signer(self.settings)
 
     def audit_verifier_keys(self) -> list[VerifierKey]:
-        """The keys whose checkpoints verification trusts: the signing key's, where this
-        process has it (not on an auditor's machine), and the configured ones."""
-        from service.adapters.audit_checkpoints import AuditKeyError, verifier_keys
+        """The keys whose checkpoints verification trusts (``verifier_keys``)."""
+        from service.adapters.audit_checkpoints import verifier_keys
 
-        try:
-            signer: Signer | None = self.audit_signer
-        except AuditKeyError:
-            signer = None
-        return verifier_keys(self.settings, signer)
+        return verifier_keys(self.settings, lambda: self.audit_signer)
 
     @property
     def checkpoint_sinks(self) -> list[Sink]:
@@ -213,9 +208,15 @@ class Container:
     def models(self) -> ModelSet:
         """The served models, loaded now; ``refresh()`` follows the registry alias."""
         from service.adapters.models import ModelSet
+        from service.usecases.promotion import Promotions
 
         settings = self.settings
-        models = ModelSet(settings.tracking_uri, settings.model_alias, floor=settings.quality_floor)
+        models = ModelSet(
+            settings.tracking_uri,
+            settings.model_alias,
+            floor=settings.quality_floor,
+            provenance=Promotions(self.audit),
+        )
         models.refresh()
         return models
 

@@ -21,6 +21,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from training import evaluation, pyfunc_model
+from training.artifact_digest import DIGEST_TAG, version_digest
 from training.fitting import PARAMS, FittedNeed
 from training.input_example import synthetic_example
 from training.time_split import SPLIT
@@ -129,7 +130,8 @@ def register(
             registered_model_name=name,
         )
     version = str(info.registered_model_version)
-    for key, value in (version_tags or {}).items():
+    tags = {**(version_tags or {}), DIGEST_TAG: version_digest(name, version)}
+    for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     if alias is not None:
         client.set_registered_model_alias(name, alias, version)

@@ -233,6 +233,9 @@ class ModelUsed(_Frozen):
     name: str
     version: str
     run_id: str
+    #: The digest of the artifact files scored with (``training.artifact_digest``): the one
+    #: its promotion record holds. None in records written before digests were kept.
+    digest: str | None = None
 
 
 KycStatus = Literal["complete", "pending", "expired", "unknown"]

@@ -77,10 +77,14 @@ def _development_signer(path: Path, name: str) -> Signer:
         raise AuditKeyError(f"{path}: not a signing key ({error})") from error
 
 
-def verifier_keys(settings: Settings, signer: Signer | None) -> list[VerifierKey]:
-    """The keys whose checkpoints are trusted: the signing key's, if this process has it, and
-    those of ``NEXTBEST_AUDIT_VERIFIER_KEYS_FILE`` (one per line; ``#`` begins a comment)."""
-    keys = [] if signer is None else [VerifierKey.parse(signer.verifier_key())]
+def verifier_keys(settings: Settings, signer: Callable[[], Signer]) -> list[VerifierKey]:
+    """The keys whose checkpoints are trusted: the signing key's, if this process has it (not
+    on an auditor's machine), and those of ``NEXTBEST_AUDIT_VERIFIER_KEYS_FILE`` (one per
+    line; ``#`` begins a comment)."""
+    try:
+        keys = [VerifierKey.parse(signer().verifier_key())]
+    except AuditKeyError:
+        keys = []
     path = settings.audit_verifier_keys_file
     if path is not None:
         try:

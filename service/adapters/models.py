@@ -15,6 +15,7 @@ from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import lightgbm as lgb
 import mlflow
@@ -24,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from consent.rules.vocabulary import NEEDS
 from service.adapters.lightgbm_rows import RowBooster, SingleRow
+from training.artifact_digest import folder_digest
 from training.calibration import Calibration
 from training.need_model import registered_name
 from training.quality import QualityFloor
@@ -43,6 +45,8 @@ class NeedModel:
     booster: lgb.Booster
     calibration: Calibration
     features: tuple[str, ...]
+    #: The digest of the artifact files loaded (``training.artifact_digest``).
+    digest: str = ""
 
     def row(self, values: Mapping[str, float | None]) -> np.ndarray:
         """The model's input: ``values`` in its feature order, NaN where missing. Models with
@@ -101,20 +105,57 @@ class NeedModel:
         return self.calibration.apply(np.asarray(self.booster.predict(matrix, raw_score=True)))
 
 
-def load_version(client: MlflowClient, need: str, version: str) -> NeedModel:
+@dataclass(frozen=True)
+class Downloaded:
+    """A version's artifact files, downloaded, and their digest: checked before anything in
+    them is parsed (a changed booster file can abort LightGBM's parser, not just fail it)."""
+
+    need: str
+    name: str
+    version: str
+    run_id: str
+    folder: Path
+    digest: str
+
+
+def download_version(client: MlflowClient, need: str, version: str) -> Downloaded:
     name = registered_name(need)
     details = client.get_model_version(name, version)
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
-    artifacts = folder / "artifacts"
+    return Downloaded(
+        need, name, str(details.version), str(details.run_id), folder, folder_digest(folder)
+    )
+
+
+def load_downloaded(files: Downloaded) -> NeedModel:
+    artifacts = files.folder / "artifacts"
     return NeedModel(
-        need,
-        name,
-        str(details.version),
-        str(details.run_id),
+        files.need,
+        files.name,
+        files.version,
+        files.run_id,
         lgb.Booster(model_file=str(artifacts / "booster.txt")),
         Calibration.from_dict(json.loads((artifacts / "calibration.json").read_text())),
         tuple(json.loads((artifacts / "features.json").read_text())),
+        files.digest,
     )
+
+
+def load_version(client: MlflowClient, need: str, version: str) -> NeedModel:
+    return load_downloaded(download_version(client, need, version))
+
+
+class Provenance(Protocol):
+    """Whether a version may be served: promoted by NextBest with the digest of its files
+    (``service.usecases.promotion.Promotions``)."""
+
+    def check(self, name: str, version: str, alias: str, digest: str) -> str | None:
+        """Why not, or None."""
+        ...
+
+    def refused(self, name: str, version: str, alias: str, digest: str, why: str) -> None:
+        """Record that it was not served, and why."""
+        ...
 
 
 class ModelSet(Mapping[str, NeedModel]):
@@ -127,11 +168,15 @@ class ModelSet(Mapping[str, NeedModel]):
         alias: str,
         needs: tuple[str, ...] = NEEDS,
         floor: QualityFloor | None = None,
+        provenance: Provenance | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.alias = alias
         self.needs = needs
         self.floor = floor or QualityFloor()
+        #: Checked before a version is served (None: not checked; only tests that read a
+        #: registry without an audit log leave it out).
+        self.provenance = provenance
         self._models: dict[str, NeedModel] = {}
         #: Versions the alias points at that are below the floor: need -> (version, why).
         self._refused: dict[str, tuple[str, str]] = {}
@@ -223,7 +268,14 @@ class ModelSet(Mapping[str, NeedModel]):
                 if current.pop(need, None) is not None:
                     changed[need] = ""
                 return
-            current[need] = load_version(client, need, version)
+            files = download_version(client, need, version)
+            refusal = self._unproven(files)
+            if refusal is not None:
+                self._refused[need] = (version, refusal)
+                if current.pop(need, None) is not None:
+                    changed[need] = ""
+                return
+            current[need] = load_downloaded(files)
         except Exception as error:
             log.error(
                 "could not load %s version %s, keeping the loaded one: %s", name, version, error
@@ -232,6 +284,17 @@ class ModelSet(Mapping[str, NeedModel]):
         changed[need] = version
         self._refused.pop(need, None)
         log.info("serving %s version %s (%s)", name, version, self.alias)
+
+    def _unproven(self, files: Downloaded) -> str | None:
+        """Why a version must not be served although the alias points at it: not promoted by
+        NextBest, or its files are not those promoted (recorded in the audit log)."""
+        if self.provenance is None:
+            return None
+        why = self.provenance.check(files.name, files.version, self.alias, files.digest)
+        if why is not None:
+            log.error("not serving %s version %s: %s", files.name, files.version, why)
+            self.provenance.refused(files.name, files.version, self.alias, files.digest, why)
+        return why
 
     def _shortfall(self, client: MlflowClient, name: str, version: str) -> str | None:
         """Why the version is below the floor, from its training run's test metrics."""

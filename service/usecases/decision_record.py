@@ -67,7 +67,13 @@ def feature_reads(online: OnlineFeatures | None, now: datetime) -> tuple[Feature
 def models_used(scored: Scored) -> tuple[ModelUsed, ...]:
     """The models whose scores the decision used, as the record names them."""
     return tuple(
-        ModelUsed(need=m.need, name=m.name, version=m.version, run_id=m.run_id)  # type: ignore[arg-type]
+        ModelUsed(
+            need=m.need,  # type: ignore[arg-type]
+            name=m.name,
+            version=m.version,
+            run_id=m.run_id,
+            digest=m.digest or None,
+        )
         for m in scored.models.values()
         if m.need in scored.scores
     )

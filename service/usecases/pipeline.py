@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from mlflow.tracking import MlflowClient
 
 from consent.rules.model import ConsentGiven
 from consent.rules.vocabulary import NEEDS
@@ -27,6 +28,7 @@ from feature_repo.definitions import ACTIVITY_VIEW
 from feature_repo.profile import profile_rows
 from service.adapters.transport import EVENTS_TOPIC
 from service.bootstrap import Container
+from service.usecases.promotion import promote
 from service.usecases.stream_stats import WorkerStats
 from training import evaluation, need_model, trainset
 from training.backfill import write_history
@@ -296,17 +298,25 @@ def train_from_bank(
             log.warning("registering %s without promoting it: %s", need, shortfall)
             below_floor[need] = shortfall
         began = time.perf_counter()
-        models.append(
-            need_model.register(
-                fitted,
-                data,
-                settings.tracking_uri,
-                settings.artifact_root,
-                None if shortfall else alias or settings.model_alias,
-                tags,
-                need_model.quality_tags(shortfall),
-            )
+        trained = need_model.register(
+            fitted,
+            data,
+            settings.tracking_uri,
+            settings.artifact_root,
+            None,
+            tags,
+            need_model.quality_tags(shortfall),
         )
+        models.append(trained)
+        if shortfall is None:  # recorded in the audit log with the artifact's digest
+            promote(
+                container.audit,
+                MlflowClient(settings.tracking_uri),
+                trained.name,
+                trained.version,
+                alias or settings.model_alias,
+                "trained: met the quality floor",
+            )
         seconds[f"register_{need}"] = time.perf_counter() - began
         evaluations[need] = fitted.evaluation.as_dict()
     return TrainReport(

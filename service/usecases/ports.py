@@ -56,6 +56,11 @@ class Scorer(ServedModel, Protocol):
     def run_id(self) -> str: ...
 
     @property
+    def digest(self) -> str:
+        """The digest of the artifact files it was loaded from."""
+        ...
+
+    @property
     def features(self) -> tuple[str, ...]: ...
 
     @property

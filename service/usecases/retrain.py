@@ -39,6 +39,7 @@ from consent.rules.vocabulary import NEEDS
 from service.adapters.models import load_version
 from service.bootstrap import Container
 from service.usecases import pipeline
+from service.usecases.promotion import promote
 from training import evaluation, need_model
 from training.fitting import Trainer
 
@@ -213,7 +214,7 @@ def retrain(
         if verdict.promoted:
             if champion_version is not None:
                 client.set_registered_model_alias(name, PREVIOUS, champion_version)
-            client.set_registered_model_alias(name, CHAMPION, challenger.version)
+            promote(container.audit, client, name, challenger.version, CHAMPION, verdict.reason)
         _record(client, name, verdict, settings.artifact_root)
         verdicts.append(verdict)
     return verdicts
@@ -230,7 +231,7 @@ def rollback(container: Container, need: str, to_version: str | None = None) -> 
     if target is None:
         raise ValueError(f"{name} has no previous champion to roll back to")
     client.get_model_version(name, target)  # fails clearly when the version does not exist
-    client.set_registered_model_alias(name, CHAMPION, target)
+    promote(container.audit, client, name, target, CHAMPION, f"rollback from version {current}")
     if current is not None and current != target:
         client.set_registered_model_alias(name, PREVIOUS, current)
     event = {"need": need, "model": name, "from_version": current, "to_version": target}

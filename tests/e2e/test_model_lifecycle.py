@@ -23,6 +23,7 @@ from service.bootstrap import Container
 from service.entrypoints.api.app import create_app
 from service.usecases import pipeline, retrain
 from service.usecases.decision_messages import DecideForCustomer
+from service.usecases.promotion import PromotionRefused, promote
 from service.usecases.scoring import batch_score
 from tests.conftest import backfilled, key_headers, make_settings
 from training import trainset
@@ -254,3 +255,80 @@ def test_a_model_below_the_floor_is_neither_promoted_nor_served(state) -> None:
     finally:
         client.set_registered_model_alias(name, "champion", before)
         strict.close()
+
+
+def _artifact_file(client: MlflowClient, name: str, version: str) -> Path:
+    """Where the registry keeps a version's booster on disk (the artifact store is a folder)."""
+    location = client.get_model_version_download_uri(name, version)
+    assert location.startswith("file://"), location
+    return Path(location.removeprefix("file://")) / "artifacts" / "booster.txt"
+
+
+def _operations(container: Container, kind: str) -> list[dict[str, Any]]:
+    return [body["details"] for body in container.audit.operations(kind)]
+
+
+def test_a_model_not_promoted_by_nextbest_or_changed_since_is_not_served(state) -> None:
+    """Anyone who reaches the registry can move an alias or overwrite an artifact: the API
+    serves only a version promoted through NextBest with the digest of the files it loads,
+    and the audit log says why it refused one."""
+    container, bank_dir = state
+    client = MlflowClient(container.settings.tracking_uri)
+    name = "nextbest-mortgage"
+    champion = str(client.get_model_version_by_alias(name, "champion").version)
+    promoted = [p for p in _operations(container, "model_promotion") if p["version"] == champion]
+    assert promoted and promoted[-1]["digest"].startswith("sha256:")
+    customer = sorted(container.registry.granted_at("profiling", "any", datetime.now(UTC)))[0]
+    record = container.decisions.decide(DecideForCustomer(customer, "rm")).record
+    assert [m.digest for m in record.models] == [promoted[-1]["digest"]]
+
+    # A challenger, registered with its digest, whose booster is changed before promotion.
+    (kept,) = retrain.retrain(container, bank_dir, NEEDS, min_gain=1.0)
+    challenger = kept.challenger_version
+    booster = _artifact_file(client, name, challenger)
+    original = booster.read_bytes()
+    booster.write_bytes(original.replace(b"leaf_value=", b"leaf_value=1", 1))
+    with pytest.raises(PromotionRefused, match="changed after its registration"):
+        promote(container.audit, client, name, challenger, "champion", "by hand")
+    refused = _operations(container, "model_promotion_refused")
+    assert refused[-1]["version"] == challenger and refused[-1]["registered_digest"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == champion
+
+    # The alias moved by hand in the registry, without NextBest: not served.
+    try:
+        client.set_registered_model_alias(name, "champion", challenger)
+        fresh = Container(container.settings)  # a process starting now
+        try:
+            assert "mortgage" not in fresh.models
+            assert "never promoted to champion" in fresh.models.refused()["mortgage"]
+            (refusal,) = [
+                r for r in _operations(fresh, "model_refused") if r["version"] == challenger
+            ]
+            assert "never promoted" in refusal["reason"]
+            record = fresh.decisions.decide(DecideForCustomer(customer, "rm")).record
+            (mortgage,) = [c for c in record.candidates if c.action_id == "mortgage_consultation"]
+            assert "NO_MODEL" in mortgage.suppressed_by
+        finally:
+            fresh.close()
+    finally:
+        client.set_registered_model_alias(name, "champion", champion)
+        booster.write_bytes(original)
+
+    # The promoted champion's own booster overwritten afterwards: a new process refuses it.
+    served = _artifact_file(client, name, champion)
+    before = served.read_bytes()
+    try:
+        served.write_bytes(before.replace(b"leaf_value=", b"leaf_value=1", 1))
+        fresh = Container(container.settings)
+        try:
+            assert "mortgage" not in fresh.models
+            why = fresh.models.refused()["mortgage"]
+            assert "is not the one promoted" in why
+            assert any(
+                r["version"] == champion and "is not the one promoted" in r["reason"]
+                for r in _operations(fresh, "model_refused")
+            )
+        finally:
+            fresh.close()
+    finally:
+        served.write_bytes(before)

@@ -210,6 +210,10 @@ class AuditLog:
     def get(self, decision_id: str) -> dict[str, Any] | None:
         return reads.get(self.engine, decision_id)
 
+    def operations(self, operation: str) -> list[dict[str, Any]]:
+        """The operation records of one kind (``OperationRecord.operation``), oldest first."""
+        return reads.operations(self.engine, operation)
+
     def pseudonym_of(self, customer_id: str) -> str | None:
         """The customer's current pseudonym; None once erased (or before their first record)."""
         return reads.pseudonym_of(self.engine, customer_id)

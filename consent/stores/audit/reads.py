@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, Engine, select
 
 from consent.rules.chain import (
     GENESIS,
+    OPERATION_REF,
     Checkpoint,
     Head,
     Link,
@@ -95,6 +96,22 @@ def verify(
         for row in _rows(engine)
     )
     return verify_chain(links, checkpoints(engine) + given, heads)
+
+
+def operations(engine: Engine, operation: str) -> list[dict[str, Any]]:
+    """The bodies of the operation records of kind ``operation``, oldest first."""
+    marker = json.dumps({"operation": operation}, separators=(",", ":"))[1:-1]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(audit_log.c.body)
+            .where(
+                audit_log.c.customer_ref == OPERATION_REF,
+                audit_log.c.body.contains(marker, autoescape=True),
+            )
+            .order_by(audit_log.c.seq)
+        ).scalars()
+        bodies = [json.loads(body) for body in rows]
+    return [b for b in bodies if b.get("operation") == operation]
 
 
 class MissingRecord(Exception):
