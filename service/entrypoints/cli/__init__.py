@@ -1,9 +1,9 @@
 """The ``nextbest`` command line. Every subcommand reads settings once and wires a Container.
 
 The commands live in one module per group (``data``, ``stream``, ``models``, ``decisions``,
-``serve``, ``compliance``, ``alerts``, ``db``). Those modules import only click and light helpers at
-the top; Feast, MLflow, LightGBM, pandas and FastAPI are imported inside the commands that use
-them, so ``--help`` and the commands that need none of them start at once.
+``serve``, ``compliance``, ``alerts``, ``db``, ``keys``). Those modules import only click and
+light helpers at the top; Feast, MLflow, LightGBM, pandas and FastAPI are imported inside the
+commands that use them, so ``--help`` and the commands that need none of them start at once.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from service.entrypoints.cli.context import settings_or_exit
 from service.entrypoints.cli.data import backfill, generate, load
 from service.entrypoints.cli.db import db
 from service.entrypoints.cli.decisions import decide, score
+from service.entrypoints.cli.keys import keys
 from service.entrypoints.cli.models import retrain, rollback, train
 from service.entrypoints.cli.serve import demo, serve
 from service.entrypoints.cli.stream import stream
@@ -58,5 +59,6 @@ for _command in (
     erase,
     demo,
     db,
+    keys,
 ):
     main.add_command(_command)
