@@ -23,15 +23,23 @@ from sqlalchemy import Engine, create_engine, func, insert, make_url, select, te
 
 from bench.audit_records import Decisions
 from consent.rules.chain import Appended
+from consent.rules.checkpoints import Publication, open_publication
 from consent.rules.model import DecisionRecord
+from consent.rules.signed_note import Signer
+from consent.stores.audit.checkpointer import Checkpointer, CheckpointPolicy
 from consent.stores.audit.failures import AuditWriteFailed
 from consent.stores.audit.log import AuditLog
 from consent.stores.audit.pending import PendingRecord
+from consent.stores.audit.sinks import FolderSink
 from consent.stores.store import connect
 from consent.stores.tables import audit_log, customer_keys
+from consent.verify_audit import VerifierKey
 
 #: Records made ahead per writer thread and second of a run (more than any thread writes).
 PREBUILT_PER_THREAD_SECOND = 600
+ORIGIN = "bench.nextbest/audit"
+#: One key for every process of a run (a deployment's processes share theirs).
+SIGNER = Signer.generate(ORIGIN)
 
 
 class NaiveAuditLog(AuditLog):
@@ -135,13 +143,36 @@ def drive(
     return total
 
 
+def writer(naive: bool, engine: Engine, checkpoints: Path | None, key: str) -> AuditLog:
+    """The log a process writes through: naive, group commit, or group commit publishing
+    signed checkpoints (the embedded default policy, to a folder) to ``checkpoints``."""
+    if naive:
+        return NaiveAuditLog(engine)
+    if checkpoints is None:
+        return AuditLog(engine)
+    signer = Signer.parse(key)
+    policy = CheckpointPolicy(ORIGIN)
+    checkpointer = Checkpointer(engine, lambda: signer, policy, [FolderSink(checkpoints)])
+    return AuditLog(engine, checkpointer=checkpointer)
+
+
 def drive_process(
-    naive: bool, url: str, threads: int, seconds: float, seed: int, ready: Any, out: Any
+    naive: bool,
+    url: str,
+    threads: int,
+    seconds: float,
+    seed: int,
+    ready: Any,
+    out: Any,
+    checkpoints: Path | None,
+    key: str,
 ) -> None:
     """One API process: its own engine and log (run with the spawn start method)."""
     engine = connect(url)
-    log = NaiveAuditLog(engine) if naive else AuditLog(engine)
-    out.put(drive(log, threads, seconds, seed, ready.wait))
+    log = writer(naive, engine, checkpoints, key)
+    lane = drive(log, threads, seconds, seed, ready.wait)
+    log.close()  # a graceful shutdown: its last checkpoint is published
+    out.put(lane)
     engine.dispose()
 
 
@@ -153,8 +184,12 @@ def run_once(
     seconds: float,
     cold_keys: bool,
     processes: int = 1,
+    signed: bool = False,
 ) -> dict[str, Any]:
-    """``processes`` processes of ``threads`` writer threads each, on a fresh database."""
+    """``processes`` processes of ``threads`` writer threads each, on a fresh database; with
+    ``signed``, each publishes signed checkpoints as it writes."""
+    checkpoints = scratch / f"checkpoints-{uuid.uuid4().hex[:8]}" if signed else None
+    key = SIGNER.encoded()
     with fresh_database(url, scratch) as (engine, scoped_url):
         if not cold_keys:  # steady state: the customers have had decisions before
             now = datetime.now(UTC)
@@ -166,15 +201,16 @@ def run_once(
                 connection.execute(insert(customer_keys), keys)
         load = os.getloadavg()[0]  # other work on the machine takes CPU from this run
         if processes == 1:
-            log = NaiveAuditLog(engine) if naive else AuditLog(engine)
+            log = writer(naive, engine, checkpoints, key)
             lanes = [drive(log, threads, seconds, 1, lambda: None)]
+            log.close()
         else:
             spawn = multiprocessing.get_context("spawn")
             ready, out = spawn.Barrier(processes), spawn.Queue()
             children = [
                 spawn.Process(
                     target=drive_process,
-                    args=(naive, scoped_url, threads, seconds, n + 1, ready, out),
+                    args=(naive, scoped_url, threads, seconds, n + 1, ready, out, checkpoints, key),
                 )
                 for n in range(processes)
             ]
@@ -183,7 +219,8 @@ def run_once(
             lanes = [out.get() for _ in children]
             for child in children:
                 child.join()
-        verified = AuditLog(engine).verify()
+        heads = _heads(checkpoints)
+        verified = AuditLog(engine).verify(heads=heads)
         with engine.connect() as connection:
             first, last, count = connection.execute(
                 select(func.min(audit_log.c.seq), func.max(audit_log.c.seq), func.count())
@@ -216,4 +253,15 @@ def run_once(
         and set(every) <= logged,
         "mean_group": 1.0 if naive else round(appends / max(transactions, 1), 1),
         "record_bytes": record_bytes,
+        "signed_checkpoints": len(heads) if signed else None,
+        # Every record covered by a published checkpoint once the writers shut down.
+        "covered": verified.covered if signed else None,
     }
+
+
+def _heads(folder: Path | None) -> list[Any]:
+    if folder is None:
+        return []
+    key = VerifierKey.parse(SIGNER.verifier_key())
+    found = [p for _, p in FolderSink(folder).read() if isinstance(p, Publication)]
+    return [open_publication(p, [key], ORIGIN) for p in found]

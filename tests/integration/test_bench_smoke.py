@@ -82,11 +82,25 @@ def test_timers_benchmark_fires_every_timer_and_puts_a_day_on_a_core(redis_url) 
 def test_audit_benchmark_prints_json_with_the_naive_comparison() -> None:
     result = _json_of("bench.audit", "--database-url", "sqlite", "--smoke", "--threads", "3")
     assert result["benchmark"] == "audit" and result["backend"] == "sqlite"
-    for writer in ("naive", "group_commit"):
+    for writer in ("naive", "group_commit", "group_commit_signed"):
         assert result[writer]["verified"] is True
         assert result[writer]["decisions_per_second_median"] > 0
         assert result[writer]["p99_ms_median"] >= result[writer]["p50_ms_median"] > 0
     assert result["speedup_vs_naive"] > 0 and result["meets_target_on_postgresql"] is None
+    # Every record, the writers' warm-ups too, is covered once the writers have closed.
+    assert result["group_commit_signed"]["every_record_covered"] is True
+    assert result["signed_vs_unsigned"] > 0
+
+
+def test_audit_proofs_benchmark_verifies_every_proof_it_times() -> None:
+    result = _json_of(
+        "bench.audit_proofs", "--database-url", "sqlite", "--records", "3000", "--proofs", "50"
+    )
+    assert result["benchmark"] == "audit_proofs" and result["rebuild"]["records"] == 3000
+    assert result["rebuild"]["tree_bytes_per_record"] == pytest.approx(64, abs=1)
+    assert result["inclusion"]["verified"] == 50 and result["consistency"]["verified"] == 5
+    assert result["inclusion"]["p99_ms"] >= result["inclusion"]["p50_ms"] > 0
+    assert result["naive_rebuild_per_proof"]["proofs"] == 3
 
 
 def test_decide_benchmark_prints_json_with_the_naive_comparison() -> None:
