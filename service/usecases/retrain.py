@@ -36,10 +36,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from consent.rules.vocabulary import NEEDS
-from service.adapters.models import load_version
+from service.adapters.models import download_version, load_version
 from service.bootstrap import Container
 from service.usecases import pipeline
-from service.usecases.promotion import promote
+from service.usecases.promotion import Promotions, promote
 from training import evaluation, need_model
 from training.fitting import Trainer
 
@@ -179,7 +179,7 @@ def retrain(
             need_model.quality_tags(shortfall),
         )
         name = need_model.registered_name(need)
-        champion_version = _alias_version(client, name, CHAMPION)
+        champion_version = _proven(container, client, need, _alias_version(client, name, CHAMPION))
         champion_auc = champion_fairness = None
         test = trainer.windows.test
         y = test[f"label_{need}"].to_numpy()
@@ -218,6 +218,21 @@ def retrain(
         _record(client, name, verdict, settings.artifact_root)
         verdicts.append(verdict)
     return verdicts
+
+
+def _proven(
+    container: Container, client: MlflowClient, need: str, version: str | None
+) -> str | None:
+    """``version`` if its files are those promoted (as a serving process checks before it
+    parses them); otherwise None: there is no champion to compare with, and it is logged."""
+    if version is None:
+        return None
+    files = download_version(client, need, version)
+    why = Promotions(container.audit).check(files.name, version, CHAMPION, files.digest)
+    if why is not None:
+        log.error("not comparing with the champion: %s", why)
+        return None
+    return version
 
 
 def rollback(container: Container, need: str, to_version: str | None = None) -> dict[str, Any]:
