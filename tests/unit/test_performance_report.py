@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bench.common import recorded
-from bench.report import KINDS, REPORT, RESULTS, load, render
+from bench.report import REPORT, RESULTS, load, render
+from bench.report_kinds import KINDS
 
 ROOT = Path(__file__).parents[2]
 
