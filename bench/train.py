@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from bench.common import PeakMemory, emit
 from consent.rules.vocabulary import NEEDS
 from service.bootstrap import Container
 from service.settings import load_settings
 from service.usecases import pipeline
+from service.usecases.promotion import promote
 from training import need_model, trainset
 from training.bank.spec import BankSpec
 from training.bank.store import write_bank
@@ -147,8 +149,13 @@ def main() -> None:
             result["speedup_vs_naive"] = round(result["naive_seconds"] / optimised, 2)
         began = time.perf_counter()
         settings = container.settings
+        client = MlflowClient(settings.tracking_uri)
         for f in fitted.values():
-            need_model.register(f, data, settings.tracking_uri, settings.artifact_root, "bench")
+            model = need_model.register(
+                f, data, settings.tracking_uri, settings.artifact_root, None
+            )
+            # Promoted as NextBest promotes, so that bench.score may serve it.
+            promote(container.audit, client, model.name, model.version, "bench", "benchmark")
         result["register_seconds"] = round(time.perf_counter() - began, 2)
         result["total_seconds_join_train_register"] = round(
             result["training_set_seconds"] + result["train_seconds"] + result["register_seconds"],

@@ -215,7 +215,7 @@ class Container:
             settings.tracking_uri,
             settings.model_alias,
             floor=settings.quality_floor,
-            provenance=Promotions(self.audit),
+            provenance=Promotions(lambda: self.audit),
         )
         models.refresh()
         return models

@@ -180,6 +180,8 @@ class ModelSet(Mapping[str, NeedModel]):
         self._models: dict[str, NeedModel] = {}
         #: Versions the alias points at that are below the floor: need -> (version, why).
         self._refused: dict[str, tuple[str, str]] = {}
+        #: Versions not served because their promotion could not be checked (yet).
+        self._unchecked: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __getitem__(self, need: str) -> NeedModel:
@@ -203,6 +205,11 @@ class ModelSet(Mapping[str, NeedModel]):
 
     def versions(self) -> dict[str, str]:
         return {need: m.version for need, m in self._models.items()}
+
+    def unchecked(self) -> dict[str, str]:
+        """Needs whose aliased version is not served because the audit log, which proves its
+        promotion, could not be read."""
+        return dict(self._unchecked)
 
     def refused(self) -> dict[str, str]:
         """Needs whose aliased version is not served because it is below the quality floor."""
@@ -269,7 +276,13 @@ class ModelSet(Mapping[str, NeedModel]):
                     changed[need] = ""
                 return
             files = download_version(client, need, version)
-            refusal = self._unproven(files)
+            try:
+                refusal = self._unproven(files)
+            except Exception as error:  # the audit log unreadable: asked again next refresh
+                self._unchecked[need] = f"version {version}: its promotion could not be checked"
+                log.error("not serving %s version %s: %s", name, version, error)
+                return
+            self._unchecked.pop(need, None)
             if refusal is not None:
                 self._refused[need] = (version, refusal)
                 if current.pop(need, None) is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -81,6 +81,8 @@ def promote(
         audit.append_operation(_operation(PROMOTION_REFUSED, details))
         log.error("%s: not promoted", why)
         raise PromotionRefused(why)
+    if registered is None:  # registered before digests were kept: recorded now
+        client.set_model_version_tag(name, version, DIGEST_TAG, found)
     previous = _aliased(client, name, alias)
     client.set_registered_model_alias(name, alias, version)
     # After the alias moved: if this record cannot be written, the version is not served.
@@ -100,13 +102,14 @@ class Promotions:
     """The audit log's promotion records, as serving processes check them (see the module's
     docstring); and the record of a version they refused."""
 
-    def __init__(self, audit: AuditLog) -> None:
-        self.audit = audit
+    def __init__(self, audit: Callable[[], AuditLog]) -> None:
+        #: The log, opened when first asked (building the served models opens no database).
+        self._audit = audit
         self._refusals: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
 
     def _promotions(self) -> Iterator[dict[str, Any]]:
-        for body in self.audit.operations(PROMOTION):
+        for body in self._audit().operations(PROMOTION):
             yield body.get("details", {})
 
     def check(self, name: str, version: str, alias: str, digest: str) -> str | None:
@@ -133,4 +136,4 @@ class Promotions:
                 return
             self._refusals.add((name, version, why))
         details = {"model": name, "version": version, "alias": alias, "found_digest": digest}
-        self.audit.append_operation(_operation(SERVING_REFUSED, details | {"reason": why}))
+        self._audit().append_operation(_operation(SERVING_REFUSED, details | {"reason": why}))

@@ -228,7 +228,7 @@ def _proven(
     if version is None:
         return None
     files = download_version(client, need, version)
-    why = Promotions(container.audit).check(files.name, version, CHAMPION, files.digest)
+    why = Promotions(lambda: container.audit).check(files.name, version, CHAMPION, files.digest)
     if why is not None:
         log.error("not comparing with the champion: %s", why)
         return None

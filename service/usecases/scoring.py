@@ -230,6 +230,13 @@ def batch_score(container: Container, out: Path, at: datetime) -> dict[str, Any]
         raise ScoringRefused(f"cannot score as of {at.isoformat()}: it is in the future")
     models = container.models.snapshot()
     if not models:
+        unchecked = container.models.unchecked()
+        if unchecked:  # the operational store is unreachable: consent cannot be read either
+            raise ScoringRefused(
+                "no model's promotion could be checked in the audit log "
+                f"({'; '.join(f'{n} {why}' for n, why in sorted(unchecked.items()))}); "
+                "nothing was written"
+            )
         raise ScoringRefused("no models to score with: train first (nextbest train)")
     try:
         chosen = eligible(container, at, now)

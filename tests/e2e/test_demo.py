@@ -56,4 +56,15 @@ def test_demo_runs_on_embedded_defaults_and_its_audit_log_verifies(tmp_path) -> 
     )
     assert verify.returncode == 0, verify.stderr
     result = json.loads(verify.stdout)
-    assert result["ok"] is True and result["records"] == 3
+    # The three example decisions, and a promotion record per model the demo trained; all of
+    # it covered by the checkpoints the demo published.
+    assert result["ok"] is True and result["covered"] == result["records"]
+    exported = subprocess.run(
+        [NEXTBEST, "audit", "export"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    kinds = [
+        json.loads(line)["record"].get("operation", "decision")
+        for line in exported.stdout.splitlines()
+    ]
+    assert kinds.count("decision") == 3 and kinds.count("model_promotion") >= 1
+    assert len(kinds) == result["records"]

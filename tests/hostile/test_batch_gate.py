@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine, text
 
 from consent.rules.chain import mentions
@@ -30,6 +31,7 @@ from service.bootstrap import Container
 from service.entrypoints.cli import main
 from service.usecases import pipeline
 from service.usecases.decision_messages import DecideForCustomer
+from service.usecases.promotion import promote
 from service.usecases.scoring import batch_score, eligible
 from tests.conftest import make_settings
 from training.bank.in_memory import Bank, generate
@@ -81,6 +83,10 @@ def stack(request, trained) -> Iterator[tuple[Container, dict[str, str], Bank]]:
     env["NEXTBEST_DATABASE_URL"] = database_url
     on_pg = Container(make_settings(home, database_url=database_url, **NO_FLOOR))
     try:
+        # Served only with a promotion in this store's audit log, as where they were trained.
+        client = MlflowClient(on_pg.settings.tracking_uri)
+        for model in container.models.values():
+            promote(on_pg.audit, client, model.name, model.version, "champion", "this store")
         pipeline.record_consents(on_pg, bank.consents)
         on_pg.directory.upsert(from_extract(bank.customers))
         yield on_pg, env, bank
@@ -156,8 +162,13 @@ def test_score_as_of_before_a_withdrawal_leaves_the_customer_out_and_is_audited(
     assert summary["profiled_at_as_of"] >= summary["customers_scored"] + 4
     assert summary["customers_scored"] == len(scored)
 
-    # One record of the run in the chain: counts, versions, the file's hash; nobody named.
-    (entry,) = [e for e in container.audit.export() if is_operation(e["record"])]
+    # One record of the run in the chain (besides the models' promotions): counts, versions,
+    # the file's hash; nobody named.
+    (entry,) = [
+        e
+        for e in container.audit.export()
+        if is_operation(e["record"]) and e["record"]["operation"] == "batch_score"
+    ]
     record = entry["record"]
     assert record["operation"] == "batch_score" and entry["customer_ref"] == "operation"
     details = record["details"]

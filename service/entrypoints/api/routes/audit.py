@@ -21,7 +21,7 @@ from service.entrypoints.api.schemas import (
 )
 from service.entrypoints.api.security import Auditing
 from service.entrypoints.api.state import Wired
-from service.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
+from service.errors import Conflict, NotFound, StoreUnavailable
 from service.usecases.audit_verification import verify_log
 
 DecisionId = Annotated[str, Path(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)]
@@ -79,8 +79,8 @@ def audit_consistency(
 ) -> dict[str, Any]:
     """That the checkpoint of ``to`` records extends the one of ``from``: nothing they share
     was changed or removed. Check it with ``verify_audit.py consistency``."""
-    if old > new:
-        raise InvalidRequest("from must not be larger than to")
+    if old > new:  # a valid query for a proof that cannot exist (the schema cannot say so)
+        raise NotFound("no consistency proof leads from a larger checkpoint to a smaller")
     with unavailable("audit consistency", StoreUnavailable(UNREADABLE)), refused():
         return c.audit_proofs.consistency(old, new)
 
