@@ -215,3 +215,30 @@ def test_a_topic_that_deletes_old_records_is_refused(engine: Engine, kafka_boots
     log.close()
     sink.close()
     assert list(sink.read()) == []  # nothing was published to it
+
+
+class Refusing(FolderSink):
+    """A sink that never takes a publication, counting the attempts."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.attempts = 0
+
+    def publish(self, publication: Publication) -> None:
+        self.attempts += 1
+        raise SinkError("refused")
+
+
+def test_a_failing_sink_is_retried_an_interval_later_not_in_a_loop(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Records due for a checkpoint while no sink takes one: the thread waits an interval
+    between attempts instead of spinning on the database and the sink."""
+    sink = Refusing(tmp_path)
+    log, checkpointer = checkpointed(engine, [sink], every_records=1, every_seconds=0.5)
+    for _ in range(3):
+        log.append(record())
+    time.sleep(1.2)
+    assert 1 <= sink.attempts <= 4  # about one per interval; a busy loop makes thousands
+    assert checkpointer.stats.size == 0 and checkpointer.stats.failures == sink.attempts
+    log.close()

@@ -91,6 +91,7 @@ class Checkpointer:
         self._wake = threading.Condition()
         self._pending = 0  # records this process wrote since its last publication
         self._first_pending_at: float | None = None
+        self._retry_at: float | None = None  # after a failed publication
         self._closed = False
         self._thread: threading.Thread | None = None
         self._stats = CheckpointerStats()
@@ -122,13 +123,16 @@ class Checkpointer:
                 self._wake.notify()  # a new deadline, or due now
 
     def _due_in(self) -> float | None:
-        """Seconds until a publication is due (0: now), None with nothing pending."""
+        """Seconds until a publication is due (0: now), None with nothing pending. After a
+        failure, not before a whole interval has passed, however many records wait."""
         if self._first_pending_at is None:
             return None
+        now = time.monotonic()
+        retry_in = 0.0 if self._retry_at is None else max(0.0, self._retry_at - now)
         if self._pending >= self.policy.every_records:
-            return 0.0
-        waited = time.monotonic() - self._first_pending_at
-        return max(0.0, self.policy.every_seconds - waited)
+            return retry_in
+        waited = now - self._first_pending_at
+        return max(retry_in, self.policy.every_seconds - waited)
 
     def _run(self) -> None:
         while True:
@@ -141,10 +145,12 @@ class Checkpointer:
                     return
             try:
                 self.publish()
-            except Exception:  # a failure is logged and retried at the next turn
+                with self._wake:
+                    self._retry_at = None
+            except Exception:  # a failure is logged and retried an interval later
                 log.exception("audit checkpoint not published")
-                with self._wake:  # not a busy loop: wait a whole interval before trying again
-                    self._first_pending_at = time.monotonic()
+                with self._wake:
+                    self._retry_at = time.monotonic() + self.policy.every_seconds
 
     # --- publishing ---
 
