@@ -242,3 +242,33 @@ def test_a_failing_sink_is_retried_an_interval_later_not_in_a_loop(
     assert 1 <= sink.attempts <= 4  # about one per interval; a busy loop makes thousands
     assert checkpointer.stats.size == 0 and checkpointer.stats.failures == sink.attempts
     log.close()
+
+
+class Unreadable(FolderSink):
+    """A sink that takes publications but cannot be read back until ``readable`` is set."""
+
+    readable = False
+
+    def latest(self) -> list[Publication]:
+        if not self.readable:
+            raise SinkError("not answering")
+        return super().latest()
+
+
+def test_a_writer_that_cannot_read_where_the_tree_ends_signs_nothing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """With no publication readable, an empty tree is assumed only if every sink answered:
+    otherwise a rewritten log could be signed from scratch."""
+    first, _ = checkpointed(engine, [FolderSink(tmp_path)])
+    first.append(record())
+    first.close()
+    sink = Unreadable(tmp_path)
+    later, checkpointer = checkpointed(engine, [sink])
+    later.append(record())
+    with pytest.raises(SinkError, match="unreadable"):
+        checkpointer.publish()
+    sink.readable = True
+    (made,) = checkpointer.publish()
+    assert (made.leaves_from, made.size) == (1, 2)  # continued from the published tree
+    later.close()

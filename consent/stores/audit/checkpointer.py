@@ -188,11 +188,13 @@ class Checkpointer:
         """The tree as the newest publication whose signature holds left it (empty if none)."""
         key = VerifierKey.parse(signer.verifier_key())
         newest: SignedHead | None = None
+        unreadable = []
         for sink in self.sinks:
             try:
                 candidates = sink.latest()
             except SinkError as error:
                 log.warning("audit checkpoints: %s could not be read: %s", sink.name, error)
+                unreadable.append(sink.name)
                 continue
             for publication in candidates:
                 try:
@@ -202,6 +204,12 @@ class Checkpointer:
                     continue
                 if newest is None or head.size > newest.size:
                     newest = head
+        if newest is None and unreadable:
+            # Starting from an empty tree could sign a log rewritten below a checkpoint that
+            # sink holds: asked again at the next turn.
+            raise SinkError(
+                f"where the published tree ends is unknown: {', '.join(unreadable)} unreadable"
+            )
         self._frontier = Frontier() if newest is None else newest.frontier
         return self._frontier
 
