@@ -73,12 +73,23 @@ def header(seq: int, decision_id: str, recorded_at: str, customer_ref: str) -> s
     )
 
 
+def record_hashes(
+    prev_hash: str, seq: int, decision_id: str, recorded_at: str, customer_ref: str, body: str
+) -> tuple[str, bytes]:
+    """The record's chain hash and its Merkle leaf hash, from one encoding of its header and
+    body (a body is tens of kilobytes: the writers and verification encode it once)."""
+    data = f"{header(seq, decision_id, recorded_at, customer_ref)}\n{body}".encode()
+    chained = hashlib.sha256(f"{prev_hash}\n".encode())
+    chained.update(data)
+    leaf = hashlib.sha256(b"\x00")
+    leaf.update(data)
+    return f"sha256:{chained.hexdigest()}", leaf.digest()
+
+
 def hash_record(
     prev_hash: str, seq: int, decision_id: str, recorded_at: str, customer_ref: str, body: str
 ) -> str:
-    head = header(seq, decision_id, recorded_at, customer_ref)
-    digest = hashlib.sha256(f"{prev_hash}\n{head}\n{body}".encode()).hexdigest()
-    return f"sha256:{digest}"
+    return record_hashes(prev_hash, seq, decision_id, recorded_at, customer_ref, body)[0]
 
 
 def record_leaf_hash(
@@ -291,10 +302,15 @@ def verify_chain(
     if signed.fork is not None:
         return failed(signed.fork[0], None, signed.fork[1])
     for link in links:
-        leaf = record_leaf_hash(
-            link.seq, link.decision_id, link.recorded_at, link.customer_ref, link.body
+        recomputed, leaf = record_hashes(
+            link.prev_hash,
+            link.seq,
+            link.decision_id,
+            link.recorded_at,
+            link.customer_ref,
+            link.body,
         )
-        problem = _link_problem(link, seq, prev, leaf) or _checkpoint_problem(
+        problem = _link_problem(link, seq, prev, recomputed, leaf) or _checkpoint_problem(
             link, pinned.get(seq, ())
         )
         if problem is not None:
@@ -328,9 +344,9 @@ def _signed_truncation(last: int, heads: Sequence[Head]) -> str | None:
     return f"records {last + 1} to {latest.size} are missing: {latest.describe()} holds them"
 
 
-def _link_problem(link: Link, seq: int, prev: str, leaf: bytes) -> str | None:
-    """What is wrong with ``link`` as record ``seq`` after a record hashed ``prev`` (its leaf
-    hash is ``leaf``), if anything."""
+def _link_problem(link: Link, seq: int, prev: str, recomputed: str, leaf: bytes) -> str | None:
+    """What is wrong with ``link`` as record ``seq`` after a record hashed ``prev`` (its hashes
+    recomputed from its columns are ``recomputed`` and ``leaf``), if anything."""
     if link.seq > seq:
         return f"gap: record {seq} is missing (the next record is {link.seq})"
     if link.seq < seq:
@@ -338,9 +354,6 @@ def _link_problem(link: Link, seq: int, prev: str, leaf: bytes) -> str | None:
     if link.prev_hash != prev:
         before = f"record {seq - 1}" if seq > 1 else "the genesis value"
         return f"prev_hash does not link to {before}"
-    recomputed = hash_record(
-        link.prev_hash, link.seq, link.decision_id, link.recorded_at, link.customer_ref, link.body
-    )
     if recomputed != link.record_hash:
         return "record_hash does not match the record (its body or a column was changed)"
     if link.leaf_hash is not None and link.leaf_hash != leaf:

@@ -32,6 +32,7 @@ DECLARE
   v_ref text;
   v_body text;
   v_header text;
+  v_data bytea;
 BEGIN
   PERFORM set_config('lock_timeout', p_lock_timeout, true);
   PERFORM pg_advisory_xact_lock(%(lock_namespace)s,
@@ -75,13 +76,15 @@ BEGIN
       || ',"recorded_at":"' || p_recorded_at_text || '","seq":' || v_seq || '}';
     seq := v_seq;
     prev_hash := v_prev;
-    record_hash := 'sha256:' || encode(sha256(convert_to(
-      v_prev || E'\n' || v_header || E'\n' || v_body, 'UTF8')), 'hex');
+    -- Header and body encoded once, for the chain hash and the leaf alike.
+    v_data := convert_to(v_header || E'\n' || v_body, 'UTF8');
+    record_hash := 'sha256:' || encode(sha256(convert_to(v_prev || E'\n', 'UTF8') || v_data),
+      'hex');
     customer_ref := v_ref;
     INSERT INTO %(audit_log)s
       (seq, decision_id, recorded_at, customer_ref, prev_hash, record_hash, body, leaf_hash)
       VALUES (v_seq, p_decision_ids[i], p_recorded_at, v_ref, v_prev, record_hash, v_body,
-        sha256('\x00'::bytea || convert_to(v_header || E'\n' || v_body, 'UTF8')));
+        sha256('\x00'::bytea || v_data));
     RETURN NEXT;
     v_prev := record_hash;
   END LOOP;

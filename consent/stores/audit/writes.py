@@ -21,10 +21,9 @@ from consent.rules.chain import (
     GENESIS,
     OPERATION_REF,
     Appended,
-    hash_record,
     new_key,
     pseudonym,
-    record_leaf_hash,
+    record_hashes,
     timestamp,
 )
 from consent.rules.model import OperationRecord
@@ -126,8 +125,7 @@ def append_operation_in(
     now = datetime.now(UTC)
     seq += 1
     at = timestamp(now)
-    digest = hash_record(prev, seq, record.operation_id, at, OPERATION_REF, body)
-    leaf = record_leaf_hash(seq, record.operation_id, at, OPERATION_REF, body)
+    digest, leaf = record_hashes(prev, seq, record.operation_id, at, OPERATION_REF, body)
     row = (seq, record.operation_id, now, OPERATION_REF, prev, digest, body, leaf)
     connection.execute(insert(audit_log), [dict(zip(_ROW, row, strict=True))])
     return Appended(seq, prev, digest, record.operation_id, OPERATION_REF, now)
@@ -252,8 +250,7 @@ def _chained(
         ref = refs[request.customer_id]
         body = request.body.replace(request.placeholder, ref)
         seq += 1
-        record_hash = hash_record(prev, seq, request.decision_id, at, ref, body)
-        leaf = record_leaf_hash(seq, request.decision_id, at, ref, body)
+        record_hash, leaf = record_hashes(prev, seq, request.decision_id, at, ref, body)
         rows.append((seq, request.decision_id, now, ref, prev, record_hash, body, leaf))
         outcomes.append(Appended(seq, prev, record_hash, request.decision_id, ref, now))
         prev = record_hash
