@@ -35,9 +35,9 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
-from consent.rules.merkle import Frontier
+from consent.rules.signed_heads import Head, Signed, signed_truncation
 
 GENESIS = "sha256:" + "0" * 64
 PSEUDONYM_PREFIX = "cref:"
@@ -205,70 +205,6 @@ class Link(NamedTuple):
     leaf_hash: bytes | None = None
 
 
-class Head(Protocol):
-    """A signed tree head as verification uses it (``consent.rules.checkpoints.SignedHead``):
-    the root of the first ``size`` records, and the leaves of records ``leaves_from + 1`` to
-    ``size``."""
-
-    @property
-    def size(self) -> int: ...
-    @property
-    def root(self) -> bytes: ...
-    @property
-    def time(self) -> datetime: ...
-    @property
-    def leaves_from(self) -> int: ...
-    @property
-    def leaf_hashes(self) -> tuple[bytes, ...]: ...
-    def describe(self) -> str: ...
-
-
-class _Signed:
-    """The signed heads, the leaf each of them gives for a record, and the tree of the records
-    walked so far held to them."""
-
-    def __init__(self, heads: Sequence[Head]) -> None:
-        self.heads = list(heads)
-        self.by_size: dict[int, list[Head]] = {}
-        self.leaves: dict[int, tuple[bytes, Head]] = {}
-        self.fork: tuple[int, str] | None = None
-        self.frontier = Frontier()
-        self.covered: Head | None = None  # the largest head that held so far
-        for head in sorted(self.heads, key=lambda h: h.time):
-            self.by_size.setdefault(head.size, []).append(head)
-            for offset, leaf in enumerate(head.leaf_hashes):
-                index = head.leaves_from + offset
-                known = self.leaves.setdefault(index, (leaf, head))
-                if known[0] != leaf and self.fork is None:
-                    self.fork = (
-                        index + 1,
-                        f"{known[1].describe()} and {head.describe()} disagree about record "
-                        f"{index + 1}: the signing key signed two different logs",
-                    )
-
-    def add(self, seq: int, leaf: bytes) -> tuple[int, str] | None:
-        """Record ``seq``, whose leaf hash is ``leaf``, is next: where the log first differs
-        from a signed head (a record, or the first record of a stretch), and how."""
-        published = self.leaves.get(seq - 1)
-        if published is not None and published[0] != leaf:
-            return seq, f"record {seq} is not the record in {published[1].describe()}"
-        self.frontier.append(leaf)
-        for head in self.by_size.get(seq, ()):
-            if head.root != self.frontier.root():
-                since = 1 if self.covered is None else self.covered.size + 1
-                return since, f"records {since} to {seq} are not the records in {head.describe()}"
-            self.covered = head
-        return None
-
-    @property
-    def covered_size(self) -> int:
-        return 0 if self.covered is None else self.covered.size
-
-    @property
-    def covered_at(self) -> datetime | None:
-        return None if self.covered is None else self.covered.time
-
-
 def verify_chain(
     links: Iterable[Link], checkpoints: Sequence[Checkpoint] = (), heads: Sequence[Head] = ()
 ) -> Verification:
@@ -280,7 +216,7 @@ def verify_chain(
     pinned: dict[int, list[Checkpoint]] = {}
     for checkpoint in checkpoints:
         pinned.setdefault(checkpoint.seq, []).append(checkpoint)
-    signed = _Signed(heads)
+    signed = Signed(heads)
     seq, prev, count = 1, GENESIS, 0
 
     def failed(at: int, decision: str | None, problem: str) -> Verification:
@@ -321,7 +257,7 @@ def verify_chain(
             at, problem = differs
             return failed(at, link.decision_id if at == seq else None, problem)
         seq, prev, count = seq + 1, link.record_hash, count + 1
-    problem = _truncation(seq - 1, checkpoints) or _signed_truncation(seq - 1, signed.heads)
+    problem = _truncation(seq - 1, checkpoints) or signed_truncation(seq - 1, signed.heads)
     if problem is not None:
         return failed(seq, None, problem)
     return Verification(
@@ -333,15 +269,6 @@ def verify_chain(
         covered=signed.covered_size,
         covered_at=signed.covered_at,
     )
-
-
-def _signed_truncation(last: int, heads: Sequence[Head]) -> str | None:
-    """Whether a signed head holds records beyond ``last``, the log's last: a cut-off tail."""
-    beyond = [h for h in heads if h.size > last]
-    if not beyond:
-        return None
-    latest = max(beyond, key=lambda h: h.size)
-    return f"records {last + 1} to {latest.size} are missing: {latest.describe()} holds them"
 
 
 def _link_problem(link: Link, seq: int, prev: str, recomputed: str, leaf: bytes) -> str | None:

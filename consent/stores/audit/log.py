@@ -26,8 +26,9 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from consent.rules.chain import Appended, Checkpoint, Head, Verification
+from consent.rules.chain import Appended, Checkpoint, Verification
 from consent.rules.model import DecisionRecord, OperationRecord
+from consent.rules.signed_heads import Head
 from consent.stores.audit import reads
 from consent.stores.audit.append_function import AppendFunction
 from consent.stores.audit.async_writer import AsyncWriter

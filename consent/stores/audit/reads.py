@@ -14,7 +14,6 @@ from consent.rules.chain import (
     GENESIS,
     OPERATION_REF,
     Checkpoint,
-    Head,
     Link,
     Verification,
     pseudonym,
@@ -22,6 +21,7 @@ from consent.rules.chain import (
     timestamp,
     verify_chain,
 )
+from consent.rules.signed_heads import Head
 from consent.stores.audit.writes import insert_if_absent, read_keys
 from consent.stores.tables import audit_checkpoints, audit_log
 
