@@ -37,7 +37,7 @@ from bench.audit_run import ORIGIN, SIGNER, fresh_database
 from bench.common import emit
 from consent import verify_audit
 from consent.rules.merkle import Tree
-from consent.rules.model import DecisionRecord
+from consent.rules.record import DecisionRecord
 from consent.stores.audit import reads
 from consent.stores.audit.checkpointer import Checkpointer, CheckpointPolicy
 from consent.stores.audit.log import AuditLog

@@ -12,17 +12,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from consent.rules.model import (
-    Candidate,
-    ConsentGiven,
-    ContactRecord,
-    CustomerFacts,
-    DecisionRecord,
-    FeatureValue,
-    GateInputs,
-    ModelUsed,
-    RuleOutcome,
-)
+from consent.rules.model import Candidate, ConsentGiven, ContactRecord, CustomerFacts, RuleOutcome
+from consent.rules.record import DecisionRecord, FeatureValue, GateInputs, ModelUsed
 from feature_repo.definitions import SCORING_FEATURES
 
 CUSTOMERS = 20_000

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, create_engine, func, insert, make_url, select, te
 from bench.audit_records import Decisions
 from consent.rules.chain import Appended
 from consent.rules.checkpoints import Publication, open_publication
-from consent.rules.model import DecisionRecord
+from consent.rules.record import DecisionRecord
 from consent.rules.signed_note import Signer
 from consent.stores.audit.checkpointer import Checkpointer, CheckpointPolicy
 from consent.stores.audit.failures import AuditWriteFailed

@@ -17,15 +17,9 @@ from typing import Any
 
 from consent.rules.arbitration import arbitrate
 from consent.rules.catalog import Catalog
-from consent.rules.model import (
-    Action,
-    Candidate,
-    DecisionRecord,
-    GateInputs,
-    RuleOutcome,
-    is_operation,
-)
+from consent.rules.model import Action, Candidate, RuleOutcome
 from consent.rules.policy import Policy
+from consent.rules.record import DecisionRecord, GateInputs, is_operation
 from consent.rules.subject import ConsentState, Subject
 
 #: The rule whose inputs (features' freshness) older records did not keep.

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consent.rules.model import DecisionRecord
+from consent.rules.record import DecisionRecord
 
 
 class StreamMetrics:

@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from consent.rules.catalog import Catalog
-from consent.rules.model import Action, Candidate, GateInputs, RuleOutcome
+from consent.rules.model import Action, Candidate, RuleOutcome
 from consent.rules.policy import Policy
+from consent.rules.record import GateInputs
 from consent.rules.subject import Subject
 from consent.rules.vocabulary import NEEDS
 from consent.stores.reads import GateRead

@@ -12,8 +12,8 @@ from typing import Final
 
 from consent.rules.arbitration import arbitrate
 from consent.rules.catalog import Catalog
-from consent.rules.model import DecisionRecord, GateInputs
 from consent.rules.policy import Policy
+from consent.rules.record import DecisionRecord, GateInputs
 from consent.stores.reads import GateRead
 from service.adapters.features.online_features import OnlineFeatures
 from service.usecases.decision_candidates import gate_candidates

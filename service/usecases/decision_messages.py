@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from consent.rules.chain import Appended
-from consent.rules.model import DecisionRecord
+from consent.rules.record import DecisionRecord
 from consent.stores.reads import GateRead
 from feature_repo.explain import describe
 from service.adapters.features.online_features import OnlineFeatures, StoredScores

@@ -7,8 +7,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from consent.rules.model import DecisionRecord, FeaturesRead, ModelUsed
 from consent.rules.policy import Policy
+from consent.rules.record import DecisionRecord, FeaturesRead, ModelUsed
 from feature_repo.definitions import SCORING_FEATURES, VIEW_OF
 from service import __version__
 from service.adapters.features.online_features import OnlineFeatures, feature_age

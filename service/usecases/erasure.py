@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from consent.rules.model import OperationRecord
+from consent.rules.record import OperationRecord
 from consent.stores.audit.writes import append_operation_in, erase_customer_key
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory

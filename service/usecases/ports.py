@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from consent.rules.chain import Appended
-from consent.rules.model import DecisionRecord
+from consent.rules.record import DecisionRecord
 from consent.stores.reads import GateRead
 from service.adapters.features.online_features import OnlineFeatures
 from service.adapters.metrics import ServedModel

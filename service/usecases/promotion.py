@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.tracking import MlflowClient
 
-from consent.rules.model import OperationRecord
+from consent.rules.record import OperationRecord
 from service import __version__ as CODE_VERSION
 from training.artifact_digest import DIGEST_TAG, version_digest
 

@@ -28,8 +28,9 @@ from datetime import datetime
 
 from consent.rules.catalog import Catalog
 from consent.rules.documents import PolicyError
-from consent.rules.model import Action, Candidate, DecisionRecord, GateInputs, RuleOutcome
+from consent.rules.model import Action, Candidate, RuleOutcome
 from consent.rules.policy import Policy
+from consent.rules.record import DecisionRecord, GateInputs
 from consent.rules.subject import Subject
 from consent.stores.reads import GateRead
 from service import __version__

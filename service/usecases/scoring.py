@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from consent.rules.model import OperationRecord
+from consent.rules.record import OperationRecord
 from consent.rules.subject import Subject
 from consent.rules.vocabulary import ANY_CHANNEL
 from feature_repo.activity import VALID_UNTIL

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from consent.rules.model import is_operation
+from consent.rules.record import is_operation
 from service.bootstrap import Container
 from service.entrypoints.api.app import create_app
 from service.usecases import pipeline

@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy import create_engine, text
 
 from consent.rules.chain import mentions
-from consent.rules.model import ConsentGiven, is_operation
+from consent.rules.model import ConsentGiven
+from consent.rules.record import is_operation
 from consent.rules.vocabulary import ANY_CHANNEL
 from consent.stores.customers import from_extract
 from feature_repo.activity import FEATURE_NAMES, VALID_UNTIL

@@ -170,58 +170,61 @@ def test_no_offset_is_committed_before_the_broker_acknowledges_its_dead_letter(
     with real_stack_settings(tmp_path / "home", kafka_bootstrap, redis_url, postgres_url) as s:
         container = Container(s)
         container.feature_store  # noqa: B018 - registers the feature views before the worker
-        topic, dlq = s.topic(EVENTS_TOPIC), s.topic(DLQ_TOPIC)
-        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        # The DLQ takes nothing as large as a dead letter: the broker refuses each one.
-        admin.create_topics(
-            [
-                NewTopic(topic, 1, 1),
-                NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "200"}),
-            ]
-        )
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-        good = _events(4, "dlq")["events"]
-        values = [json.dumps(e).encode() for e in good]
-        values.insert(2, b"not an event")
-        for value in values:
-            producer.send(topic, key=b"C1", value=value)
-        producer.flush()
-        producer.close()
-        group, partition = s.consumer_group, TopicPartition(topic, 0)
+        try:
+            topic, dlq = s.topic(EVENTS_TOPIC), s.topic(DLQ_TOPIC)
+            admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+            # The DLQ takes nothing as large as a dead letter: the broker refuses each one.
+            admin.create_topics(
+                [
+                    NewTopic(topic, 1, 1),
+                    NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "200"}),
+                ]
+            )
+            producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+            good = _events(4, "dlq")["events"]
+            values = [json.dumps(e).encode() for e in good]
+            values.insert(2, b"not an event")
+            for value in values:
+                producer.send(topic, key=b"C1", value=value)
+            producer.flush()
+            producer.close()
+            group, partition = s.consumer_group, TopicPartition(topic, 0)
 
-        worker = container.worker()
-        worker.backoff = lambda attempt: 0.1
-        with pytest.raises(TransportError):
+            worker = container.worker()
+            worker.backoff = lambda attempt: 0.1
+            with pytest.raises(TransportError):
+                try:
+                    worker.run(idle_exit_s=3)
+                finally:
+                    worker.close()
+            committed = admin.list_group_offsets(group).get(group, {})
+            assert partition not in committed or committed[partition].offset <= 2
+            assert _count(kafka_bootstrap, dlq) == 0
+
+            # The broker takes dead letters again: the record comes back and is dead-lettered.
+            admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, dlq, {"max.message.bytes": "1048576"})]
+            )
+            worker = container.worker()
             try:
-                worker.run(idle_exit_s=3)
+                stats = worker.run(idle_exit_s=3)
             finally:
                 worker.close()
-        committed = admin.list_group_offsets(group).get(group, {})
-        assert partition not in committed or committed[partition].offset <= 2
-        assert _count(kafka_bootstrap, dlq) == 0
-
-        # The broker takes dead letters again: the record comes back and is dead-lettered.
-        admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, dlq, {"max.message.bytes": "1048576"})]
-        )
-        worker = container.worker()
-        try:
-            stats = worker.run(idle_exit_s=3)
-        finally:
-            worker.close()
-        assert stats.dead_letters == 1
-        assert admin.list_group_offsets(group)[group][partition].offset == len(values)
-        admin.close()
-        assert _count(kafka_bootstrap, dlq) == 1
-        print(
-            json.dumps(
-                {
-                    "dlq_refused": {
-                        "records_sent": len(values),
-                        "dead_lettered": stats.dead_letters,
-                        "lost": len(good) - stats.events - stats.duplicates,
+            assert stats.dead_letters == 1
+            assert admin.list_group_offsets(group)[group][partition].offset == len(values)
+            admin.close()
+            assert _count(kafka_bootstrap, dlq) == 1
+            print(
+                json.dumps(
+                    {
+                        "dlq_refused": {
+                            "records_sent": len(values),
+                            "dead_lettered": stats.dead_letters,
+                            "lost": len(good) - stats.events - stats.duplicates,
+                        }
                     }
-                }
+                )
             )
-        )
-        container.close()
+        finally:
+            # Closed on failure too: a container left open is collected during a later test.
+            container.close()

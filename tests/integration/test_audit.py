@@ -30,14 +30,12 @@ from consent.rules.chain import (
     timestamp,
     verify_export,
 )
-from consent.rules.model import (
-    Candidate,
-    ConsentGiven,
+from consent.rules.model import Candidate, ConsentGiven, RuleOutcome
+from consent.rules.record import (
     DecisionRecord,
     FeatureValue,
     ModelUsed,
     OperationRecord,
-    RuleOutcome,
     is_operation,
 )
 from consent.stores.audit.failures import AuditWriteFailed, DuplicateDecision

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from consent.rules.chain import Appended, Checkpoint, Verification
-from consent.rules.model import DecisionRecord, OperationRecord
+from consent.rules.record import DecisionRecord, OperationRecord
 from consent.rules.signed_heads import Head
 from consent.stores.audit import reads
 from consent.stores.audit.append_function import AppendFunction

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from consent.rules.chain import PSEUDONYM_HEX_DIGITS, PSEUDONYM_PREFIX, Appended, mentions
-from consent.rules.model import DecisionRecord
+from consent.rules.record import DecisionRecord
 
 MAX_CUSTOMER_ID = 64  # customer_keys.customer_id
 #: Records one group-commit transaction takes at most (also bounds SQL parameter lists).

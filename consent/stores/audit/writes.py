@@ -26,7 +26,7 @@ from consent.rules.chain import (
     record_hashes,
     timestamp,
 )
-from consent.rules.model import OperationRecord
+from consent.rules.record import OperationRecord
 from consent.stores.audit.pending import MAX_BATCH, PendingRecord
 from consent.stores.tables import audit_log, customer_keys
 
