@@ -79,8 +79,7 @@ class Container:
             made["features"].pipeline.close()
 
     def close_audit(self) -> None:
-        """Publish a checkpoint of what this process wrote since the last one and give back
-        the audit writer's connection (a graceful shutdown's last words; idempotent)."""
+        """Publish a checkpoint of what this process wrote, give back the audit connection."""
         if "audit" in self.__dict__:
             self.__dict__["audit"].close()
 
@@ -363,6 +362,7 @@ class Container:
     ) -> StreamWorker:
         """The stream worker; with ``alerts``, it is told which customers each batch changed.
         ``clock``: now in epoch µs, for its watermarks (the wall clock unless simulated)."""
+        from consent.stores.outcomes import OutcomeEvents
         from service.adapters.features.offline import OfflineBuffer
         from service.adapters.metrics import stream_metrics
         from service.usecases.stream_timers import StreamTimers, wall_clock_us
@@ -385,6 +385,7 @@ class Container:
             timers=StreamTimers(
                 self.timer_index(), clock or wall_clock_us, sink=self.watermark_store()
             ),
+            outcomes=OutcomeEvents(self.engine),
         )
         if alerts is not None:
             from service.usecases.score_keeping import Rescoring

@@ -105,6 +105,9 @@ class Action(_Frozen):
     risk_level: Annotated[int, Field(ge=1, le=5)]
     channels: tuple[ContactChannel, ...]
     cooloff_days: Annotated[int, Field(ge=0, le=MAX_COOLOFF_DAYS)] = 30
+    #: How long after a decision a conversion for the action's need is attributed to it
+    #: (``nextbest report lift``): a mortgage takes longer to apply for than a card.
+    attribution_days: Annotated[int, Field(ge=1, le=365)] = 30
     min_score: Annotated[float, Field(ge=0, le=1)] = 0.0
     min_age: Annotated[int, Field(ge=0, le=130)] | None = None
     max_age: Annotated[int, Field(ge=0, le=130)] | None = None

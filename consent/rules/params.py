@@ -139,3 +139,25 @@ class QuietHoursParams(RuleParams):
         if start < end:
             return start <= local < end
         return local >= start or local < end
+
+
+#: A control group's generation: the salt of its assignment. A new generation reshuffles who is
+#: held back (on purpose, e.g. once a year); the same generation keeps everyone where they are.
+Generation = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+#: The share of customers held back: at most half, since a control group is the minority.
+Share = Annotated[StrictFloat, Field(ge=0.0, le=0.5, allow_inf_nan=False)]
+
+
+class UniversalControlParams(RuleParams):
+    generation: Generation
+    share: Share
+
+
+class HoldoutParams(RuleParams):
+    generation: Generation
+    default_share: Share
+    #: Shares for particular actions (by catalog id); the others hold out ``default_share``.
+    shares: dict[Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]*$")], Share] = {}
+
+    def share(self, action_id: str) -> float:
+        return self.shares.get(action_id, self.default_share)

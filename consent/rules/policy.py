@@ -96,7 +96,13 @@ def _duplicates(values: list[str]) -> list[str]:
 
 #: The rules that judge the customer alone, whatever the action or channel: what a list of
 #: scores for outbound campaigns (``nextbest score``) honours before anyone picks from it.
-CUSTOMER_RULES = ("customer.do_not_contact", "customer.vulnerable", "customer.kyc", "customer.aml")
+CUSTOMER_RULES = (
+    "customer.do_not_contact",
+    "customer.vulnerable",
+    "customer.kyc",
+    "customer.aml",
+    "control.universal",
+)
 
 
 class Policy:
@@ -108,6 +114,10 @@ class Policy:
     def customer_rules(self) -> tuple[Rule, ...]:
         """This policy's rules among ``CUSTOMER_RULES`` (a policy may leave one out)."""
         return tuple(rule for rule in self.rules if rule.id in CUSTOMER_RULES)
+
+    def rule(self, rule_id: str) -> Rule | None:
+        """This policy's rule ``rule_id``, if it has one."""
+        return next((rule for rule in self.rules if rule.id == rule_id), None)
 
     @cached_property
     def max_contact_lookback_days(self) -> int:

@@ -62,6 +62,30 @@ class GateInputs(_Frozen):
     stale: tuple[str, ...] = ()
 
 
+#: What happened to a sales action a decision chose: delivered (``treatment``), held back by
+#: its action's holdout, or held back because the customer is in the universal control group.
+Assignment = Literal["treatment", "held_out", "universal_control"]
+
+
+class ActionAssignment(_Frozen):
+    assignment: Assignment
+    #: The probability of this assignment under the policy's shares, for a customer for whom
+    #: the action was chosen: what lift estimates weigh by.
+    probability: float
+
+
+class ControlAssignment(_Frozen):
+    """The customer's control groups at the decision, and what became of each sales action
+    chosen for her (what arbitration picks with no control group)."""
+
+    group: Literal["control", "treatment"]
+    #: The universal control group's generation and share; None when the policy has none.
+    generation: str | None
+    share: float
+    holdout_generation: str | None = None
+    actions: dict[str, ActionAssignment] = Field(default_factory=dict)
+
+
 class DecisionRecord(_Frozen):
     """What the audit log keeps for one decision (hashing adds ``prev_hash``/``record_hash``)."""
 
@@ -85,6 +109,8 @@ class DecisionRecord(_Frozen):
     gate: GateInputs | None = None
     #: The version (content hash) of each rule whose outcomes the record holds.
     rule_versions: dict[str, str] = Field(default_factory=dict)
+    #: None in records written before control groups, or under a policy without them.
+    control: ControlAssignment | None = None
 
     # Features read together share their time and age: the record keeps them once per read
     # ({"as_of", "age_seconds", "values": {name: value}}), not once per feature.

@@ -8,17 +8,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from consent.rules import contact_checks, customer_checks, model_checks, product_checks
+from consent.rules import (
+    contact_checks,
+    control_checks,
+    customer_checks,
+    model_checks,
+    product_checks,
+)
 from consent.rules.model import ActionKind
 from consent.rules.params import (
     AffordabilityParams,
     CapsParams,
     CooloffParams,
     HeldParams,
+    HoldoutParams,
     NoParams,
     QuietHoursParams,
     RuleParams,
     SuitabilityParams,
+    UniversalControlParams,
 )
 from consent.rules.subject import Subject, Verdict
 
@@ -62,4 +70,9 @@ REGISTRY: dict[str, RuleDefinition[Any]] = {
     "model.served": RuleDefinition(NoParams, model_checks.served, _ALL),
     "model.min_score": RuleDefinition(NoParams, model_checks.min_score, _ALL),
     "features.fresh": RuleDefinition(NoParams, model_checks.fresh, _ALL),
+    # Sales only: a service or regulatory action is never held back to measure anything.
+    control_checks.UNIVERSAL_RULE: RuleDefinition(
+        UniversalControlParams, control_checks.universal, _SALES
+    ),
+    control_checks.HOLDOUT_RULE: RuleDefinition(HoldoutParams, control_checks.holdout, _SALES),
 }

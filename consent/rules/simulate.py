@@ -17,6 +17,7 @@ from typing import Any
 
 from consent.rules.arbitration import arbitrate
 from consent.rules.catalog import Catalog
+from consent.rules.control_checks import CONTROL_RULES, HOLDOUT_RULE
 from consent.rules.model import Action, Candidate, RuleOutcome
 from consent.rules.policy import Policy
 from consent.rules.record import DecisionRecord, GateInputs, is_operation
@@ -97,7 +98,9 @@ def _replay_decision(
         _count_rule_changes(report, candidate.rules, outcomes)
         replayed.append(candidate.model_copy(update={"rules": outcomes}))
         report.candidates += 1
-    _count_delivery_changes(report, record.delivered, replayed, arbitrate(replayed, gate.limit))
+    chosen = arbitrate(replayed, gate.limit, holding=frozenset({HOLDOUT_RULE}))
+    after = [c.action_id for c in replayed if c.action_id in chosen and not c.suppressed_by]
+    _count_delivery_changes(report, record.delivered, replayed, after)
 
 
 def _reevaluate(
@@ -123,11 +126,24 @@ def _reevaluate(
             models_served=(None if gate.models_served is None else frozenset(gate.models_served)),
         )
     )
-    if gate.depends_on is not None:
-        return outcomes
-    # Not recorded: the freshness verdict stands.
     recorded = {r.rule_id: r for r in candidate.rules}
-    return tuple(recorded.get(o.rule_id, o) if o.rule_id == FRESHNESS_RULE else o for o in outcomes)
+    # A record names no customer, so her control groups cannot be worked out again: the
+    # recorded assignment stands, and a record from before control groups assigned none.
+    kept = CONTROL_RULES if gate.depends_on is not None else CONTROL_RULES | {FRESHNESS_RULE}
+    return tuple(
+        (recorded.get(o.rule_id) or _unassigned(o)) if o.rule_id in kept else o for o in outcomes
+    )
+
+
+def _unassigned(outcome: RuleOutcome) -> RuleOutcome:
+    if outcome.rule_id not in CONTROL_RULES:
+        return outcome
+    return RuleOutcome(
+        rule_id=outcome.rule_id,
+        rule_version=outcome.rule_version,
+        passed=True,
+        detail="decided before control groups: no assignment recorded",
+    )
 
 
 def _count_rule_changes(

@@ -43,6 +43,9 @@ class Subject:
     #: Needs with a model served: one registered under the serving alias that met the quality
     #: floor. None: not recorded (a replay of a decision made before it was kept).
     models_served: frozenset[str] | None = None
+    #: The customer's id, for the control groups' assignment alone (``control_checks``); never
+    #: recorded. None: not known here (a replay), and a control rule fails safe.
+    customer_id: str | None = None
     #: Shared by the subjects of one decision: what rules work out from the customer alone
     #: (contact counts) is worked out once, not once per candidate.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
+from sqlalchemy import Column, Connection, Engine, Table, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from consent.rules.model import ConsentGiven
@@ -33,6 +34,20 @@ _UPSERTS: dict[str, Callable[[Table], postgresql.Insert | sqlite.Insert]] = {
     "postgresql": postgresql.insert,
     "sqlite": sqlite.insert,
 }
+
+
+def insert_new(connection: Connection, table: Table, key: Column[Any], rows: list[Any]) -> int:
+    """Insert ``rows``, skipping each whose unique ``key`` is already there (a redelivery, a
+    replay); returns how many were inserted."""
+    dialect = connection.dialect.name
+    if dialect not in _UPSERTS:
+        raise NotImplementedError(f"no conflict-free insert for {dialect}")
+    statement = (
+        _UPSERTS[dialect](table).on_conflict_do_nothing(index_elements=[key.name]).returning(key)
+    )
+    # Counted by what was returned: rowcount is not reliable for this on every driver.
+    return len(connection.execute(statement, rows).all())
+
 
 _COLUMNS = (
     consent_history.c.id,
@@ -72,16 +87,7 @@ class ConsentRegistry:
             if not any(row["event_id"] for row in rows):
                 connection.execute(insert(consent_history), rows)
                 return len(rows)
-            dialect = connection.dialect.name
-            if dialect not in _UPSERTS:
-                raise NotImplementedError(f"no conflict-free insert for {dialect}")
-            statement = (
-                _UPSERTS[dialect](consent_history)
-                .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(consent_history.c.id)
-            )
-            # Counted by what was returned: rowcount is not reliable for this on every driver.
-            return len(connection.execute(statement, rows).all())
+            return insert_new(connection, consent_history, consent_history.c.event_id, rows)
 
     def current(self, customer_id: str) -> dict[tuple[str, str], ConsentGiven]:
         """The latest choice per (purpose, channel): the entry the bank recorded last wins

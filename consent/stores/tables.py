@@ -111,6 +111,23 @@ contact_history = Table(
     Index("ix_contact_household", "household_id", "occurred_at"),
 )
 
+outcome_events = Table(
+    # What customers did that a recommendation may have caused or provoked: applications and
+    # product openings (conversions), complaints and marketing opt-outs (harm), from the event
+    # stream. ``nextbest report lift`` attributes them to decisions; erased with the customer.
+    "outcome_events",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    # ``application``, ``product_opened``, ``complaint`` or ``opt_out``.
+    Column("kind", String(16), nullable=False),
+    Column("need", String(16), nullable=True),
+    Column("channel", String(16), nullable=True),
+    Index("ix_outcome_customer", "customer_id", "occurred_at"),
+    Index("ix_outcome_time", "occurred_at"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -79,6 +79,7 @@ def gate_candidates(
                 stale=stale,
                 depends_on=depends_on,
                 models_served=served,
+                customer_id=command.customer_id,
                 memo=memo,
             )
         )

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from consent.rules.arbitration import arbitrate
 from consent.rules.catalog import Catalog
+from consent.rules.experiment import arbitrate_with_control
 from consent.rules.policy import Policy
 from consent.rules.record import DecisionRecord, GateInputs
 from consent.stores.reads import GateRead
@@ -67,7 +67,10 @@ class DecisionMaker:
         gated = gate_candidates(
             command, now, read, scored, raw, catalog=self.catalog, policy=self.policy
         )
-        delivered_ids = arbitrate(gated.candidates, command.limit)
+        arbitrated = arbitrate_with_control(
+            gated.candidates, command.limit, self.policy, command.customer_id
+        )
+        delivered_ids = arbitrated.delivered
         delivered_needs = [c.need for c in gated.candidates if c.action_id in delivered_ids]
         candidates = [  # built undelivered: only the delivered ones change
             c.model_copy(update={"delivered": True}) if c.action_id in delivered_ids else c
@@ -89,5 +92,6 @@ class DecisionMaker:
             delivery_status="delivered" if delivered_ids else "nothing_to_deliver",
             rule_versions={rule.id: rule.version for rule in self.policy.rules},
             gate=gated.inputs,
+            control=arbitrated.control,
         )
         return record, reasons(delivered_needs, scored)

@@ -25,6 +25,7 @@ from consent.stores.audit.writes import append_operation_in, erase_customer_key
 from consent.stores.contacts import ContactHistory
 from consent.stores.customers import CustomerDirectory
 from consent.stores.erasure import record_erasure
+from consent.stores.outcomes import OutcomeEvents
 from consent.stores.registry import ConsentRegistry
 from service import __version__ as CODE_VERSION
 from service.adapters.alert_store import AlertStore
@@ -62,6 +63,8 @@ class CustomerErased:
     dead_letters: int
     #: Raw events overwritten in the local event log (Kafka's topic keeps them until retention).
     raw_events: int
+    #: Outcomes kept for the lift report (applications, complaints, opt-outs).
+    outcome_events: int = 0
 
 
 def erase_customer(container: Container, customer_id: str, principal: str) -> CustomerErased:
@@ -75,12 +78,14 @@ def erase_customer(container: Container, customer_id: str, principal: str) -> Cu
         contacts = ContactHistory.erase(connection, customer_id)
         directory = CustomerDirectory.erase(connection, customer_id) > 0
         alerts = AlertStore.erase(connection, customer_id)
+        outcomes = OutcomeEvents.erase(connection, customer_id)
         counts = {
             "audit_key": key,
             "consent_entries": consents,
             "contact_entries": contacts,
             "directory_entry": directory,
             "alerts": alerts,
+            "outcome_events": outcomes,
         }
         record = OperationRecord(
             operation_id=erasure_id,
@@ -121,7 +126,18 @@ def erase_customer(container: Container, customer_id: str, principal: str) -> Cu
         raw,
     )
     return CustomerErased(
-        erasure_id, key, consents, contacts, directory, alerts, True, True, offline, letters, raw
+        erasure_id,
+        key,
+        consents,
+        contacts,
+        directory,
+        alerts,
+        True,
+        True,
+        offline,
+        letters,
+        raw,
+        outcome_events=outcomes,
     )
 
 

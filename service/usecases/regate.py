@@ -152,6 +152,7 @@ class AlertGate:
                     now=now,
                     facts=facts,
                     contacts=read.contacts,
+                    customer_id=alert.customer_id,
                 )
             )
             failing = [o for o in outcomes if not o.passed and o.rule_id in self.rules]

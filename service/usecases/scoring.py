@@ -113,7 +113,9 @@ def eligible(container: Container, at: datetime, now: datetime) -> Eligible:
         entry = known.get(customer_id)
         if entry is None:
             continue
-        subject = Subject(action, action.channels[0], None, {}, now, facts=entry.facts)
+        subject = Subject(
+            action, action.channels[0], None, {}, now, facts=entry.facts, customer_id=customer_id
+        )
         failed = [o.reason_code for rule in rules if (o := rule.evaluate(subject)).reason_code]
         if failed:
             result.by_rules += 1

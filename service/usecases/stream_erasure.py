@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from consent.stores.erasure import Erased, ErasureRegister, candidate_ids
+from consent.stores.outcomes import OutcomeEvents
 from consent.stores.registry import ConsentRegistry
 from service.adapters.erasure_purge import overwritten
 from service.adapters.features.offline import OfflineBuffer
@@ -76,4 +77,5 @@ class ErasedOnStream:
                 with consents.engine.begin() as connection:
                     for customer in gone:
                         ConsentRegistry.erase(connection, customer)
+                        OutcomeEvents.erase(connection, customer)  # the same store
             log.info("undid a batch's writes for %d customer(s) erased meanwhile", len(gone))

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from consent.stores.erasure import ErasureRegister
+from consent.stores.outcomes import OutcomeEvents
 from consent.stores.registry import ConsentRegistry
 from feature_repo.arrival import DEFAULT_LATENESS_US, epoch_micros
 from feature_repo.events import ConsentChangedEvent, Event, TimeBounds
@@ -44,6 +45,7 @@ from service.usecases.stream_dead_letters import DeadLetterOutbox
 from service.usecases.stream_erasure import ErasedOnStream
 from service.usecases.stream_features import write_features
 from service.usecases.stream_isolation import isolated
+from service.usecases.stream_outcomes import outcomes_of
 from service.usecases.stream_stats import WorkerStats, count_batch
 from service.usecases.stream_timer_rounds import (
     TIMER_BUDGET_BUSY_S,
@@ -97,6 +99,7 @@ class StreamWorker(TimerRounds):
         time_bounds: TimeBounds | None = None,
         dead_marks: StateStore | None = None,
         timers: StreamTimers | None = None,
+        outcomes: OutcomeEvents | None = None,
     ) -> None:
         #: Customers who were erased: their events are dropped.
         self.erased = ErasedOnStream(erasures)
@@ -105,6 +108,8 @@ class StreamWorker(TimerRounds):
         self.on_features = on_features
         self.consumer = consumer
         self.consents = consents
+        #: Where outcomes for the lift report are kept (applications, complaints, opt-outs).
+        self.outcomes = outcomes
         #: Per partition, the highest offset whose dead letter is acknowledged is kept (durable
         #: when given ``dead_marks``: then a replay does not write the dead letters again).
         self.dead_letters = DeadLetterOutbox(dlq, dlq_topic, dead_marks)
@@ -140,6 +145,8 @@ class StreamWorker(TimerRounds):
             behaviour = [p for p in parsed if not isinstance(p.event, ConsentChangedEvent)]
             isolated(self._consent_step, consents, self._dead_letter)
             isolated(self._feature_step, behaviour, self._dead_letter)
+            if self.outcomes is not None:
+                isolated(self._outcome_step, parsed, self._dead_letter)
             self.erased.undo_erased_meanwhile(self.online, self.states, self.offline, self.consents)
         except BaseException:
             self.dead_letters.forget_after(queued)  # the batch comes again, with its dead letters
@@ -152,6 +159,10 @@ class StreamWorker(TimerRounds):
 
     def _consent_step(self, items: list[Parsed]) -> None:
         self._record_consents([(p.event, p.sender) for p in items])
+
+    def _outcome_step(self, items: list[Parsed]) -> None:
+        assert self.outcomes is not None
+        self.outcomes.record(outcomes_of(p.event for p in items))
 
     def _feature_step(self, items: list[Parsed]) -> None:
         done = write_features(
@@ -294,6 +305,13 @@ class StreamWorker(TimerRounds):
                         self._fire_all_due()
                         break
                     if last_record is None and now - started >= first_record_timeout_s:
+                        # Says whether the group gave this worker anything to read: an empty
+                        # topic and a stalled group join look alike from here.
+                        log.warning(
+                            "no record within %.0f s; partitions assigned: %s",
+                            first_record_timeout_s,
+                            self.consumer.partitions(),
+                        )
                         break
                 if deadline is not None and now >= deadline:
                     break

@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from consent.rules.catalog import Catalog
+from consent.rules.control_checks import held_out, in_universal_control
 from consent.rules.documents import PolicyError, content_hash
 from consent.rules.model import (
     MAX_COOLOFF_DAYS,
@@ -20,7 +21,7 @@ from consent.rules.model import (
     CustomerFacts,
     RuleOutcome,
 )
-from consent.rules.params import QuietHoursParams
+from consent.rules.params import HoldoutParams, QuietHoursParams, UniversalControlParams
 from consent.rules.policy import Policy
 from consent.rules.subject import Subject
 from consent.rules.vocabulary import ConsentChannel, ContactChannel, Purpose
@@ -50,6 +51,36 @@ GOOD = CustomerFacts(
     risk_level=4,
     risk_assessed_at=NOW - timedelta(days=30),
 )
+
+
+def packaged_params(rule_id: str) -> Any:
+    rule = POLICY.rule(rule_id)
+    assert rule is not None, f"the packaged policy has {rule_id}"
+    return rule.params
+
+
+UNIVERSAL: UniversalControlParams = packaged_params("control.universal")
+HOLDOUT: HoldoutParams = packaged_params("control.action_holdout")
+SALES_IDS = [a.id for a in CATALOG.actions.values() if a.kind == "sales"]
+
+
+def first_customer(universal: bool, held_from: tuple[str, ...] = ()) -> str:
+    """The first customer id in (or out of) the universal control group, held out of exactly
+    the sales actions ``held_from``: found by the policy's own assignment, not assumed."""
+    for n in range(100_000):
+        customer_id = f"C{n}"
+        if in_universal_control(UNIVERSAL, customer_id) != universal:
+            continue
+        held = tuple(a for a in SALES_IDS if held_out(HOLDOUT, a, customer_id))
+        if held == held_from:
+            return customer_id
+    raise AssertionError("no such customer among the first 100,000 ids")
+
+
+#: A customer in no control group: every rule allows her what the other facts allow.
+TREATED = first_customer(universal=False)
+IN_CONTROL = first_customer(universal=True)
+HELD_FROM_MORTGAGE = first_customer(universal=False, held_from=("mortgage_consultation",))
 
 
 def consent(purpose: Purpose, channel: ConsentChannel, granted: bool = True) -> ConsentGiven:
@@ -92,6 +123,7 @@ def subject(target: str | Action = "mortgage_consultation", **changes: Any) -> S
         "consents": ALL_CONSENTS,
         "now": NOW,
         "facts": None if facts is None else CustomerFacts(**{**GOOD.model_dump(), **facts}),
+        "customer_id": TREATED,
     }
     return Subject(**{**values, **changes})
 
@@ -133,6 +165,11 @@ SHANGHAI = {"timezone": "Asia/Shanghai"}
 # fmt: off
 CASES = [
     case("clean sales action", MORTGAGE, None),
+    case("universal control group", MORTGAGE, "UNIVERSAL_CONTROL", customer_id=IN_CONTROL),
+    case("control gets service actions", SERVICE, None, customer_id=IN_CONTROL),
+    case("control gets regulatory notices", NOTICE, None, customer_id=IN_CONTROL),
+    case("held out of the action", MORTGAGE, "HELD_OUT", customer_id=HELD_FROM_MORTGAGE),
+    case("held out of one action only", INVEST, None, customer_id=HELD_FROM_MORTGAGE),
     case("clean service action", SERVICE, None, channel="email"),
     case("clean regulatory notice", NOTICE, None, channel="email"),
     # consent.purpose_channel
@@ -327,6 +364,16 @@ FACT_RULES_FOR_SALES = {
 )
 def test_an_unknown_customer_fails_safe(target: str, expected: set[str]) -> None:
     check(subject(target, channel=CATALOG.actions[target].channels[0], facts=None), expected)
+
+
+def test_a_customer_the_gate_cannot_assign_gets_no_sales_action() -> None:
+    # A path that forgot to say whose decision it is holds sales back rather than deliver
+    # outside the experiment; service still goes.
+    outcomes = check(subject(MORTGAGE, customer_id=None), {"UNIVERSAL_CONTROL", "HELD_OUT"})
+    assert {o.detail for o in outcomes if not o.passed} == {
+        "no customer to assign to a group: held back (fails safe)"
+    }
+    check(subject(SERVICE, channel="email", customer_id=None), set())
 
 
 @pytest.mark.parametrize(

@@ -327,6 +327,7 @@ class CustomerErasedOut(BaseModel):
     offline_rows: int
     dead_letters: int
     raw_events: int
+    outcome_events: int
 
 
 class FeedbackRecorded(BaseModel):
