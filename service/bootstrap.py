@@ -170,7 +170,7 @@ class Container:
     def policy(self) -> Policy:
         from consent.rules.policy import Policy
 
-        return Policy.load()
+        return Policy.load(self.settings.policy_file)
 
     # --- features ---
     @cached_property

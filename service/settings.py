@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     audit_checkpoint_sinks: str = "folder"
     #: The folder sink's place (default: ``checkpoints`` in the home).
     audit_checkpoint_dir: Path | None = None
+    #: The compliance policy the gate applies (default: the one packaged in ``consent/``): a
+    #: bank's own copy, named by its content hash in every decision record.
+    policy_file: Path | None = None
 
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=1, le=65535)] = 8080

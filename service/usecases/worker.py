@@ -322,6 +322,19 @@ class StreamWorker(TimerRounds):
             self.flush_and_commit()
         return self.stats
 
+    def drain(self) -> int:
+        """Process what is on the transport now, fire every timer due by the clock, write and
+        commit: one step of a simulation that moves the clock itself (on the local log, where a
+        poll finds everything there is at once). Returns how many records it processed."""
+        done = 0
+        while records := self.consumer.poll(BATCH_SIZE, POLL_TIMEOUT_S):
+            self._process_retrying(records)
+            done += len(records)
+        if self.timers is not None:
+            self.timers.caught_up(self.consumer.partitions())
+        self._fire_all_due()
+        return done
+
     def _process_retrying(self, records: list[Record]) -> None:
         """``process``, tried again while a dependency fails (processing a batch twice changes
         nothing: event ids); after ``DEPENDENCY_ATTEMPTS`` the failure stops the worker."""

@@ -18,6 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow.tracking import MlflowClient
 
+from consent.rules.control_checks import UNIVERSAL_RULE, in_universal_control
+from consent.rules.params import UniversalControlParams
 from feature_repo.activity import FEATURE_NAMES
 from service.bootstrap import Container
 from service.entrypoints.api.app import create_app
@@ -152,10 +154,15 @@ def test_batch_scores_cover_every_profiled_customer_and_nobody_else(state, tmp_p
     profiling = consents[consents["purpose"] == "profiling"].sort_values("recorded_at")
     latest = profiling.groupby("customer_id").tail(1)
     profiled = set(latest.loc[latest["granted"], "customer_id"])
-    # The gate's customer rules leave out the vulnerable, the AML-flagged and KYC incomplete.
+    # The gate's customer rules leave out the vulnerable, the AML-flagged, KYC incomplete and
+    # the universal control group (a list for selling is not for them).
     people = pd.read_parquet(bank_dir / "customers.parquet")
     good = people["kyc_status"].eq("complete") & ~people["vulnerable"] & ~people["aml_flag"]
-    allowed = profiled & set(people.loc[good, "customer_id"])
+    universal = container.policy.rule(UNIVERSAL_RULE)
+    assert universal is not None and isinstance(universal.params, UniversalControlParams)
+    control = {c for c in profiled if in_universal_control(universal.params, c)}
+    assert control, "a bank this size has customers in the control group"
+    allowed = (profiled & set(people.loc[good, "customer_id"])) - control
     assert set(scores["customer_id"]) == allowed
     assert summary["customers"] == len(allowed)
     assert summary["left_out"]["customer_rules"] == len(profiled - allowed) > 0

@@ -72,7 +72,13 @@ def gate(consents: dict[tuple[str, str], ConsentGiven], channel: str = "email") 
         risk_assessed_at=noon - timedelta(days=30),
     )
     subject = Subject(
-        action=MORTGAGE, channel=channel, score=0.9, consents=consents, now=noon, facts=facts
+        action=MORTGAGE,
+        channel=channel,
+        score=0.9,
+        consents=consents,
+        now=noon,
+        facts=facts,
+        customer_id=CUSTOMER,  # in no control group (tests/unit/test_control_groups.py)
     )
     return {o.reason_code for o in POLICY.evaluate(subject) if not o.passed and o.reason_code}
 

@@ -43,7 +43,7 @@ def _codes(indices: np.ndarray, dictionary: tuple[str, ...]) -> pa.Array:
     )
 
 
-def _events_table(
+def events_table(
     spec: BankSpec, index: int, who: profiles.People, em: activity.Emitter
 ) -> pa.Table:
     cols = em.cols
@@ -84,7 +84,7 @@ def _events_table(
     )
 
 
-def _outcomes_table(events: pa.Table) -> pa.Table:
+def outcomes_table(events: pa.Table) -> pa.Table:
     kind = events["type"]
     applied = pc.and_(pc.equal(kind, "application"), pc.equal(events["status"], "submitted"))
     opened = pc.equal(kind, "product_opened")
@@ -100,7 +100,7 @@ def _outcomes_table(events: pa.Table) -> pa.Table:
     )
 
 
-def _truth_table(
+def truth_table(
     spec: BankSpec,
     ids: np.ndarray,
     propensity: np.ndarray,
@@ -188,15 +188,15 @@ def build_chunk(spec: BankSpec, index: int) -> Chunk:
     activity.everyday(em)
     activity.situational(em, life.resolved(spec, situations, outcomes))
     activity.outcome_events(em, outcomes)
-    events = _events_table(spec, index, who, em)
+    events = events_table(spec, index, who, em)
     ids = who.profile["customer_id"].to_numpy()
     return Chunk(
         index=index,
         customers=pa.Table.from_pandas(who.profile, preserve_index=False),
         consents=pa.Table.from_pandas(consent, preserve_index=False),
         events=events,
-        outcomes=_outcomes_table(events),
-        truth=_truth_table(spec, ids, propensity, clairvoyant, label),
+        outcomes=outcomes_table(events),
+        truth=truth_table(spec, ids, propensity, clairvoyant, label),
         malformed=_malformed(rng, spec, events),
     )
 

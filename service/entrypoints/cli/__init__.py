@@ -1,10 +1,10 @@
 """The ``nextbest`` command line. Every subcommand reads settings once and wires a Container.
 
 The commands live in one module per group (``data``, ``stream``, ``models``, ``decisions``,
-``serve``, ``compliance``, ``alerts``, ``db``, ``keys``, ``report``). Those modules import only
-click and light helpers at the top; Feast, MLflow, LightGBM, pandas and FastAPI are imported
-inside the commands that use them, so ``--help`` and the commands that need none of them start
-at once.
+``serve``, ``compliance``, ``alerts``, ``db``, ``keys``, ``report``, ``simulate``). Those
+modules import only click and light helpers at the top; Feast, MLflow, LightGBM, pandas and
+FastAPI are imported inside the commands that use them, so ``--help`` and the commands that
+need none of them start at once.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from service.entrypoints.cli.keys import keys
 from service.entrypoints.cli.models import retrain, rollback, train
 from service.entrypoints.cli.report import report
 from service.entrypoints.cli.serve import demo, serve
+from service.entrypoints.cli.simulate import simulate
 from service.entrypoints.cli.stream import stream
 from service.entrypoints.quiet import quiet_libraries
 
@@ -63,5 +64,6 @@ for _command in (
     db,
     keys,
     report,
+    simulate,
 ):
     main.add_command(_command)

@@ -1,0 +1,377 @@
+"""``nextbest simulate``: the synthetic bank run forward day by day in a closed loop through the
+real parts. Its customers' events go through the stream worker into the features; the models
+trained on its history score them; a targeting policy picks whom to contact; every contact is
+decided by the decision service (the gate, arbitration, control groups, the audit log) exactly
+as the API decides; the customers answer (``training/bank/world.py``), their answers come back
+as feedback and their complaints, opt-outs and applications as events. Each day reports
+contacts, conversions, the conversions the contacts caused (against the world without them,
+which only a simulation knows), opt-outs and complaints.
+
+Policies pick from the same opportunities each slot (customers met on a channel: those who
+logged in, and outbound email and RM contact) under the same contact budget:
+
+- ``random``: any of them, any sales action the gate allows;
+- ``propensity``: today's arbitration, the highest propensity × value first;
+- ``oracle``: the highest true uplift first (the ceiling no real bank can reach).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from consent.rules.model import ContactKind
+from consent.rules.vocabulary import NEEDS
+from service.usecases import pipeline
+from service.usecases.decision_consent import may_profile, may_read_features
+from service.usecases.decision_messages import DecideForCustomer, Seen
+from service.usecases.feedback import RecordFeedback, record_feedback
+from training.bank.chunks import outcomes_table
+from training.bank.spec import CHUNK_CUSTOMERS, BankSpec
+from training.bank.world import Answer, Delivery, World
+
+if TYPE_CHECKING:
+    from service.bootstrap import Container
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("random", "propensity", "oracle")
+#: Opportunities looked at per contact the budget allows: a policy chooses among them.
+OPPORTUNITIES_PER_CONTACT = 10
+OUTBOUND = ("email", "rm")
+INBOUND = ("mobile_app", "web")
+
+
+@dataclass(frozen=True)
+class Plan:
+    customers: int = 2_000
+    days: int = 10
+    history_days: int = 120
+    seed: int = 7
+    policy: str = "propensity"
+    #: Sales contacts per day; default 1% of the customers.
+    contacts_per_day: int | None = None
+    #: Hours (UTC) at which the bank decides each day.
+    slots: tuple[int, ...] = (1, 9, 13)
+
+    @property
+    def budget(self) -> int:
+        return self.contacts_per_day or max(1, self.customers // 100)
+
+
+@dataclass
+class DayReport:
+    day: str
+    contacts: int = 0
+    seen: int = 0
+    accepts: int = 0
+    declines: int = 0
+    conversions: int = 0
+    conversions_without_contact: int = 0
+    opt_outs: int = 0
+    complaints: int = 0
+    decisions: int = 0
+    seconds: float = 0.0
+
+    @property
+    def incremental(self) -> int:
+        return self.conversions - self.conversions_without_contact
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "incremental": self.incremental}
+
+
+@dataclass
+class Simulation:
+    container: Container
+    plan: Plan
+    folder: Path
+    worlds: list[World] = field(default_factory=list)
+    days: list[DayReport] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    # --- set up ---------------------------------------------------------------------------
+    @property
+    def spec(self) -> BankSpec:
+        end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return BankSpec(
+            seed=self.plan.seed,
+            customers=self.plan.customers,
+            days=self.plan.history_days + self.plan.days,
+            end=end,
+        )
+
+    def set_up(self) -> None:
+        """The bank's history: its customers and consents loaded, its events streamed, and a
+        model per need trained on it and served."""
+        started = time.perf_counter()
+        spec = self.spec
+        self.worlds = [World(spec, i, self.plan.days) for i in range(spec.chunks)]
+        self.start = spec.start + timedelta(days=self.plan.history_days)
+        customers = pd.concat([w.customers for w in self.worlds], ignore_index=True)
+        consents = pd.concat([w.consents for w in self.worlds], ignore_index=True)
+        pipeline.record_consents(self.container, consents)
+        pipeline.write_profiles(self.container, customers, spec.start)
+        self.now = self.start
+        self.container.decisions.clock = lambda: self.now
+        self.worker = self.container.worker(clock=lambda: round(self.now.timestamp() * 1e6))
+        self._stream(spec.start, self.start)
+        self.timings["history_stream"] = time.perf_counter() - started
+        self._write_history(customers, consents)
+        trained = time.perf_counter()
+        warm_up = 14
+        pipeline.train_from_bank(
+            self.container, self.folder, NEEDS, step_days=7, warm_up_days=warm_up
+        )
+        self.container.models.refresh()
+        self.timings["train"] = time.perf_counter() - trained
+
+    def _write_history(self, customers: pd.DataFrame, consents: pd.DataFrame) -> None:
+        """What training reads of a bank: its customers, its outcomes, its span."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        customers.to_parquet(self.folder / "customers.parquet")
+        consents.to_parquet(self.folder / "consents.parquet")
+        cut = pa.scalar(self.start, pa.timestamp("us", tz="UTC"))
+        outcomes = [
+            outcomes_table(w.events.filter(pa.compute.less(w.events["occurred_at"], cut)))
+            for w in self.worlds
+        ]
+        pa.concat_tables(outcomes).to_pandas().to_parquet(self.folder / "outcomes.parquet")
+        history = BankSpec(
+            seed=self.plan.seed,
+            customers=self.plan.customers,
+            days=self.plan.history_days,
+            end=self.start,
+        )
+        truth = pa.concat_tables([w.history_truth(history) for w in self.worlds])
+        truth.to_pandas().to_parquet(self.folder / "truth.parquet")
+        (self.folder / "bank.json").write_text(json.dumps({"spec": history.as_dict()}))
+
+    def _stream(self, since: datetime, until: datetime) -> int:
+        """Publish what happened in ``[since, until)`` and process it, the clock at ``until``."""
+        events: list[dict[str, Any]] = []
+        for world in self.worlds:
+            events += world.events_between(since, until)
+        events.sort(key=lambda e: e["occurred_at"])
+        pipeline.publish_events(self.container, events)
+        self.now = until
+        self.worker.drain()
+        self.container.features.pipeline.refresh()  # type: ignore[union-attr]
+        return len(events)
+
+    def summary(self) -> dict[str, Any]:
+        """The plan, each day, the totals and the rates per 1,000 contacts, and timings."""
+        total = DayReport("total")
+        for day in self.days:
+            for name in (
+                "contacts",
+                "seen",
+                "accepts",
+                "declines",
+                "conversions",
+                "conversions_without_contact",
+                "opt_outs",
+                "complaints",
+                "decisions",
+            ):
+                setattr(total, name, getattr(total, name) + getattr(day, name))
+            total.seconds += day.seconds
+        per = 1000 / total.contacts if total.contacts else 0.0
+        return {
+            "plan": asdict(self.plan),
+            "days": [d.as_dict() for d in self.days],
+            "totals": {
+                **total.as_dict(),
+                "incremental_per_1000_contacts": round(total.incremental * per, 2),
+                "opt_outs_per_1000_contacts": round(total.opt_outs * per, 2),
+                "complaints_per_1000_contacts": round(total.complaints * per, 2),
+            },
+            "seconds": {k: round(v, 2) for k, v in self.timings.items()},
+        }
+
+    def world_of(self, customer_id: str) -> World:
+        return self.worlds[(int(customer_id[1:]) - 1) // CHUNK_CUSTOMERS]
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self, on_day: Callable[[DayReport], None] | None = None) -> list[DayReport]:
+        for offset in range(self.plan.days):
+            started = time.perf_counter()
+            day = self.start + timedelta(days=offset)
+            report = DayReport(day.date().isoformat())
+            moment = day
+            for slot, hour in enumerate(self.plan.slots):
+                at = day + timedelta(hours=hour)
+                logged_in = self._logins(moment, at)
+                self._stream(moment, at)
+                moment = at
+                self._contacts(report, offset, slot, at, logged_in)
+            midnight = day + timedelta(days=1)
+            for world in self.worlds:
+                drawn = world.end_day(world.day_of(day))
+                report.conversions += drawn.applied
+                report.conversions_without_contact += drawn.applied_without
+            self._stream(moment, midnight)
+            report.seconds = round(time.perf_counter() - started, 3)
+            self.days.append(report)
+            if on_day is not None:
+                on_day(report)
+        self.worker.close()
+        return self.days
+
+    def _logins(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
+        met = set()
+        for world in self.worlds:
+            for event in world.events_between(since, until):
+                if event["type"] == "login" and event["channel"] in INBOUND:
+                    met.add((event["customer_id"], event["channel"]))
+        return sorted(met)
+
+    def _contacts(
+        self, report: DayReport, day: int, slot: int, at: datetime, logged_in: list[tuple[str, str]]
+    ) -> None:
+        budget = self.plan.budget // len(self.plan.slots) + (
+            slot < self.plan.budget % len(self.plan.slots)
+        )
+        # The same opportunities whatever the policy: policies differ in what they choose.
+        rng = random.Random(f"{self.plan.seed}:{day}:{slot}")
+        count = budget * OPPORTUNITIES_PER_CONTACT
+        inbound = rng.sample(logged_in, min(len(logged_in), count // 2))
+        everyone = [c for w in self.worlds for c in w.ids]
+        outbound = rng.sample(everyone, min(len(everyone), count - len(inbound)))
+        pool = inbound + [(c, rng.choice(OUTBOUND)) for c in outbound]
+        chosen = choose(self.plan.policy, pool, self, at, rng)
+        delivered: list[Delivery] = []
+        for customer_id, channel, actions, seen in chosen:
+            if len(delivered) >= budget:
+                break
+            command = DecideForCustomer(
+                customer_id,
+                channel,
+                1,
+                trigger={"kind": "simulation", "policy": self.plan.policy},
+                actions=actions,
+            )
+            made = self.container.decisions.decide(command, seen)
+            report.decisions += 1
+            for action_id in made.record.delivered:
+                action = self.container.catalog.actions[action_id]
+                if action.kind == "sales" and action.need is not None:
+                    delivered.append(
+                        Delivery(
+                            customer_id,
+                            action_id,
+                            action.need,
+                            channel,
+                            at,
+                            made.record.decision_id,
+                        )
+                    )
+        answers = [a for d in delivered for a in self.world_of(d.customer_id).respond([d])]
+        self._feedback(answers, at)
+        self.deliveries += delivered
+        report.contacts += len(delivered)
+        report.seen += sum(a.seen for a in answers)
+        report.accepts += sum(a.reply == "accept" for a in answers)
+        report.declines += sum(a.reply == "decline" for a in answers)
+        report.complaints += sum(a.complained for a in answers)
+        report.opt_outs += sum(a.opted_out for a in answers)
+
+    def _feedback(self, answers: Sequence[Answer], at: datetime) -> None:
+        c = self.container
+        for answer in answers:
+            if not answer.seen:
+                continue
+            d = answer.delivery
+            kinds: list[tuple[ContactKind, datetime]] = [("impression", at)]
+            if answer.reply is not None:
+                kinds.append((answer.reply, at + timedelta(minutes=5)))
+            for kind, when in kinds:
+                record_feedback(
+                    RecordFeedback(
+                        d.customer_id, d.action_id, d.channel, kind, d.decision_id, when
+                    ),
+                    "simulation",
+                    c.catalog,
+                    c.directory,
+                    c.contacts,
+                    c.settings.time_bounds,
+                    at + timedelta(minutes=10),
+                )
+
+
+Chosen = tuple[str, str, frozenset[str] | None, Seen | None]
+
+
+def _seen(container: Container, customer_id: str, channel: str, at: datetime) -> Seen:
+    """The customer as a decision would read her: her features and scores only as far as her
+    consents allow (a policy ranks on nothing the gate would not let a decision use)."""
+    decisions = container.decisions
+    read = decisions.read_gate(customer_id, at)
+    online = container.features.read(customer_id) if may_read_features(read, channel) else None
+    return Seen(at, read, decisions.score(online, at, may_profile(read.consents)))
+
+
+def choose(
+    policy: str,
+    pool: Iterable[tuple[str, str]],
+    simulation: Simulation,
+    at: datetime,
+    rng: random.Random,
+) -> list[Chosen]:
+    """The opportunities in the order ``policy`` takes them, each with the actions it asks the
+    decision service to choose from (None: the catalog's, by today's arbitration)."""
+    catalog = simulation.container.catalog
+    sales = [a for a in catalog.actions.values() if a.kind == "sales" and a.enabled]
+    pool = list(pool)
+    if policy == "random":
+        rng.shuffle(pool)
+        out: list[Chosen] = []
+        for customer_id, channel in pool:
+            fitting = [a.id for a in sales if channel in a.channels]
+            actions = frozenset({rng.choice(fitting)}) if fitting else frozenset()
+            out.append((customer_id, channel, actions, None))
+        return out
+    if policy == "propensity":
+        ranked = []
+        for customer_id, channel in pool:
+            seen = _seen(simulation.container, customer_id, channel, at)
+            best = max(
+                (
+                    seen.scored.scores.get(a.need or "", 0.0) * a.value
+                    for a in sales
+                    if channel in a.channels
+                ),
+                default=0.0,
+            )
+            ranked.append((best, customer_id, channel, seen))
+        ranked.sort(key=lambda r: (-r[0], r[1]))
+        return [(c, ch, None, seen) for _, c, ch, seen in ranked]
+    if policy == "oracle":
+        ranked_oracle = []
+        for customer_id, channel in pool:
+            world = simulation.world_of(customer_id)
+            row = np.array([world.row(customer_id)])
+            options = [
+                (float(world.uplift(row, a.need, channel, at)[0]), a.id)
+                for a in sales
+                if channel in a.channels and a.need is not None
+            ]
+            if options:
+                lift, action_id = max(options)
+                ranked_oracle.append((lift, customer_id, channel, action_id))
+        ranked_oracle.sort(key=lambda r: (-r[0], r[1]))
+        return [(c, ch, frozenset({a}), None) for _, c, ch, a in ranked_oracle]
+    raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
