@@ -22,8 +22,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from service.usecases.decision_consent import may_profile, may_read_features
 from service.usecases.decision_messages import DecideForCustomer, Seen
 from service.usecases.feedback import RecordFeedback, record_feedback
 from training.bank.chunks import outcomes_table
-from training.bank.spec import CHUNK_CUSTOMERS, BankSpec
+from training.bank.spec import CHUNK_CUSTOMERS, BankSpec, lively
 from training.bank.world import Answer, Delivery, World
 
 if TYPE_CHECKING:
@@ -47,8 +48,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLICIES = ("random", "propensity", "oracle")
-#: Opportunities looked at per contact the budget allows: a policy chooses among them.
-OPPORTUNITIES_PER_CONTACT = 10
+#: Opportunities looked at per contact the budget allows (a policy ranks them), and decisions
+#: asked for at most per contact (most are refused by the gate: scores below the catalog's
+#: thresholds, consent, suitability), which bounds a slot's time whatever the policy.
+OPPORTUNITIES_PER_CONTACT = 40
+ATTEMPTS_PER_CONTACT = 4
 OUTBOUND = ("email", "rm")
 INBOUND = ("mobile_app", "web")
 
@@ -104,14 +108,17 @@ class Simulation:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     # --- set up ---------------------------------------------------------------------------
-    @property
+    @cached_property
     def spec(self) -> BankSpec:
+        """The bank, ending at today's midnight: the simulated days pass the stream's bounds on
+        event times (no later than now)."""
         end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return BankSpec(
             seed=self.plan.seed,
             customers=self.plan.customers,
             days=self.plan.history_days + self.plan.days,
             end=end,
+            situations=lively(),
         )
 
     def set_up(self) -> None:
@@ -133,7 +140,7 @@ class Simulation:
         self._write_history(customers, consents)
         trained = time.perf_counter()
         warm_up = 14
-        pipeline.train_from_bank(
+        self.trained = pipeline.train_from_bank(
             self.container, self.folder, NEEDS, step_days=7, warm_up_days=warm_up
         )
         self.container.models.refresh()
@@ -150,12 +157,7 @@ class Simulation:
             for w in self.worlds
         ]
         pa.concat_tables(outcomes).to_pandas().to_parquet(self.folder / "outcomes.parquet")
-        history = BankSpec(
-            seed=self.plan.seed,
-            customers=self.plan.customers,
-            days=self.plan.history_days,
-            end=self.start,
-        )
+        history = replace(self.spec, days=self.plan.history_days, end=self.start)
         truth = pa.concat_tables([w.history_truth(history) for w in self.worlds])
         truth.to_pandas().to_parquet(self.folder / "truth.parquet")
         (self.folder / "bank.json").write_text(json.dumps({"spec": history.as_dict()}))
@@ -254,7 +256,7 @@ class Simulation:
         pool = inbound + [(c, rng.choice(OUTBOUND)) for c in outbound]
         chosen = choose(self.plan.policy, pool, self, at, rng)
         delivered: list[Delivery] = []
-        for customer_id, channel, actions, seen in chosen:
+        for customer_id, channel, actions, seen in chosen[: budget * ATTEMPTS_PER_CONTACT]:
             if len(delivered) >= budget:
                 break
             command = DecideForCustomer(

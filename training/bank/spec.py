@@ -80,6 +80,15 @@ def busy_housing_market() -> dict[str, Situation]:
     return situations
 
 
+def lively(factor: float = 3.0) -> dict[str, Situation]:
+    """Every situation ``factor`` times as frequent: a simulated bank of some thousands with
+    enough of each need under way for its models to learn whom a need is driving."""
+    return {
+        name: replace(s, onset_per_month=min(1.0, s.onset_per_month * factor))
+        for name, s in default_situations().items()
+    }
+
+
 @dataclass(frozen=True)
 class BankSpec:
     seed: int = 7
