@@ -174,6 +174,12 @@ def parse_args() -> argparse.Namespace:
         "--connections, so requests never queue in the client for a connection).",
     )
     parser.add_argument("--naive-customers", type=int, default=500)
+    parser.add_argument(
+        "--policy-file",
+        type=Path,
+        default=None,
+        help="The compliance policy the API applies (NEXTBEST_POLICY_FILE): to compare two.",
+    )
     parser.add_argument("--target-p50-ms", type=float, default=TARGET_P50_MS)
     parser.add_argument("--target-p99-ms", type=float, default=TARGET_P99_MS)
     parser.add_argument(
@@ -200,7 +206,7 @@ def measure(state: State, backends: Backends, args: argparse.Namespace) -> dict[
     result: dict[str, Any] = {}
     deciders: list[str] = json.loads((state.home / DECIDERS).read_text())
     result["decision_customers"] = len(deciders)
-    container = Container(load_settings(environment(state, backends)))
+    container = Container(load_settings(_with_policy(environment(state, backends), args)))
     try:
         sample = random.Random(args.seed).sample(deciders, min(args.naive_customers, len(deciders)))
         if not all(container.decisions.features.read(c).known for c in sample[:20]):
@@ -219,7 +225,7 @@ def measure(state: State, backends: Backends, args: argparse.Namespace) -> dict[
         container.close()
     development_keys(state.home)  # the API reads the keys; make them before it starts
     api_key = plain_key(state.home / DEV_KEYS_FILE, "channel")
-    env = environment(state, backends, args.server_log_level)
+    env = _with_policy(environment(state, backends, args.server_log_level), args)
     env["NEXTBEST_API_WORKERS"] = str(args.workers)
     server = ApiServer(env, state.home / "api.log", workers=args.workers)
     try:
@@ -243,6 +249,13 @@ def measure(state: State, backends: Backends, args: argparse.Namespace) -> dict[
     return result
 
 
+def _with_policy(env: dict[str, str], args: argparse.Namespace) -> dict[str, str]:
+    """The settings with the compliance policy ``--policy-file`` names, if it does."""
+    return (
+        env if args.policy_file is None else {**env, "NEXTBEST_POLICY_FILE": str(args.policy_file)}
+    )
+
+
 def main() -> None:
     args = parse_args()
     backends = Backends(args.redis_url or None, args.database_url)
@@ -255,6 +268,7 @@ def main() -> None:
             "mlflow": "sqlite",
         },
         "targets": targets(args),
+        "policy_file": None if args.policy_file is None else args.policy_file.name,
         "load_before": machine_load(),
     }
     with state_for(args, backends) as (state, report):
