@@ -39,7 +39,9 @@ def bucket(generation: str, *parts: str) -> int:
 
 
 def in_share(generation: str, share: float, *parts: str) -> bool:
-    return bucket(generation, *parts) < round(share * BUCKETS)
+    below = round(share * BUCKETS)
+    # A share of nothing holds no one back: no hash to work out (the packaged holdouts).
+    return below > 0 and bucket(generation, *parts) < below
 
 
 def in_universal_control(params: UniversalControlParams, customer_id: str) -> bool:
@@ -53,7 +55,7 @@ def held_out(params: HoldoutParams, action_id: str, customer_id: str) -> bool:
 def universal(subject: Subject, params: UniversalControlParams) -> Verdict:
     if subject.customer_id is None:
         return False, NO_CUSTOMER
-    key = (UNIVERSAL_RULE, params)
+    key = UNIVERSAL_RULE  # one policy per decision, and the memo is the decision's
     control = subject.memo.get(key)
     if control is None:  # once per decision, whatever the number of candidates
         control = subject.memo[key] = in_universal_control(params, subject.customer_id)

@@ -23,7 +23,7 @@ from consent.rules.control_checks import (
 from consent.rules.model import Candidate
 from consent.rules.params import HoldoutParams, RuleParams, UniversalControlParams
 from consent.rules.policy import Policy, Rule
-from consent.rules.record import ActionAssignment, ControlAssignment
+from consent.rules.record import ActionAssignment, Assignment, ControlAssignment
 
 P = TypeVar("P", bound=RuleParams)
 
@@ -33,6 +33,13 @@ def _params(rule: Rule | None, kind: type[P]) -> P | None:
         return None
     assert isinstance(rule.params, kind), "the registry gives each rule id its own params"
     return rule.params
+
+
+def _assigned(assignment: Assignment, probability: float) -> ActionAssignment:
+    # On every decision's path: built without validation (the values are ours).
+    return ActionAssignment.model_construct(
+        assignment=assignment, probability=round(probability, 6)
+    )
 
 
 @dataclass(frozen=True)
@@ -54,30 +61,17 @@ def arbitrate_with_control(
     by_id = {c.action_id: c for c in candidates}
     chosen = arbitrate(candidates, limit, holding=frozenset({HOLDOUT_RULE}))
     delivered = [a for a in chosen if all(r.passed for r in by_id[a].rules)]
-    actions: dict[str, ActionAssignment] = {}
     if control:
-        for action_id in arbitrate(candidates, limit, holding=CONTROL_RULES):
-            if by_id[action_id].kind == "sales":
-                actions[action_id] = ActionAssignment(
-                    assignment="universal_control", probability=share
-                )
+        # Her counterfactual: what she would have got with no control group.
+        would_have = arbitrate(candidates, limit, holding=CONTROL_RULES)
+        sales = [a for a in would_have if by_id[a].kind == "sales"]
+        actions = {a: _assigned("universal_control", share) for a in sales}
     else:
-        for action_id in chosen:
-            if by_id[action_id].kind != "sales":
-                continue
-            held = 0.0 if holdout is None else holdout.share(action_id)
-            actions[action_id] = (
-                ActionAssignment(
-                    assignment="treatment", probability=round((1 - share) * (1 - held), 6)
-                )
-                if action_id in delivered
-                else ActionAssignment(
-                    assignment="held_out", probability=round((1 - share) * held, 6)
-                )
-            )
+        sales = [a for a in chosen if by_id[a].kind == "sales"]
+        actions = {a: _treated(a, a in delivered, share, holdout) for a in sales}
     return Arbitrated(
         delivered,
-        ControlAssignment(
+        ControlAssignment.model_construct(  # ours and consistent: built without validation
             group="control" if control else "treatment",
             generation=None if universal is None else universal.generation,
             share=share,
@@ -85,3 +79,12 @@ def arbitrate_with_control(
             actions=actions,
         ),
     )
+
+
+def _treated(
+    action_id: str, delivered: bool, share: float, holdout: HoldoutParams | None
+) -> ActionAssignment:
+    held = 0.0 if holdout is None else holdout.share(action_id)
+    if delivered:
+        return _assigned("treatment", (1 - share) * (1 - held))
+    return _assigned("held_out", (1 - share) * held)

@@ -117,7 +117,11 @@ class Policy:
 
     def rule(self, rule_id: str) -> Rule | None:
         """This policy's rule ``rule_id``, if it has one."""
-        return next((rule for rule in self.rules if rule.id == rule_id), None)
+        return self._by_id.get(rule_id)
+
+    @cached_property
+    def _by_id(self) -> dict[str, Rule]:
+        return {rule.id: rule for rule in self.rules}
 
     @cached_property
     def max_contact_lookback_days(self) -> int:

@@ -83,7 +83,7 @@ def gate_candidates(
                 memo=memo,
             )
         )
-        candidates.append(_candidate(action, score, outcomes, page))
+        candidates.append(as_candidate(action, score, outcomes, page))
     inputs = GateInputs(
         facts=facts,
         contacts=read.contacts,
@@ -96,7 +96,7 @@ def gate_candidates(
     return Gated(candidates, inputs)
 
 
-def _candidate(
+def as_candidate(
     action: Action, score: float | None, outcomes: tuple[RuleOutcome, ...], page: Any
 ) -> Candidate:
     """``action`` as a candidate, undelivered, its priority the product of its terms."""
