@@ -258,6 +258,24 @@ KINDS: dict[str, Kind] = {
             ("naive ÷ ours p99", ratio("in_process.naive_over_ours_p99")),
             ("target p50 / p99", joined(at("targets.p50_ms", " ms"), at("targets.p99_ms", " ms"))),
             ("target met", at("meets_target.all")),
+            ("policy", at("policy_file")),
+        ],
+    ),
+    "control_groups": Kind(
+        title="Control groups on the decision path",
+        module="bench.control_groups",
+        measures="in process, the gate (every catalog action on a channel through the whole "
+        "packaged policy) and arbitration under the control groups (`arbitrate_with_control`), "
+        "per decision, for customers differing only in id; blocks alternate with the naive way.",
+        naive="the same policy without its two control rules, and plain `arbitrate` (before "
+        "control groups).",
+        columns=[
+            ("decisions", at("decisions")),
+            ("candidates", at("candidates")),
+            ("ours", at("ours_us_per_decision.median", " µs")),
+            ("naive", at("naive_us_per_decision.median", " µs")),
+            ("added", at("added_us_per_decision", " µs")),
+            ("ours ÷ naive", at("ours_over_naive", "×")),
         ],
     ),
     "decide_floor": Kind(
