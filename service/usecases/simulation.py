@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -162,8 +162,9 @@ class Simulation:
         truth.to_pandas().to_parquet(self.folder / "truth.parquet")
         (self.folder / "bank.json").write_text(json.dumps({"spec": history.as_dict()}))
 
-    def _stream(self, since: datetime, until: datetime) -> int:
-        """Publish what happened in ``[since, until)`` and process it, the clock at ``until``."""
+    def _stream(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """Publish what happened in ``[since, until)`` and process it, the clock at ``until``;
+        returns the events."""
         events: list[dict[str, Any]] = []
         for world in self.worlds:
             events += world.events_between(since, until)
@@ -172,25 +173,15 @@ class Simulation:
         self.now = until
         self.worker.drain()
         self.container.features.pipeline.refresh()  # type: ignore[union-attr]
-        return len(events)
+        return events
 
     def summary(self) -> dict[str, Any]:
         """The plan, each day, the totals and the rates per 1,000 contacts, and timings."""
         total = DayReport("total")
         for day in self.days:
-            for name in (
-                "contacts",
-                "seen",
-                "accepts",
-                "declines",
-                "conversions",
-                "conversions_without_contact",
-                "opt_outs",
-                "complaints",
-                "decisions",
-            ):
+            for counted in fields(DayReport)[1:]:  # every count, and the seconds
+                name = counted.name
                 setattr(total, name, getattr(total, name) + getattr(day, name))
-            total.seconds += day.seconds
         per = 1000 / total.contacts if total.contacts else 0.0
         return {
             "plan": asdict(self.plan),
@@ -216,8 +207,7 @@ class Simulation:
             moment = day
             for slot, hour in enumerate(self.plan.slots):
                 at = day + timedelta(hours=hour)
-                logged_in = self._logins(moment, at)
-                self._stream(moment, at)
+                logged_in = _logins(self._stream(moment, at))
                 moment = at
                 self._contacts(report, offset, slot, at, logged_in)
             midnight = day + timedelta(days=1)
@@ -232,14 +222,6 @@ class Simulation:
                 on_day(report)
         self.worker.close()
         return self.days
-
-    def _logins(self, since: datetime, until: datetime) -> list[tuple[str, str]]:
-        met = set()
-        for world in self.worlds:
-            for event in world.events_between(since, until):
-                if event["type"] == "login" and event["channel"] in INBOUND:
-                    met.add((event["customer_id"], event["channel"]))
-        return sorted(met)
 
     def _contacts(
         self, report: DayReport, day: int, slot: int, at: datetime, logged_in: list[tuple[str, str]]
@@ -312,6 +294,16 @@ class Simulation:
                     c.settings.time_bounds,
                     at + timedelta(minutes=10),
                 )
+
+
+def _logins(events: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Customers met on an inbound channel: those who logged in."""
+    met = {
+        (e["customer_id"], e["channel"])
+        for e in events
+        if e["type"] == "login" and e["channel"] in INBOUND
+    }
+    return sorted(met)
 
 
 Chosen = tuple[str, str, frozenset[str] | None, Seen | None]

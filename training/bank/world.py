@@ -19,9 +19,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -120,7 +120,8 @@ class World:
         #: Days of each (customer, need)'s applications, with the contacts and without.
         self.applied: dict[tuple[int, int], list[int]] = defaultdict(list)
         self.applied_without: dict[tuple[int, int], list[int]] = defaultdict(list)
-        self._later: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        #: Events the bank's contacts caused, by day: (time in µs, as written, and the event).
+        self._later: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
         self._serial = 0
 
     def history_truth(self, history: BankSpec) -> pa.Table:
@@ -144,7 +145,8 @@ class World:
         )
 
     def local_hour(self, rows: np.ndarray, at: datetime) -> np.ndarray:
-        return np.array([at.astimezone(_zone(self.tz[r])).hour for r in rows])
+        # ZoneInfo keeps one instance per zone: no cache of ours.
+        return np.array([at.astimezone(ZoneInfo(self.tz[r])).hour for r in rows])
 
     # --- what happens regardless of the bank ---------------------------------------------
     def events_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
@@ -154,9 +156,7 @@ class World:
         i, j = np.searchsorted(self._event_us, [lo, hi], side="left")
         out = list(contract_events(self.events.slice(i, j - i)))
         for day in range(self.day_of(since), self.day_of(until - timedelta(microseconds=1)) + 1):
-            for event in self._later.get(day, []):
-                if lo <= _micros(event["occurred_at"]) < hi:
-                    out.append(event)
+            out += [event for at, event in self._later.get(day, []) if lo <= at < hi]
         return sorted(out, key=lambda e: e["occurred_at"])
 
     # --- the bank's contacts --------------------------------------------------------------
@@ -238,7 +238,7 @@ class World:
             "occurred_at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **event,
         }
-        self._later[self.day_of(at)].append(event)
+        self._later[self.day_of(at)].append((int(at.timestamp()) * 1_000_000, event))
 
     # --- the day's applications -----------------------------------------------------------
     def end_day(self, day: int) -> Day:
@@ -330,32 +330,3 @@ class World:
         with_ = sum(since <= d < until for d in self.applied.get(key, ()))
         without = sum(since <= d < until for d in self.applied_without.get(key, ()))
         return with_ - without
-
-
-def _micros(iso: str) -> int:
-    return int(
-        datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp() * 1_000_000
-    )
-
-
-_ZONES: dict[str, Any] = {}
-
-
-def _zone(name: str) -> Any:
-    from zoneinfo import ZoneInfo
-
-    if name not in _ZONES:
-        _ZONES[name] = ZoneInfo(name)
-    return _ZONES[name]
-
-
-def history_outcomes(world: World) -> pd.DataFrame:
-    """The history's applications (customer id, need, day) for training labels."""
-    past = world.outcomes_before
-    return pd.DataFrame(
-        {
-            "customer_id": world.ids[past.customer],
-            "need": [NEEDS[k] for k in past.need],
-            "day": past.day,
-        }
-    )
