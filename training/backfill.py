@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from feature_repo.activity import FEATURE_NAMES, MAX_DAYS, VALID_UNTIL
 from feature_repo.aggregates import contribution_arrays
-from feature_repo.buckets import DAY_US, combine_buckets
+from feature_repo.buckets import DAY_US, WindowState, combine_buckets
 from feature_repo.windows import features_from_buckets
 
 _CODES = ("type", "direction", "category", "page", "product", "status", "reason")
@@ -214,3 +214,70 @@ def write_history(
         temporary.rename(folder / name)
         rows += table.num_rows
     return rows
+
+
+def window_states(
+    events: pa.Table | Iterable[pa.Table],
+    cut: datetime,
+    lateness_us: int,
+    customers: Sequence[str] = (),
+) -> dict[str, WindowState]:
+    """Each customer's stream state as the stream worker would hold it with its clock at
+    ``cut`` (a midnight, UTC), had every event of the archive before ``cut`` gone through it:
+    her buckets inside the longest window, her latest event time, the midnight its timers
+    last moved her features to, and the ids of her events within the allowed lateness (a
+    redelivered one still counts once). Customers with no event before ``cut`` have none.
+
+    For a bank moving onto the stream with an archive: the states continue where the archive
+    stops, without publishing it (``service/usecases/stream_seed.py``)."""
+    cut_us = round(cut.astimezone(UTC).timestamp() * 1_000_000)
+    if cut_us % DAY_US:
+        raise ValueError(f"the cut {cut} must be a midnight (UTC)")
+    buckets = _Buckets(customers)
+    recent: list[tuple[np.ndarray, np.ndarray, pa.ChunkedArray]] = []
+    bound = pa.scalar(cut_us, pa.timestamp("us", tz="UTC"))
+    for part in [events] if isinstance(events, pa.Table) else events:
+        at = pc.cast(part["occurred_at"], pa.timestamp("us", tz="UTC"))
+        part = part.filter(pc.less(at, bound))
+        buckets.add(part)
+        if part.num_rows:
+            codes = buckets._codes(_strings(part["customer_id"]))
+            times = pc.cast(part["occurred_at"], pa.int64()).to_numpy() // 1_000_000 * 1_000_000
+            recent.append((codes, times, part["event_id"]))
+    buckets.finish()
+    latest = buckets.as_of(cut_us)
+    today = cut_us // DAY_US
+    # The calendar moves a customer's features each midnight while a non-zero bucket is inside
+    # the longest window (``WindowState.next_change_us``): up to the cut, or until it empties.
+    last_alive = np.full(len(buckets.index), np.iinfo(np.int64).min // 2, np.int64)
+    nonzero = buckets.value != 0
+    np.maximum.at(last_alive, buckets.customer[nonzero], buckets.day[nonzero])
+    clock_day = np.minimum(today, last_alive + MAX_DAYS)
+    seen: dict[int, dict[str, int]] = {}
+    for codes, times, ids in recent:
+        keep = np.flatnonzero(times >= latest[codes] - lateness_us)
+        if not len(keep):
+            continue
+        kept_ids = ids.take(pa.array(keep)).to_pylist()
+        for code, at, event_id in zip(
+            codes[keep].tolist(), times[keep].tolist(), kept_ids, strict=True
+        ):
+            seen.setdefault(code, {})[event_id] = at
+    bounds = np.searchsorted(buckets.customer, np.arange(len(buckets.index) + 1))
+    states: dict[str, WindowState] = {}
+    for code in np.flatnonzero(latest >= 0).tolist():
+        as_of = int(latest[code])
+        clock = int(clock_day[code]) * DAY_US if clock_day[code] > as_of // DAY_US else None
+        row_day = max(as_of, clock or 0) // DAY_US
+        lo, hi = int(bounds[code]), int(bounds[code + 1])
+        day = buckets.day[lo:hi]
+        inside = day > row_day - MAX_DAYS
+        states[str(buckets.index[code])] = WindowState(
+            as_of_us=as_of,
+            days=day[inside].astype(np.int32),
+            measures=buckets.measure[lo:hi][inside].astype(np.int8),
+            values=buckets.value[lo:hi][inside].astype(np.float64),
+            seen=seen.get(code, {}),
+            clock_us=clock,
+        )
+    return states

@@ -96,6 +96,19 @@ class KafkaProducerAdapter:
                 refused = future.exception
                 raise TransportError(f"refused: {type(refused).__name__}: {refused}")
 
+    def partition_of(self, topic: str, key: str) -> int:
+        """As the producer's default partitioner places a keyed record (murmur2 of the key, as
+        the Java client): the topic's partitions are read from the broker's metadata."""
+        from kafka.errors import KafkaError
+        from kafka.partitioner.default import murmur2
+
+        try:
+            partitions: list[int] = sorted(self._producer.partitions_for(topic))
+        except KafkaError as error:
+            raise TransportError(f"no metadata for {topic}: {error}") from error
+        index = int(murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)
+        return partitions[index]
+
     def close(self) -> None:
         """Send what is buffered (up to ``timeout_s``) and close. A batch the broker refused
         or never acknowledged is not an error here: every caller's own flush has already failed

@@ -89,6 +89,9 @@ class LocalProducer:
             pending.clear()
             raise TransportError(f"the local event log could not be written: {error}") from error
 
+    def partition_of(self, topic: str, key: str) -> int:
+        return 0  # one partition per topic
+
     def close(self) -> None:
         self.flush()
 

@@ -50,6 +50,11 @@ class Producer(Protocol):
         otherwise raise ``TransportError`` (none of them may be taken as written)."""
         ...
 
+    def partition_of(self, topic: str, key: str) -> int:
+        """The partition a record keyed ``key`` goes to on ``topic``; may raise
+        ``TransportError``."""
+        ...
+
     def close(self) -> None: ...
 
 

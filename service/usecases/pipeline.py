@@ -28,10 +28,12 @@ from feature_repo.definitions import ACTIVITY_VIEW
 from feature_repo.profile import profile_rows
 from service.adapters.transport import EVENTS_TOPIC
 from service.bootstrap import Container
+from service.usecases import stream_seed
 from service.usecases.promotion import promote
+from service.usecases.stream_seed import Seeded
 from service.usecases.stream_stats import WorkerStats
 from training import evaluation, need_model, trainset
-from training.backfill import write_history
+from training.backfill import window_states, write_history
 from training.bank.in_memory import Bank
 from training.bank.spec import BankSpec
 from training.fitting import Trainer
@@ -174,6 +176,32 @@ def backfill(container: Container, bank_dir: Path, step_days: int = 1) -> int:
     )
     folder = container.store_location.offline_dir / ACTIVITY_VIEW
     return write_history(days, times, folder, customers["customer_id"].tolist())
+
+
+def seed_stream(container: Container, bank_dir: Path) -> Seeded:
+    """The stream's state, timers and online rows as of the end of a written bank's archive, as
+    if it had gone through the stream (run ``backfill`` for its offline history); the stream
+    worker carries on from there. Erased customers are left out."""
+    spec = BankSpec.from_dict(json.loads((bank_dir / "bank.json").read_text())["spec"])
+    erased = container.erasures.current()
+    days = (
+        _without_erased_events(pq.read_table(path), erased)
+        for path in sorted((bank_dir / "events").glob("*.parquet"))
+    )
+    lateness_us = int(container.settings.allowed_lateness_hours * 3600 * 1_000_000)
+    states = window_states(days, spec.end, lateness_us)
+    producer = container.producer()
+    topic = container.settings.topic(EVENTS_TOPIC)
+    try:
+        return stream_seed.seed_stream(
+            states,
+            container.state_store(),
+            container.timer_index(),
+            container.features.online,
+            lambda customer: producer.partition_of(topic, customer),
+        )
+    finally:
+        producer.close()
 
 
 def _without_erased_events(events: pa.Table, erased: Erased) -> pa.Table:

@@ -3,6 +3,7 @@ of its snapshot (the end of a day)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import timedelta
 
@@ -11,9 +12,13 @@ import pyarrow as pa
 import pytest
 
 from feature_repo.activity import FEATURE_NAMES, MAX_DAYS, NOT_SEEN_DAYS, VALID_UNTIL
+from feature_repo.arrival import DEFAULT_LATENESS_US, apply_events, epoch_micros
+from feature_repo.buckets import WindowState
 from feature_repo.events import parse_event
 from feature_repo.reference import reference_features
-from training.backfill import history
+from feature_repo.windows import compute_features
+from training.backfill import history, window_states
+from training.bank.contract import contract_events
 from training.bank.in_memory import generate
 from training.bank.spec import BankSpec
 from training.trainset import END_OF_DAY
@@ -95,3 +100,56 @@ def test_partitions_give_the_same_rows_as_one_table(bank) -> None:
     assert [m for m, _ in whole] == [m for m, _ in split]
     for (_, a), (_, b) in zip(whole, split, strict=True):
         assert a.sort_by("customer_id").equals(b.sort_by("customer_id"))
+
+
+def _streamed(events, cut, lateness_us):
+    """The states the stream worker holds with its clock at ``cut``: every event before it
+    folded in arrival order a day at a time, then each customer's timers fired up to ``cut``."""
+    states: dict[str, WindowState] = {}
+    parsed = sorted((parse_event(e) for e in contract_events(events)), key=lambda e: e.occurred_at)
+    for _, day in itertools.groupby(
+        (e for e in parsed if e.occurred_at < cut), key=lambda e: e.occurred_at.date()
+    ):
+        apply_events(states, list(day), lateness_us)
+    cut_us = epoch_micros(cut)
+    for state in states.values():
+        change = state.next_change_us()
+        while change is not None and change <= cut_us:
+            state.advance_to(change)
+            change = state.next_change_us()
+    return states
+
+
+def test_window_states_are_the_streams_states_at_the_cut(bank) -> None:
+    """The seeded state of each customer is the one the stream would hold: the same features
+    and as-of times, the same next change, and her event ids within the allowed lateness."""
+    lateness_us = DEFAULT_LATENESS_US
+    for day in (12, 33, 40 + MAX_DAYS // 2, 40 + MAX_DAYS + 2):
+        cut = bank.spec.start + timedelta(days=day)
+        streamed = _streamed(bank.tables["events"], cut, lateness_us)
+        seeded = window_states(bank.tables["events"], cut, lateness_us)
+        assert sorted(seeded) == sorted(streamed) and len(seeded) > 100
+        ids = sorted(seeded)
+        ours = compute_features([seeded[c] for c in ids])
+        theirs = compute_features([streamed[c] for c in ids])
+        assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-9)
+        for c in ids:
+            mine, stream = seeded[c], streamed[c]
+            assert (mine.as_of_us, mine.row_time_us) == (stream.as_of_us, stream.row_time_us)
+            assert mine.next_change_us() == stream.next_change_us()
+            horizon = stream.as_of_us - lateness_us
+            assert mine.seen == {i: t for i, t in stream.seen.items() if t >= horizon}
+            assert WindowState.from_bytes(mine.to_bytes()).seen == mine.seen
+
+
+def test_an_event_redelivered_after_the_seed_counts_once(bank) -> None:
+    cut = bank.spec.start + timedelta(days=20)
+    seeded = window_states(bank.tables["events"], cut, DEFAULT_LATENESS_US)
+    before = [e for e in map(parse_event, bank.event_dicts()) if e.occurred_at < cut]
+    again = apply_events(seeded, before[-50:], DEFAULT_LATENESS_US)
+    assert (again.applied, again.duplicates) == (0, 50)
+
+
+def test_the_cut_must_be_a_midnight(bank) -> None:
+    with pytest.raises(ValueError, match="midnight"):
+        window_states(bank.tables["events"], bank.spec.start + timedelta(hours=30), 1)

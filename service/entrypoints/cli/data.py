@@ -129,12 +129,23 @@ def load(bank_dir: Path, rate: float | None, speedup: float | None, skip_events:
     help="Bank folder (default: $NEXTBEST_HOME/bank).",
 )
 @click.option("--step-days", default=1, show_default=True, type=click.IntRange(1, 90))
-def backfill(bank_dir: Path | None, step_days: int) -> None:
+@click.option(
+    "--seed-stream",
+    is_flag=True,
+    help="Also set the stream worker's state, timers and online features as of the archive's "
+    "end, so the stream carries on from there (with the worker stopped).",
+)
+def backfill(bank_dir: Path | None, step_days: int, seed_stream: bool) -> None:
     """Compute the offline feature history of a bank's event archive without the stream, so
     models can train on history that never went through it (run `load --skip-events` too)."""
     from service.usecases import pipeline
 
     container = open_container()
+    folder = bank_dir or container.settings.home / "bank"
     started = time.perf_counter()
-    rows = pipeline.backfill(container, bank_dir or container.settings.home / "bank", step_days)
-    click.echo(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - started, 1)}))
+    done: dict[str, float] = {"rows": pipeline.backfill(container, folder, step_days)}
+    if seed_stream:
+        seeded = pipeline.seed_stream(container, folder)
+        done |= {"seeded_customers": seeded.customers, "seeded_timers": seeded.timers}
+    done["seconds"] = round(time.perf_counter() - started, 1)
+    click.echo(json.dumps(done))
