@@ -7,12 +7,14 @@ as feedback and their complaints, opt-outs and applications as events. Each day 
 contacts, conversions, the conversions the contacts caused (against the world without them,
 which only a simulation knows), opt-outs and complaints.
 
-Policies pick from the same opportunities each slot (customers met on a channel: those who
-logged in, and outbound email and RM contact) under the same contact budget:
+Policies (``simulation_policies.py``) pick from the same opportunities each slot (customers
+met on a channel: those who logged in, and outbound email and RM contact) under the same
+contact budget. The models retrain on what the loop logged (the stream's offline features, the
+outcomes it kept) on a schedule, through the retraining job.
 
-- ``random``: any of them, any sales action the gate allows;
-- ``propensity``: today's arbitration, the highest propensity × value first;
-- ``oracle``: the highest true uplift first (the ceiling no real bank can reach).
+The history before the simulated days is loaded as a bank moving onto NextBest loads its
+archive: its offline features backfilled and the stream's state seeded where the archive ends
+(``pipeline.seed_stream``); ``history="stream"`` publishes it through the worker instead.
 """
 
 from __future__ import annotations
@@ -26,20 +28,21 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from consent.rules.model import ContactKind
 from consent.rules.vocabulary import NEEDS
-from service.usecases import pipeline
-from service.usecases.decision_consent import may_profile, may_read_features
-from service.usecases.decision_messages import DecideForCustomer, Seen
+from consent.stores.outcomes import OutcomeEvents
+from service.usecases import pipeline, retrain
+from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.feedback import RecordFeedback, record_feedback
+from service.usecases.simulation_policies import choose, world_of
 from training.bank.chunks import outcomes_table
-from training.bank.spec import CHUNK_CUSTOMERS, BankSpec, lively
+from training.bank.spec import BankSpec, lively
 from training.bank.world import Answer, Delivery, World
 
 if TYPE_CHECKING:
@@ -47,7 +50,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("random", "propensity", "oracle")
+#: Training starts this far into the history: enough for the windows that matter most, while
+#: a 120-day history keeps snapshots to learn from.
+WARM_UP_DAYS = 14
+
 #: Opportunities looked at per contact the budget allows (a policy ranks them), and decisions
 #: asked for at most per contact (most are refused by the gate: scores below the catalog's
 #: thresholds, consent, suitability), which bounds a slot's time whatever the policy.
@@ -68,6 +74,10 @@ class Plan:
     contacts_per_day: int | None = None
     #: Hours (UTC) at which the bank decides each day.
     slots: tuple[int, ...] = (1, 9, 13)
+    #: How the history reaches the stream: seeded from the archive, or published through it.
+    history: Literal["seed", "stream"] = "seed"
+    #: Days between retrainings on what the loop logged (None: the first models serve on).
+    retrain_every_days: int | None = 30
 
     @property
     def budget(self) -> int:
@@ -106,6 +116,8 @@ class Simulation:
     deliveries: list[Delivery] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Each retraining: the day, and per need whether the challenger was promoted and why.
+    retrainings: list[dict[str, Any]] = field(default_factory=list)
 
     # --- set up ---------------------------------------------------------------------------
     @cached_property
@@ -122,45 +134,90 @@ class Simulation:
         )
 
     def set_up(self) -> None:
-        """The bank's history: its customers and consents loaded, its events streamed, and a
-        model per need trained on it and served."""
+        """The bank's history: its customers and consents loaded, its events seeded into the
+        stream (or streamed), and a model per need trained on it and served."""
         started = time.perf_counter()
         spec = self.spec
         self.worlds = [World(spec, i, self.plan.days) for i in range(spec.chunks)]
         self.start = spec.start + timedelta(days=self.plan.history_days)
+        self.timings["world"] = time.perf_counter() - started
         customers = pd.concat([w.customers for w in self.worlds], ignore_index=True)
         consents = pd.concat([w.consents for w in self.worlds], ignore_index=True)
         pipeline.record_consents(self.container, consents)
         pipeline.write_profiles(self.container, customers, spec.start)
+        self._write_history(customers, consents)
         self.now = self.start
         self.container.decisions.clock = lambda: self.now
+        loaded = time.perf_counter()
+        if self.plan.history == "seed":
+            pipeline.backfill(self.container, self.folder, step_days=7)
+            pipeline.seed_stream(self.container, self.folder)
         self.worker = self.container.worker(clock=lambda: round(self.now.timestamp() * 1e6))
-        self._stream(spec.start, self.start)
-        self.timings["history_stream"] = time.perf_counter() - started
-        self._write_history(customers, consents)
+        if self.plan.history == "stream":
+            self._stream(spec.start, self.start)
+        self.timings["history"] = time.perf_counter() - loaded
         trained = time.perf_counter()
-        warm_up = 14
         self.trained = pipeline.train_from_bank(
-            self.container, self.folder, NEEDS, step_days=7, warm_up_days=warm_up
+            self.container, self.folder, NEEDS, step_days=7, warm_up_days=WARM_UP_DAYS
         )
         self.container.models.refresh()
         self.timings["train"] = time.perf_counter() - trained
 
     def _write_history(self, customers: pd.DataFrame, consents: pd.DataFrame) -> None:
-        """What training reads of a bank: its customers, its outcomes, its span."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """The history as a bank's archive: its customers, consents, events (one file per
+        chunk), outcomes and span, and the oracle's propensities training compares with."""
+        events = self.folder / "events"
+        events.mkdir(parents=True, exist_ok=True)
         customers.to_parquet(self.folder / "customers.parquet")
         consents.to_parquet(self.folder / "consents.parquet")
         cut = pa.scalar(self.start, pa.timestamp("us", tz="UTC"))
-        outcomes = [
-            outcomes_table(w.events.filter(pa.compute.less(w.events["occurred_at"], cut)))
-            for w in self.worlds
-        ]
-        pa.concat_tables(outcomes).to_pandas().to_parquet(self.folder / "outcomes.parquet")
+        outcomes = []
+        for w in self.worlds:
+            before = w.events.filter(pa.compute.less(w.events["occurred_at"], cut))
+            pq.write_table(before, events / f"chunk-{w.index:04d}.parquet")
+            outcomes.append(outcomes_table(before))
+        self.history_outcomes = pa.concat_tables(outcomes).to_pandas()
+        self.history_outcomes.to_parquet(self.folder / "outcomes.parquet")
         history = replace(self.spec, days=self.plan.history_days, end=self.start)
         truth = pa.concat_tables([w.history_truth(history) for w in self.worlds])
         truth.to_pandas().to_parquet(self.folder / "truth.parquet")
         (self.folder / "bank.json").write_text(json.dumps({"spec": history.as_dict()}))
+
+    def _retrain(self, until: datetime) -> None:
+        """The retraining job on what the loop logged up to ``until``: the offline features the
+        stream wrote, and the outcomes it kept (the history's, then the simulated days')."""
+        started = time.perf_counter()
+        logged = [
+            o
+            for o in OutcomeEvents(self.container.engine).between(self.start, until)
+            if o.kind in ("application", "product_opened") and o.need is not None
+        ]
+        since = pd.DataFrame(
+            {
+                "customer_id": [o.customer_id for o in logged],
+                "need": [o.need for o in logged],
+                "type": [o.kind for o in logged],
+                "occurred_at": pd.to_datetime([o.occurred_at for o in logged], utc=True),
+                "event_id": [o.event_id for o in logged],
+            }
+        )
+        outcomes = pd.concat([self.history_outcomes, since], ignore_index=True)
+        outcomes.to_parquet(self.folder / "outcomes.parquet")
+        span = replace(self.spec, days=(until - self.spec.start).days, end=until)
+        (self.folder / "bank.json").write_text(json.dumps({"spec": span.as_dict()}))
+        verdicts = retrain.retrain(
+            self.container, self.folder, step_days=7, warm_up_days=WARM_UP_DAYS
+        )
+        self.container.models.refresh()
+        self.retrainings.append(
+            {
+                "day": until.date().isoformat(),
+                "seconds": round(time.perf_counter() - started, 1),
+                "verdicts": {
+                    v.need: {"promoted": v.promoted, "reason": v.reason} for v in verdicts
+                },
+            }
+        )
 
     def _stream(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
         """Publish what happened in ``[since, until)`` and process it, the clock at ``until``;
@@ -192,11 +249,12 @@ class Simulation:
                 "opt_outs_per_1000_contacts": round(total.opt_outs * per, 2),
                 "complaints_per_1000_contacts": round(total.complaints * per, 2),
             },
+            "retrainings": self.retrainings,
             "seconds": {k: round(v, 2) for k, v in self.timings.items()},
         }
 
     def world_of(self, customer_id: str) -> World:
-        return self.worlds[(int(customer_id[1:]) - 1) // CHUNK_CUSTOMERS]
+        return world_of(self.worlds, customer_id)
 
     # --- the loop -------------------------------------------------------------------------
     def run(self, on_day: Callable[[DayReport], None] | None = None) -> list[DayReport]:
@@ -216,6 +274,10 @@ class Simulation:
                 report.conversions += drawn.applied
                 report.conversions_without_contact += drawn.applied_without
             self._stream(moment, midnight)
+            every = self.plan.retrain_every_days
+            if every and (offset + 1) % every == 0 and offset + 1 < self.plan.days:
+                self.worker.drain()  # the offline rows durable before training reads them
+                self._retrain(midnight)
             report.seconds = round(time.perf_counter() - started, 3)
             self.days.append(report)
             if on_day is not None:
@@ -236,7 +298,7 @@ class Simulation:
         everyone = [c for w in self.worlds for c in w.ids]
         outbound = rng.sample(everyone, min(len(everyone), count - len(inbound)))
         pool = inbound + [(c, rng.choice(OUTBOUND)) for c in outbound]
-        chosen = choose(self.plan.policy, pool, self, at, rng)
+        chosen = choose(self.plan.policy, self.container, pool, self.worlds, at, rng)
         delivered: list[Delivery] = []
         for customer_id, channel, actions, seen in chosen[: budget * ATTEMPTS_PER_CONTACT]:
             if len(delivered) >= budget:
@@ -304,68 +366,3 @@ def _logins(events: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
         if e["type"] == "login" and e["channel"] in INBOUND
     }
     return sorted(met)
-
-
-Chosen = tuple[str, str, frozenset[str] | None, Seen | None]
-
-
-def _seen(container: Container, customer_id: str, channel: str, at: datetime) -> Seen:
-    """The customer as a decision would read her: her features and scores only as far as her
-    consents allow (a policy ranks on nothing the gate would not let a decision use)."""
-    decisions = container.decisions
-    read = decisions.read_gate(customer_id, at)
-    online = container.features.read(customer_id) if may_read_features(read, channel) else None
-    return Seen(at, read, decisions.score(online, at, may_profile(read.consents)))
-
-
-def choose(
-    policy: str,
-    pool: Iterable[tuple[str, str]],
-    simulation: Simulation,
-    at: datetime,
-    rng: random.Random,
-) -> list[Chosen]:
-    """The opportunities in the order ``policy`` takes them, each with the actions it asks the
-    decision service to choose from (None: the catalog's, by today's arbitration)."""
-    catalog = simulation.container.catalog
-    sales = [a for a in catalog.actions.values() if a.kind == "sales" and a.enabled]
-    pool = list(pool)
-    if policy == "random":
-        rng.shuffle(pool)
-        out: list[Chosen] = []
-        for customer_id, channel in pool:
-            fitting = [a.id for a in sales if channel in a.channels]
-            actions = frozenset({rng.choice(fitting)}) if fitting else frozenset()
-            out.append((customer_id, channel, actions, None))
-        return out
-    if policy == "propensity":
-        ranked = []
-        for customer_id, channel in pool:
-            seen = _seen(simulation.container, customer_id, channel, at)
-            best = max(
-                (
-                    seen.scored.scores.get(a.need or "", 0.0) * a.value
-                    for a in sales
-                    if channel in a.channels
-                ),
-                default=0.0,
-            )
-            ranked.append((best, customer_id, channel, seen))
-        ranked.sort(key=lambda r: (-r[0], r[1]))
-        return [(c, ch, None, seen) for _, c, ch, seen in ranked]
-    if policy == "oracle":
-        ranked_oracle = []
-        for customer_id, channel in pool:
-            world = simulation.world_of(customer_id)
-            row = np.array([world.row(customer_id)])
-            options = [
-                (float(world.uplift(row, a.need, channel, at)[0]), a.id)
-                for a in sales
-                if channel in a.channels and a.need is not None
-            ]
-            if options:
-                lift, action_id = max(options)
-                ranked_oracle.append((lift, customer_id, channel, action_id))
-        ranked_oracle.sort(key=lambda r: (-r[0], r[1]))
-        return [(c, ch, frozenset({a}), None) for _, c, ch, a in ranked_oracle]
-    raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")

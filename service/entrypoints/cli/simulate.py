@@ -38,6 +38,21 @@ TARGETING = ("random", "propensity", "oracle")
     help="Sales contacts a day, the same for every policy; default 1% of the customers.",
 )
 @click.option(
+    "--retrain-every-days",
+    type=click.IntRange(0, None),
+    default=30,
+    show_default=True,
+    help="Retrain on what the loop logged every N days (0: never).",
+)
+@click.option(
+    "--history",
+    type=click.Choice(("seed", "stream")),
+    default="seed",
+    show_default=True,
+    help="Load the history as an archive (backfill and a seeded stream) or publish it through "
+    "the stream worker (slower; the same states).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -51,22 +66,36 @@ def simulate(
     seed: int,
     history_days: int,
     contacts_per_day: int | None,
+    retrain_every_days: int,
+    history: str,
     out: Path | None,
 ) -> None:
     """Run a synthetic bank forward day by day through the stream worker, the models, the
     gate and the decision service, its customers answering what they are sent. Prints each
     day's contacts, conversions, conversions the contacts caused (known only to the
-    simulation), opt-outs and complaints; writes them to report.json in --out."""
+    simulation), opt-outs and complaints; writes them to report.json in --out, with the lift
+    report measured from the control groups beside the true lift (lift.json, lift.html)."""
+    from service.adapters.lift_page import page
     from service.bootstrap import Container
     from service.settings import load_settings
     from service.usecases.simulation import Plan, Simulation
+    from service.usecases.simulation_truth import coverage
 
     folder = out or Path(".nextbest-simulations") / f"{seed}-{customers}-{policy}"
     if folder.exists() and any(folder.iterdir()):
         raise click.UsageError(f"{folder} is not empty: a simulation starts from nothing")
     environ = {k: v for k, v in os.environ.items() if k in PASSED_ON}
     settings = load_settings({**environ, "NEXTBEST_HOME": str(folder / "home")})
-    plan = Plan(customers, days, history_days, seed, policy, contacts_per_day)
+    plan = Plan(
+        customers,
+        days,
+        history_days,
+        seed,
+        policy,
+        contacts_per_day,
+        history="seed" if history == "seed" else "stream",
+        retrain_every_days=retrain_every_days or None,
+    )
     container = Container(settings)
     try:
         simulation = Simulation(container, plan, folder / "bank")
@@ -74,7 +103,10 @@ def simulate(
         simulation.set_up()
         simulation.run(on_day=lambda day: click.echo(json.dumps(day.as_dict())))
         summary = simulation.summary()
+        held_to_truth = coverage(simulation)
     finally:
         container.close()
     (folder / "report.json").write_text(json.dumps(summary, indent=2))
+    (folder / "lift.json").write_text(json.dumps(held_to_truth.as_dict(), indent=2))
+    (folder / "lift.html").write_text(page(held_to_truth.report), encoding="utf-8")
     click.echo(json.dumps(summary["totals"], indent=2))

@@ -1,0 +1,97 @@
+"""How a simulated bank chooses whom to contact (``simulation.py``): each policy orders the same
+opportunities (customers met on a channel) and names the actions it asks the decision service
+to choose from.
+
+- ``random``: any of them, any sales action the gate allows;
+- ``propensity``: today's arbitration, the highest propensity × value first;
+- ``oracle``: the highest true uplift first (the ceiling no real bank can reach).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service.usecases.decision_consent import may_profile, may_read_features
+from service.usecases.decision_messages import Seen
+from training.bank.spec import CHUNK_CUSTOMERS
+from training.bank.world import World
+
+if TYPE_CHECKING:
+    from service.bootstrap import Container
+
+POLICIES = ("random", "propensity", "oracle")
+
+
+Chosen = tuple[str, str, frozenset[str] | None, Seen | None]
+
+
+def _seen(container: Container, customer_id: str, channel: str, at: datetime) -> Seen:
+    """The customer as a decision would read her: her features and scores only as far as her
+    consents allow (a policy ranks on nothing the gate would not let a decision use)."""
+    decisions = container.decisions
+    read = decisions.read_gate(customer_id, at)
+    online = container.features.read(customer_id) if may_read_features(read, channel) else None
+    return Seen(at, read, decisions.score(online, at, may_profile(read.consents)))
+
+
+def world_of(worlds: list[World], customer_id: str) -> World:
+    return worlds[(int(customer_id[1:]) - 1) // CHUNK_CUSTOMERS]
+
+
+def choose(
+    policy: str,
+    container: Container,
+    pool: Iterable[tuple[str, str]],
+    worlds: list[World],
+    at: datetime,
+    rng: random.Random,
+) -> list[Chosen]:
+    """The opportunities in the order ``policy`` takes them, each with the actions it asks the
+    decision service to choose from (None: the catalog's, by today's arbitration)."""
+    catalog = container.catalog
+    sales = [a for a in catalog.actions.values() if a.kind == "sales" and a.enabled]
+    pool = list(pool)
+    if policy == "random":
+        rng.shuffle(pool)
+        out: list[Chosen] = []
+        for customer_id, channel in pool:
+            fitting = [a.id for a in sales if channel in a.channels]
+            actions = frozenset({rng.choice(fitting)}) if fitting else frozenset()
+            out.append((customer_id, channel, actions, None))
+        return out
+    if policy == "propensity":
+        ranked = []
+        for customer_id, channel in pool:
+            seen = _seen(container, customer_id, channel, at)
+            best = max(
+                (
+                    seen.scored.scores.get(a.need or "", 0.0) * a.value
+                    for a in sales
+                    if channel in a.channels
+                ),
+                default=0.0,
+            )
+            ranked.append((best, customer_id, channel, seen))
+        ranked.sort(key=lambda r: (-r[0], r[1]))
+        return [(c, ch, None, seen) for _, c, ch, seen in ranked]
+    if policy == "oracle":
+        ranked_oracle = []
+        for customer_id, channel in pool:
+            world = world_of(worlds, customer_id)
+            row = np.array([world.row(customer_id)])
+            options = [
+                (float(world.uplift(row, a.need, channel, at)[0]), a.id)
+                for a in sales
+                if channel in a.channels and a.need is not None
+            ]
+            if options:
+                lift, action_id = max(options)
+                ranked_oracle.append((lift, customer_id, channel, action_id))
+        ranked_oracle.sort(key=lambda r: (-r[0], r[1]))
+        return [(c, ch, frozenset({a}), None) for _, c, ch, a in ranked_oracle]
+    raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
