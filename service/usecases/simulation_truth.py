@@ -114,13 +114,15 @@ def coverage(simulation: Simulation) -> Coverage:
 
 
 def _caused(world: World, delivery: Delivery, days: int) -> int:
-    """Whether she converted within the window with the bank's contacts, minus whether she
-    would have without any (1, 0 or -1)."""
-    key = (world.row(delivery.customer_id), NEED_INDEX[delivery.need])
-    start = world.day_of(delivery.at)
-    end = world.day_of(delivery.at + timedelta(days=days))
+    """Whether she applied for the need within the window (after the decision, up to its
+    end, as the report counts) with the bank's contacts, minus whether she would have without
+    any (1, 0 or -1); an application's time is the same in both worlds."""
+    row, k = world.row(delivery.customer_id), NEED_INDEX[delivery.need]
+    after, until = delivery.at, delivery.at + timedelta(days=days)
 
     def converted(applied: dict[tuple[int, int], list[int]]) -> bool:
-        return any(start <= day <= end for day in applied.get(key, ()))
+        return any(
+            after < world.applied_at(row, k, day) <= until for day in applied.get((row, k), ())
+        )
 
     return int(converted(world.applied)) - int(converted(world.applied_without))

@@ -115,3 +115,28 @@ def test_an_answer_does_not_depend_on_what_else_the_bank_did() -> None:
     others = [Delivery(c, "credit_card_offer", "credit_card", "sms", at, "o") for c in a.ids[:40]]
     b.respond(others)
     assert a.respond([target]) == b.respond([target])
+
+
+def test_every_application_drawn_reaches_the_stream_even_after_its_time() -> None:
+    """An application is drawn at the end of its day with a time during the day, after the
+    day's events were released: it is released with the next ones (late, as real events
+    arrive), never lost, at the time both worlds give it."""
+    world = World(SPEC, 0, SIMULATED)
+    day = world.history
+    midnight = world.start_of(day + 1)
+    world.events_between(world.start_of(day), midnight)  # the day, released before the draw
+    drawn = world.end_day(day)
+    assert drawn.applied > 0
+    released = world.events_between(midnight, midnight + timedelta(hours=1))
+    applications = [
+        e for e in released if e["type"] == "application" and e["payload"]["status"] == "submitted"
+    ]
+    assert len(applications) == drawn.applied
+    expected = sorted(
+        world.applied_at(r, k, d).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for (r, k), days in world.applied.items()
+        for d in days
+    )
+    assert sorted(e["occurred_at"] for e in applications) == expected
+    again = world.events_between(midnight, midnight + timedelta(hours=1))
+    assert not {e["event_id"] for e in again} & {e["event_id"] for e in applications}

@@ -15,6 +15,7 @@ end the browsing earlier).
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -120,8 +121,8 @@ class World:
         #: Days of each (customer, need)'s applications, with the contacts and without.
         self.applied: dict[tuple[int, int], list[int]] = defaultdict(list)
         self.applied_without: dict[tuple[int, int], list[int]] = defaultdict(list)
-        #: Events the bank's contacts caused, by day: (time in µs, as written, and the event).
-        self._later: dict[int, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+        #: Events the bank's contacts caused, not yet released: (time in µs, serial, event).
+        self._pending: list[tuple[int, int, dict[str, Any]]] = []
         self._serial = 0
 
     def history_truth(self, history: BankSpec) -> pa.Table:
@@ -151,12 +152,14 @@ class World:
     # --- what happens regardless of the bank ---------------------------------------------
     def events_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
         """The events that do not depend on the bank, in ``[since, until)``, as contract
-        events, and those the bank's contacts caused that fall due then."""
+        events, and those the bank's contacts caused that are due by ``until`` and were not
+        released before. An application is drawn at the end of its day with a time during
+        the day, so it can be due before ``since``: it arrives late, as real ones do."""
         lo, hi = (int(m.timestamp() * 1_000_000) for m in (since, until))
         i, j = np.searchsorted(self._event_us, [lo, hi], side="left")
         out = list(contract_events(self.events.slice(i, j - i)))
-        for day in range(self.day_of(since), self.day_of(until - timedelta(microseconds=1)) + 1):
-            out += [event for at, event in self._later.get(day, []) if lo <= at < hi]
+        while self._pending and self._pending[0][0] < hi:
+            out.append(heapq.heappop(self._pending)[2])
         return sorted(out, key=lambda e: e["occurred_at"])
 
     # --- the bank's contacts --------------------------------------------------------------
@@ -238,7 +241,7 @@ class World:
             "occurred_at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **event,
         }
-        self._later[self.day_of(at)].append((int(at.timestamp()) * 1_000_000, event))
+        heapq.heappush(self._pending, (int(at.timestamp()) * 1_000_000, self._serial, event))
 
     # --- the day's applications -----------------------------------------------------------
     def end_day(self, day: int) -> Day:
@@ -261,11 +264,21 @@ class World:
             self.applied_without[(int(r), int(k))].append(day)
         return Day(len(rows), int(fires_without.sum()))
 
-    def _application(self, row: int, k: int, day: int) -> None:
+    def _drawn(self, row: int, k: int, day: int) -> tuple[np.random.Generator, str, datetime]:
+        """An application's channel and time, drawn from its own stream: the same whether or
+        not the bank's contacts made it happen."""
         rng = self._rng(OUTCOMES, row, k, day)
-        need = NEEDS[k]
         channel = APPLY_CHANNELS[int(rng.choice(len(APPLY_CHANNELS), p=APPLY_CHANNEL_P))]
         applied_at = self.start_of(day) + timedelta(seconds=int(rng.integers(8 * 3600, 22 * 3600)))
+        return rng, channel, applied_at
+
+    def applied_at(self, row: int, k: int, day: int) -> datetime:
+        """When the application of ``day`` is (or would be) made, in either world."""
+        return self._drawn(row, k, day)[2]
+
+    def _application(self, row: int, k: int, day: int) -> None:
+        rng, channel, applied_at = self._drawn(row, k, day)
+        need = NEEDS[k]
         base = {"customer_id": self.ids[row], "schema_version": 1}
         self._queue(
             applied_at,
