@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import redis
 from sqlalchemy import create_engine, make_url, text
 
 from bench.load import CHANNEL
 from consent.rules.vocabulary import NEEDS
 from feature_repo.activity import ACTIVITY_FIELDS
+from service.adapters.stream_stores import drop_redis_project
 from service.bootstrap import Container
 from service.settings import load_settings
 from service.usecases import pipeline
@@ -128,15 +128,7 @@ def drop_state(state: State, backends: Backends) -> dict[str, Any]:
         _admin(backends.database_url, f"drop schema if exists {state.schema} cascade")
         dropped["schema"] = state.schema
     if state.online_store == "redis" and backends.redis_url:
-        # Feast's Redis keys end with the project name, unique to this state.
-        client = redis.Redis.from_url(backends.redis_url)
-        try:
-            keys = list(client.scan_iter(match=f"*{state.project}".encode(), count=10_000))
-            for start in range(0, len(keys), 10_000):
-                client.delete(*keys[start : start + 10_000])
-        finally:
-            client.close()
-        dropped["online_keys"] = len(keys)
+        dropped["online_keys"] = drop_redis_project(backends.redis_url, state.project)
     return dropped
 
 

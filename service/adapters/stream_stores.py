@@ -52,3 +52,21 @@ class StreamStores:
         if self.redis:
             return RedisStateStore(self.settings.redis_url, f"{self.settings.feast_project}:alerts")
         return SQLiteStateStore(self.settings.home / "alert_memory.db")
+
+
+def drop_redis_project(redis_url: str, project: str) -> int:
+    """Delete every key of a Feast project in Redis: its online rows (Feast's keys end with the
+    project's name) and the stream's stores (``nextbest:<project>:``). For a project of its own
+    that ends (a benchmark's, a simulation's); returns how many keys went."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    dropped = 0
+    try:
+        for pattern in (f"*{project}", f"nextbest:{project}:*"):
+            keys = list(client.scan_iter(match=pattern.encode(), count=10_000))
+            for start in range(0, len(keys), 10_000):
+                dropped += int(client.delete(*keys[start : start + 10_000]))  # type: ignore[arg-type]
+    finally:
+        client.close()
+    return dropped

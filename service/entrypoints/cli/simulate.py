@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 import click
@@ -53,6 +54,13 @@ TARGETING = ("random", "propensity", "oracle")
     "the stream worker (slower; the same states).",
 )
 @click.option(
+    "--redis-url",
+    default=None,
+    help="Keep the online features and the stream's state in this Redis (under a Feast project "
+    "of the simulation's own, dropped at the end) instead of SQLite files: much faster at "
+    "tens of thousands of customers.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -68,6 +76,7 @@ def simulate(
     contacts_per_day: int | None,
     retrain_every_days: int,
     history: str,
+    redis_url: str | None,
     out: Path | None,
 ) -> None:
     """Run a synthetic bank forward day by day through the stream worker, the models, the
@@ -76,6 +85,7 @@ def simulate(
     simulation), opt-outs and complaints; writes them to report.json in --out, with the lift
     report measured from the control groups beside the true lift (lift.json, lift.html)."""
     from service.adapters.lift_page import page
+    from service.adapters.stream_stores import drop_redis_project
     from service.bootstrap import Container
     from service.settings import load_settings
     from service.usecases.simulation import Plan, Simulation
@@ -85,7 +95,15 @@ def simulate(
     if folder.exists() and any(folder.iterdir()):
         raise click.UsageError(f"{folder} is not empty: a simulation starts from nothing")
     environ = {k: v for k, v in os.environ.items() if k in PASSED_ON}
-    settings = load_settings({**environ, "NEXTBEST_HOME": str(folder / "home")})
+    environ["NEXTBEST_HOME"] = str(folder / "home")
+    if redis_url:
+        project = f"simulation_{seed}_{customers}_{policy}_{secrets.token_hex(4)}"
+        environ |= {
+            "NEXTBEST_ONLINE_STORE": "redis",
+            "NEXTBEST_REDIS_URL": redis_url,
+            "NEXTBEST_FEAST_PROJECT": project,
+        }
+    settings = load_settings(environ)
     plan = Plan(
         customers,
         days,
@@ -106,6 +124,8 @@ def simulate(
         held_to_truth = coverage(simulation)
     finally:
         container.close()
+        if redis_url:
+            drop_redis_project(redis_url, settings.feast_project)
     (folder / "report.json").write_text(json.dumps(summary, indent=2))
     (folder / "lift.json").write_text(json.dumps(held_to_truth.as_dict(), indent=2))
     (folder / "lift.html").write_text(page(held_to_truth.report), encoding="utf-8")
