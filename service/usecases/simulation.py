@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from consent.rules.model import ContactKind
 from consent.rules.vocabulary import NEEDS
 from consent.stores.outcomes import OutcomeEvents
+from service.errors import AuditUnavailable, ConsentUnavailable
 from service.usecases import pipeline, retrain
 from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.feedback import RecordFeedback, record_feedback
@@ -96,6 +97,8 @@ class DayReport:
     opt_outs: int = 0
     complaints: int = 0
     decisions: int = 0
+    #: Decisions refused because the consent store or the audit log did not answer.
+    unavailable: int = 0
     seconds: float = 0.0
 
     @property
@@ -310,8 +313,13 @@ class Simulation:
                 trigger={"kind": "simulation", "policy": self.plan.policy},
                 actions=actions,
             )
-            made = self.container.decisions.decide(command, seen)
             report.decisions += 1
+            try:
+                made = self.container.decisions.decide(command, seen)
+            except (ConsentUnavailable, AuditUnavailable) as refused:  # nothing delivered
+                log.warning("decision for %s refused: %s", customer_id, refused.code)
+                report.unavailable += 1
+                continue
             for action_id in made.record.delivered:
                 action = self.container.catalog.actions[action_id]
                 if action.kind == "sales" and action.need is not None:

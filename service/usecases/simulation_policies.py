@@ -9,6 +9,7 @@ to choose from.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable
 from datetime import datetime
@@ -24,18 +25,26 @@ from training.bank.world import World
 if TYPE_CHECKING:
     from service.bootstrap import Container
 
+log = logging.getLogger(__name__)
+
 POLICIES = ("random", "propensity", "oracle")
 
 
 Chosen = tuple[str, str, frozenset[str] | None, Seen | None]
 
 
-def _seen(container: Container, customer_id: str, channel: str, at: datetime) -> Seen:
+def _seen(container: Container, customer_id: str, channel: str, at: datetime) -> Seen | None:
     """The customer as a decision would read her: her features and scores only as far as her
-    consents allow (a policy ranks on nothing the gate would not let a decision use)."""
+    consents allow (a policy ranks on nothing the gate would not let a decision use). None if
+    a store did not answer: she is ranked last, and her decision, if asked for, reads for
+    itself and fails safe as any decision does."""
     decisions = container.decisions
-    read = decisions.read_gate(customer_id, at)
-    online = container.features.read(customer_id) if may_read_features(read, channel) else None
+    try:
+        read = decisions.read_gate(customer_id, at)
+        online = container.features.read(customer_id) if may_read_features(read, channel) else None
+    except Exception as error:  # ConsentUnavailable, or the online store timing out
+        log.warning("not ranking %s: %s: %s", customer_id, type(error).__name__, error)
+        return None
     return Seen(at, read, decisions.score(online, at, may_profile(read.consents)))
 
 
@@ -68,13 +77,17 @@ def choose(
         ranked = []
         for customer_id, channel in pool:
             seen = _seen(container, customer_id, channel, at)
-            best = max(
-                (
-                    seen.scored.scores.get(a.need or "", 0.0) * a.value
-                    for a in sales
-                    if channel in a.channels
-                ),
-                default=0.0,
+            best = (
+                max(
+                    (
+                        seen.scored.scores.get(a.need or "", 0.0) * a.value
+                        for a in sales
+                        if channel in a.channels
+                    ),
+                    default=0.0,
+                )
+                if seen is not None
+                else -1.0
             )
             ranked.append((best, customer_id, channel, seen))
         ranked.sort(key=lambda r: (-r[0], r[1]))

@@ -145,7 +145,10 @@ def backfill(bank_dir: Path | None, step_days: int, seed_stream: bool) -> None:
     started = time.perf_counter()
     done: dict[str, float] = {"rows": pipeline.backfill(container, folder, step_days)}
     if seed_stream:
-        seeded = pipeline.seed_stream(container, folder)
+        try:
+            seeded = pipeline.seed_stream(container, folder)
+        except ValueError as error:  # an archive that does not end at a midnight
+            raise click.UsageError(str(error)) from None
         done |= {"seeded_customers": seeded.customers, "seeded_timers": seeded.timers}
     done["seconds"] = round(time.perf_counter() - started, 1)
     click.echo(json.dumps(done))
