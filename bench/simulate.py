@@ -34,6 +34,7 @@ import yaml
 
 from bench.common import PeakMemory, emit
 from consent.rules.documents import load_rules_yaml
+from service.adapters.lift_page import page
 from service.adapters.stream_stores import drop_redis_project
 from service.bootstrap import Container
 from service.settings import load_settings
@@ -126,6 +127,8 @@ def full_run(args: argparse.Namespace, scratch: Path, policy: Path) -> dict[str,
         total = time.perf_counter() - began
         summary = simulation.summary()
         held = coverage(simulation)
+        if args.html is not None:
+            args.html.write_text(page(held.report), encoding="utf-8")
     finally:
         close(container)
     day_seconds = [d["seconds"] for d in summary["days"]]
@@ -171,6 +174,9 @@ def main() -> None:
         default=os.environ.get("TEST_REDIS_URL", ""),
         help="Online features and stream state in this Redis (default TEST_REDIS_URL, from "
         "scripts/services env); empty: the embedded SQLite files.",
+    )
+    parser.add_argument(
+        "--html", type=Path, default=None, help="Write the run's lift page (its plots) here."
     )
     parser.add_argument("--target-seconds", type=float, default=TARGET_SECONDS)
     parser.add_argument("--smoke", action="store_true", help="Tiny, to check it works.")
