@@ -94,4 +94,11 @@ def test_no_marketing_action_is_delivered_without_valid_consent(processes, steps
                     assert profiling, f"{action_id} delivered without profiling consent"
         if marketing and profiling and channel == "mobile_app":
             sales = [a for a in made.record.delivered if service.catalog.actions[a].kind == "sales"]
-            assert sales, "valid consent and nothing in the way, yet no sales action delivered"
+            control = made.record.control
+            if control is not None and control.group == "control":
+                # The universal control group (ids are random: 2% of customers) gets no sales
+                # action whatever her consents: the lift is measured against her.
+                event("the customer is in the universal control group")
+                assert not sales, f"{sales} delivered to the universal control group"
+            else:
+                assert sales, "valid consent and nothing in the way, yet no sales action delivered"
