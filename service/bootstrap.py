@@ -375,7 +375,7 @@ class Container:
             states=self.state_store(),
             online=self.features.online,
             offline=OfflineBuffer(self.store_location),
-            lateness_us=int(self.settings.allowed_lateness_hours * 3600 * 1_000_000),
+            lateness_us=self.settings.allowed_lateness_us,
             metrics=stream_metrics(),
             consents=self.registry,
             erasures=self.erasures,

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
         return url
 
     @property
+    def allowed_lateness_us(self) -> int:
+        return int(self.allowed_lateness_hours * 3600 * 1_000_000)
+
+    @property
     def time_bounds(self) -> TimeBounds:
         return TimeBounds(
             ahead=timedelta(seconds=self.max_clock_skew_seconds),

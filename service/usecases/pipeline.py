@@ -168,14 +168,10 @@ def backfill(container: Container, bank_dir: Path, step_days: int = 1) -> int:
     # stamped a day off the grid is not visible at the snapshot, and the join would take the
     # row a whole step older: every feature stale by days, and the models the worse for it.
     times = trainset.snapshot_times(spec.start + timedelta(days=step_days), spec.end, step_days)
-    # One day's events at a time: memory follows the feature buckets, not the archive.
-    erased = container.erasures.current()
-    days = (
-        _without_erased_events(pq.read_table(path), erased)
-        for path in sorted((bank_dir / "events").glob("*.parquet"))
-    )
     folder = container.store_location.offline_dir / ACTIVITY_VIEW
-    return write_history(days, times, folder, customers["customer_id"].tolist())
+    return write_history(
+        _archived_events(container, bank_dir), times, folder, customers["customer_id"].tolist()
+    )
 
 
 def seed_stream(container: Container, bank_dir: Path) -> Seeded:
@@ -183,13 +179,9 @@ def seed_stream(container: Container, bank_dir: Path) -> Seeded:
     if it had gone through the stream (run ``backfill`` for its offline history); the stream
     worker carries on from there. Erased customers are left out."""
     spec = BankSpec.from_dict(json.loads((bank_dir / "bank.json").read_text())["spec"])
-    erased = container.erasures.current()
-    days = (
-        _without_erased_events(pq.read_table(path), erased)
-        for path in sorted((bank_dir / "events").glob("*.parquet"))
+    states = window_states(
+        _archived_events(container, bank_dir), spec.end, container.settings.allowed_lateness_us
     )
-    lateness_us = int(container.settings.allowed_lateness_hours * 3600 * 1_000_000)
-    states = window_states(days, spec.end, lateness_us)
     producer = container.producer()
     topic = container.settings.topic(EVENTS_TOPIC)
     try:
@@ -202,6 +194,14 @@ def seed_stream(container: Container, bank_dir: Path) -> Seeded:
         )
     finally:
         producer.close()
+
+
+def _archived_events(container: Container, bank_dir: Path) -> Iterator[pa.Table]:
+    """A written bank's events, one file at a time (memory follows the feature buckets, not the
+    archive), erased customers left out."""
+    erased = container.erasures.current()
+    for path in sorted((bank_dir / "events").glob("*.parquet")):
+        yield _without_erased_events(pq.read_table(path), erased)
 
 
 def _without_erased_events(events: pa.Table, erased: Erased) -> pa.Table:
