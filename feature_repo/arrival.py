@@ -18,8 +18,8 @@ from datetime import datetime
 import numpy as np
 
 from feature_repo.activity import MAX_DAYS
-from feature_repo.aggregates import contributions
-from feature_repo.buckets import DAY_US, WindowState, combine_buckets
+from feature_repo.aggregates import IS_MAX, N_MEASURES, contributions
+from feature_repo.buckets import DAY_US, WindowState, combine_keys
 from feature_repo.events import Event
 
 #: Default allowed lateness (and how long event ids are remembered for de-duplication).
@@ -115,22 +115,53 @@ def _merge(
     new_values: np.ndarray,
     lateness_us: int,
 ) -> None:
-    """Merge new contributions into the customers' buckets, all customers at once."""
+    """Merge new contributions into the customers' buckets, all customers at once.
+
+    A state's buckets are kept sorted by day, then measure, so a day's few new contributions
+    are placed by binary search into the months of buckets already there rather than sorting
+    them all again. The sums are taken in the same order as ``combine_buckets`` takes them
+    (each bucket's old value first, then its new contributions in arrival order), so the result
+    is the same to the last bit."""
     old = [states[c] for c in customers]
     counts = np.fromiter((len(s.days) for s in old), np.int64, len(old))
-    rows = np.concatenate([np.repeat(np.arange(len(old)), counts), new_rows])
-    days = np.concatenate([*(s.days for s in old), new_days]).astype(np.int64)
-    measures = np.concatenate([*(s.measures for s in old), new_measures]).astype(np.int64)
-    values = np.concatenate([*(s.values for s in old), new_values])
+    rows = np.repeat(np.arange(len(old), dtype=np.int64), counts)
+    days = np.concatenate([np.zeros(0, np.int32), *(s.days for s in old)]).astype(np.int64)
+    measures = np.concatenate([np.zeros(0, np.int8), *(s.measures for s in old)]).astype(np.int64)
+    values = np.concatenate([np.zeros(0), *(s.values for s in old)])
+    both = np.concatenate([days, new_days])
+    base = int(both.min()) if len(both) else 0
+    span = int(both.max()) - base + 1 if len(both) else 1
+    keys = (rows * span + (days - base)) * N_MEASURES + measures
+    new_keys = (new_rows * span + (new_days - base)) * N_MEASURES + new_measures
+    if len(keys) > 1 and not bool((keys[1:] > keys[:-1]).all()):
+        # Not in the order this function keeps (a state written some other way): sort it all.
+        keys, values = combine_keys(
+            np.concatenate([keys, new_keys]), np.concatenate([values, new_values])
+        )
+    else:
+        fresh = np.unique(new_keys)
+        at = np.searchsorted(keys, fresh)
+        missing = np.ones(len(fresh), bool)
+        if len(keys):
+            missing = (at == len(keys)) | (keys[np.minimum(at, len(keys) - 1)] != fresh)
+        added = fresh[missing]
+        # A new bucket starts where ``combine_buckets`` starts it: 0 for sums, -inf for maxima.
+        keys = np.insert(keys, at[missing], added)
+        values = np.insert(values, at[missing], np.where(IS_MAX[added % N_MEASURES], -np.inf, 0.0))
+        into = np.searchsorted(keys, new_keys)
+        is_max = IS_MAX[new_measures]
+        np.add.at(values, into[~is_max], new_values[~is_max])
+        np.maximum.at(values, into[is_max], new_values[is_max])
+    rest = keys // N_MEASURES
+    u_row, u_day, u_measure = rest // span, rest % span + base, keys % N_MEASURES
     today = np.fromiter((s.row_time_us // DAY_US for s in old), np.int64, len(old))  # type: ignore[operator]
-    keep = days > today[rows] - MAX_DAYS
-    rows, days, measures, values = rows[keep], days[keep], measures[keep], values[keep]
-    u_row, u_day, u_measure, merged = combine_buckets(rows, days, measures, values)
+    keep = u_day > today[u_row] - MAX_DAYS
+    u_row, u_day, u_measure, values = u_row[keep], u_day[keep], u_measure[keep], values[keep]
     u_day, u_measure = u_day.astype(np.int32), u_measure.astype(np.int8)
     bounds = np.searchsorted(u_row, np.arange(len(old) + 1)).tolist()
     for row, state in enumerate(old):
         lo, hi = bounds[row], bounds[row + 1]
-        state.days, state.measures, state.values = u_day[lo:hi], u_measure[lo:hi], merged[lo:hi]
+        state.days, state.measures, state.values = u_day[lo:hi], u_measure[lo:hi], values[lo:hi]
         # Ids arrive roughly in time order, so the first one is (about) the oldest: prune only
         # when it has fallen behind the lateness horizon.
         horizon = state.as_of_us - lateness_us  # type: ignore[operator]

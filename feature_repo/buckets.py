@@ -127,12 +127,19 @@ def combine_buckets(
     base = int(days.min()) if len(days) else 0
     span = int(days.max()) - base + 1 if len(days) else 1
     key = (rows.astype(np.int64) * span + (days - base)) * N_MEASURES + measures
-    unique, inverse = np.unique(key, return_inverse=True)
+    unique, merged = combine_keys(key, values)
+    rest = unique // N_MEASURES
+    return rest // span, rest % span + base, unique % N_MEASURES, merged
+
+
+def combine_keys(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One value per bucket key (``key % N_MEASURES`` is its measure), the keys sorted: the
+    values summed in the order given, from 0, or their maximum for "max" measures."""
+    unique, inverse = np.unique(keys, return_inverse=True)
     merged = np.bincount(inverse, weights=values, minlength=len(unique))
-    is_max = IS_MAX[measures]
+    is_max = IS_MAX[keys % N_MEASURES]
     if is_max.any():
         maxima = np.full(len(unique), -np.inf)
         np.maximum.at(maxima, inverse[is_max], values[is_max])
         merged = np.where(IS_MAX[unique % N_MEASURES], maxima, merged)
-    rest = unique // N_MEASURES
-    return rest // span, rest % span + base, unique % N_MEASURES, merged
+    return unique, merged

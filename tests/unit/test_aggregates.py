@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from feature_repo.activity import FEATURE_NAMES, NOT_SEEN_DAYS
-from feature_repo.arrival import apply_events
-from feature_repo.buckets import DAY_US, WindowState
+from feature_repo.activity import FEATURE_NAMES, MAX_DAYS, NOT_SEEN_DAYS
+from feature_repo.aggregates import contributions
+from feature_repo.arrival import apply_events, epoch_micros
+from feature_repo.buckets import DAY_US, WindowState, combine_buckets
 from feature_repo.events import parse_event
 from feature_repo.reference import reference_features
 from feature_repo.windows import compute_features
@@ -188,3 +191,56 @@ def test_batched_shuffled_duplicated_stream_equals_the_reference() -> None:
         as_of, values = expected[customer]
         assert states[customer].as_of_us == round(as_of.timestamp() * 1e6)
         assert np.allclose(matrix[row], [values[n] for n in FEATURE_NAMES], rtol=1e-12, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["C1", "C2", "C3"]),
+            st.integers(0, 120 * 24),  # hours before the end
+            st.decimals("0.01", "99999.99", places=2),
+            st.booleans(),
+            st.sampled_from(["transaction", "login", "page_view"]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(1, 7),
+)
+def test_folding_in_batches_gives_the_buckets_of_one_sum_to_the_last_bit(draws, batch) -> None:
+    """New contributions merged into months of buckets give exactly what summing every
+    contribution at once gives (each bucket's in arrival order), maxima included."""
+    end = NOW + timedelta(days=120)
+    events = []
+    for customer, hours, amount, credit, kind in draws:
+        at = end - timedelta(hours=hours)
+        if kind == "transaction":
+            direction = "credit" if credit else "debit"
+            events.append(txn(at, str(amount), direction, customer=customer))
+        elif kind == "login":
+            events.append(event("login", at, customer))
+        else:
+            events.append(event("page_view", at, customer, page="mortgage_calculator"))
+    events.sort(key=lambda e: e.occurred_at)  # in order: nothing is late
+    states: dict[str, WindowState] = {}
+    for start in range(0, len(events), batch):
+        apply_events(states, events[start : start + batch])
+        states = {c: WindowState.from_bytes(s.to_bytes()) for c, s in states.items()}
+    for customer, state in states.items():
+        mine = [e for e in events if e.customer_id == customer]
+        assert state.row_time_us is not None
+        today = state.row_time_us // DAY_US
+        parts = [
+            (epoch_micros(e.occurred_at) // DAY_US, m, v) for e in mine for m, v in contributions(e)
+        ]
+        days = np.array([d for d, _, _ in parts], np.int64)
+        measures = np.array([m for _, m, _ in parts], np.int64)
+        values = np.array([v for _, _, v in parts])
+        _, day, measure, value = combine_buckets(
+            np.zeros(len(parts), np.int64), days, measures, values
+        )
+        inside = day > today - MAX_DAYS
+        assert state.days.tolist() == day[inside].tolist()
+        assert state.measures.tolist() == measure[inside].tolist()
+        assert state.values.tobytes() == value[inside].tobytes()
