@@ -7,13 +7,15 @@ caps, cool-offs and "already declined". Nothing is updated in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, delete, insert, or_, select
 
 from consent.rules.model import ContactKind, ContactRecord
+from consent.stores.customers import UPSERT_BATCH
 from consent.stores.tables import contact_history
 
 
@@ -64,17 +66,40 @@ class ContactHistory:
         )
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        return tuple(
-            ContactRecord(
-                occurred_at=row.occurred_at,
-                channel=row.channel,
-                kind=row.kind,
-                action_id=row.action_id,
-                need=row.need,
-                household=row.customer_id != customer_id,
-            )
-            for row in rows
-        )
+        return tuple(_record(row, customer_id) for row in rows)
+
+    def recent_many(
+        self, households: Mapping[str, str | None], now: datetime, days: int
+    ) -> dict[str, tuple[ContactRecord, ...]]:
+        """``recent`` of each customer of ``households`` (customer id to household id), in a
+        query per ``UPSERT_BATCH`` of them."""
+        ids = sorted(households)
+        found: dict[str, list[ContactRecord]] = {c: [] for c in ids}
+        members: dict[str, list[str]] = {}
+        for customer_id in ids:
+            if (household := households[customer_id]) is not None:
+                members.setdefault(household, []).append(customer_id)
+        since = now - timedelta(days=days)
+        with self.engine.connect() as connection:
+            for start in range(0, len(ids), UPSERT_BATCH):
+                batch = ids[start : start + UPSERT_BATCH]
+                theirs = sorted({h for c in batch if (h := households[c]) is not None})
+                who: ColumnElement[bool] = contact_history.c.customer_id.in_(batch)
+                if theirs:
+                    who = or_(who, contact_history.c.household_id.in_(theirs))
+                query = (
+                    select(contact_history)
+                    .where(who, contact_history.c.occurred_at >= since)
+                    .order_by(contact_history.c.occurred_at, contact_history.c.id)
+                )
+                mine = set(batch)
+                for row in connection.execute(query):
+                    # Each customer of the batch it concerns once: as hers, or her household's.
+                    concerned = {row.customer_id} & mine
+                    concerned.update(c for c in members.get(row.household_id, ()) if c in mine)
+                    for customer_id in concerned:
+                        found[customer_id].append(_record(row, customer_id))
+        return {c: tuple(records) for c, records in found.items()}
 
     @staticmethod
     def erase(connection: Connection, customer_id: str) -> int:
@@ -82,3 +107,15 @@ class ContactHistory:
             delete(contact_history).where(contact_history.c.customer_id == customer_id)
         )
         return result.rowcount
+
+
+def _record(row: Any, customer_id: str) -> ContactRecord:
+    """A row of the history as ``customer_id``'s gate reads it."""
+    return ContactRecord(
+        occurred_at=row.occurred_at,
+        channel=row.channel,
+        kind=row.kind,
+        action_id=row.action_id,
+        need=row.need,
+        household=row.customer_id != customer_id,
+    )

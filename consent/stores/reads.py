@@ -20,6 +20,7 @@ import asyncio
 import json
 import weakref
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -116,6 +117,18 @@ class GateReads:
         known = self.directory.get(customer_id)
         household = known.household_id if known else None
         return GateRead(consents, known, self.contacts.recent(customer_id, household, now, days))
+
+    def read_many(
+        self, customer_ids: Iterable[str], now: datetime, days: int
+    ) -> dict[str, GateRead]:
+        """``read`` of each of ``customer_ids``, in a few queries for all of them (batch work:
+        ranking a day's opportunities)."""
+        ids = sorted(set(customer_ids))
+        consents = self.registry.current_many(ids)
+        known = self.directory.get_many(ids)
+        households = {c: k.household_id if (k := known.get(c)) else None for c in ids}
+        contacts = self.contacts.recent_many(households, now, days)
+        return {c: GateRead(consents[c], known.get(c), contacts[c]) for c in ids}
 
     def close(self) -> None:
         pass

@@ -16,6 +16,7 @@ from sqlalchemy import Column, Connection, Engine, Table, delete, func, insert, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from consent.rules.model import ConsentGiven
+from consent.stores.customers import UPSERT_BATCH
 from consent.stores.tables import consent_history
 
 #: ``recorded_by`` of entries recorded from the event stream and from the bank's extract
@@ -111,6 +112,38 @@ class ConsentRegistry:
         with self.engine.connect() as connection:
             records = [_as_record(row) for row in connection.execute(query)]
         return {(r.purpose, r.channel): r for r in records}
+
+    def current_many(
+        self, customer_ids: Iterable[str]
+    ) -> dict[str, dict[tuple[str, str], ConsentGiven]]:
+        """``current`` of each of ``customer_ids``, in a query per ``UPSERT_BATCH`` of them
+        (every customer is in the result, with no choice as an empty mapping)."""
+        ids = sorted(set(customer_ids))
+        found: dict[str, dict[tuple[str, str], ConsentGiven]] = {c: {} for c in ids}
+        with self.engine.connect() as connection:
+            for start in range(0, len(ids), UPSERT_BATCH):
+                ranked = (
+                    select(
+                        *_COLUMNS,
+                        func.row_number()
+                        .over(
+                            partition_by=(
+                                consent_history.c.customer_id,
+                                consent_history.c.purpose,
+                                consent_history.c.channel,
+                            ),
+                            order_by=_LATEST_FIRST,
+                        )
+                        .label("rank"),
+                    )
+                    .where(consent_history.c.customer_id.in_(ids[start : start + UPSERT_BATCH]))
+                    .subquery()
+                )
+                query = select(*(ranked.c[c.name] for c in _COLUMNS)).where(ranked.c.rank == 1)
+                for row in connection.execute(query):
+                    record = _as_record(row)
+                    found[record.customer_id][(record.purpose, record.channel)] = record
+        return found
 
     def granted_at(
         self, purpose: str, channel: str, at: datetime, among: Sequence[str] | None = None

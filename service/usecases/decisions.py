@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from consent.rules.catalog import Catalog
@@ -108,6 +108,14 @@ class DecisionService:
         cannot be read (any failure to read consent means no delivery)."""
         try:
             return self.reads.read(customer_id, now, self.policy.max_contact_lookback_days)
+        except Exception as error:
+            raise self._consent_unavailable(error) from error
+
+    def read_gates(self, customer_ids: Iterable[str], now: datetime) -> dict[str, GateRead]:
+        """``read_gate`` of each of ``customer_ids``, in a few queries (batch work):
+        ``ConsentUnavailable`` if any cannot be read."""
+        try:
+            return self.reads.read_many(customer_ids, now, self.policy.max_contact_lookback_days)
         except Exception as error:
             raise self._consent_unavailable(error) from error
 

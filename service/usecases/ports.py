@@ -9,7 +9,7 @@ whether a method exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +30,10 @@ class ConsentReads(Protocol):
     def asynchronous(self) -> bool: ...
 
     def read(self, customer_id: str, now: datetime, days: int) -> GateRead: ...
+
+    def read_many(
+        self, customer_ids: Iterable[str], now: datetime, days: int
+    ) -> dict[str, GateRead]: ...
 
     async def read_async(self, customer_id: str, now: datetime, days: int) -> GateRead: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -151,3 +152,55 @@ def test_the_event_loops_dead_connection_is_replaced_not_reported(stores) -> Non
     first, second, old_pid, new_pid = asyncio.run(read_twice())
     assert first == second and second.consents[("profiling", "any")].granted
     assert new_pid != old_pid
+
+
+def test_reads_in_bulk_are_each_customers_own_read(operational_engine) -> None:
+    """Ranking a day's opportunities reads the gate's inputs of thousands of customers in a
+    few queries: each customer's must be exactly her own read (latest choice per purpose and
+    channel, ties by write order; her household's contacts, in order, inside the lookback)."""
+    registry, directory, contacts = (
+        ConsentRegistry(operational_engine),
+        CustomerDirectory(operational_engine),
+        ContactHistory(operational_engine),
+    )
+    rng = random.Random(11)
+    people = [f"C{i}" for i in range(60)]
+    households = {c: rng.choice([None, "H1", "H2", "H3", "H4"]) for c in people}
+    directory.upsert(
+        [
+            KnownCustomer(c, h, f"RM{rng.randrange(3)}", CustomerFacts())
+            for c, h in households.items()
+        ]
+    )
+    pairs: list[tuple[Purpose, ConsentChannel]] = [
+        ("marketing", "rm"),
+        ("marketing", "email"),
+        ("profiling", "any"),
+    ]
+    registry.record(
+        [
+            consent(
+                *rng.choice(pairs), rng.random() < 0.6, NOW - timedelta(days=rng.randrange(5)), c
+            )
+            for c in rng.choices([*people, "unknown"], k=400)
+        ]
+    )
+    contacts.record(
+        [
+            contact(
+                c,
+                households.get(c, "H1"),
+                rng.uniform(0, 45),
+                rng.choice(["impression", "decline"]),
+            )
+            for c in rng.choices([*people, "C99"], k=500)
+        ]
+    )
+    plain = GateReads(registry, directory, contacts)
+    asked = [*people, "unknown", "nobody"]
+    bulk = plain.read_many(asked, NOW, 30)
+    assert sorted(bulk) == sorted(asked)
+    assert {c: plain.read(c, NOW, 30) for c in asked} == bulk
+    assert sum(len(r.contacts) for r in bulk.values()) > 100
+    assert any(c.household for r in bulk.values() for c in r.contacts)
+    assert plain.read_many([], NOW, 30) == {}

@@ -163,6 +163,8 @@ def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None
                 assert mine is None
             else:  # the SDK reports whole seconds
                 assert mine is not None and abs((mine - moment).total_seconds()) < 1
+    # Batch work (ranking a day's opportunities) reads many in one round trip: the same reads.
+    assert features.read_many(customers) == [features.read(c) for c in customers]
     if features.asynchronous:  # Redis: the API's read on its event loop is the same read
 
         async def read_async(customers: list[str]) -> list[OnlineFeatures]:
