@@ -138,26 +138,33 @@ def _merge(
         keys, values = combine_keys(
             np.concatenate([keys, new_keys]), np.concatenate([values, new_values])
         )
+        rest = keys // N_MEASURES
+        rows, days, measures = rest // span, rest % span + base, keys % N_MEASURES
     else:
         fresh = np.unique(new_keys)
         at = np.searchsorted(keys, fresh)
         missing = np.ones(len(fresh), bool)
         if len(keys):
             missing = (at == len(keys)) | (keys[np.minimum(at, len(keys) - 1)] != fresh)
-        added = fresh[missing]
+        added, where = fresh[missing], at[missing]
+        # The few new buckets are inserted into each column; only they are decoded from keys.
+        rest = added // N_MEASURES
+        rows = np.insert(rows, where, rest // span)
+        days = np.insert(days, where, rest % span + base)
+        measures = np.insert(measures, where, added % N_MEASURES)
         # A new bucket starts where ``combine_buckets`` starts it: 0 for sums, -inf for maxima.
-        keys = np.insert(keys, at[missing], added)
-        values = np.insert(values, at[missing], np.where(IS_MAX[added % N_MEASURES], -np.inf, 0.0))
+        values = np.insert(values, where, np.where(IS_MAX[added % N_MEASURES], -np.inf, 0.0))
+        keys = np.insert(keys, where, added)
         into = np.searchsorted(keys, new_keys)
         is_max = IS_MAX[new_measures]
         np.add.at(values, into[~is_max], new_values[~is_max])
         np.maximum.at(values, into[is_max], new_values[is_max])
-    rest = keys // N_MEASURES
-    u_row, u_day, u_measure = rest // span, rest % span + base, keys % N_MEASURES
     today = np.fromiter((s.row_time_us // DAY_US for s in old), np.int64, len(old))  # type: ignore[operator]
-    keep = u_day > today[u_row] - MAX_DAYS
-    u_row, u_day, u_measure, values = u_row[keep], u_day[keep], u_measure[keep], values[keep]
-    u_day, u_measure = u_day.astype(np.int32), u_measure.astype(np.int8)
+    expired = days <= today[rows] - MAX_DAYS
+    if expired.any():
+        keep = ~expired
+        rows, days, measures, values = rows[keep], days[keep], measures[keep], values[keep]
+    u_row, u_day, u_measure = rows, days.astype(np.int32), measures.astype(np.int8)
     bounds = np.searchsorted(u_row, np.arange(len(old) + 1)).tolist()
     for row, state in enumerate(old):
         lo, hi = bounds[row], bounds[row + 1]

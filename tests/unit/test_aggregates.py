@@ -244,3 +244,23 @@ def test_folding_in_batches_gives_the_buckets_of_one_sum_to_the_last_bit(draws, 
         assert state.days.tolist() == day[inside].tolist()
         assert state.measures.tolist() == measure[inside].tolist()
         assert state.values.tobytes() == value[inside].tobytes()
+
+
+def test_a_state_whose_buckets_are_out_of_order_is_merged_all_the_same() -> None:
+    """Buckets this code did not write (out of order) are sorted with the new ones, not lost."""
+    day = epoch_micros(NOW) // DAY_US
+    logins = contributions(event("login", NOW))[0][0]
+    pages = contributions(event("page_view", NOW, page="home"))[0][0]
+    state = WindowState(
+        as_of_us=epoch_micros(NOW),
+        days=np.array([day, day - 1], np.int32),  # newest first: not this module's order
+        measures=np.array([logins, logins], np.int8),
+        values=np.array([2.0, 1.0]),
+    )
+    states = {"C1": state}
+    apply_events(states, [event("login", NOW), event("page_view", NOW, page="home")])
+    merged = states["C1"]
+    assert merged.days.tolist() == [day - 1, day, day]
+    today = {logins: 3.0, pages: 1.0}  # two stored logins and one new; one new page view
+    assert merged.measures.tolist() == [logins, *sorted(today)]
+    assert merged.values.tolist() == [1.0, *(today[m] for m in sorted(today))]
