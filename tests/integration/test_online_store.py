@@ -122,6 +122,10 @@ def test_the_fast_writer_stores_exactly_what_feasts_own_write_stores(features) -
     rng = np.random.default_rng(3)
     matrix = rng.random((4, len(FEATURE_NAMES))) * 10_000
     matrix[0, :5] = [0.0, -1.5, 1e-9, 123456789.25, 91.0]
+    # Nulls (stored as the empty message) and infinities, in one row and scattered.
+    matrix[1, :] = np.nan
+    matrix[2, [0, 7, len(FEATURE_NAMES) - 1]] = np.nan
+    matrix[3, [1, 2]] = [np.inf, -np.inf]
     as_of = np.array([1795931509123456, 1795931509000000, 1, 1795931510500000])
     customers = ["A", "B", "C", "D"]
     SdkOnlineWriter(features.store).write(customers, as_of, matrix)
@@ -134,6 +138,17 @@ def test_the_fast_writer_stores_exactly_what_feasts_own_write_stores(features) -
     assert {k: read.values[k] for k in FEATURE_NAMES} == dict(
         zip(FEATURE_NAMES, matrix[0].tolist(), strict=True)
     )
+    # The scores kept ready, the other view the writer writes.
+    from feature_repo.scores import SCORE_FIELDS
+
+    scores = rng.random((4, len(SCORE_FIELDS)))
+    scores[2, 0] = np.nan
+    _clear(features)
+    SdkOnlineWriter(features.store).write_scores(customers, as_of, scores)
+    expected = _snapshot(features)
+    _clear(features)
+    features.online.write_scores(customers, as_of, scores)
+    assert _snapshot(features) == expected
 
 
 def test_the_direct_read_equals_feasts_own_read(features: FeastFeatures) -> None:

@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+import redis
 
 # Feast's private helpers are the reference here: the layout computes the same with public APIs.
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
@@ -26,6 +27,8 @@ from service.adapters.features.layout import (
     decode_values,
     encode_rows,
     encode_time,
+    hset_commands,
+    resp_bulk,
 )
 
 EDGES = [0.0, -0.0, 1e-300, -1e308, math.inf, -math.inf, 123456789.25, 91.0, 5e-324]
@@ -117,3 +120,29 @@ def test_a_row_decoded_at_once_reads_as_each_value_decoded_alone(raws: list[byte
             and expected is not None
             and struct.pack("<d", got) == struct.pack("<d", expected)
         )
+
+
+@given(
+    st.lists(
+        st.lists(FINITE_OR_INFINITE | st.just(math.nan), min_size=4, max_size=4),
+        min_size=1,
+        max_size=12,
+    ),
+    st.lists(st.binary(min_size=1, max_size=40), min_size=4, max_size=4),
+)
+@example([[math.nan] * 4, [1.0, math.nan, -0.0, math.inf]], [b"a", b"bb", b"\r\n", b"x" * 33])
+def test_packed_commands_are_the_bytes_redis_py_packs(
+    rows: list[list[float]], fields: list[bytes]
+) -> None:
+    """The stream's Redis writer packs its ``HSET`` commands itself: byte for byte what
+    redis-py packs for the same ``hset`` of the rows ``encode_rows`` encodes."""
+    matrix = np.array(rows, dtype=np.float64)
+    keys = [b"key-%d" % i for i in range(len(rows))]
+    times = [encode_time(1_795_931_509_123_456 + i) for i in range(len(rows))]
+    tails = [resp_bulk(b"_ts:view") + resp_bulk(t) for t in times]
+    packed = hset_commands(keys, fields, matrix, tails)
+    connection = redis.Connection()
+    for key, values, time, mine in zip(keys, encode_rows(matrix), times, packed, strict=True):
+        pairs = [x for pair in zip(fields, values, strict=True) for x in pair]
+        expected = b"".join(connection.pack_command("HSET", key, *pairs, b"_ts:view", time))
+        assert mine == expected

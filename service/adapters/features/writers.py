@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import redis
 from feast import FeatureStore
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -18,7 +19,13 @@ from feature_repo.activity import ACTIVITY_FIELDS
 from feature_repo.definitions import ACTIVITY_VIEW
 from feature_repo.scores import SCORE_FIELDS, SCORES_VIEW
 from feature_repo.windows import as_activity_rows
-from service.adapters.features.layout import FeastLayout, encode_rows, encode_time
+from service.adapters.features.layout import (
+    FeastLayout,
+    encode_rows,
+    encode_time,
+    hset_commands,
+    resp_bulk,
+)
 
 
 class OnlineWriter(Protocol):
@@ -109,6 +116,11 @@ class RedisOnlineWriter(_DirectWriter):
         if not customers:
             return
         fields, time_field = self._fields[view]
+        if isinstance(self._client, redis.Redis):  # a single server: the commands packed here
+            tails = [resp_bulk(time_field) + resp_bulk(encode_time(at)) for at in as_of_us.tolist()]
+            keys = [self._layout.redis_key(c) for c in customers]
+            self._send(hset_commands(keys, fields, matrix, tails))
+            return
         rows = encode_rows(matrix)
         with self._client.pipeline(transaction=False) as pipe:
             for customer, at, values in zip(customers, as_of_us.tolist(), rows, strict=True):
@@ -116,6 +128,27 @@ class RedisOnlineWriter(_DirectWriter):
                 mapping[time_field] = encode_time(at)
                 pipe.hset(self._layout.redis_key(customer), mapping=mapping)
             pipe.execute()
+
+    def _send(self, commands: list[bytes]) -> None:
+        """``commands`` written as one buffer and every reply read after it, as redis-py's
+        pipeline does with the commands it packs; the first error reply is raised."""
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([b"".join(commands)])
+            failed = None
+            for _ in commands:
+                try:
+                    connection.read_response()
+                except redis.ResponseError as error:  # the others' replies still to read
+                    failed = failed or error
+            if failed is not None:
+                raise failed
+        except BaseException:
+            connection.disconnect()  # replies may be left unread: not reusable
+            raise
+        finally:
+            pool.release(connection)
 
     def drop_scores(self, customers: list[str]) -> None:
         fields, time_field = self._fields[SCORES_VIEW]
