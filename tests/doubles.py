@@ -86,8 +86,9 @@ class EveryoneEngaged(SyncFeatures):
 
 
 class RowByRow:
-    """A double's batch scoring (``Scorer.probabilities``, ``contributions_of``) one row at a
-    time, through its own ``probability`` and ``contributions``."""
+    """A double's batch scoring (``Scorer.probabilities``, ``probability_each``,
+    ``contributions_of``) one row at a time, through its own ``probability`` and
+    ``contributions``."""
 
     features: tuple[str, ...]
 
@@ -102,6 +103,9 @@ class RowByRow:
 
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         return np.array([self.probability(row) for row in rows], np.float64)
+
+    def probability_each(self, rows: np.ndarray) -> list[float]:
+        return [self.probability(row) for row in rows]
 
     def contributions_of(self, rows: np.ndarray) -> np.ndarray:
         out = np.zeros((len(rows), len(self.features)))

@@ -61,6 +61,12 @@ class NeedModel:
         """The calibrated probability for one row (see ``row``)."""
         return self.calibration.apply_one(float(self._raw(row)[0]))
 
+    def probability_each(self, rows: np.ndarray) -> list[float]:
+        """``probability`` of each of ``rows``: the margins predicted at once (the same
+        margins as row by row), calibrated one by one as ``probability`` calibrates."""
+        margins = np.asarray(self.booster.predict(rows, raw_score=True), np.float64)
+        return [self.calibration.apply_one(m) for m in margins.tolist()]
+
     def contributions(self, row: np.ndarray) -> list[tuple[str, float]]:
         """Each feature's contribution to the margin (LightGBM's SHAP values), largest first."""
         contributions = self._contrib(row)

@@ -3,17 +3,15 @@ decision delivers, the features that pushed the score up the most (its reasons).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from service.adapters.features.online_features import OnlineFeatures
 from service.usecases.decision_messages import Reason, Reasons, Scored
 from service.usecases.ports import Scorer
 from service.usecases.score_keeping import kept_scores
-
-if TYPE_CHECKING:
-    import numpy as np
 
 #: How many of a score's strongest positive contributions are reported as its reasons.
 TOP_REASONS = 3
@@ -23,9 +21,7 @@ def score_features(
     models: Mapping[str, Scorer], online: OnlineFeatures | None, now: datetime, profiled: bool
 ) -> Scored:
     """What ``models`` make of ``online`` as of ``now``; they run only if ``profiled``."""
-    # Stale features are served as missing; the gate withholds what depends on them.
-    raw = online.values if online is not None and online.known else {}
-    values, stale = online.fresh(now) if online is not None and raw else ({}, frozenset())
+    values, stale = _served(online, now)
     scores: dict[str, float] = {}
     rows: dict[tuple[str, ...], np.ndarray] = {}  # models on the same features share a row
     if profiled and values:
@@ -38,6 +34,44 @@ def score_features(
                 row = rows[model.features] = model.row(values)
             scores[need] = model.probability(row)
     return Scored(online, profiled, values, stale, models, scores, rows)
+
+
+def score_many(
+    models: Mapping[str, Scorer],
+    onlines: Sequence[OnlineFeatures | None],
+    now: datetime,
+    profiled: Sequence[bool],
+) -> list[Scored]:
+    """``score_features`` of each of ``onlines`` (with its ``profiled``), each model run once
+    over all the rows it scores (batch work: ranking a day's opportunities): the same scores."""
+    out: list[Scored] = []
+    waiting: list[Scored] = []
+    for online, allowed in zip(onlines, profiled, strict=True):
+        values, stale = _served(online, now)
+        kept = kept_scores(models, online, stale) if allowed and values else None  # type: ignore[arg-type]
+        scores = dict(kept.scores) if kept is not None else {}
+        rows: dict[tuple[str, ...], np.ndarray] = {}
+        if allowed and values and kept is None:
+            for model in models.values():
+                if model.features not in rows:
+                    rows[model.features] = model.row(values)
+        out.append(Scored(online, allowed, values, stale, models, scores, rows, kept))
+        if rows:
+            waiting.append(out[-1])
+    for need, model in models.items() if waiting else ():
+        matrix = np.stack([w.rows[model.features] for w in waiting])
+        for scored, probability in zip(waiting, model.probability_each(matrix), strict=True):
+            scored.scores[need] = probability
+    return out
+
+
+def _served(
+    online: OnlineFeatures | None, now: datetime
+) -> tuple[dict[str, float | None], frozenset[str]]:
+    """The values a decision scores: stale features served as missing (the gate withholds
+    what depends on them), and the stale features' names."""
+    raw = online.values if online is not None and online.known else {}
+    return online.fresh(now) if online is not None and raw else ({}, frozenset())
 
 
 def reasons(needs: Iterable[str | None], scored: Scored) -> Reasons:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from consent.rules.catalog import Catalog
@@ -36,7 +36,7 @@ from service.usecases.decision_messages import (
     Scored,
     Seen,
 )
-from service.usecases.decision_scores import score_features
+from service.usecases.decision_scores import score_features, score_many
 from service.usecases.ports import (
     ConsentReads,
     DecisionLog,
@@ -129,6 +129,13 @@ class DecisionService:
         """What the models served now make of ``online`` as of ``now``; they run only if
         ``profiled``."""
         return score_features(self.models.snapshot(), online, now, profiled)
+
+    def score_many(
+        self, onlines: Sequence[OnlineFeatures | None], now: datetime, profiled: Sequence[bool]
+    ) -> list[Scored]:
+        """``score`` of each of ``onlines`` (with its ``profiled``), by one set of models, each
+        run once over all of them (batch work)."""
+        return score_many(self.models.snapshot(), onlines, now, profiled)
 
     async def decide_async(self, command: DecideForCustomer) -> DecisionMade:
         """``decide`` on the running event loop (see ``asynchronous``): the same reads, rules

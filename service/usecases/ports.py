@@ -74,6 +74,10 @@ class Scorer(ServedModel, Protocol):
 
     def probability(self, row: np.ndarray) -> float: ...
 
+    def probability_each(self, rows: np.ndarray) -> list[float]:
+        """``probability`` of each of ``rows``, the model run once over all of them."""
+        ...
+
     def contributions(self, row: np.ndarray) -> list[tuple[str, float]]: ...
 
     def probabilities(self, rows: np.ndarray) -> np.ndarray:

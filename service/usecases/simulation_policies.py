@@ -37,7 +37,9 @@ READ_BATCH = 500
 Chosen = tuple[str, str, frozenset[str] | None, Seen | None]
 
 
-def _seen(container: Container, pool: Sequence[tuple[str, str]], at: datetime) -> list[Seen | None]:
+def seen_in_bulk(
+    container: Container, pool: Sequence[tuple[str, str]], at: datetime
+) -> list[Seen | None]:
     """Each opportunity's customer as a decision would read her: her features and scores only
     as far as her consents allow (a policy ranks on nothing the gate would not let a decision
     use). Read in bulk: the gate's reads in a few queries, the features in a pipeline per
@@ -59,17 +61,15 @@ def _seen(container: Container, pool: Sequence[tuple[str, str]], at: datetime) -
         except Exception as error:  # the online store timing out
             log.warning("not ranking %d customers: %s: %s", len(batch), type(error).__name__, error)
             online.update((c, None) for c in batch)
-    seen: list[Seen | None] = []
-    for customer_id, channel in pool:
-        read = reads[customer_id]
-        features = None
-        if may_read_features(read, channel):
-            features = online[customer_id]
-            if features is None:
-                seen.append(None)
-                continue
-        seen.append(Seen(at, read, decisions.score(features, at, may_profile(read.consents))))
-    return seen
+    # Each opportunity's features as the gate lets her decision read them (None: it may not).
+    allowed = [may_read_features(reads[c], channel) for c, channel in pool]
+    features = [online[c] if may else None for (c, _), may in zip(pool, allowed, strict=True)]
+    profiled = [may_profile(reads[c].consents) for c, _ in pool]
+    scored = decisions.score_many(features, at, profiled)
+    return [
+        None if may and online[c] is None else Seen(at, reads[c], s)  # None: not answered
+        for (c, _), may, s in zip(pool, allowed, scored, strict=True)
+    ]
 
 
 def world_of(worlds: list[World], customer_id: str) -> World:
@@ -99,7 +99,9 @@ def choose(
         return out
     if policy == "propensity":
         ranked = []
-        for (customer_id, channel), seen in zip(pool, _seen(container, pool, at), strict=True):
+        for (customer_id, channel), seen in zip(
+            pool, seen_in_bulk(container, pool, at), strict=True
+        ):
             best = (
                 max(
                     (

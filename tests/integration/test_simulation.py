@@ -18,8 +18,9 @@ from consent.stores.tables import contact_history, outcome_events
 from service.bootstrap import Container
 from service.entrypoints.cli import main
 from service.entrypoints.cli.simulate import TARGETING
+from service.usecases.decision_consent import may_profile, may_read_features
 from service.usecases.simulation import Plan, Simulation
-from service.usecases.simulation_policies import POLICIES
+from service.usecases.simulation_policies import POLICIES, seen_in_bulk
 from service.usecases.simulation_truth import coverage
 from tests.conftest import make_settings
 
@@ -119,3 +120,28 @@ def test_the_cli_knows_the_policies_and_starts_only_from_nothing(tmp_path: Path)
     (tmp_path / "taken" / "file").write_text("x")
     result = CliRunner().invoke(main, ["simulate", "--out", str(tmp_path / "taken")])
     assert result.exit_code == 2 and "is not empty" in result.output
+
+
+def test_the_policy_ranks_on_each_customers_own_read_and_scores(simulated) -> None:
+    """The propensity policy reads and scores a slot's opportunities in bulk: for each, the
+    gate's read, the features and the scores a decision for her alone reads and computes
+    (profiled or not, features allowed or not)."""
+    container, simulation = simulated
+    at = simulation.now
+    customers = [c for w in simulation.worlds for c in w.ids][:300]
+    channels = ("mobile_app", "rm", "email")
+    pool = [(c, channels[i % 3]) for i, c in enumerate(customers)] + [(customers[0], "web")]
+    decisions = container.decisions
+    bulk = seen_in_bulk(container, pool, at)
+    profiled = 0
+    for (customer_id, channel), seen in zip(pool, bulk, strict=True):
+        assert seen is not None
+        read = decisions.read_gate(customer_id, at)
+        assert seen.read == read
+        online = container.features.read(customer_id) if may_read_features(read, channel) else None
+        alone = decisions.score(online, at, may_profile(read.consents))
+        assert seen.scored.online == alone.online
+        assert (seen.scored.profiled, seen.scored.stale) == (alone.profiled, alone.stale)
+        assert seen.scored.scores == alone.scores, customer_id
+        profiled += bool(alone.scores)
+    assert 0 < profiled < len(pool)  # some scored, some not allowed to be

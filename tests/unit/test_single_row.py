@@ -77,3 +77,11 @@ def test_a_row_of_the_wrong_shape_is_refused(model) -> None:
         model.probability(np.zeros(11))
     with pytest.raises(ValueError):
         model.probability(np.zeros((12, 2))[:, 0])  # not contiguous
+
+
+def test_a_batch_scores_each_row_exactly_as_it_is_scored_alone(model) -> None:
+    """Ranking a day's opportunities scores them at once: bit for bit the scores a decision
+    computes for each alone (the margins are the same, the calibration the same arithmetic)."""
+    batch = rows(300)
+    assert model.probability_each(batch) == [model.probability(row) for row in batch]
+    assert model.probability_each(batch[:1]) == [model.probability(batch[0])]
