@@ -19,6 +19,7 @@ archive: its offline features backfilled and the stream's state seeded where the
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import random
@@ -261,6 +262,16 @@ class Simulation:
 
     # --- the loop -------------------------------------------------------------------------
     def run(self, on_day: Callable[[DayReport], None] | None = None) -> list[DayReport]:
+        # The world, the history and the models, built once, live to the end: kept out of the
+        # cyclic collector, whose full collections would otherwise walk all of them again and
+        # again as the days allocate.
+        gc.freeze()
+        try:
+            return self._run(on_day)
+        finally:
+            gc.unfreeze()
+
+    def _run(self, on_day: Callable[[DayReport], None] | None) -> list[DayReport]:
         for offset in range(self.plan.days):
             started = time.perf_counter()
             day = self.start + timedelta(days=offset)
