@@ -142,10 +142,14 @@ def _harm(report: LiftReport) -> str:
 
 
 def _svg(figure: Figure) -> str:
+    import matplotlib
     import matplotlib.pyplot as plt
 
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    # No date, and element ids from a fixed salt: the same report gives the same page, byte for
+    # byte (a page kept in the repository changes only when its report does).
+    with matplotlib.rc_context({"svg.hashsalt": "nextbest-lift"}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]

@@ -164,6 +164,12 @@ def test_outcomes_are_attributed_to_the_decisions_before_them(decided, tmp_path:
     assert report["harm"]["per_1000_contacts"]["opt_out"] > 0
     html = page.read_text()
     assert html.count("<svg") == 4 and mortgage in html
+    again = tmp_path / "again.html"
+    rerun = CliRunner().invoke(
+        main, ["report", "lift", "--since", since, "--html", str(again)], env=env
+    )
+    assert rerun.exit_code == 0, rerun.output
+    assert again.read_bytes() == page.read_bytes()  # the same report, the same page
 
     text = CliRunner().invoke(main, ["report", "lift", "--since", since], env=env)
     assert text.exit_code == 0, text.output
