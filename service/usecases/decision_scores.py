@@ -58,7 +58,9 @@ def score_many(
         out.append(Scored(online, allowed, values, stale, models, scores, rows, kept))
         if rows:
             waiting.append(out[-1])
-    for need, model in models.items() if waiting else ():
+    if not waiting:
+        return out
+    for need, model in models.items():
         matrix = np.stack([w.rows[model.features] for w in waiting])
         for scored, probability in zip(waiting, model.probability_each(matrix), strict=True):
             scored.scores[need] = probability
