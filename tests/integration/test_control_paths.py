@@ -9,7 +9,7 @@ candidate, so each sales action withheld is withheld by the control group alone.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,11 @@ def _customers(in_control: int, treated: int) -> tuple[list[str], list[str]]:
 
 
 CONTROL, TREATED = _customers(in_control=4, treated=12)
+_NOW = datetime.now(UTC)
+#: The latest noon (UTC) before the test runs.
+WORKING_HOUR = _NOW.replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(
+    days=_NOW.hour < 12
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -72,6 +77,9 @@ def deciding(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Contain
         container = Container(make_settings(tmp_path / "home", **overrides))
         container.models = FixedModels({n: ConfidentModel(n) for n in NEEDS})  # type: ignore[assignment]
         container.decisions = decision_service(container.engine, EveryoneEngaged())
+        # Decided in working hours: email is held back in quiet hours (21:00-08:00, the
+        # customers' UTC), which would leave a control customer nothing she would have got.
+        container.decisions.clock = lambda: WORKING_HOUR
         for customer_id in CONTROL + TREATED:
             container.directory.upsert([KnownCustomer(customer_id, None, RM, GOOD_STANDING)])
             for channel in CHANNELS:
