@@ -56,17 +56,7 @@ class ContactHistory:
     ) -> tuple[ContactRecord, ...]:
         """The customer's and their household's history of the last ``days`` days, oldest
         first; entries of other household members are marked ``household=True``."""
-        who = contact_history.c.customer_id == customer_id
-        if household_id is not None:
-            who = or_(who, contact_history.c.household_id == household_id)
-        query = (
-            select(contact_history)
-            .where(who, contact_history.c.occurred_at >= now - timedelta(days=days))
-            .order_by(contact_history.c.occurred_at, contact_history.c.id)
-        )
-        with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
-        return tuple(_record(row, customer_id) for row in rows)
+        return self.recent_many({customer_id: household_id}, now, days)[customer_id]
 
     def recent_many(
         self, households: Mapping[str, str | None], now: datetime, days: int

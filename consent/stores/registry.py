@@ -95,29 +95,14 @@ class ConsentRegistry:
         (``recorded_at``, the registry's clock, never a time from outside), ties broken by
         write order. Ordering by that time, not by write order, keeps a reloaded extract (whose
         entries keep the extract's own times) from overriding choices recorded since."""
-        ranked = (
-            select(
-                *_COLUMNS,
-                func.row_number()
-                .over(
-                    partition_by=(consent_history.c.purpose, consent_history.c.channel),
-                    order_by=_LATEST_FIRST,
-                )
-                .label("rank"),
-            )
-            .where(consent_history.c.customer_id == customer_id)
-            .subquery()
-        )
-        query = select(*(ranked.c[c.name] for c in _COLUMNS)).where(ranked.c.rank == 1)
-        with self.engine.connect() as connection:
-            records = [_as_record(row) for row in connection.execute(query)]
-        return {(r.purpose, r.channel): r for r in records}
+        return self.current_many([customer_id])[customer_id]
 
     def current_many(
         self, customer_ids: Iterable[str]
     ) -> dict[str, dict[tuple[str, str], ConsentGiven]]:
         """``current`` of each of ``customer_ids``, in a query per ``UPSERT_BATCH`` of them
-        (every customer is in the result, with no choice as an empty mapping)."""
+        (every customer is in the result, with no choice as an empty mapping). One query
+        serves a decision's one customer and a batch's thousands alike."""
         ids = sorted(set(customer_ids))
         found: dict[str, dict[tuple[str, str], ConsentGiven]] = {c: {} for c in ids}
         with self.engine.connect() as connection:
