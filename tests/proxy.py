@@ -1,8 +1,10 @@
 """A TCP proxy a test puts in front of a real server to make it fail in the ways networks do:
 ``cut`` (every connection reset, new ones refused: a server that went away) and ``stall``
 (nothing forwarded either way, connections kept open and new ones accepted: a server or a
-network that stops answering without closing anything). ``start`` after a cut and ``resume``
-after a stall bring it back; bytes held during a stall are then delivered, as TCP would."""
+network that stops answering without closing anything), and ``drop`` (the open connections
+reset, new ones accepted: a restarted server, or a firewall ending connections). ``start`` after
+a cut and ``resume`` after a stall bring it back; bytes held during a stall are then delivered,
+as TCP would."""
 
 from __future__ import annotations
 
@@ -80,6 +82,9 @@ class TcpProxy:
         with contextlib.suppress(OSError):  # wakes the accepting thread (close alone does not)
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        self.drop()
+
+    def drop(self) -> None:
         with self.lock:
             for end in self.sockets:
                 with contextlib.suppress(OSError):

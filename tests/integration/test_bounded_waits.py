@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
+from consent.rules.chain import Appended
 from consent.stores.audit.failures import AuditWriteFailed
 from consent.stores.audit.log import AuditLog
 from consent.stores.bounds import (
@@ -290,6 +291,44 @@ def test_a_stalled_audit_append_fails_bounded_and_nothing_waits_behind_it(
         # C1 and C11 are written; C2's group may have reached the server before the stall
         # (logged, never answered), the others never left the process.
         assert verified.records in (2, 3) and customers == verified.records
+    finally:
+        log.close()
+        engine.dispose()
+
+
+def test_a_connection_ended_under_an_audit_group_fails_it_and_the_next_group_is_not_refused(
+    pg: Engine, proxied: tuple[TcpProxy, str]
+) -> None:
+    """The connection is reset while a group is on the wire (a restarted server, a firewall):
+    that group fails, as its commit cannot be known, but the server may well answer a new
+    connection, so the next group is tried on one at once rather than refused for a cool-down.
+    (Ended by the server itself, the ending arrives as its message or as a closed socket, as
+    the race goes; the proxy makes it the closed socket every time.)"""
+    proxy, url = proxied
+    engine = connect(url)
+    log = AuditLog(engine)
+
+    async def scenario() -> tuple[BaseException | Appended, Appended]:
+        try:
+            await log.append_async(record("C1"), customer_id="C1")
+            proxy.stall()
+            on_the_wire = asyncio.create_task(log.append_async(record("C2"), customer_id="C2"))
+            await asyncio.sleep(0.05)
+            proxy.drop()
+            proxy.resume()
+            failed = (await asyncio.gather(on_the_wire, return_exceptions=True))[0]
+            return failed, await log.append_async(record("C3"), customer_id="C3")
+        finally:
+            await log.close_async()
+
+    try:
+        failed, after = asyncio.run(scenario())
+        assert isinstance(failed, AuditWriteFailed)
+        assert not isinstance(failed.__cause__, StoreNotAnswering)
+        assert after.seq >= 2  # written, on a new connection
+        time.sleep(0.5)  # C2's group may have reached the server before the reset
+        verified = AuditLog(pg).verify()
+        assert verified.ok and verified.records in (2, 3)
     finally:
         log.close()
         engine.dispose()

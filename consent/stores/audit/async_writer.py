@@ -23,6 +23,7 @@ from consent.stores.audit.failures import (
     AuditWriteFailed,
     Outcome,
     after_failure,
+    ended_by_server,
     failures,
     from_driver,
     stalled,
@@ -120,12 +121,18 @@ class AsyncWriter:
 
     async def _commit(self, requests: Sequence[PendingRecord]) -> list[Appended]:
         call = arguments(requests, self.function.lock_timeout_seconds)
+        opened = False
         try:
             if self.connection is None or self.connection.is_closed():
+                opened = True
                 self.connection = await asyncpg.connect(**self.connect_args)
             rows = await self.function.fetch(self.connection, call)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-            if stalled(error):
+            # A kept connection the server ended (a restart, an administrator) fails its group,
+            # whose commit cannot be known, but says nothing of the server now: the next group
+            # opens a new connection, and that connection's answer or stall decides. Whether
+            # the ending arrives as the server's message or as a closed socket is a race.
+            if stalled(error) and (opened or not ended_by_server(error)):
                 self.breaker.failed()
             self.abandon()  # its state is unknown: the next group opens a new one
             raise from_driver(error, APPEND_ASYNC) from error

@@ -105,3 +105,12 @@ _STALLED = (
 def stalled(error: BaseException) -> bool:
     """``not_answering`` for asyncpg's errors. A breaker's refusal is not a stall of its own."""
     return isinstance(error, _STALLED) and not isinstance(error, StoreNotAnswering)
+
+
+def ended_by_server(error: BaseException) -> bool:
+    """Whether asyncpg's ``error`` says the server closed a connection that was open (as
+    opposed to a timeout, or a connection that could not be made)."""
+    return isinstance(
+        error,
+        asyncpg.ConnectionDoesNotExistError | asyncpg.exceptions.OperatorInterventionError,
+    )
