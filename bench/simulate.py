@@ -56,10 +56,17 @@ def policy_with_share(share: float, folder: Path) -> Path:
     return path
 
 
-def container_in(folder: Path, policy_file: Path, redis_url: str) -> Container:
+def container_in(
+    folder: Path, policy_file: Path, redis_url: str, stream_workers: int = 1
+) -> Container:
     """The simulation's container: everything in ``folder``, the online features and the
-    stream's state in Redis under a Feast project of its own when ``redis_url`` is given."""
-    environ = {"NEXTBEST_HOME": str(folder / "home"), "NEXTBEST_POLICY_FILE": str(policy_file)}
+    stream's state in Redis under a Feast project of its own when ``redis_url`` is given, the
+    event log in a partition per stream worker."""
+    environ = {
+        "NEXTBEST_HOME": str(folder / "home"),
+        "NEXTBEST_POLICY_FILE": str(policy_file),
+        "NEXTBEST_LOCAL_PARTITIONS": str(stream_workers),
+    }
     if redis_url:
         environ |= {
             "NEXTBEST_ONLINE_STORE": "redis",
@@ -81,7 +88,7 @@ def history_both_ways(args: argparse.Namespace, scratch: Path, policy: Path) -> 
     seconds: dict[str, float] = {}
     for way in ("seed", "stream"):
         folder = scratch / f"history-{way}"
-        container = container_in(folder, policy, args.redis_url)
+        container = container_in(folder, policy, args.redis_url, args.stream_workers)
         try:
             plan = Plan(
                 args.compare_customers,
@@ -107,7 +114,7 @@ def history_both_ways(args: argparse.Namespace, scratch: Path, policy: Path) -> 
 
 def full_run(args: argparse.Namespace, scratch: Path, policy: Path) -> dict[str, Any]:
     folder = scratch / "full"
-    container = container_in(folder, policy, args.redis_url)
+    container = container_in(folder, policy, args.redis_url, args.stream_workers)
     plan = Plan(
         args.customers,
         args.days,
@@ -178,6 +185,13 @@ def main() -> None:
     parser.add_argument(
         "--html", type=Path, default=None, help="Write the run's lift page (its plots) here."
     )
+    parser.add_argument(
+        "--stream-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Stream worker processes, one per partition of the event log (default: one per "
+        "core, as a bank would run them).",
+    )
     parser.add_argument("--target-seconds", type=float, default=TARGET_SECONDS)
     parser.add_argument("--smoke", action="store_true", help="Tiny, to check it works.")
     args = parser.parse_args()
@@ -192,6 +206,7 @@ def main() -> None:
             "smoke": args.smoke,
             "universal_share": args.universal_share,
             "online_store": "redis" if args.redis_url else "sqlite",
+            "stream_workers": args.stream_workers,
         }
         if not args.no_compare:
             result["history"] = history_both_ways(args, scratch, policy)

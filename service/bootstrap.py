@@ -14,18 +14,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from service.adapters.kafka_transport import (
-    KAFKA_FLUSH_TIMEOUT_S,
-    KafkaConsumerAdapter,
-    KafkaProducerAdapter,
-)
-from service.adapters.local_log import LocalLog
-from service.adapters.transport import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, Consumer, Producer
+from service.adapters.transport import ALERTS_TOPIC, Producer
 from service.settings import Settings
+from service.stream_parts import StreamParts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from feast import FeatureStore
     from sqlalchemy import Engine
 
@@ -46,9 +39,6 @@ if TYPE_CHECKING:
     from service.adapters.alert_store import AlertStore
     from service.adapters.features.feast_features import FeastFeatures
     from service.adapters.models import ModelSet
-    from service.adapters.state import StateStore
-    from service.adapters.stream_stores import StreamStores
-    from service.adapters.timers import TimerIndex, WatermarkStore
     from service.entrypoints.auth import KeyRing
     from service.usecases.alert_inbox import AlertInbox
     from service.usecases.alert_policy import AlertPolicy
@@ -56,11 +46,10 @@ if TYPE_CHECKING:
     from service.usecases.alerter import Alerter
     from service.usecases.decisions import DecisionService
     from service.usecases.regate import AlertGate
-    from service.usecases.worker import StreamWorker
 
 
 @dataclass
-class Container:
+class Container(StreamParts):
     settings: Settings
 
     def __post_init__(self) -> None:
@@ -315,86 +304,3 @@ class Container:
                 raise AuthConfigError("production needs NEXTBEST_API_KEYS_FILE")
             path = development_keys(self.settings.home)
         return KeyRing.load(path, allow_plain=development)
-
-    # --- events ---
-    @cached_property
-    def local_log(self) -> LocalLog:
-        return LocalLog(self.settings.home / "events")
-
-    def producer(self, timeout_s: float = KAFKA_FLUSH_TIMEOUT_S) -> Producer:
-        """A producer whose waits on the broker are bounded by ``timeout_s``."""
-        if self.settings.event_transport == "kafka":
-            return KafkaProducerAdapter(self.settings.kafka_bootstrap_servers, timeout_s)
-        return self.local_log.producer()
-
-    def consumer(self, topic: str = EVENTS_TOPIC) -> Consumer:
-        name = self.settings.topic(topic)
-        if self.settings.event_transport == "kafka":
-            return KafkaConsumerAdapter(
-                self.settings.kafka_bootstrap_servers, name, self.settings.consumer_group
-            )
-        return self.local_log.consumer(name, self.settings.consumer_group)
-
-    # The stream's state, timers and marks, in the online store's kind of store.
-    def state_store(self) -> StateStore:
-        return self._stream_stores.state()
-
-    def timer_index(self) -> TimerIndex:
-        return self._stream_stores.timers()
-
-    def watermark_store(self) -> WatermarkStore:
-        return self._stream_stores.watermarks()
-
-    def dead_letter_marks(self) -> StateStore:
-        return self._stream_stores.dead_letter_marks()
-
-    def alert_memory(self) -> StateStore:
-        return self._stream_stores.alert_memory()
-
-    @cached_property
-    def _stream_stores(self) -> StreamStores:
-        from service.adapters.stream_stores import StreamStores
-
-        return StreamStores(self.settings)
-
-    def worker(
-        self, alerts: AlertRunner | None = None, clock: Callable[[], int] | None = None
-    ) -> StreamWorker:
-        """The stream worker; with ``alerts``, it is told which customers each batch changed.
-        ``clock``: now in epoch µs, for its watermarks (the wall clock unless simulated)."""
-        from consent.stores.outcomes import OutcomeEvents
-        from service.adapters.features.offline import OfflineBuffer
-        from service.adapters.metrics import stream_metrics
-        from service.usecases.stream_timers import StreamTimers, wall_clock_us
-        from service.usecases.worker import StreamWorker
-
-        worker = StreamWorker(
-            consumer=self.consumer(),
-            dlq=self.producer(),
-            dlq_topic=self.settings.topic(DLQ_TOPIC),
-            states=self.state_store(),
-            online=self.features.online,
-            offline=OfflineBuffer(self.store_location),
-            lateness_us=self.settings.allowed_lateness_us,
-            metrics=stream_metrics(),
-            consents=self.registry,
-            erasures=self.erasures,
-            on_features=alerts.touched if alerts is not None else None,
-            time_bounds=self.settings.time_bounds,
-            dead_marks=self.dead_letter_marks(),
-            timers=StreamTimers(
-                self.timer_index(), clock or wall_clock_us, sink=self.watermark_store()
-            ),
-            outcomes=OutcomeEvents(self.engine),
-        )
-        if alerts is not None:
-            from service.usecases.score_keeping import Rescoring
-
-            alerter = alerts.alerter
-            # Only once the alerter has its models: a registry not answering is its to report.
-            alerts.rescoring = Rescoring(
-                lambda: alerter.keeper if alerter.ready else None,
-                self.timer_index().customers,
-                worker.consumer.partitions,
-            )
-        return worker

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: Annotated[str, Field(min_length=1)] = "127.0.0.1:9092"
     topic_namespace: Annotated[str, Field(pattern=r"^([a-z0-9-]+\.)?$")] = ""
     consumer_group: Annotated[str, Field(min_length=1, max_length=200)] = "nextbest-stream"
+    #: Partitions of the local event log, fixed when it is first written: a stream worker
+    #: process per partition (``nextbest stream --partitions``) uses a machine's cores.
+    local_partitions: Annotated[int, Field(ge=1, le=64)] = 1
 
     allowed_lateness_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 72.0
     #: Every time from outside (event times, consent and feedback times) must lie within these

@@ -112,8 +112,11 @@ def erase_customer(container: Container, customer_id: str, principal: str) -> Cu
     letters = purge_dead_letters(container, customer_id)
     raw = 0
     if container.settings.event_transport == "local":
-        events_log = container.local_log.path(container.settings.topic(EVENTS_TOPIC))
-        raw = redact_local_log(events_log, naming(customer_id))
+        events = container.settings.topic(EVENTS_TOPIC)
+        raw = sum(
+            redact_local_log(path, naming(customer_id))
+            for path in container.local_log.paths(events)
+        )
     log.info(
         "customer erased (%s: %d consent, %d contact entries, %d alerts, %d offline rows, "
         "%d dead letters, %d raw events)",
@@ -148,4 +151,4 @@ def purge_dead_letters(container: Container, customer_id: str) -> int:
     matches = naming(customer_id)
     if settings.event_transport == "kafka":
         return purge_kafka_topic(settings.kafka_bootstrap_servers, topic, matches)
-    return redact_local_log(container.local_log.path(topic), matches)
+    return sum(redact_local_log(path, matches) for path in container.local_log.paths(topic))

@@ -43,6 +43,7 @@ from service.usecases import pipeline, retrain
 from service.usecases.decision_messages import DecideForCustomer
 from service.usecases.feedback import RecordFeedback, record_feedback
 from service.usecases.simulation_policies import choose, world_of
+from service.usecases.simulation_stream import SimulatedStream
 from training.bank.chunks import outcomes_table
 from training.bank.spec import BankSpec, lively
 from training.bank.world import Answer, Delivery, World
@@ -156,7 +157,7 @@ class Simulation:
         if self.plan.history == "seed":
             pipeline.backfill(self.container, self.folder, step_days=7)
             pipeline.seed_stream(self.container, self.folder)
-        self.worker = self.container.worker(clock=lambda: round(self.now.timestamp() * 1e6))
+        self.stream = SimulatedStream(self.container, lambda: round(self.now.timestamp() * 1e6))
         if self.plan.history == "stream":
             self._stream(spec.start, self.start)
         self.timings["history"] = time.perf_counter() - loaded
@@ -232,7 +233,7 @@ class Simulation:
         events.sort(key=lambda e: e["occurred_at"])
         pipeline.publish_events(self.container, events)
         self.now = until
-        self.worker.drain()
+        self.stream.drain()
         self.container.features.pipeline.refresh()  # type: ignore[union-attr]
         return events
 
@@ -270,6 +271,7 @@ class Simulation:
             return self._run(on_day)
         finally:
             gc.unfreeze()
+            self.stream.close()
 
     def _run(self, on_day: Callable[[DayReport], None] | None) -> list[DayReport]:
         for offset in range(self.plan.days):
@@ -290,13 +292,12 @@ class Simulation:
             self._stream(moment, midnight)
             every = self.plan.retrain_every_days
             if every and (offset + 1) % every == 0 and offset + 1 < self.plan.days:
-                self.worker.drain()  # the offline rows durable before training reads them
+                self.stream.drain()  # the offline rows durable before training reads them
                 self._retrain(midnight)
             report.seconds = round(time.perf_counter() - started, 3)
             self.days.append(report)
             if on_day is not None:
                 on_day(report)
-        self.worker.close()
         return self.days
 
     def _contacts(

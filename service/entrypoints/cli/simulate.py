@@ -61,6 +61,14 @@ TARGETING = ("random", "propensity", "oracle")
     "tens of thousands of customers.",
 )
 @click.option(
+    "--stream-workers",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Stream worker processes, one per partition of the simulation's event log, as a "
+    "bank scales its stream out: one per core. The results are the same whatever the number.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -77,6 +85,7 @@ def simulate(
     retrain_every_days: int,
     history: str,
     redis_url: str | None,
+    stream_workers: int,
     out: Path | None,
 ) -> None:
     """Run a synthetic bank forward day by day through the stream worker, the models, the
@@ -96,6 +105,7 @@ def simulate(
         raise click.UsageError(f"{folder} is not empty: a simulation starts from nothing")
     environ = {k: v for k, v in os.environ.items() if k in PASSED_ON}
     environ["NEXTBEST_HOME"] = str(folder / "home")
+    environ["NEXTBEST_LOCAL_PARTITIONS"] = str(stream_workers)
     if redis_url:
         project = f"simulation_{seed}_{customers}_{policy}_{secrets.token_hex(4)}"
         environ |= {

@@ -43,20 +43,29 @@ from service.entrypoints.cli.context import open_container
     show_default=True,
     help="Rescore changed customers and raise RM alerts (turn off to replay history).",
 )
+@click.option(
+    "--partition",
+    "partitions",
+    type=click.IntRange(min=0),
+    multiple=True,
+    help="Read only this partition of the local log (repeatable; default all): a worker "
+    "process per partition (NEXTBEST_LOCAL_PARTITIONS) uses a machine's cores. On Kafka the "
+    "consumer group assigns them.",
+)
 def stream(
     until_idle: float | None,
     from_offset: int | None,
     from_time: datetime | None,
     reset_state: bool,
     alerts: bool,
+    partitions: tuple[int, ...],
 ) -> None:
     """Run the stream worker: events in, online and offline features out.
 
     SIGTERM or Ctrl-C finishes the batch, commits and leaves the consumer group. With
     NEXTBEST_WORKER_METRICS_PORT set, Prometheus metrics are served on that port.
     """
-    if from_offset is not None and from_time is not None:
-        raise click.UsageError("choose --from-offset or --from-time, not both")
+    _check_options(from_offset, from_time, reset_state, partitions)
     # Handlers first: a SIGTERM while the consumer is still connecting (a broker restarting,
     # a slow start) must stop the worker cleanly, not kill it mid-way.
     stopping = threading.Event()
@@ -65,7 +74,10 @@ def stream(
     container = open_container(writes_audit=alerts)
     # The alerter loads the models on first use, in its own thread: the worker starts at once.
     runner = container.alert_runner if alerts else None
-    worker = container.worker(runner)
+    try:
+        worker = container.worker(runner, partitions=partitions or None)
+    except ValueError as error:  # not the log's partitions, or Kafka's to assign
+        raise click.UsageError(str(error)) from error
     worker.stopping = stopping
     if reset_state:
         worker.reset_state()
@@ -103,3 +115,15 @@ def stream(
     if runner is not None:
         report["alerts"] = runner.stats()
     click.echo(json.dumps(report))
+
+
+def _check_options(
+    from_offset: int | None,
+    from_time: datetime | None,
+    reset_state: bool,
+    partitions: tuple[int, ...],
+) -> None:
+    if from_offset is not None and from_time is not None:
+        raise click.UsageError("choose --from-offset or --from-time, not both")
+    if partitions and reset_state:
+        raise click.UsageError("--reset-state forgets every partition's state: run it alone")
