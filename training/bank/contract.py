@@ -5,18 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
 
 
-def _iso(moment: pd.Timestamp) -> str:
-    iso: str = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return iso
+def _iso(moments: pa.ChunkedArray) -> list[str]:
+    """Event times as the contract writes them: UTC to the second (truncated), with a Z."""
+    seconds = moments.to_numpy().astype("datetime64[s]")
+    return [f"{text}Z" for text in np.datetime_as_string(seconds, unit="s").tolist()]
+
+
+def _values(column: pa.ChunkedArray) -> list[Any]:
+    """A column's Python values; a dictionary-encoded one decoded as a whole first, which is
+    much cheaper than converting element by element."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    values: list[Any] = column.to_pylist()
+    return values
 
 
 def contract_events(events: pa.Table) -> Iterator[dict[str, Any]]:
     """The rows of an events table as contract events (``feature_repo.events``)."""
-    cols = {name: events[name].to_pylist() for name in events.column_names}
+    cols = {name: _values(events[name]) for name in events.column_names if name != "occurred_at"}
+    cols["occurred_at"] = _iso(events["occurred_at"])
     for i in range(events.num_rows):
         kind = cols["type"][i]
         if kind == "transaction":
@@ -42,7 +53,7 @@ def contract_events(events: pa.Table) -> Iterator[dict[str, Any]]:
             "event_id": cols["event_id"][i],
             "customer_id": cols["customer_id"][i],
             "type": kind,
-            "occurred_at": _iso(cols["occurred_at"][i]),
+            "occurred_at": cols["occurred_at"][i],
             "channel": cols["channel"][i],
             "schema_version": 1,
             "payload": payload,
