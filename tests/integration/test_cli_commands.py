@@ -107,3 +107,16 @@ def test_checkpoint_verify_export_and_erase_from_the_command_line(embedded, tmp_
     cut = CliRunner().invoke(main, ["audit", "verify"], env=env)
     assert cut.exit_code == 1
     assert "records 3 to 4 are missing" in json.loads(cut.output)["problem"]
+
+
+def test_stream_refuses_partitions_the_local_log_does_not_have(tmp_path) -> None:
+    from service.adapters.local_log import LocalLog
+
+    home = tmp_path / "home"
+    LocalLog(home / "events", partitions=2)
+    two = {"NEXTBEST_HOME": str(home), "NEXTBEST_LOCAL_PARTITIONS": "2"}
+    run = ["stream", "--until-idle", "0.1", "--no-alerts"]
+    outside = CliRunner().invoke(main, [*run, "--partition", "2"], env=two)
+    assert outside.exit_code == 2 and "not among the log's 2" in outside.output
+    three = CliRunner().invoke(main, run, env={**two, "NEXTBEST_LOCAL_PARTITIONS": "3"})
+    assert three.exit_code == 1 and "has 2 partition(s), not 3" in three.output

@@ -6,11 +6,17 @@ import json
 import signal
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from service.adapters.transport import TransportError
 from service.entrypoints.cli.context import open_container
+
+if TYPE_CHECKING:
+    from service.bootstrap import Container
+    from service.usecases.alert_runner import AlertRunner
+    from service.usecases.worker import StreamWorker
 
 
 @click.command()
@@ -74,10 +80,7 @@ def stream(
     container = open_container(writes_audit=alerts)
     # The alerter loads the models on first use, in its own thread: the worker starts at once.
     runner = container.alert_runner if alerts else None
-    try:
-        worker = container.worker(runner, partitions=partitions or None)
-    except ValueError as error:  # not the log's partitions, or Kafka's to assign
-        raise click.UsageError(str(error)) from error
+    worker = _worker(container, runner, partitions)
     worker.stopping = stopping
     if reset_state:
         worker.reset_state()
@@ -127,3 +130,14 @@ def _check_options(
         raise click.UsageError("choose --from-offset or --from-time, not both")
     if partitions and reset_state:
         raise click.UsageError("--reset-state forgets every partition's state: run it alone")
+
+
+def _worker(
+    container: Container, runner: AlertRunner | None, partitions: tuple[int, ...]
+) -> StreamWorker:
+    try:
+        return container.worker(runner, partitions=partitions or None)
+    except ValueError as error:  # not the log's partitions, or Kafka's to assign
+        raise click.UsageError(str(error)) from error
+    except TransportError as error:  # a local log with another partition count
+        raise click.ClickException(str(error)) from error
