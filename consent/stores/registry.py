@@ -70,8 +70,13 @@ _COLUMNS = (
 _LATEST_FIRST = (consent_history.c.recorded_at.desc(), consent_history.c.id.desc())
 
 
-def _as_record(row: object) -> ConsentGiven:
-    return ConsentGiven.model_validate(dict(row._mapping))  # type: ignore[attr-defined]
+_NAMES = tuple(c.name for c in _COLUMNS)
+
+
+def _as_record(row: Sequence[Any]) -> ConsentGiven:
+    """An entry read back (a row of ``_COLUMNS``), zipped with the names rather than through
+    the row's mapping, which cost a batch read as much as validating the entry."""
+    return ConsentGiven.model_validate(dict(zip(_NAMES, row, strict=True)))
 
 
 class ConsentRegistry:
