@@ -214,6 +214,7 @@ class Simulation:
             self.container, self.folder, step_days=7, warm_up_days=WARM_UP_DAYS
         )
         self.container.models.refresh()
+        self.stream.refresh_models()
         self.retrainings.append(
             {
                 "day": until.date().isoformat(),
@@ -313,9 +314,13 @@ class Simulation:
         everyone = [c for w in self.worlds for c in w.ids]
         outbound = rng.sample(everyone, min(len(everyone), count - len(inbound)))
         pool = inbound + [(c, rng.choice(OUTBOUND)) for c in outbound]
-        chosen = choose(self.plan.policy, self.container, pool, self.worlds, at, rng)
+        chosen = choose(
+            self.plan.policy, self.container, pool, self.worlds, at, rng, see=self.stream.see
+        )[: budget * ATTEMPTS_PER_CONTACT]
+        # What another process read is brought here only for the opportunities decided.
+        seen_all = self.stream.fetch([seen for *_, seen in chosen])
         delivered: list[Delivery] = []
-        for customer_id, channel, actions, seen in chosen[: budget * ATTEMPTS_PER_CONTACT]:
+        for (customer_id, channel, actions, _), seen in zip(chosen, seen_all, strict=True):
             if len(delivered) >= budget:
                 break
             command = DecideForCustomer(

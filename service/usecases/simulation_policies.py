@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ import numpy as np
 from service.adapters.features.online_features import OnlineFeatures
 from service.usecases.decision_consent import may_profile, may_read_features
 from service.usecases.decision_messages import Seen
+from service.usecases.simulation_stream import Elsewhere
 from training.bank.spec import CHUNK_CUSTOMERS
 from training.bank.world import World
 
@@ -34,7 +35,7 @@ POLICIES = ("random", "propensity", "oracle")
 READ_BATCH = 500
 
 
-Chosen = tuple[str, str, frozenset[str] | None, Seen | None]
+Chosen = tuple[str, str, frozenset[str] | None, Seen | Elsewhere | None]
 
 
 def seen_in_bulk(
@@ -72,6 +73,10 @@ def seen_in_bulk(
     ]
 
 
+def _scores(seen: Seen | Elsewhere) -> dict[str, float]:
+    return seen.scores if isinstance(seen, Elsewhere) else seen.scored.scores
+
+
 def world_of(worlds: list[World], customer_id: str) -> World:
     return worlds[(int(customer_id[1:]) - 1) // CHUNK_CUSTOMERS]
 
@@ -83,9 +88,13 @@ def choose(
     worlds: list[World],
     at: datetime,
     rng: random.Random,
+    see: Callable[[Sequence[tuple[str, str]], datetime], Sequence[Seen | Elsewhere | None]]
+    | None = None,
 ) -> list[Chosen]:
     """The opportunities in the order ``policy`` takes them, each with the actions it asks the
-    decision service to choose from (None: the catalog's, by today's arbitration)."""
+    decision service to choose from (None: the catalog's, by today's arbitration). ``see``:
+    how the opportunities are read and scored (``seen_in_bulk`` in this process by default;
+    what it read in another process is ``Elsewhere`` until fetched)."""
     catalog = container.catalog
     sales = [a for a in catalog.actions.values() if a.kind == "sales" and a.enabled]
     pool = list(pool)
@@ -100,12 +109,14 @@ def choose(
     if policy == "propensity":
         ranked = []
         for (customer_id, channel), seen in zip(
-            pool, seen_in_bulk(container, pool, at), strict=True
+            pool,
+            see(pool, at) if see is not None else seen_in_bulk(container, pool, at),
+            strict=True,
         ):
             best = (
                 max(
                     (
-                        seen.scored.scores.get(a.need or "", 0.0) * a.value
+                        _scores(seen).get(a.need or "", 0.0) * a.value
                         for a in sales
                         if channel in a.channels
                     ),

@@ -20,7 +20,8 @@ from service.adapters.local_log import LocalLog
 from service.adapters.transport import EVENTS_TOPIC, TransportError
 from service.bootstrap import Container
 from service.usecases.simulation import Simulation
-from service.usecases.simulation_stream import SimulatedStream, StreamMemberFailed
+from service.usecases.simulation_policies import seen_in_bulk
+from service.usecases.simulation_stream import Elsewhere, SimulatedStream, StreamMemberFailed
 from tests.conftest import make_settings
 from tests.integration.test_simulation import NO_FLOOR
 from tests.integration.test_simulation import PLAN as SIMULATED
@@ -37,7 +38,8 @@ def _run(home: Path, partitions: int) -> dict[str, Any]:
         simulation = Simulation(container, PLAN, home / "bank")
         simulation.set_up()
         assert simulation.stream.partitions == partitions
-        simulation.run()
+        checked: list[dict[str, Any]] = []
+        simulation.run(on_day=lambda _: checked.append(_seen_both_ways(simulation)))
         ids = sorted(c for w in simulation.worlds for c in w.ids)
         online = [
             (
@@ -60,6 +62,7 @@ def _run(home: Path, partitions: int) -> dict[str, Any]:
             ],
             "online": online,
             "offline": offline,
+            "seen": checked[0],
             "events_per_partition": [
                 path.stat().st_size if path.exists() else 0
                 for path in container.local_log.paths(container.settings.topic(EVENTS_TOPIC))
@@ -67,6 +70,50 @@ def _run(home: Path, partitions: int) -> dict[str, Any]:
         }
     finally:
         container.close()
+
+
+def _seen_both_ways(simulation: Simulation) -> dict[str, Any]:
+    """A slot's opportunities read and scored by ``see`` (a share in each process) and all in
+    this process; and ``see`` with this process's models changed under it."""
+    container = simulation.container
+    ids = sorted(c for w in simulation.worlds for c in w.ids)
+    pool = [(c, channel) for c in ids[::3] for channel in ("mobile_app", "email", "rm")]
+    seen = simulation.stream.see(pool, simulation.now)
+    elsewhere = [s for s in seen if isinstance(s, Elsewhere)]
+    shared = simulation.stream.fetch(seen)
+    alone = seen_in_bulk(container, pool, simulation.now)
+    models = container.models
+    served = models._models
+    models._models = dict(list(served.items())[:-1])  # one need fewer than the others serve
+    try:
+        simulation.stream.see(pool, simulation.now)
+        refused = None
+    except StreamMemberFailed as error:
+        refused = str(error)
+    finally:
+        models._models = served
+    return {
+        "pool": len(pool),
+        "elsewhere": len(elsewhere),
+        # What came from the other process before fetching: the scores, in their place.
+        "elsewhere_scores": [e.scores for e in elsewhere]
+        == [
+            a.scored.scores
+            for a, s in zip(alone, seen, strict=True)
+            if isinstance(s, Elsewhere) and a is not None
+        ],
+        "scored": sum(bool(s and s.scored.scores) for s in alone),
+        "same": [
+            (a is None, a and (a.read, a.scored.values, a.scored.scores, a.scored.stale))
+            for a in alone
+        ]
+        == [
+            (b is None, b and (b.read, b.scored.values, b.scored.scores, b.scored.stale))
+            for b in shared
+        ],
+        "models_kept": all(b is None or b.scored.models is served for b in shared),
+        "refused": refused,
+    }
 
 
 def _comparable(value: float | None) -> object:
@@ -93,6 +140,21 @@ def test_two_stream_workers_write_what_one_writes(one_and_two) -> None:
     assert any(values for *_, values in one["online"])
     assert two["offline"].num_rows == one["offline"].num_rows > 0
     assert two["offline"].equals(one["offline"])
+
+
+def test_each_process_sees_a_share_of_the_opportunities_as_one_would_see_them_all(
+    one_and_two,
+) -> None:
+    for run in one_and_two:
+        seen = run["seen"]
+        assert seen["scored"] > seen["pool"] // 2  # most are scored: the check compares scores
+        assert seen["same"] and seen["models_kept"] and seen["elsewhere_scores"]
+    # The other process scored with models this one does not serve: refused, not mixed in.
+    one, two = one_and_two
+    assert one["seen"]["elsewhere"] == 0
+    assert two["seen"]["elsewhere"] > two["seen"]["pool"] // 3  # the other process's share
+    assert one["seen"]["refused"] is None
+    assert "scored with models" in two["seen"]["refused"]
 
 
 def test_a_customers_records_stay_in_one_partition_read_by_its_own_reader(
